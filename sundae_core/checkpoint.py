@@ -1,0 +1,138 @@
+"""Safetensors checkpoints that carry their own config, written atomically, loaded strictly.
+
+Metadata keys (all strings, as safetensors requires):
+  sundae.kind     "vqgan" | "prior" | any trainer state kind
+  sundae.format   integer format version; files newer than FORMAT_VERSION are refused
+  sundae.config   the model config as JSON
+plus any extra string metadata the writer adds (training step, data, ...).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+
+from .errors import CheckpointError
+
+FORMAT_VERSION = 1
+KIND_KEY, FORMAT_KEY, CONFIG_KEY = "sundae.kind", "sundae.format", "sundae.config"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    tensors: dict[str, torch.Tensor]
+    kind: str
+    config: dict[str, Any]
+    metadata: dict[str, str]
+
+
+def atomic_write(path: str | Path, write) -> None:
+    """Call write(tmp_path) then rename over `path`, so readers never see a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], *, kind: str,
+                    config: dict[str, Any] | None = None,
+                    metadata: dict[str, str] | None = None) -> None:
+    """Write `tensors` with kind, format version and config in the header, atomically."""
+    meta = {str(k): str(v) for k, v in (metadata or {}).items()}
+    meta.update({KIND_KEY: kind, FORMAT_KEY: str(FORMAT_VERSION),
+                 CONFIG_KEY: json.dumps(config or {}, sort_keys=True)})
+    # safetensors refuses shared or non-contiguous storage; checkpoints are small enough to copy.
+    flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+    atomic_write(path, lambda tmp: save_file(flat, tmp, metadata=meta))
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    path = _existing(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(_unreadable(path, err)) from None
+
+
+def load_checkpoint(path: str | Path, *, kind: str | None = None,
+                    device: str | torch.device = "cpu") -> Checkpoint:
+    """Read a checkpoint; with `kind`, refuse files of any other kind."""
+    path = _existing(path)
+    meta = read_metadata(path)
+    found = meta.get(KIND_KEY)
+    if found is None:
+        raise CheckpointError(
+            f"{path}: a safetensors file without sundae metadata (not written by this project); "
+            "import reference VQ-GAN checkpoints with `sundae-import-vqgan`")
+    if kind is not None and found != kind:
+        raise CheckpointError(f"{path}: is a {found!r} checkpoint, but a {kind!r} checkpoint is needed here")
+    try:
+        version = int(meta.get(FORMAT_KEY, "0"))
+    except ValueError:
+        raise CheckpointError(f"{path}: format version {meta.get(FORMAT_KEY)!r} is not a number") from None
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: format version {version} is newer than this code understands ({FORMAT_VERSION}); "
+            "upgrade sundae")
+    try:
+        config = json.loads(meta.get(CONFIG_KEY, "{}"))
+    except json.JSONDecodeError:
+        raise CheckpointError(f"{path}: the embedded config is not valid JSON") from None
+    try:
+        tensors = load_file(str(path), device=str(device))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise CheckpointError(_unreadable(path, err)) from None
+    return Checkpoint(tensors, found, config, meta)
+
+
+def load_state_strict(module: torch.nn.Module, tensors: dict[str, torch.Tensor], path: str | Path) -> None:
+    """Load weights requiring exactly the module's keys and shapes; explain any mismatch."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(tensors))
+    unexpected = sorted(set(tensors) - set(own))
+    wrong = sorted(k for k in set(own) & set(tensors) if own[k].shape != tensors[k].shape)
+    problems = []
+    if missing:
+        problems.append(f"missing {len(missing)} key(s) e.g. {missing[0]}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected key(s) e.g. {unexpected[0]}")
+    if wrong:
+        k = wrong[0]
+        problems.append(f"{len(wrong)} shape mismatch(es) e.g. {k}: file {tuple(tensors[k].shape)} "
+                        f"vs model {tuple(own[k].shape)}")
+    if problems:
+        raise CheckpointError(f"{path}: weights do not match the embedded config: " + "; ".join(problems))
+    module.load_state_dict(tensors, strict=True)
+
+
+def _existing(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} is not a file")
+    return path
+
+
+def _unreadable(path: Path, err: Exception) -> str:
+    size = path.stat().st_size
+    return (f"{path}: not a readable safetensors file ({size} bytes; truncated or not safetensors: "
+            f"{str(err).splitlines()[0] if str(err) else type(err).__name__})")

@@ -1,0 +1,193 @@
+"""Frozen dataclass configs, strict YAML loading and `a.b=value` overrides.
+
+Every model is built from exactly one of these configs, and every checkpoint embeds the config
+it was trained with, so a file alone is enough to rebuild its model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from .errors import ConfigError
+
+T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True)
+class VQGANConfig:
+    """The taming-transformers VQ-GAN first stage (encoder, quantizer, decoder).
+
+    The downsampling factor is f = 2 ** (len(ch_mult) - 1). `attn_resolutions` are feature-map
+    sizes relative to `resolution`, as in the reference implementation, so imported configs
+    mean the same thing here.
+    """
+
+    resolution: int = 256
+    in_channels: int = 3
+    out_ch: int = 3
+    ch: int = 128
+    ch_mult: tuple[int, ...] = (1, 1, 2, 2, 4)
+    num_res_blocks: int = 2
+    attn_resolutions: tuple[int, ...] = (16,)
+    z_channels: int = 256
+    embed_dim: int = 256
+    n_embed: int = 1024
+    dropout: float = 0.0
+    # The reference model always has a global attention block in the middle. A model trained on
+    # crops and used on larger canvases generalises better without it, hence the switch.
+    mid_attention: bool = True
+    l2_normalize_codes: bool = False
+    beta: float = 0.25
+
+    @property
+    def factor(self) -> int:
+        return 2 ** (len(self.ch_mult) - 1)
+
+    def __post_init__(self) -> None:
+        if self.n_embed < 2:
+            raise ConfigError(f"vqgan.n_embed must be at least 2, got {self.n_embed}")
+        if not self.ch_mult:
+            raise ConfigError("vqgan.ch_mult must list at least one level")
+
+
+@dataclasses.dataclass(frozen=True)
+class HourglassConfig:
+    """The 2D hourglass transformer denoiser f_theta.
+
+    depth is (pre, valley, post); valley is an int (layers at the shortened resolution) or
+    itself a (pre, valley, post) triple for a further level of shortening.
+    """
+
+    vocab_size: int = 1024
+    dim: int = 1024
+    heads: int = 8
+    depth: tuple = (2, 12, 2)
+    shorten: int = 4
+    mlp_ratio: int = 4
+    num_classes: int = 0
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.dim % self.heads:
+            raise ConfigError(f"prior.dim ({self.dim}) must be divisible by prior.heads ({self.heads})")
+        if (self.dim // self.heads) % 4:
+            raise ConfigError(
+                f"prior head width dim/heads = {self.dim // self.heads} must be a multiple of 4 "
+                "(2D rotary splits it into row and column halves of sin/cos pairs)")
+        side = int(round(self.shorten ** 0.5))
+        if side * side != self.shorten or side < 2:
+            raise ConfigError(f"prior.shorten must be a square >= 4 (4, 9, 16), got {self.shorten}")
+        _check_depth(self.depth)
+
+    @property
+    def patch(self) -> int:
+        """Side of the square patch one shortening step pools (sqrt(k))."""
+        return int(round(self.shorten ** 0.5))
+
+
+def _check_depth(depth: Any) -> None:
+    if isinstance(depth, int):
+        if depth < 0:
+            raise ConfigError(f"prior.depth entries must be >= 0, got {depth}")
+        return
+    if not (isinstance(depth, (tuple, list)) and len(depth) == 3):
+        raise ConfigError(f"prior.depth must be an int or a (pre, valley, post) triple, got {depth!r}")
+    pre, valley, post = depth
+    if not isinstance(pre, int) or not isinstance(post, int):
+        raise ConfigError(f"prior.depth pre and post must be ints, got {depth!r}")
+    _check_depth(valley)
+
+
+def _freeze(value: Any) -> Any:
+    """Lists from YAML/JSON become tuples so configs stay hashable and frozen."""
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
+    """Build a (possibly nested) config dataclass; unknown keys are errors naming the key."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or cls.__name__}: expected a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"{where or cls.__name__}: unknown key(s) {', '.join(unknown)}; "
+            f"known keys are {', '.join(fields)}")
+    kwargs = {}
+    for name, value in data.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = from_dict(hint, value, f"{where}.{name}" if where else name)
+        else:
+            kwargs[name] = _coerce(value, hint, f"{where}.{name}" if where else name)
+    try:
+        return cls(**kwargs)
+    except TypeError as err:
+        raise ConfigError(f"{where or cls.__name__}: {err}") from None
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    value = _freeze(value)
+    origin = typing.get_origin(hint)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str, bool):
+        if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+            raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
+    if origin is tuple and not isinstance(value, tuple):
+        raise ConfigError(f"{where}: expected a list, got {value!r}")
+    if origin is typing.Union and value is not None:
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) == 1:
+            return _coerce(value, args[0], where)
+    return value
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """Plain JSON-able dict (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def load_yaml(path: str | Path, cls: type[T]) -> T:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    try:
+        return from_dict(cls, data)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def apply_overrides(config: T, overrides: list[str] | tuple[str, ...]) -> T:
+    """Apply `section.key=value` strings (value parsed as YAML) to a nested frozen config."""
+    data = to_dict(config)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key.subkey=value")
+        dotted, raw = item.split("=", 1)
+        keys = dotted.strip().split(".")
+        node = data
+        for key in keys[:-1]:
+            if not isinstance(node.get(key), dict):
+                raise ConfigError(f"override {item!r}: {key!r} is not a config section")
+            node = node[key]
+        if keys[-1] not in node:
+            raise ConfigError(f"override {item!r}: unknown key {keys[-1]!r}; known: {', '.join(node)}")
+        try:
+            node[keys[-1]] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            node[keys[-1]] = raw
+    return from_dict(type(config), data)
