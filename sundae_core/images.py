@@ -1,0 +1,86 @@
+"""Conversions between ComfyUI IMAGE/MASK tensors and model tensors; compositing; outpaint canvas."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+
+from .errors import InputError
+
+
+def comfy_to_model(image: torch.Tensor) -> torch.Tensor:
+    """IMAGE (b h w c) float in [0, 1] -> (b c h w) in [-1, 1] (alpha dropped)."""
+    if image.ndim != 4 or image.shape[-1] not in (1, 3, 4):
+        raise InputError(f"IMAGE must be shaped (b h w c) with c in 1/3/4, got {tuple(image.shape)}")
+    image = image[..., :3] if image.shape[-1] >= 3 else image.expand(*image.shape[:3], 3)
+    return rearrange(image.float(), "b h w c -> b c h w") * 2 - 1
+
+
+def model_to_comfy(images: torch.Tensor) -> torch.Tensor:
+    """(b c h w) in [-1, 1] -> IMAGE (b h w c) float32 in [0, 1] on CPU."""
+    return rearrange((images.float().clamp(-1, 1) + 1) / 2, "b c h w -> b h w c").cpu()
+
+
+def mask_to_batch(mask: torch.Tensor, batch: int, height: int, width: int) -> torch.Tensor:
+    """MASK (b H W) or (H W), any size -> (batch height width) float, resized (bilinear)."""
+    if mask.ndim == 2:
+        mask = mask[None]
+    if mask.ndim != 3:
+        raise InputError(f"MASK must be shaped (b h w) or (h w), got {tuple(mask.shape)}")
+    if mask.shape[1:] != (height, width):
+        mask = F.interpolate(mask[:, None].float(), size=(height, width), mode="bilinear",
+                             align_corners=False)[:, 0]
+    if mask.shape[0] not in (1, batch):
+        raise InputError(f"mask batch {mask.shape[0]} does not match image batch {batch}")
+    return mask.float().expand(batch, height, width)
+
+
+def feathered(mask: torch.Tensor, feather: int) -> torch.Tensor:
+    """Soften a (b h w) 0..1 mask *inward*: zero stays exactly zero, so pixels outside the mask
+    keep their original values; the blend ramps up over about `feather` pixels inside it."""
+    if feather <= 0:
+        return mask.clamp(0, 1)
+    soft = 1 - mask.clamp(0, 1)[:, None]
+    k = 2 * feather + 1
+    soft = F.avg_pool2d(F.pad(soft, (feather,) * 4, mode="replicate"), k, stride=1)  # box blur of known
+    inside = (1 - soft[:, 0]).clamp(0, 1)
+    # inside is ~0.5 at the mask edge; rescale so the ramp goes 0 -> 1 within the mask
+    return torch.where(mask > 0, ((inside - 0.5) * 2).clamp(0, 1) * mask.clamp(0, 1), torch.zeros_like(mask))
+
+
+def composite(original: torch.Tensor, generated: torch.Tensor, mask: torch.Tensor, feather: int = 8) -> torch.Tensor:
+    """IMAGE (b h w c) x2 + MASK -> original outside the mask, generated inside, feathered edge."""
+    if original.shape[1:3] != generated.shape[1:3]:
+        generated = rearrange(F.interpolate(rearrange(generated, "b h w c -> b c h w"),
+                                            size=original.shape[1:3], mode="bilinear", align_corners=False),
+                              "b c h w -> b h w c")
+    b = max(original.shape[0], generated.shape[0])
+    m = feathered(mask_to_batch(mask, b, *original.shape[1:3]), feather)[..., None]
+    return original[..., :3] * (1 - m) + generated[..., :3] * m
+
+
+@dataclass
+class Canvas:
+    image: torch.Tensor  # (b H W c) the grown canvas
+    mask: torch.Tensor  # (b H W) 1 = new area to fill (plus any mask given)
+
+
+def outpaint_canvas(image: torch.Tensor, left: int, top: int, right: int, bottom: int, factor: int,
+                    mask: torch.Tensor | None = None, fill: float = 1.0) -> Canvas:
+    """Grow the canvas by the given margins (each rounded up to a multiple of `factor` so the
+    original stays aligned to the token grid), fill the border and mark it for repainting."""
+    if min(left, top, right, bottom) < 0:
+        raise InputError("outpaint margins must be >= 0")
+    up = lambda n: -(-n // factor) * factor
+    left, top, right, bottom = up(left), up(top), up(right), up(bottom)
+    b, h, w, c = image.shape
+    if h % factor or w % factor:
+        raise InputError(f"image size {h}x{w} must be a multiple of the VQ-GAN factor {factor} to outpaint")
+    canvas = torch.full((b, h + top + bottom, w + left + right, c), fill, dtype=image.dtype)
+    canvas[:, top:top + h, left:left + w] = image
+    new = torch.ones(b, h + top + bottom, w + left + right)
+    new[:, top:top + h, left:left + w] = 0 if mask is None else mask_to_batch(mask, b, h, w)
+    return Canvas(canvas, new)

@@ -1,0 +1,30 @@
+"""Pixel masks -> latent masks for inpainting (section 3.6)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+
+from .errors import InputError
+
+
+def latent_mask(pixel_mask: torch.Tensor, factor: int, grid: tuple[int, int],
+                threshold: float = 0.0) -> torch.Tensor:
+    """pixel_mask (b H W) or (H W), 1 = repaint (ComfyUI's MASK) -> repaint (b h w) bool.
+
+    A latent is *known* only if every pixel of its f x f patch is known (the paper's AND), i.e. it
+    is repainted if any pixel of its patch is marked (value > threshold). A mask of another size
+    than the token grid's image (such as ComfyUI's 64x64 all-zero mask for images without alpha)
+    is resized to it first.
+    """
+    if pixel_mask.ndim == 2:
+        pixel_mask = pixel_mask[None]
+    if pixel_mask.ndim != 3:
+        raise InputError(f"mask must be shaped (b H W) or (H W), got {tuple(pixel_mask.shape)}")
+    h, w = grid
+    size = (h * factor, w * factor)
+    m = rearrange(pixel_mask.float() > threshold, "b H W -> b 1 H W").float()
+    if tuple(m.shape[-2:]) != size:
+        m = F.interpolate(m, size=size, mode="nearest-exact")
+    return rearrange(F.max_pool2d(m, factor) > 0, "b 1 h w -> b h w")

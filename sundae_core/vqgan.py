@@ -1,0 +1,243 @@
+"""The VQ-GAN first stage (Esser et al.), with the reference implementation's key names.
+
+Keeping the reference key layout (`encoder.down.0.block.0.norm1.weight`, ...) means imported
+checkpoints load without renaming. Inference only: losses live in `trainers/`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from .config import VQGANConfig
+from .errors import InputError
+from .quantize import Quantized, VectorQuantizer
+
+
+def _norm(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(32 if channels % 32 == 0 else _groups(channels), channels, eps=1e-6, affine=True)
+
+
+def _groups(channels: int) -> int:
+    for g in (16, 8, 4, 2, 1):
+        if channels % g == 0:
+            return g
+    return 1
+
+
+class ResnetBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, dropout: float):
+        super().__init__()
+        self.norm1, self.conv1 = _norm(cin), nn.Conv2d(cin, cout, 3, padding=1)
+        self.norm2, self.conv2 = _norm(cout), nn.Conv2d(cout, cout, 3, padding=1)
+        self.dropout = nn.Dropout(dropout)
+        if cin != cout:
+            self.nin_shortcut = nn.Conv2d(cin, cout, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        if hasattr(self, "nin_shortcut"):
+            x = self.nin_shortcut(x)
+        return x + h
+
+
+class AttnBlock(nn.Module):
+    """Single-head spatial self-attention over all h*w positions."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.norm = _norm(channels)
+        self.q, self.k, self.v = (nn.Conv2d(channels, channels, 1) for _ in range(3))
+        self.proj_out = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.norm(x)
+        b, c, hh, ww = x.shape
+        q, k, v = (rearrange(m(h), "b c h w -> b 1 (h w) c") for m in (self.q, self.k, self.v))
+        out = F.scaled_dot_product_attention(q, k, v)
+        return x + self.proj_out(rearrange(out, "b 1 (h w) c -> b c h w", h=hh, w=ww))
+
+
+class Downsample(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.pad(x, (0, 1, 0, 1)))  # the reference's asymmetric padding
+
+
+class Upsample(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class _Level(nn.Module):
+    """One resolution level: `block` and `attn` ModuleLists plus an optional resampler."""
+
+    def __init__(self, blocks: list[nn.Module], attns: list[nn.Module]):
+        super().__init__()
+        self.block, self.attn = nn.ModuleList(blocks), nn.ModuleList(attns)
+
+    def run(self, h: torch.Tensor) -> torch.Tensor:
+        for i, block in enumerate(self.block):
+            h = block(h)
+            if len(self.attn):
+                h = self.attn[i](h)
+        return h
+
+
+class _Mid(nn.Module):
+    def __init__(self, channels: int, dropout: float, attention: bool):
+        super().__init__()
+        self.block_1 = ResnetBlock(channels, channels, dropout)
+        if attention:
+            self.attn_1 = AttnBlock(channels)
+        self.block_2 = ResnetBlock(channels, channels, dropout)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        h = self.block_1(h)
+        if hasattr(self, "attn_1"):
+            h = self.attn_1(h)
+        return self.block_2(h)
+
+
+class Encoder(nn.Module):
+    def __init__(self, c: VQGANConfig):
+        super().__init__()
+        self.conv_in = nn.Conv2d(c.in_channels, c.ch, 3, padding=1)
+        res, cin = c.resolution, c.ch
+        self.down = nn.ModuleList()
+        mults = (1,) + tuple(c.ch_mult)
+        for i in range(len(c.ch_mult)):
+            blocks, attns = [], []
+            cin, cout = c.ch * mults[i], c.ch * c.ch_mult[i]
+            for _ in range(c.num_res_blocks):
+                blocks.append(ResnetBlock(cin, cout, c.dropout))
+                cin = cout
+                if res in c.attn_resolutions:
+                    attns.append(AttnBlock(cout))
+            level = _Level(blocks, attns)
+            if i != len(c.ch_mult) - 1:
+                level.downsample = Downsample(cout)
+                res //= 2
+            self.down.append(level)
+        self.mid = _Mid(cin, c.dropout, c.mid_attention)
+        self.norm_out = _norm(cin)
+        self.conv_out = nn.Conv2d(cin, c.z_channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv_in(x)
+        for level in self.down:
+            h = level.run(h)
+            if hasattr(level, "downsample"):
+                h = level.downsample(h)
+        return self.conv_out(F.silu(self.norm_out(self.mid(h))))
+
+
+class Decoder(nn.Module):
+    def __init__(self, c: VQGANConfig):
+        super().__init__()
+        cin = c.ch * c.ch_mult[-1]
+        res = c.resolution // c.factor
+        self.conv_in = nn.Conv2d(c.z_channels, cin, 3, padding=1)
+        self.mid = _Mid(cin, c.dropout, c.mid_attention)
+        levels = []
+        for i in reversed(range(len(c.ch_mult))):
+            blocks, attns = [], []
+            cout = c.ch * c.ch_mult[i]
+            for _ in range(c.num_res_blocks + 1):
+                blocks.append(ResnetBlock(cin, cout, c.dropout))
+                cin = cout
+                if res in c.attn_resolutions:
+                    attns.append(AttnBlock(cout))
+            level = _Level(blocks, attns)
+            if i != 0:
+                level.upsample = Upsample(cout)
+                res *= 2
+            levels.insert(0, level)  # reference order: up[0] is the full-resolution level
+        self.up = nn.ModuleList(levels)
+        self.norm_out = _norm(cin)
+        self.conv_out = nn.Conv2d(cin, c.out_ch, 3, padding=1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.mid(self.conv_in(z))
+        for level in reversed(self.up):
+            h = level.run(h)
+            if hasattr(level, "upsample"):
+                h = level.upsample(h)
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
+class VQGAN(nn.Module):
+    """images (b c h w) in [-1, 1] <-> tokens (b h/f w/f) in [0, n_embed)."""
+
+    def __init__(self, config: VQGANConfig):
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(config)
+        self.decoder = Decoder(config)
+        self.quant_conv = nn.Conv2d(config.z_channels, config.embed_dim, 1)
+        self.quantize = VectorQuantizer(config.n_embed, config.embed_dim, config.beta,
+                                        config.l2_normalize_codes)
+        self.post_quant_conv = nn.Conv2d(config.embed_dim, config.z_channels, 1)
+
+    @property
+    def factor(self) -> int:
+        return self.config.factor
+
+    @property
+    def vocab_size(self) -> int:
+        return self.config.n_embed
+
+    def _check_images(self, images: torch.Tensor) -> None:
+        if images.ndim != 4 or images.shape[1] != self.config.in_channels:
+            raise InputError(f"VQ-GAN expects images shaped (b {self.config.in_channels} h w), "
+                             f"got {tuple(images.shape)}")
+        f = self.factor
+        if images.shape[2] % f or images.shape[3] % f:
+            raise InputError(f"image size {images.shape[2]}x{images.shape[3]} is not a multiple of the "
+                             f"VQ-GAN factor {f}; resize or crop it to a multiple of {f} first")
+
+    def encode_latents(self, images: torch.Tensor) -> torch.Tensor:
+        """Continuous pre-quantization latents (b embed_dim h w)."""
+        self._check_images(images)
+        p = next(self.parameters())
+        return self.quant_conv(self.encoder(images.to(p.dtype)))
+
+    def quantize_latents(self, z: torch.Tensor) -> Quantized:
+        return self.quantize(z)
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """images (b c H W) in [-1, 1] -> tokens (b H/f W/f) int64."""
+        return self.quantize.nearest(self.encode_latents(images))
+
+    def decode_latents(self, z_q: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.post_quant_conv(z_q))
+
+    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (b h w) -> images (b c hf wf), clamped to [-1, 1], float32."""
+        if tokens.ndim != 3:
+            raise InputError(f"tokens must be shaped (b h w), got {tuple(tokens.shape)}")
+        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.config.n_embed):
+            raise InputError(f"token ids must lie in [0, {self.config.n_embed}) for this VQ-GAN; "
+                             "tokens and VQ-GAN come from different models?")
+        p = next(self.parameters())
+        z_q = self.quantize.lookup(tokens.to(p.device)).to(p.dtype)
+        return self.decode_latents(z_q).float().clamp(-1, 1)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, Quantized]:
+        """Training pass: reconstruction and the quantizer's result (loss, usage)."""
+        q = self.quantize(self.encode_latents(images))
+        return self.decode_latents(q.z_q), q
+
+    def last_layer(self) -> torch.Tensor:
+        """Decoder's last conv weight: the adaptive GAN weight is computed on it."""
+        return self.decoder.conv_out.weight
