@@ -1,0 +1,292 @@
+"""Workflow files: ComfyUI's UI format (what Save writes) and API format (what /prompt takes).
+
+Everything is turned into the API format, `{id: {"class_type", "inputs", "_meta": {"title"}}}`,
+the way ComfyUI's frontend does it (`graphToPrompt`):
+- virtual nodes (Note, MarkdownNote, Reroute, PrimitiveNode) are never sent; a link through a
+  Reroute is followed to its source, and an input fed by a PrimitiveNode keeps its widget value;
+- muted nodes (mode 2) are dropped, and so is every input linked to them;
+- a bypassed node (mode 4) is dropped and each link from it is rerouted to its own input of the
+  same type (the input at the link's slot first, then the others in order);
+- widget values come from `widgets_values` by position, per the rules in docs/comfyui.md.
+Problems that depend on node definitions (unknown types, missing inputs) are left to validation;
+`notes` records why an input was dropped so that validation can say so.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from .problems import InvalidWorkflowError, Problem
+from .registry import input_specs
+
+VIRTUAL_TYPES = frozenset({"Note", "MarkdownNote", "Reroute", "PrimitiveNode"})
+MUTED, BYPASSED = 2, 4
+
+
+@dataclass
+class Workflow:
+    prompt: dict[str, dict[str, Any]]  # API format
+    ui: dict[str, Any] | None = None  # the UI workflow, when read from one (SaveImage embeds it)
+    notes: dict[tuple[str, str], str] = field(default_factory=dict)  # (node, input) -> why dropped
+
+
+def read_json(source: str | Path | Mapping) -> dict[str, Any]:
+    """A workflow as a dict, from a file path or an already-parsed mapping."""
+    if isinstance(source, Mapping):
+        return dict(source)
+    path = Path(source)
+    if not path.is_file():
+        raise InvalidWorkflowError(f"workflow file {path} does not exist")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InvalidWorkflowError(f"{path}: not a JSON workflow ({err})") from None
+    if not isinstance(data, dict):
+        raise InvalidWorkflowError(f"{path}: a workflow is a JSON object, got {type(data).__name__}")
+    return data
+
+
+def is_ui_format(data: Mapping[str, Any]) -> bool:
+    return "nodes" in data and "class_type" not in data.get("nodes", {})
+
+
+def load_workflow(source: str | Path | Mapping, definitions: Mapping[str, Mapping]) -> Workflow:
+    """Read a UI- or API-format workflow into API format (definitions: `/object_info` entries)."""
+    data = read_json(source)
+    if is_ui_format(data):
+        return ui_to_api(data, definitions)
+    return api_workflow(data, definitions)
+
+
+def api_workflow(data: Mapping[str, Any], definitions: Mapping[str, Mapping] | None = None) -> Workflow:
+    """Check the shape of an API prompt; also accepts the `{"prompt": ..., "extra_data": ...}` body.
+
+    Nodes without a `_meta` title get their display name (from `definitions`), as the frontend writes.
+    """
+    ui = None
+    if isinstance(data.get("prompt"), Mapping) and "class_type" not in data["prompt"]:
+        extra = data.get("extra_data")
+        pnginfo = extra.get("extra_pnginfo") if isinstance(extra, Mapping) else None
+        ui = pnginfo.get("workflow") if isinstance(pnginfo, Mapping) else None
+        data = data["prompt"]
+    problems, prompt = [], {}
+    for node_id, node in data.items():
+        node_id = str(node_id)
+        if not isinstance(node, Mapping) or not isinstance(node.get("class_type"), str):
+            problems.append(Problem("not a node: expected an object with a string 'class_type'", node_id))
+            continue
+        inputs = node.get("inputs", {})
+        if not isinstance(inputs, Mapping):
+            problems.append(Problem("'inputs' must be an object", node_id, _meta_title(node)))
+            continue
+        info = (definitions or {}).get(node["class_type"]) or {}
+        title = _meta_title(node) or info.get("display_name")
+        prompt[node_id] = {"inputs": dict(inputs), "class_type": node["class_type"]}
+        if title:
+            prompt[node_id]["_meta"] = {"title": title}
+    if not prompt and not problems:
+        problems.append(Problem("the workflow has no nodes"))
+    if problems:
+        raise InvalidWorkflowError(problems)
+    return Workflow(prompt, ui if isinstance(ui, dict) else None)
+
+
+def _meta_title(node: Mapping[str, Any]) -> str | None:
+    meta = node.get("_meta")
+    title = meta.get("title") if isinstance(meta, Mapping) else None
+    return title if isinstance(title, str) else None
+
+
+@dataclass(frozen=True)
+class _Link:
+    origin: str
+    origin_slot: int
+    target: str
+    target_slot: int
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, (int, str)) and not isinstance(value, bool)
+
+
+def _read_links(raw: Any, problems: list[Problem]) -> dict[Any, _Link]:
+    """Links as `[id, origin, origin_slot, target, target_slot, type]` or as objects."""
+    links = {}
+    if not isinstance(raw, list):
+        problems.append(Problem("'links' must be a list"))
+        return links
+    for item in raw:
+        if isinstance(item, Mapping):
+            fields = [item.get(k) for k in ("id", "origin_id", "origin_slot", "target_id", "target_slot")]
+        elif isinstance(item, list) and len(item) >= 5:
+            fields = item[:5]
+        else:
+            problems.append(Problem(f"malformed link {item!r}"))
+            continue
+        link_id, origin, origin_slot, target, target_slot = fields
+        if not (_is_id(link_id) and _is_id(origin) and _is_id(target)
+                and isinstance(origin_slot, int) and isinstance(target_slot, int)):
+            problems.append(Problem(f"malformed link {item!r}"))
+            continue
+        links[link_id] = _Link(str(origin), origin_slot, str(target), target_slot)
+    return links
+
+
+def _read_nodes(raw: Any, problems: list[Problem]) -> dict[str, dict[str, Any]]:
+    nodes = {}
+    if not isinstance(raw, list):
+        problems.append(Problem("'nodes' must be a list"))
+        return nodes
+    for node in raw:
+        if not isinstance(node, Mapping) or not _is_id(node.get("id")):
+            problems.append(Problem(f"malformed node entry (no id): {str(node)[:80]}"))
+            continue
+        node_id = str(node["id"])
+        title = node.get("title") if isinstance(node.get("title"), str) else None
+        if not isinstance(node.get("type"), str):
+            problems.append(Problem("node has no 'type'", node_id, title))
+        elif not isinstance(node.get("inputs", []), list) or not all(
+                isinstance(i, Mapping) and isinstance(i.get("name"), str) for i in node.get("inputs", [])):
+            problems.append(Problem("'inputs' must be a list of {name, type, link}", node_id, title))
+        elif node_id in nodes:
+            problems.append(Problem("two nodes share this id", node_id, title))
+        else:
+            nodes[node_id] = dict(node)
+    return nodes
+
+
+def _mode(node: Mapping[str, Any]) -> int:
+    mode = node.get("mode", 0)
+    return mode if isinstance(mode, int) else 0
+
+
+def _title(node: Mapping[str, Any], definitions: Mapping[str, Mapping]) -> str:
+    if isinstance(node.get("title"), str):
+        return node["title"]
+    info = definitions.get(node["type"]) or {}
+    return info.get("display_name") or node["type"]
+
+
+def ui_to_api(ui: Mapping[str, Any], definitions: Mapping[str, Mapping]) -> Workflow:
+    """Convert a UI-format workflow as the frontend's graphToPrompt does (see module docstring)."""
+    problems: list[Problem] = []
+    nodes = _read_nodes(ui.get("nodes"), problems)
+    links = _read_links(ui.get("links", []), problems)
+    if problems:
+        raise InvalidWorkflowError(problems)
+    subgraphs = _subgraph_ids(ui)
+    prompt, notes = {}, {}
+    for node_id, node in sorted(nodes.items(), key=lambda item: _order_key(item[1])):
+        if node["type"] in VIRTUAL_TYPES or _mode(node) in (MUTED, BYPASSED):
+            continue
+        if node["type"] in subgraphs:
+            problems.append(Problem("is a subgraph; unpack it in ComfyUI (right-click > Unpack Subgraph) "
+                                    "before running it here", node_id, _title(node, definitions)))
+            continue
+        inputs = _widget_inputs(node, definitions.get(node["type"]), problems)
+        for slot in node.get("inputs", []):
+            if slot.get("link") is None:
+                continue
+            source, why = _resolve(links.get(slot["link"]), slot.get("type"), nodes, links)
+            if source is not None:
+                inputs[slot["name"]] = [source[0], source[1]]
+            elif why:
+                inputs.pop(slot["name"], None)
+                notes[(node_id, slot["name"])] = why
+        prompt[node_id] = {"inputs": inputs, "class_type": node["type"],
+                           "_meta": {"title": _title(node, definitions)}}
+    for node_id, node in prompt.items():  # drop inputs whose source was muted or is missing
+        for name, value in list(node["inputs"].items()):
+            if is_link(value) and value[0] not in prompt:
+                del node["inputs"][name]
+                notes.setdefault((node_id, name), _dropped_reason(value[0], nodes, definitions))
+    if problems:
+        raise InvalidWorkflowError(problems)
+    return Workflow(prompt, dict(ui), notes)
+
+
+def _order_key(node: Mapping[str, Any]) -> tuple:
+    node_id = node["id"]
+    return (0, node_id, "") if isinstance(node_id, int) else (1, 0, str(node_id))
+
+
+def _subgraph_ids(ui: Mapping[str, Any]) -> set[str]:
+    definitions = ui.get("definitions")
+    subgraphs = definitions.get("subgraphs") if isinstance(definitions, Mapping) else None
+    if not isinstance(subgraphs, list):
+        return set()
+    return {s["id"] for s in subgraphs if isinstance(s, Mapping) and isinstance(s.get("id"), str)}
+
+
+def is_link(value: Any) -> bool:
+    return (isinstance(value, (list, tuple)) and len(value) == 2 and _is_id(value[0])
+            and isinstance(value[1], int) and not isinstance(value[1], bool))
+
+
+def _widget_inputs(node: Mapping[str, Any], info: Mapping | None, problems: list[Problem]) -> dict[str, Any]:
+    """Widget values by position (or by name, for packs that save a dict)."""
+    if info is None:
+        return {}  # unknown type: validation reports it
+    try:
+        specs = [s for s in input_specs(info) if s.is_widget]
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        problems.append(Problem(f"the node's input definition is malformed: {err}", str(node["id"])))
+        return {}
+    values = node.get("widgets_values")
+    if isinstance(values, Mapping):
+        return {s.name: values.get(s.name, s.default()) for s in specs}
+    values = values if isinstance(values, list) else []
+    inputs, position = {}, 0
+    for spec in specs:
+        inputs[spec.name] = values[position] if position < len(values) else spec.default()
+        position += spec.widget_slots
+    return inputs
+
+
+def _resolve(link: _Link | None, want_type: Any, nodes: Mapping[str, Mapping],
+             links: Mapping[Any, _Link]) -> tuple[tuple[str, int] | None, str | None]:
+    """Follow a link through reroutes and bypassed nodes to the node that produces the value.
+
+    Returns ((origin, slot), None), or (None, reason) when the input must be dropped, or
+    (None, None) when the widget value stays (a PrimitiveNode feeds it).
+    """
+    seen = set()
+    while link is not None:
+        if link in seen:
+            return None, "its link loops through reroutes or bypassed nodes"
+        seen.add(link)
+        origin = nodes.get(link.origin)
+        if origin is None:
+            return (link.origin, link.origin_slot), None  # dropped later, with its reason
+        if origin["type"] == "Reroute":
+            link = _input_link(origin, 0, links)
+        elif origin["type"] in VIRTUAL_TYPES:
+            return None, None
+        elif _mode(origin) == BYPASSED:
+            slots = origin.get("inputs", [])
+            candidates = [link.origin_slot] + list(range(len(slots)))
+            match = next((i for i in candidates if 0 <= i < len(slots) and slots[i].get("type") == want_type), None)
+            if match is None:
+                return None, (f"it is connected to bypassed node {link.origin}, which has no input of "
+                              f"type {want_type} to pass through")
+            link = _input_link(origin, match, links)
+        else:
+            return (link.origin, link.origin_slot), None
+    return None, "it is connected through a reroute or bypassed node whose input is not connected"
+
+
+def _input_link(node: Mapping[str, Any], index: int, links: Mapping[Any, _Link]) -> _Link | None:
+    slots = node.get("inputs", [])
+    return links.get(slots[index].get("link")) if index < len(slots) else None
+
+
+def _dropped_reason(origin: str, nodes: Mapping[str, Mapping], definitions: Mapping[str, Mapping]) -> str:
+    node = nodes.get(origin)
+    if node is None:
+        return f"it is linked to node {origin}, which does not exist"
+    if _mode(node) == MUTED:
+        return f"it is connected to muted node {origin} ({_title(node, definitions)})"
+    return f"it is connected to node {origin} ({_title(node, definitions)}), which is not executed"

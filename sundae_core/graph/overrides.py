@@ -1,0 +1,74 @@
+"""`--set <node>.<input>=<value>`: change a widget value of a loaded workflow before it runs.
+
+<node> is a node id or a node's title (when no other node has it). The value is read as YAML for
+INT, FLOAT and BOOLEAN inputs and taken verbatim for STRING and COMBO inputs, so `--set
+9.filename_prefix=0001` stays a string. Range and option checks are left to validation, which
+runs after the overrides, so a bad value is reported like any other invalid input.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import yaml
+
+from .formats import Workflow
+from .problems import InvalidWorkflowError, Problem
+from .registry import Registry, input_specs
+
+
+def parse_override(item: str) -> tuple[str, str, str]:
+    """'5.steps=20' -> ('5', 'steps', '20'); a title may itself contain dots."""
+    target, sep, raw = item.partition("=")
+    node, dot, name = target.strip().rpartition(".")
+    if not sep or not dot or not node or not name:
+        raise InvalidWorkflowError(f"--set {item!r}: expected <node id or title>.<input>=<value>")
+    return node, name, raw
+
+
+def find_node(prompt: dict[str, dict[str, Any]], ref: str) -> str:
+    if ref in prompt:
+        return ref
+    matches = [i for i, n in prompt.items() if n.get("_meta", {}).get("title") == ref]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise InvalidWorkflowError(f"--set: several nodes are titled {ref!r} ({', '.join(matches)}); use an id")
+    raise InvalidWorkflowError(f"--set: no node with id or title {ref!r}")
+
+
+def apply_overrides(workflow: Workflow, overrides: Sequence[str], registry: Registry) -> None:
+    problems = []
+    for item in overrides:
+        try:
+            node_ref, name, raw = parse_override(item)
+            node_id = find_node(workflow.prompt, node_ref)
+            _set_input(workflow.prompt[node_id], node_id, name, raw, registry)
+        except InvalidWorkflowError as err:
+            problems.extend(err.problems)
+    if problems:
+        raise InvalidWorkflowError(problems)
+
+
+def _set_input(node: dict[str, Any], node_id: str, name: str, raw: str, registry: Registry) -> None:
+    title = node.get("_meta", {}).get("title")
+    if node["class_type"] not in registry.classes:
+        raise InvalidWorkflowError(Problem(f"--set: unknown node type {node['class_type']!r}", node_id, title))
+    specs = {s.name: s for s in input_specs(registry.info(node["class_type"]))}
+    spec = specs.get(name)
+    if spec is None:
+        raise InvalidWorkflowError(Problem(
+            f"--set: no input {name!r}; inputs are {', '.join(specs) or 'none'}", node_id, title))
+    if spec.type not in ("INT", "FLOAT", "BOOLEAN", "STRING", "COMBO"):
+        raise InvalidWorkflowError(Problem(
+            f"--set: input {name!r} takes a {spec.type} from another node, not a value", node_id, title))
+    if spec.type == "STRING":
+        node["inputs"][name] = raw
+        return
+    if spec.type == "COMBO":  # options are almost always strings; match others by their text
+        node["inputs"][name] = next((c for c in spec.choices or () if str(c) == raw), raw)
+        return
+    try:
+        node["inputs"][name] = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        node["inputs"][name] = raw

@@ -1,0 +1,71 @@
+"""Run a ComfyUI workflow file (UI or API format) without ComfyUI.
+
+    python -m sundae_core.run workflows/inpaint_1024.json --output-dir out --set 7.seed=3
+
+Exit codes: 0 success, 2 invalid workflow (nothing ran), 1 failure while running.
+Every problem is printed on its own line as `error: node <id> (<title>): <message>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .graph import WorkflowError, default_registry, load_workflow, prepare, run_workflow
+from .graph.context import active
+from .graph.execute import make_context
+from .graph.overrides import apply_overrides
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sundae-run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("workflow", help="workflow JSON file, as saved by ComfyUI (UI format) or "
+                                         "exported for its API")
+    parser.add_argument("--output-dir", default="output",
+                        help="folder SaveImage writes to (created if missing; default: ./output)")
+    parser.add_argument("--input-dir", default=None,
+                        help="folder LoadImage reads from (default: input/ beside the workflow file, "
+                             "else the workflow's own folder)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="NODE.INPUT=VALUE",
+                        help="change a widget value before running, e.g. --set 7.seed=3 or "
+                             "--set 'Sample.steps=50' (node id or title); repeatable")
+    parser.add_argument("--validate-only", action="store_true",
+                        help="check the workflow and exit (0 valid, 2 invalid) without running it")
+    parser.add_argument("--print-api", action="store_true",
+                        help="print the workflow converted to ComfyUI's API format (what POST /prompt "
+                             "takes) and exit, without validating it")
+    parser.add_argument("--no-progress", action="store_true", help="do not show progress bars")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.print_api:
+            registry = default_registry()
+            workflow = load_workflow(args.workflow, registry.definitions())
+            apply_overrides(workflow, args.overrides, registry)
+            print(json.dumps(workflow.prompt, indent=2))
+            return 0
+        if args.validate_only:
+            with active(make_context(args.workflow, args.output_dir, args.input_dir)):
+                _, plan = prepare(args.workflow, args.overrides)
+            print(f"valid: {len(plan.order)} node(s) would run, {len(plan.outputs)} output node(s)")
+            return 0
+        result = run_workflow(args.workflow, output_dir=args.output_dir, input_dir=args.input_dir,
+                              overrides=args.overrides, progress=not args.no_progress)
+    except WorkflowError as err:
+        for line in err.lines():
+            print(f"error: {line}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 1
+    for path in result.files:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,160 @@
+"""Running workflows: what runs and in which order, node failures, and the CLI's exit codes."""
+
+import json
+
+import pytest
+from PIL import Image
+
+from sundae_core.errors import InputError, SundaeError
+from sundae_core.graph import NodeExecutionError, Registry, WorkflowError, builtin_registry, run_workflow
+from sundae_core.run import main
+
+
+class Const:
+    RETURN_TYPES = ("INT",)
+    FUNCTION = "run"
+    calls = []
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"value": ("INT", {"default": 0})}}
+
+    def run(self, value):
+        Const.calls.append(value)
+        return (value,)
+
+
+class Add:
+    RETURN_TYPES = ("INT",)
+    FUNCTION = "run"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"a": ("INT", {"forceInput": True}), "b": ("INT", {"forceInput": True})}}
+
+    def run(self, a, b):
+        Const.calls.append(f"{a}+{b}")
+        return (a + b,)
+
+
+class Sink:
+    RETURN_TYPES = ()
+    FUNCTION = "run"
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"x": ("INT", {"forceInput": True})},
+                "hidden": {"uid": "UNIQUE_ID", "prompt": "PROMPT", "extra": "EXTRA_PNGINFO"}}
+
+    def run(self, x, uid, prompt, extra):
+        return {"ui": {"value": [x], "uid": uid, "nodes": sorted(prompt), "extra": extra}}
+
+
+class Boom:
+    RETURN_TYPES = ("INT",)
+    FUNCTION = "run"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"x": ("INT", {"forceInput": True}), "kind": (["value", "input", "arity"],)}}
+
+    def run(self, x, kind):
+        if kind == "value":
+            raise ValueError("kaboom")
+        if kind == "input":
+            raise InputError("bad input, fix it")
+        return (1, 2)
+
+
+REGISTRY = Registry({"Const": Const, "Add": Add, "Sink": Sink, "Boom": Boom})
+
+
+def test_only_what_the_outputs_need_runs_sources_first(tmp_path):
+    Const.calls.clear()
+    prompt = {"9": {"class_type": "Sink", "inputs": {"x": ["5", 0]}},
+              "5": {"class_type": "Add", "inputs": {"a": ["2", 0], "b": ["10", 0]}},
+              "2": {"class_type": "Const", "inputs": {"value": 2}},
+              "10": {"class_type": "Const", "inputs": {"value": 10}},
+              "7": {"class_type": "Const", "inputs": {"value": 7}}}  # feeds nothing: never runs
+    result = run_workflow(prompt, output_dir=tmp_path, registry=REGISTRY, progress=False)
+    assert Const.calls == [2, 10, "2+10"]
+    assert result.ui["9"] == {"value": [12], "uid": "9", "nodes": ["10", "2", "5", "7", "9"], "extra": {}}
+    assert result.values["5"] == (12,)
+
+
+@pytest.mark.parametrize("kind, message, cause", [
+    ("value", "node 3 (Explodes): ValueError: kaboom", ValueError),
+    ("input", "node 3 (Explodes): bad input, fix it", InputError),
+    ("arity", "node 3 (Explodes): returned 2 value(s) but declares 1 output(s)", type(None)),
+])
+def test_a_failing_node_is_one_error_naming_it(tmp_path, kind, message, cause):
+    prompt = {"1": {"class_type": "Const", "inputs": {"value": 1}},
+              "3": {"class_type": "Boom", "inputs": {"x": ["1", 0], "kind": kind}, "_meta": {"title": "Explodes"}},
+              "4": {"class_type": "Sink", "inputs": {"x": ["3", 0]}}}
+    with pytest.raises(NodeExecutionError) as info:
+        run_workflow(prompt, output_dir=tmp_path, registry=REGISTRY, progress=False)
+    assert isinstance(info.value, WorkflowError) and isinstance(info.value, SundaeError)
+    assert info.value.exit_code == 1 and info.value.lines() == [message]
+    assert isinstance(info.value.__cause__, cause)
+
+
+def _ui_workflow(color=0x102030, prefix="run/test"):
+    return {"last_node_id": 2, "last_link_id": 1, "version": 0.4, "links": [[1, 1, 0, 2, 0, "IMAGE"]], "nodes": [
+        {"id": 1, "type": "EmptyImage", "mode": 0, "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": [1]}],
+         "widgets_values": [16, 8, 2, color], "title": "Canvas"},
+        {"id": 2, "type": "SaveImage", "mode": 0, "inputs": [{"name": "images", "type": "IMAGE", "link": 1}],
+         "widgets_values": [prefix]}]}
+
+
+def test_cli_runs_a_ui_workflow_and_embeds_prompt_and_workflow(tmp_path, capsys):
+    path = tmp_path / "wf.json"
+    path.write_text(json.dumps(_ui_workflow()))
+    out = tmp_path / "out"
+    assert main([str(path), "--output-dir", str(out), "--set", "Canvas.color=65280", "--no-progress"]) == 0
+    printed = capsys.readouterr().out.split()
+    assert printed == [str(out / "run" / "test_00001_.png"), str(out / "run" / "test_00002_.png")]
+    picture = Image.open(printed[0])
+    assert picture.size == (16, 8) and picture.getpixel((0, 0)) == (0, 255, 0)
+    assert json.loads(picture.text["prompt"])["1"]["inputs"]["color"] == 65280
+    assert json.loads(picture.text["workflow"])["nodes"][0]["title"] == "Canvas"
+
+
+def test_cli_exit_codes_and_one_line_per_problem(tmp_path, capsys):
+    bad = _ui_workflow()
+    bad["nodes"][0]["widgets_values"] = [0, 8, 1, 0]
+    bad["nodes"].append({"id": 3, "type": "Nope", "mode": 0})
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(bad))
+    assert main([str(path), "--output-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == "error: node 1 (Canvas): input 'width': 0 is below the minimum 1"
+    assert err[1].startswith("error: node 3 (Nope): unknown node type 'Nope'") and len(err) == 2
+
+    assert main([str(tmp_path / "missing.json")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+    failing = {"1": {"class_type": "EmptyImage", "inputs": {"width": 4, "height": 4, "batch_size": 1, "color": 0}},
+               "2": {"class_type": "ImageToMask", "inputs": {"image": ["1", 0], "channel": "alpha"}},
+               "3": {"class_type": "MaskToImage", "inputs": {"mask": ["2", 0]}},
+               "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}}}
+    path = tmp_path / "api.json"
+    path.write_text(json.dumps(failing))
+    assert main([str(path), "--output-dir", str(tmp_path), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: node 2 (Convert Image to Mask): the image has 3 channels") and "Traceback" not in err
+
+
+def test_cli_validate_only_and_print_api(tmp_path, capsys):
+    path = tmp_path / "wf.json"
+    path.write_text(json.dumps(_ui_workflow()))
+    assert main([str(path), "--validate-only"]) == 0
+    assert capsys.readouterr().out.startswith("valid: 2 node(s) would run")
+    assert main([str(path), "--print-api", "--set", "1.width=32"]) == 0
+    prompt = json.loads(capsys.readouterr().out)
+    assert prompt["1"] == {"inputs": {"width": 32, "height": 8, "batch_size": 2, "color": 0x102030},
+                           "class_type": "EmptyImage", "_meta": {"title": "Canvas"}}
+
+
+def test_builtin_registry_holds_only_core_replicas():
+    assert not any(name.startswith("Sundae") for name in builtin_registry().classes)
