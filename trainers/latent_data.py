@@ -1,0 +1,69 @@
+"""Token datasets on disk: shards of (n h w) tokens (+ labels), one safetensors file each.
+
+<dir>/manifest.json  {"vocab_size", "height", "width", "num_classes", "decoder": "vqgan"|"pixels",
+                       "shards": {"train": [...], "val": [...]}}
+<dir>/<split>-00000.safetensors  tokens (n h w) int16/int32, labels (n,) int64 (optional)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from sundae_core.checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from sundae_core.errors import InputError
+
+SHARD_KIND = "latent_shard"
+
+
+@dataclass(frozen=True)
+class LatentDataConfig:
+    path: str = ""
+
+
+def write_shard(path: Path, tokens: torch.Tensor, labels: torch.Tensor | None, vocab_size: int) -> None:
+    dtype = torch.int16 if vocab_size <= 32767 else torch.int32
+    tensors = {"tokens": tokens.to(dtype)}
+    if labels is not None:
+        tensors["labels"] = labels.long()
+    save_checkpoint(path, tensors, kind=SHARD_KIND)
+
+
+def write_manifest(root: Path, manifest: dict) -> None:
+    text = json.dumps(manifest, indent=1)
+    atomic_write(root / "manifest.json", lambda tmp: Path(tmp).write_text(text))
+
+
+def read_manifest(root: str | Path) -> dict:
+    path = Path(root) / "manifest.json"
+    if not path.is_file():
+        raise InputError(f"{root} is not a latent dataset (no manifest.json); build one with sundae-build-latents")
+    return json.loads(path.read_text())
+
+
+class TokenSet:
+    """One split of a latent dataset, in RAM."""
+
+    def __init__(self, root: str | Path, split: str):
+        self.manifest = read_manifest(root)
+        shards = self.manifest["shards"].get(split, [])
+        if not shards:
+            raise InputError(f"latent dataset {root} has no {split!r} shards")
+        toks, labs = [], []
+        for name in shards:
+            t = load_checkpoint(Path(root) / name, kind=SHARD_KIND).tensors
+            toks.append(t["tokens"].long())
+            if "labels" in t:
+                labs.append(t["labels"])
+        self.tokens = torch.cat(toks)
+        self.labels = torch.cat(labs) if labs else None
+
+    def __len__(self) -> int:
+        return self.tokens.shape[0]
+
+    def batch(self, size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+        idx = torch.randint(0, len(self), (size,), generator=generator)
+        return self.tokens[idx], None if self.labels is None else self.labels[idx]

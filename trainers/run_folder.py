@@ -1,0 +1,47 @@
+"""A training run's folder: config.yaml, state.safetensors (resume), model.safetensors (use),
+log.jsonl (metrics), samples/*.png (grids). Shared by both trainers."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sundae_core.checkpoint import atomic_write
+from sundae_core.config import ConfigError, apply_overrides, from_dict, load_yaml, to_dict
+
+
+def resolve_config(cls, config_path: str | None, run_dir: Path, overrides: list[str]):
+    """A new run takes --config (+ --set); a resumed run re-reads its own config.yaml."""
+    saved = run_dir / "config.yaml"
+    if saved.is_file():
+        config = load_yaml(saved, cls)
+        if config_path and to_dict(load_yaml(config_path, cls)) != to_dict(config):
+            raise ConfigError(f"{run_dir} already holds a run with another config; resume it without "
+                              "--config or choose a new --run-dir")
+    elif config_path:
+        config = load_yaml(config_path, cls)
+    else:
+        config = from_dict(cls, {})
+    return apply_overrides(config, overrides) if overrides else config
+
+
+def write_config(run_dir: Path, config) -> None:
+    text = yaml.safe_dump(to_dict(config), sort_keys=False)
+    atomic_write(run_dir / "config.yaml", lambda tmp: Path(tmp).write_text(text))
+
+
+class MetricLog:
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / "log.jsonl"
+        self.start = time.time()
+
+    def write(self, step: int, **metrics: Any) -> None:
+        row = {"step": step, "time": round(time.time() - self.start, 2)}
+        row.update({k: (round(float(v), 6) if isinstance(v, (int, float)) or hasattr(v, "item") else v)
+                    for k, v in metrics.items()})
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")

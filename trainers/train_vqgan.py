@@ -1,0 +1,197 @@
+"""Train the VQ-GAN first stage: L1 + LPIPS + adaptive-weight PatchGAN hinge loss.
+
+    sundae-train-vqgan --config configs/vqgan_emoji_f32.yaml --run-dir runs/vqgan
+    torchrun --nproc-per-node 2 -m trainers.train_vqgan --config ... --run-dir ...
+
+Re-running the same command resumes from runs/.../state.safetensors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from sundae_core.cli import run_guarded
+from sundae_core.config import VQGANConfig, to_dict
+from sundae_core.grid import save_grid
+from sundae_core.models import save_model
+from sundae_core.vqgan import VQGAN
+
+from . import distributed as dist
+from .discriminator import DiscriminatorConfig, PatchDiscriminator
+from .image_data import DataConfig, ImageSet
+from .lpips import LPIPS, load_lpips
+from .run_folder import MetricLog, resolve_config, write_config
+from .run_state import load_state, save_state
+from .vqgan_losses import adaptive_weight, hinge_d_loss
+
+
+@dataclass(frozen=True)
+class VQTrainConfig:
+    steps: int = 20000
+    batch_size: int = 8
+    lr: float = 4.5e-6 * 8
+    betas: tuple[float, ...] = (0.5, 0.9)
+    perceptual_weight: float = 1.0
+    lpips_net: str = "vgg"
+    disc_start: int = 15000
+    disc_weight: float = 0.5
+    disc_layers: int = 3
+    disc_channels: int = 64
+    restart_dead_codes_every: int = 0  # steps between dead-code restarts (0 = off)
+    bf16: bool = True
+    seed: int = 0
+    log_every: int = 20
+    sample_every: int = 500
+    ckpt_every: int = 250
+    val_images: int = 16
+
+
+@dataclass(frozen=True)
+class VQGANRunConfig:
+    model: VQGANConfig = field(default_factory=VQGANConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: VQTrainConfig = field(default_factory=VQTrainConfig)
+
+
+def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per image, for images in [-1, 1]."""
+    mse = ((x.float() - y.float()) / 2).pow(2).flatten(1).mean(1)
+    return 10 * torch.log10(1 / mse.clamp_min(1e-10))
+
+
+@torch.no_grad()
+def evaluate(model: VQGAN, lpips: LPIPS, val: ImageSet, n: int, crop: int, autocast) -> dict:
+    """Held-out reconstructions at the training crop's scale: PSNR, LPIPS, code usage."""
+    model.eval()
+    g = torch.Generator().manual_seed(1234)
+    x = val.random_batch(min(n, 4 * len(val)), g)
+    with autocast():
+        rec, q = model(x)
+        lp = lpips(x, rec.float()).mean()
+    model.train()
+    return {"val_psnr": psnr(x, rec.clamp(-1, 1)).mean().item(), "val_lpips": lp.item(),
+            "val_code_usage": q.usage.item(), "val_perplexity": q.perplexity.item(),
+            "images": torch.cat([x[:8], rec.float().clamp(-1, 1)[:8]])}
+
+
+def train(config: VQGANRunConfig, run_dir: Path, progress: bool = True) -> Path:
+    rank, world = dist.setup()
+    tc = config.train
+    torch.manual_seed(tc.seed)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if dist.is_main():
+        write_config(run_dir, config)
+    model = VQGAN(config.model).train()
+    disc = PatchDiscriminator(DiscriminatorConfig(channels=tc.disc_channels, layers=tc.disc_layers)).train()
+    lpips = load_lpips(tc.lpips_net)
+    opt_ae = torch.optim.Adam(model.parameters(), lr=tc.lr, betas=tuple(tc.betas))
+    opt_d = torch.optim.Adam(disc.parameters(), lr=tc.lr, betas=tuple(tc.betas))
+    data_gen = torch.Generator().manual_seed(tc.seed * 1000 + rank)
+    code_gen = torch.Generator().manual_seed(tc.seed)  # same on every rank: restarts stay in sync
+    state_path = run_dir / "state.safetensors"
+    start = 0
+    modules = {"model": model, "disc": disc}
+    optimizers = {"ae": opt_ae, "disc": opt_d}
+    generators = {"data": data_gen, "code": code_gen}
+    if state_path.is_file():
+        start = load_state(state_path, modules=modules, optimizers=optimizers, generators=generators)
+        if world > 1:  # each rank's data stream differs; re-derive it from the resumed step
+            data_gen.manual_seed(tc.seed * 1000 + rank + 7919 * start)
+    dist.broadcast_module(model)
+    dist.broadcast_module(disc)
+    train_set = ImageSet(config.data, "train", progress=progress and dist.is_main())
+    val_set = ImageSet(config.data, "val", progress=False)
+    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if tc.bf16 else nullcontext
+    log = MetricLog(run_dir)
+    counts = torch.zeros(config.model.n_embed)
+    bar = tqdm(range(start, tc.steps), initial=start, total=tc.steps, desc="vqgan", disable=not (progress and dist.is_main()))
+    for step in bar:
+        x = train_set.random_batch(tc.batch_size, data_gen)
+        gan_on = step >= tc.disc_start
+        with autocast():
+            z = model.encode_latents(x)
+            q = model.quantize_latents(z)
+            rec = model.decode_latents(q.z_q)
+            l1 = (x - rec.float()).abs().mean()
+            perceptual = lpips(x, rec.float()).mean() if tc.perceptual_weight else torch.zeros(())
+            nll = l1 + tc.perceptual_weight * perceptual
+            if gan_on:
+                disc.requires_grad_(False)  # the generator step needs no discriminator gradients
+                g_loss = -disc(rec).float().mean()
+                disc.requires_grad_(True)
+                weight = adaptive_weight(nll, g_loss, model.last_layer(), tc.disc_weight)
+            else:
+                g_loss, weight = torch.zeros(()), torch.zeros(())
+            loss = nll + weight * g_loss + q.loss
+        opt_ae.zero_grad(set_to_none=True)
+        loss.backward()
+        dist.average_gradients(model)
+        opt_ae.step()
+        d_loss = torch.zeros(())
+        if gan_on:
+            with autocast():
+                d_loss = hinge_d_loss(disc(x).float(), disc(rec.detach()).float())
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            dist.average_gradients(disc)
+            opt_d.step()
+        counts += dist.all_reduce_sum(torch.bincount(q.tokens.flatten(), minlength=config.model.n_embed).float())
+        every = tc.restart_dead_codes_every
+        if every and (step + 1) % every == 0:
+            z_all = z.detach().float()
+            if world > 1:  # restart from rank 0's latents so codebooks stay identical
+                torch.distributed.broadcast(z_all, 0)
+            restarted = model.quantize.restart_dead_codes(z_all, counts, code_gen)
+            log.write(step + 1, restarted_codes=restarted, window_usage=(counts > 0).float().mean().item())
+            counts.zero_()
+        if dist.is_main() and (step + 1) % tc.log_every == 0:
+            bar.set_postfix(l1=f"{l1.item():.3f}", lp=f"{perceptual.item():.3f}", use=f"{q.usage.item():.2f}")
+            log.write(step + 1, l1=l1.item(), lpips=perceptual.item(), q_loss=q.loss.item(),
+                      g_loss=g_loss.item(), d_loss=d_loss.item(), gan_weight=float(weight),
+                      usage=q.usage.item(), perplexity=q.perplexity.item())
+        last = step + 1 == tc.steps
+        if (step + 1) % tc.sample_every == 0 or last:
+            if dist.is_main():
+                metrics = evaluate(model, lpips, val_set, tc.val_images, config.data.crop, autocast)
+                save_grid(metrics.pop("images"), run_dir / "samples" / f"recon_{step + 1:06d}.png", nrow=8)
+                log.write(step + 1, **metrics)
+        if (step + 1) % tc.ckpt_every == 0 or last:
+            if dist.is_main():
+                save_state(state_path, step=step + 1, modules=modules, optimizers=optimizers,
+                           generators=generators, config=to_dict(config))
+                save_model(run_dir / "model.safetensors", model, metadata={"step": str(step + 1)})
+            dist.barrier()
+    dist.cleanup()
+    return run_dir / "model.safetensors"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help="YAML with model/data/train sections (new runs)")
+    parser.add_argument("--run-dir", required=True, help="run folder; an existing one is resumed")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set train.steps=100 (repeatable)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    args = parser.parse_args(argv)
+
+    def body() -> int:
+        run_dir = Path(args.run_dir)
+        config = resolve_config(VQGANRunConfig, args.config, run_dir, args.set)
+        path = train(config, run_dir, progress=not args.no_progress)
+        if dist.is_main():
+            print(f"model written to {path}")
+        return 0
+
+    return run_guarded(body)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
