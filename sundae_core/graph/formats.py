@@ -50,7 +50,8 @@ def read_json(source: str | Path | Mapping) -> dict[str, Any]:
 
 
 def is_ui_format(data: Mapping[str, Any]) -> bool:
-    return "nodes" in data and "class_type" not in data.get("nodes", {})
+    """UI files have a "nodes" list; an API prompt may only have a node whose id is "nodes"."""
+    return "nodes" in data and not (isinstance(data["nodes"], Mapping) and "class_type" in data["nodes"])
 
 
 def load_workflow(source: str | Path | Mapping, definitions: Mapping[str, Mapping]) -> Workflow:
@@ -190,6 +191,10 @@ def ui_to_api(ui: Mapping[str, Any], definitions: Mapping[str, Mapping]) -> Work
         for slot in node.get("inputs", []):
             if slot.get("link") is None:
                 continue
+            if not _is_id(slot["link"]):
+                problems.append(Problem(f"input {slot['name']!r} has a malformed link {slot['link']!r}",
+                                        node_id, _title(node, definitions)))
+                continue
             source, why = _resolve(links.get(slot["link"]), slot.get("type"), nodes, links)
             if source is not None:
                 inputs[slot["name"]] = [source[0], source[1]]
@@ -280,7 +285,8 @@ def _resolve(link: _Link | None, want_type: Any, nodes: Mapping[str, Mapping],
 
 def _input_link(node: Mapping[str, Any], index: int, links: Mapping[Any, _Link]) -> _Link | None:
     slots = node.get("inputs", [])
-    return links.get(slots[index].get("link")) if index < len(slots) else None
+    link = slots[index].get("link") if index < len(slots) else None
+    return links.get(link) if _is_id(link) else None
 
 
 def _dropped_reason(origin: str, nodes: Mapping[str, Mapping], definitions: Mapping[str, Mapping]) -> str:

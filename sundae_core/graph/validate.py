@@ -41,7 +41,7 @@ class Plan:
 
 
 def node_sort_key(node_id: str) -> tuple:
-    return (0, int(node_id), "") if node_id.isdigit() else (1, 0, node_id)
+    return (0, int(node_id), "") if node_id.isdecimal() else (1, 0, node_id)
 
 
 def plan_workflow(workflow: Workflow, registry: Registry) -> Plan:

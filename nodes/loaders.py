@@ -1,0 +1,55 @@
+"""Loader nodes: a checkpoint from the sundae model folders onto the device, in inference dtype."""
+
+from __future__ import annotations
+
+from sundae_core.models import inference_dtype, load_model
+
+from .comfy_bridge import torch_device
+from .model_files import list_models, resolve_model
+from .node_inputs import CATEGORY, PRIOR, VQGAN
+
+
+def _name_input(kind: str) -> tuple:
+    return (list_models(kind), {"default": "default", "tooltip": (
+        f"A {kind} checkpoint from the sundae model folder. 'default' is {kind}.safetensors from the "
+        "first model folder that has one, else the model embedded in the package.")})
+
+
+def _load(kind: str, name: str):
+    device = torch_device()
+    return load_model(resolve_model(name, kind), kind, device, inference_dtype(device))
+
+
+class SundaeVQGANLoader:
+    DESCRIPTION = ("Load a VQ-GAN: the first stage that turns images into a grid of tokens (one per "
+                   "f x f pixels) and tokens back into images. Runs on the GPU when there is one, "
+                   "in bfloat16.")
+    CATEGORY = f"{CATEGORY}/loaders"
+    RETURN_TYPES = (VQGAN,)
+    RETURN_NAMES = ("vqgan",)
+    OUTPUT_TOOLTIPS = ("The VQ-GAN, for encoding, decoding and sizing token grids.",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"vqgan_name": _name_input("vqgan")}}
+
+    def load(self, vqgan_name):
+        return (_load("vqgan", vqgan_name),)
+
+
+class SundaePriorLoader:
+    DESCRIPTION = ("Load a SUNDAE prior: the hourglass transformer that denoises VQ-GAN tokens. It must "
+                   "have been trained on the tokens of the VQ-GAN it is used with.")
+    CATEGORY = f"{CATEGORY}/loaders"
+    RETURN_TYPES = (PRIOR,)
+    RETURN_NAMES = ("prior",)
+    OUTPUT_TOOLTIPS = ("The prior, for sampling and denoising steps.",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"prior_name": _name_input("prior")}}
+
+    def load(self, prior_name):
+        return (_load("prior", prior_name),)

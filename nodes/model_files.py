@@ -1,0 +1,76 @@
+"""Where the loaders find checkpoints: the `sundae` model folders.
+
+Folders, in search order: inside ComfyUI, those registered for "sundae" (models/sundae, any
+`sundae:` entry of extra_model_paths.yaml, then the embedded default folder, all registered by
+the pack's __init__.py); elsewhere, the folders listed in $SUNDAE_MODEL_DIR (os.pathsep-separated)
+then the embedded `sundae_core/default_models/`.
+
+The loader COMBOs offer `default` plus every `.safetensors` file in those folders whose header
+says it is of the right kind. `default` means `vqgan.safetensors` / `prior.safetensors` from the
+first folder that has one, so dropping your own pair into a model folder replaces the embedded
+models in every shipped workflow.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from sundae_core.checkpoint import KIND_KEY, read_metadata
+from sundae_core.errors import CheckpointError, MissingAssetError
+from sundae_core.models import DEFAULT_DIR, default_model_path
+
+from .comfy_bridge import model_folders as comfy_model_folders
+
+FOLDER_NAME = "sundae"
+ENV_VAR = "SUNDAE_MODEL_DIR"
+DEFAULT = "default"
+
+
+def env_folders() -> list[Path]:
+    return [Path(p).expanduser() for p in os.environ.get(ENV_VAR, "").split(os.pathsep) if p]
+
+
+def model_folders() -> list[Path]:
+    registered = comfy_model_folders(FOLDER_NAME)
+    if registered is not None:
+        return registered
+    return env_folders() + [DEFAULT_DIR]
+
+
+@lru_cache(maxsize=256)
+def _kind(path: Path, mtime_ns: int, size: int) -> str | None:
+    try:
+        return read_metadata(path).get(KIND_KEY)
+    except CheckpointError:
+        return None  # not ours or unreadable: not offered (loading it by name explains why)
+
+
+def list_models(kind: str) -> list[str]:
+    """COMBO options: `default`, then relative paths of checkpoints of `kind` in all folders."""
+    names = []
+    for folder in model_folders():
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.rglob("*.safetensors")):
+            stat = path.stat()
+            name = path.relative_to(folder).as_posix()
+            if name not in names and _kind(path, stat.st_mtime_ns, stat.st_size) == kind:
+                names.append(name)
+    return [DEFAULT] + names
+
+
+def resolve_model(name: str, kind: str) -> Path:
+    """The file behind a COMBO value; MissingAssetError says where it was looked for."""
+    folders = model_folders()
+    wanted = f"{kind}.safetensors" if name == DEFAULT else name
+    for folder in folders:
+        path = (folder / wanted).resolve()
+        if folder.resolve() in path.parents and path.is_file():
+            return path
+    if name == DEFAULT:
+        return default_model_path(kind)  # raises MissingAssetError with install instructions
+    raise MissingAssetError(
+        f"{kind} checkpoint {name!r} not found in the sundae model folders "
+        f"({', '.join(str(f) for f in folders)}); put it there or set ${ENV_VAR}")

@@ -1,0 +1,110 @@
+"""Sampling nodes: the whole SUNDAE sampler, and one denoising step for hand-wired loops."""
+
+from __future__ import annotations
+
+from sundae_core.sampler import SELECTIONS, denoise_step, model_logits_fn, sample
+
+from .comfy_bridge import Progress
+from .pixels import preview_decoder
+from .node_inputs import (CATEGORY, CLASS_INPUT, MASK_INPUT, PRIOR_INPUT, TOKENS, VQGAN_INPUT,
+                          check_mask, generator_for, model_device, seed_input, socket)
+
+_TEMPERATURE = {"min": 0.0, "max": 10.0, "step": 0.05}
+
+
+def _shared_inputs(tokens_tooltip: str) -> dict:
+    return {"prior": PRIOR_INPUT, "tokens": socket(TOKENS, tokens_tooltip)}
+
+
+def _selection_input() -> tuple:
+    return (list(SELECTIONS), {"default": "random", "tooltip": (
+        "random: each token takes its proposal with probability `proportion` (the paper). "
+        "confidence: the `proportion` share of tokens whose proposals are most probable.")})
+
+
+def _guidance_input() -> tuple:
+    return ("FLOAT", {"default": 0.0, "min": 0.0, "max": 20.0, "step": 0.1, "tooltip": (
+        "Classifier-free guidance strength (needs a class label and a class-conditional prior); 0 = off.")})
+
+
+class SundaeSample:
+    DESCRIPTION = ("Sample tokens with SUNDAE: repeatedly propose every token from the prior and keep a "
+                   "share of the proposals, annealing the temperature; stops early once the tokens stop "
+                   "changing. With a latent mask only masked tokens change (inpainting, outpainting).")
+    CATEGORY = f"{CATEGORY}/sampling"
+    RETURN_TYPES = (TOKENS,)
+    RETURN_NAMES = ("tokens",)
+    OUTPUT_TOOLTIPS = ("The sampled tokens; decode them with SUNDAE VQ Decode.",)
+    FUNCTION = "sample"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            **_shared_inputs("Starting tokens: random tokens, or encoded ones (corrupt the hole for inpainting)."),
+            "seed": seed_input("Seed of the sampler's randomness."),
+            "steps": ("INT", {"default": 100, "min": 1, "max": 10000,
+                              "tooltip": "Maximum number of denoising steps."}),
+            "temperature_start": ("FLOAT", {"default": 1.0, **_TEMPERATURE,
+                                            "tooltip": "Sampling temperature at the first step."}),
+            "temperature_end": ("FLOAT", {"default": 0.7, **_TEMPERATURE,
+                                          "tooltip": "Temperature at the last step (annealed linearly)."}),
+            "proportion": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01,
+                                     "tooltip": "Share of tokens updated per step."}),
+            "self_stop": ("BOOLEAN", {"default": True, "tooltip": (
+                "Stop a sample once a step changes none of its tokens (after min_steps).")}),
+            "min_steps": ("INT", {"default": 10, "min": 0, "max": 10000,
+                                  "tooltip": "Steps to run before self-stopping may end a sample."}),
+            "guidance": _guidance_input(),
+            "selection": _selection_input(),
+        }, "optional": {
+            "latent_mask": MASK_INPUT,
+            "class_label": CLASS_INPUT,
+            "vqgan": (VQGAN_INPUT[0], {"tooltip": "Optional: shows decoded previews while sampling in ComfyUI."}),
+        }}
+
+    def sample(self, prior, tokens, seed, steps, temperature_start, temperature_end, proportion,
+               self_stop, min_steps, guidance, selection, latent_mask=None, class_label=None, vqgan=None):
+        device = model_device(prior)
+        tokens = tokens.to(device)
+        progress = Progress(steps, preview_decoder(vqgan) if vqgan is not None else None)
+        result = sample(model_logits_fn(prior), tokens, generator=generator_for(seed, device), steps=steps,
+                        temperature=(temperature_start, temperature_end), proportion=proportion,
+                        repaint=check_mask(latent_mask, tokens), labels=class_label, guidance=guidance,
+                        null_label=prior.null_label, min_steps=min_steps, self_stop=self_stop,
+                        selection=selection, callback=progress.sampler_callback)
+        return (result.tokens,)
+
+
+class SundaeDenoiseStep:
+    DESCRIPTION = ("One SUNDAE denoising step, to wire your own sampling loop: chain several, each with "
+                   "its own seed and temperature.")
+    CATEGORY = f"{CATEGORY}/sampling"
+    RETURN_TYPES = (TOKENS,)
+    RETURN_NAMES = ("tokens",)
+    OUTPUT_TOOLTIPS = ("The tokens after this step.",)
+    FUNCTION = "step"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            **_shared_inputs("Tokens to denoise (random tokens, or the previous step's output)."),
+            "seed": seed_input("Seed of this step; give every step in a chain a different seed, "
+                               "or they update the same positions."),
+            "temperature": ("FLOAT", {"default": 1.0, **_TEMPERATURE,
+                                      "tooltip": "Sampling temperature of this step; 0 = most likely token."}),
+            "proportion": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01,
+                                     "tooltip": "Share of tokens updated in this step."}),
+            "guidance": _guidance_input(),
+            "selection": _selection_input(),
+        }, "optional": {"latent_mask": MASK_INPUT, "class_label": CLASS_INPUT}}
+
+    def step(self, prior, tokens, seed, temperature, proportion, guidance, selection,
+             latent_mask=None, class_label=None):
+        device = model_device(prior)
+        tokens = tokens.to(device)
+        labels = None if class_label is None else class_label.to(device).long().expand(tokens.shape[0])
+        result = denoise_step(model_logits_fn(prior), tokens, generator=generator_for(seed, device),
+                              temperature=temperature, proportion=proportion,
+                              repaint=check_mask(latent_mask, tokens), labels=labels, guidance=guidance,
+                              null_label=prior.null_label, selection=selection)
+        return (result.tokens,)

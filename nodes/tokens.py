@@ -1,0 +1,137 @@
+"""Nodes that make or change token grids: encode, random, corrupt; the latent mask; class labels."""
+
+from __future__ import annotations
+
+import torch
+
+from sundae_core.corruption import corrupt
+from sundae_core.errors import InputError
+from sundae_core.images import comfy_to_model
+from sundae_core.masks import latent_mask
+from sundae_core.sampler import random_tokens
+
+from .node_inputs import (CATEGORY, CLASS, LATENT_MASK, MASK_INPUT, PRIOR_INPUT, TOKENS, VQGAN_INPUT,
+                          check_mask, generator_for, model_device, seed_input, socket)
+
+_TOKENS_OUT = ("The token grid (batch, height/f, width/f).",)
+
+
+class SundaeVQEncode:
+    DESCRIPTION = ("Encode images into VQ-GAN tokens, one token per f x f pixels. Width and height must "
+                   "be multiples of the VQ-GAN's factor f (32 for the default model).")
+    CATEGORY = f"{CATEGORY}/tokens"
+    RETURN_TYPES = (TOKENS,)
+    RETURN_NAMES = ("tokens",)
+    OUTPUT_TOOLTIPS = _TOKENS_OUT
+    FUNCTION = "encode"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"vqgan": VQGAN_INPUT,
+                             "image": ("IMAGE", {"tooltip": "The images to encode (any alpha is ignored)."})}}
+
+    def encode(self, vqgan, image):
+        return (vqgan.encode(comfy_to_model(image).to(model_device(vqgan))),)
+
+
+class SundaeRandomTokens:
+    DESCRIPTION = ("Uniformly random tokens: the starting point z0 of unconditional or class-conditional "
+                   "sampling. The image size is given in pixels and must be a multiple of the VQ-GAN factor.")
+    CATEGORY = f"{CATEGORY}/tokens"
+    RETURN_TYPES = (TOKENS,)
+    RETURN_NAMES = ("tokens",)
+    OUTPUT_TOOLTIPS = _TOKENS_OUT
+    FUNCTION = "make"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        size = {"default": 1024, "min": 16, "max": 8192, "step": 16}
+        return {"required": {
+            "vqgan": VQGAN_INPUT,
+            "width": ("INT", {**size, "tooltip": "Image width in pixels (a multiple of the VQ-GAN factor)."}),
+            "height": ("INT", {**size, "tooltip": "Image height in pixels (a multiple of the VQ-GAN factor)."}),
+            "batch_size": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": "How many images to sample at once."}),
+            "seed": seed_input("Seed of the random tokens."),
+        }}
+
+    def make(self, vqgan, width, height, batch_size, seed):
+        f = vqgan.factor
+        if width % f or height % f:
+            raise InputError(f"width and height must be multiples of the VQ-GAN factor {f}; "
+                             f"got {width}x{height} (try {width // f * f or f}x{height // f * f or f})")
+        device = model_device(vqgan)
+        return (random_tokens(batch_size, height // f, width // f, vqgan.vocab_size,
+                              generator=generator_for(seed, device), device=device),)
+
+
+class SundaeLatentMask:
+    DESCRIPTION = ("Turn a pixel mask (1 = repaint, e.g. LoadImage's mask from transparency) into a token "
+                   "mask: a token may change if any pixel of its f x f patch is marked. Any mask size works; "
+                   "an image without alpha gives an empty mask (nothing changes).")
+    CATEGORY = f"{CATEGORY}/tokens"
+    RETURN_TYPES = (LATENT_MASK,)
+    RETURN_NAMES = ("latent_mask",)
+    OUTPUT_TOOLTIPS = ("True where tokens may change.",)
+    FUNCTION = "make"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "vqgan": VQGAN_INPUT,
+            "tokens": socket(TOKENS, "The tokens the mask is for (gives the grid size)."),
+            "mask": ("MASK", {"tooltip": "Pixel mask, 1 = the area to repaint; resized to the image if needed."}),
+        }}
+
+    def make(self, vqgan, tokens, mask):
+        return (latent_mask(mask, vqgan.factor, tuple(tokens.shape[-2:])).to(tokens.device),)
+
+
+class SundaeCorrupt:
+    DESCRIPTION = ("Replace a share of the tokens by uniformly random ones (SUNDAE's training corruption). "
+                   "rate 1 with a latent mask fills a hole with noise before inpainting; a lower rate keeps "
+                   "some of the original for variations.")
+    CATEGORY = f"{CATEGORY}/tokens"
+    RETURN_TYPES = (TOKENS,)
+    RETURN_NAMES = ("tokens",)
+    OUTPUT_TOOLTIPS = ("The corrupted tokens.",)
+    FUNCTION = "corrupt"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "vqgan": VQGAN_INPUT,
+            "tokens": socket(TOKENS, "The tokens to corrupt."),
+            "rate": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                               "tooltip": "Probability that each token is redrawn at random (1 = all)."}),
+            "seed": seed_input("Seed of the corruption."),
+        }, "optional": {"latent_mask": MASK_INPUT}}
+
+    def corrupt(self, vqgan, tokens, rate, seed, latent_mask=None):
+        mask = check_mask(latent_mask, tokens)
+        noisy = corrupt(tokens, vqgan.vocab_size, generator=generator_for(seed, tokens.device), rate=rate).tokens
+        return (noisy if mask is None else torch.where(mask, noisy, tokens),)
+
+
+class SundaeClassLabel:
+    DESCRIPTION = "Pick a class for a class-conditional prior (checked against the prior's number of classes)."
+    CATEGORY = f"{CATEGORY}/sampling"
+    RETURN_TYPES = (CLASS,)
+    RETURN_NAMES = ("class_label",)
+    OUTPUT_TOOLTIPS = ("The class, for SUNDAE Sample or Denoise Step.",)
+    FUNCTION = "make"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "prior": PRIOR_INPUT,
+            "label": ("INT", {"default": 0, "min": 0, "max": 100000,
+                              "tooltip": "Class index, from 0 to the prior's number of classes - 1."}),
+        }}
+
+    def make(self, prior, label):
+        classes = prior.config.num_classes
+        if not classes:
+            raise InputError("this prior is unconditional: it has no classes; remove the class label node")
+        if label >= classes:
+            raise InputError(f"label {label} is out of range: this prior has classes 0..{classes - 1}")
+        return (torch.tensor([label], dtype=torch.long, device=model_device(prior)),)

@@ -1,0 +1,106 @@
+"""The node pack's contract with ComfyUI: declarations, and the one bridge module to `comfy`."""
+
+import sys
+import types
+
+import pytest
+import torch
+from PIL import Image
+
+from sundae_core.graph.context import RunContext, active
+from sundae_core.graph.registry import input_specs, node_info
+from sundae_nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS, comfy_bridge
+
+
+@pytest.mark.parametrize("name", sorted(NODE_CLASS_MAPPINGS))
+def test_every_node_is_documented_and_well_formed(name):
+    cls = NODE_CLASS_MAPPINGS[name]
+    info = node_info(name, cls, NODE_DISPLAY_NAME_MAPPINGS[name])
+    assert name.startswith("Sundae") and name == cls.__name__
+    assert len(cls.DESCRIPTION) > 30 and cls.CATEGORY.startswith("sundae/")
+    assert len(cls.RETURN_NAMES) == len(cls.OUTPUT_TOOLTIPS) == len(cls.RETURN_TYPES) > 0
+    assert callable(getattr(cls, cls.FUNCTION))
+    for spec in input_specs(info):
+        assert spec.options.get("tooltip"), f"{name}.{spec.name} has no tooltip"
+        if spec.type == "COMBO":
+            assert spec.options.get("default") in spec.choices
+        elif spec.is_widget:
+            assert "default" in spec.options
+        if spec.name == "seed":
+            assert spec.options["control_after_generate"] is True and spec.options["max"] == 2 ** 64 - 1
+        if spec.type in ("INT", "FLOAT") and "min" in spec.options:
+            assert spec.options["min"] <= spec.options["default"] <= spec.options["max"]
+
+
+def test_pack_imports_no_comfy_module():
+    assert not [m for m in sys.modules if m.split(".")[0] in ("comfy", "folder_paths")]
+    assert not comfy_bridge.in_comfyui()
+
+
+def test_outside_comfyui_progress_goes_to_the_executor_and_nothing_interrupts():
+    seen = []
+    context = RunContext(input_dir=None, output_dir=None, temp_dir=None, on_progress=lambda v, t: seen.append((v, t)))
+    progress = comfy_bridge.Progress(3, preview=lambda tokens: pytest.fail("no previews outside ComfyUI"))
+    progress.update(1, torch.zeros(1, 2, 2))
+    with active(context):
+        progress.sampler_callback({"step": 2, "total": 3, "tokens": torch.zeros(1, 2, 2)})
+    assert seen == [(2, 3)]
+    assert comfy_bridge.torch_device().type in ("cpu", "cuda")
+    assert comfy_bridge.model_folders("sundae") is None and not comfy_bridge.register_model_folders("sundae", [])
+
+
+@pytest.fixture
+def fake_comfy(monkeypatch):
+    """Just enough of ComfyUI's modules to watch what the bridge does with them."""
+    state = types.SimpleNamespace(updates=[], checks=0, interrupt_after=None)
+
+    class ProgressBar:
+        def __init__(self, total):
+            self.total = total
+
+        def update_absolute(self, value, total=None, preview=None):
+            state.updates.append((value, total, preview))
+
+    def check():
+        state.checks += 1
+        if state.interrupt_after is not None and state.checks > state.interrupt_after:
+            raise InterruptedError("Processing interrupted")
+
+    modules = {
+        "comfy": types.ModuleType("comfy"),
+        "comfy.utils": types.SimpleNamespace(ProgressBar=ProgressBar),
+        "comfy.model_management": types.SimpleNamespace(get_torch_device=lambda: torch.device("cpu"),
+                                                        throw_exception_if_processing_interrupted=check),
+        "comfy.cli_args": types.SimpleNamespace(args=types.SimpleNamespace(preview_method="auto")),
+    }
+    for name, module in modules.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    comfy_bridge._optional_module.cache_clear()
+    yield state
+    comfy_bridge._optional_module.cache_clear()
+
+
+def test_inside_comfyui_sampling_reports_progress_with_previews_and_honours_cancel(fake_comfy, monkeypatch):
+    from sundae_core.config import HourglassConfig, VQGANConfig
+    from sundae_core.hourglass import HourglassTransformer
+    from sundae_core.vqgan import VQGAN
+
+    monkeypatch.setattr(comfy_bridge, "PREVIEW_EVERY_S", 0.0)
+    vqgan = VQGAN(VQGANConfig(resolution=8, ch=4, ch_mult=(1, 1), num_res_blocks=1, attn_resolutions=(),
+                              mid_attention=False, z_channels=4, embed_dim=4, n_embed=8)).eval()
+    prior = HourglassTransformer(HourglassConfig(vocab_size=8, dim=16, heads=1, depth=(0, 1, 0), shorten=4)).eval()
+    tokens = torch.zeros(1, 4, 4, dtype=torch.long)
+    sample = NODE_CLASS_MAPPINGS["SundaeSample"]().sample
+    args = dict(steps=3, temperature_start=1.0, temperature_end=1.0, proportion=0.5, self_stop=False,
+                min_steps=0, guidance=0.0, selection="random")
+    with torch.inference_mode():
+        sample(prior, tokens, 0, vqgan=vqgan, **args)
+    assert [(v, t) for v, t, _ in fake_comfy.updates] == [(1, 3), (2, 3), (3, 3)]
+    kind, picture, size = fake_comfy.updates[0][2]
+    assert kind == "JPEG" and isinstance(picture, Image.Image) and picture.size == (8, 8) and size == 512
+
+    fake_comfy.updates.clear()
+    fake_comfy.checks, fake_comfy.interrupt_after = 0, 1
+    with pytest.raises(InterruptedError), torch.inference_mode():
+        sample(prior, tokens, 0, **args)
+    assert len(fake_comfy.updates) == 1  # cancelled between the first and second step

@@ -1,0 +1,134 @@
+"""The SUNDAE nodes on tiny random models: model folders, invariants of each node, determinism."""
+
+import pytest
+import torch
+
+from sundae_core.config import HourglassConfig, VQGANConfig
+from sundae_core.errors import InputError, MissingAssetError
+from sundae_core.hourglass import HourglassTransformer
+from sundae_core.models import save_model
+from sundae_core.vqgan import VQGAN
+from sundae_nodes import NODE_CLASS_MAPPINGS as N
+from sundae_nodes.model_files import list_models, resolve_model
+
+VOCAB = 16
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """f = 4 VQ-GAN and a 3-class prior in a model folder; an unconditional prior in a subfolder."""
+    folder = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    save_model(folder / "vqgan.safetensors", VQGAN(VQGANConfig(
+        resolution=32, ch=4, ch_mult=(1, 1, 1), num_res_blocks=1, attn_resolutions=(), mid_attention=False,
+        z_channels=4, embed_dim=4, n_embed=VOCAB)))
+    prior = HourglassConfig(vocab_size=VOCAB, dim=32, heads=2, depth=(1, 1, 1), shorten=4, num_classes=3)
+    save_model(folder / "prior.safetensors", HourglassTransformer(prior))
+    save_model(folder / "more" / "uncond.safetensors",
+               HourglassTransformer(HourglassConfig(**{**prior.__dict__, "num_classes": 0})))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SUNDAE_MODEL_DIR", str(folder))
+        yield folder
+
+
+@pytest.fixture(scope="module")
+def vqgan(model_dir):
+    return N["SundaeVQGANLoader"]().load("default")[0]
+
+
+@pytest.fixture(scope="module")
+def prior(model_dir):
+    return N["SundaePriorLoader"]().load("default")[0]
+
+
+def test_model_folder_listing_and_resolution(model_dir):
+    assert list_models("prior") == ["default", "more/uncond.safetensors", "prior.safetensors"]
+    assert list_models("vqgan") == ["default", "vqgan.safetensors"]
+    assert resolve_model("default", "prior") == (model_dir / "prior.safetensors").resolve()
+    assert N["SundaePriorLoader"].INPUT_TYPES()["required"]["prior_name"][0] == list_models("prior")
+    with pytest.raises(MissingAssetError, match="not found in the sundae model folders"):
+        resolve_model("nope.safetensors", "prior")
+    with pytest.raises(MissingAssetError):
+        resolve_model("../prior.safetensors", "prior")
+
+
+def test_loaders_pick_the_device_and_keep_cpu_models_in_bfloat16(vqgan, prior):
+    expected = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    for model in (vqgan, prior):
+        parameter = next(model.parameters())
+        assert parameter.device.type == expected.type and parameter.dtype == torch.bfloat16
+        assert not model.training
+
+
+def test_encode_decode_and_random_tokens(vqgan):
+    image = torch.rand(2, 32, 24, 3)
+    tokens = N["SundaeVQEncode"]().encode(vqgan, image)[0]
+    assert tokens.shape == (2, 8, 6) and tokens.dtype == torch.int64
+    decoded = N["SundaeVQDecode"]().decode(vqgan, tokens)[0]
+    assert decoded.shape == (2, 32, 24, 3) and decoded.dtype == torch.float32 and decoded.device.type == "cpu"
+    make = N["SundaeRandomTokens"]().make
+    first, again, other = make(vqgan, 24, 32, 3, 7)[0], make(vqgan, 24, 32, 3, 7)[0], make(vqgan, 24, 32, 3, 8)[0]
+    assert first.shape == (3, 8, 6) and torch.equal(first, again) and not torch.equal(first, other)
+    with pytest.raises(InputError, match="multiples of the VQ-GAN factor 4"):
+        make(vqgan, 30, 32, 1, 0)
+
+
+def test_latent_mask_and_corrupt_keep_what_they_must(vqgan):
+    tokens = N["SundaeRandomTokens"]().make(vqgan, 32, 32, 2, 0)[0]
+    empty = N["SundaeLatentMask"]().make(vqgan, tokens, torch.zeros(1, 64, 64))[0]  # LoadImage without alpha
+    assert empty.shape == (1, 8, 8) and not empty.any()
+    pixels = torch.zeros(1, 32, 32)
+    pixels[:, 5, 9] = 1  # one pixel marks its whole 4 x 4 patch
+    hole = N["SundaeLatentMask"]().make(vqgan, tokens, pixels)[0]
+    assert hole.sum() == 1 and hole[0, 1, 2]
+    corrupt = N["SundaeCorrupt"]().corrupt
+    assert torch.equal(corrupt(vqgan, tokens, 0.0, 3)[0], tokens)
+    noisy = corrupt(vqgan, tokens, 1.0, 3, latent_mask=hole)[0]
+    assert torch.equal(noisy[:, ~hole[0]], tokens[:, ~hole[0]])
+    assert torch.equal(noisy, corrupt(vqgan, tokens, 1.0, 3, latent_mask=hole)[0])
+    with pytest.raises(InputError, match="does not fit tokens"):
+        corrupt(vqgan, tokens, 1.0, 3, latent_mask=torch.ones(1, 4, 4, dtype=torch.bool))
+
+
+def test_sample_keeps_known_tokens_and_is_deterministic(vqgan, prior):
+    tokens = N["SundaeRandomTokens"]().make(vqgan, 32, 32, 2, 0)[0]
+    repaint = torch.zeros(1, 8, 8, dtype=torch.bool)
+    repaint[:, 2:5, 3:6] = True
+    label = N["SundaeClassLabel"]().make(prior, 2)[0]
+    run = N["SundaeSample"]().sample
+    args = dict(steps=6, temperature_start=1.0, temperature_end=0.5, proportion=0.8, self_stop=False,
+                min_steps=0, guidance=1.5, selection="random", latent_mask=repaint, class_label=label)
+    out = run(prior, tokens, 11, **args)[0]
+    assert torch.equal(out[:, ~repaint[0]], tokens[:, ~repaint[0]])
+    assert not torch.equal(out, tokens)
+    assert torch.equal(out, run(prior, tokens, 11, **args)[0])
+    assert not torch.equal(out, run(prior, tokens, 12, **args)[0])
+    confident = run(prior, tokens, 11, **{**args, "selection": "confidence", "class_label": None, "guidance": 0.0})[0]
+    assert torch.equal(confident[:, ~repaint[0]], tokens[:, ~repaint[0]])
+
+
+def test_denoise_step_and_class_label(vqgan, prior, model_dir):
+    tokens = N["SundaeRandomTokens"]().make(vqgan, 32, 32, 1, 0)[0]
+    step = N["SundaeDenoiseStep"]().step
+    assert torch.equal(step(prior, tokens, 1, 1.0, 0.0, 0.0, "random")[0], tokens)  # proportion 0: no change
+    label = N["SundaeClassLabel"]().make(prior, 0)[0]
+    moved = step(prior, tokens, 1, 1.0, 1.0, 2.0, "random", class_label=label)[0]
+    assert not torch.equal(moved, tokens) and torch.equal(moved, step(prior, tokens, 1, 1.0, 1.0, 2.0, "random",
+                                                                     class_label=label)[0])
+    with pytest.raises(InputError, match="classes 0..2"):
+        N["SundaeClassLabel"]().make(prior, 3)
+    unconditional = N["SundaePriorLoader"]().load("more/uncond.safetensors")[0]
+    with pytest.raises(InputError, match="unconditional"):
+        N["SundaeClassLabel"]().make(unconditional, 0)
+
+
+def test_composite_keeps_pixels_outside_the_mask_and_outpaint_canvas_grows(vqgan):
+    original, generated = torch.rand(1, 32, 32, 3), torch.rand(1, 32, 32, 3)
+    mask = torch.zeros(1, 32, 32)
+    mask[:, 8:20, 8:20] = 1
+    out = N["SundaeComposite"]().composite(original, generated, mask, 4)[0]
+    assert torch.equal(out[mask == 0], original[mask == 0])
+    assert torch.allclose(out[0, 14, 14], generated[0, 14, 14])
+    canvas, new = N["SundaeOutpaintCanvas"]().grow(original, vqgan, 3, 0, 8, 0, 1.0)
+    assert canvas.shape == (1, 32, 44, 3) and new.shape == (1, 32, 44)  # 3 rounds up to the factor 4
+    assert torch.equal(canvas[:, :, 4:36], original) and new[:, :, 4:36].eq(0).all() and new[:, :, :4].eq(1).all()

@@ -1,0 +1,87 @@
+"""Every shipped workflow is a well-formed UI file that validates and runs headless on tiny models."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sundae_core.config import HourglassConfig, VQGANConfig
+from sundae_core.graph import run_workflow
+from sundae_core.hourglass import HourglassTransformer
+from sundae_core.models import save_model
+from sundae_core.run import main
+from sundae_core.vqgan import VQGAN
+
+WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
+FILES = sorted(WORKFLOWS.glob("*.json"))
+EXPECTED = {"inpaint_1024", "unconditional_sampling", "class_conditional_sampling", "outpainting",
+            "denoise_step_loop"}
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory):
+    """f = 32 like the default VQ-GAN (1024 px -> 32 x 32 tokens), but a few thousand weights."""
+    folder = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    save_model(folder / "vqgan.safetensors", VQGAN(VQGANConfig(
+        resolution=64, ch=4, ch_mult=(1, 1, 1, 1, 1, 1), num_res_blocks=1, attn_resolutions=(),
+        mid_attention=False, z_channels=4, embed_dim=4, n_embed=16)))
+    save_model(folder / "prior.safetensors", HourglassTransformer(HourglassConfig(
+        vocab_size=16, dim=16, heads=1, depth=(1, 1, 1), shorten=4, num_classes=3)))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SUNDAE_MODEL_DIR", str(folder))
+        yield folder
+
+
+def test_the_promised_workflows_and_their_images_ship_small():
+    assert {f.stem for f in FILES} == EXPECTED
+    size = sum(f.stat().st_size for f in WORKFLOWS.rglob("*") if f.is_file())
+    assert size < 1_000_000
+    with Image.open(WORKFLOWS / "input" / "inpaint_1024.png") as picture:
+        assert picture.size == (1024, 1024) and picture.mode == "RGBA"
+        alpha = np.asarray(picture.getchannel("A"))
+        assert 0 < (alpha == 0).mean() < 0.2 and set(np.unique(alpha)) == {0, 255}
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
+def test_workflow_is_a_laid_out_ui_file_with_consistent_links(path):
+    ui = json.loads(path.read_text())
+    assert ui["version"] == 0.4 and ui["groups"]
+    nodes = {n["id"]: n for n in ui["nodes"]}
+    assert len(nodes) == len(ui["nodes"]) and ui["last_node_id"] == max(nodes)
+    assert any(n["type"] == "MarkdownNote" for n in nodes.values())
+    for node in nodes.values():
+        assert len(node["pos"]) == 2 and len(node["size"]) == 2 and node["mode"] == 0
+    for link_id, src, src_slot, dst, dst_slot, kind in ui["links"]:
+        assert link_id in nodes[src]["outputs"][src_slot]["links"]
+        assert nodes[dst]["inputs"][dst_slot]["link"] == link_id and nodes[dst]["inputs"][dst_slot]["type"] == kind
+    loaders = [n for n in nodes.values() if n["type"] in ("SundaeVQGANLoader", "SundaePriorLoader")]
+    assert loaders and all(n["widgets_values"] == ["default"] for n in loaders)
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
+def test_workflow_validates_and_runs_headless(path, tiny_models, tmp_path):
+    result = run_workflow(path, output_dir=tmp_path, progress=False)
+    saved = [f for f in result.files if f.parent == tmp_path / "sundae"]
+    previews = [f for f in result.files if f.parent == tmp_path / "temp"]
+    assert len(saved) == 1 and len(previews) == (path.stem == "denoise_step_loop")
+    with Image.open(saved[0]) as picture:
+        assert picture.size == (1024, 1024)
+        assert json.loads(picture.text["workflow"]) == json.loads(path.read_text())
+        assert set(json.loads(picture.text["prompt"])) == set(result.values)
+
+
+def test_inpainting_changes_only_the_transparent_hole(tiny_models, tmp_path, capsys):
+    code = main([str(WORKFLOWS / "inpaint_1024.json"), "--output-dir", str(tmp_path), "--no-progress",
+                 "--set", "Sample.steps=3", "--set", "Sample.seed=5"])
+    assert code == 0
+    out = Path(capsys.readouterr().out.strip())
+    with Image.open(WORKFLOWS / "input" / "inpaint_1024.png") as source, Image.open(out) as result:
+        source, result = np.asarray(source), np.asarray(result)
+    known = source[..., 3] == 255
+    assert np.array_equal(result[known], source[..., :3][known])
+    assert not np.array_equal(result[~known], source[..., :3][~known])
+    assert json.loads(Image.open(out).text["prompt"])["7"]["inputs"]["steps"] == 3
