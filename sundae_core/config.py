@@ -74,6 +74,8 @@ class HourglassConfig:
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
+        if self.dim < 1 or self.heads < 1:
+            raise ConfigError(f"prior.dim and prior.heads must be >= 1, got {self.dim} and {self.heads}")
         if self.dim % self.heads:
             raise ConfigError(f"prior.dim ({self.dim}) must be divisible by prior.heads ({self.heads})")
         if (self.dim // self.heads) % 4:
@@ -140,11 +142,21 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     origin = typing.get_origin(hint)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str):
+        # YAML 1.1 (PyYAML) reads `3e-4` as a string: it wants `3.0e-4`. Accept what people write.
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if hint in (int, float, str, bool):
         if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
             raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
-    if origin is tuple and not isinstance(value, tuple):
-        raise ConfigError(f"{where}: expected a list, got {value!r}")
+    if origin is tuple:
+        if not isinstance(value, tuple):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        args = typing.get_args(hint)
+        if len(args) == 2 and args[1] is Ellipsis:  # tuple[int, ...]: check every element
+            return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
     if origin is typing.Union and value is not None:
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         if len(args) == 1:

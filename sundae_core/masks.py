@@ -26,5 +26,7 @@ def latent_mask(pixel_mask: torch.Tensor, factor: int, grid: tuple[int, int],
     size = (h * factor, w * factor)
     m = rearrange(pixel_mask.float() > threshold, "b H W -> b 1 H W").float()
     if tuple(m.shape[-2:]) != size:
-        m = F.interpolate(m, size=size, mode="nearest-exact")
+        # "area" (not nearest) so that shrinking a larger mask never drops a marked pixel: any
+        # mark inside an output pixel's footprint keeps it marked (> 0), as the AND requires.
+        m = F.interpolate(m, size=size, mode="area")
     return rearrange(F.max_pool2d(m, factor) > 0, "b 1 h w -> b h w")
