@@ -1,0 +1,138 @@
+"""Corruption, the unrolled loss, and pixel -> latent inpainting masks."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sundae_core.corruption import corrupt
+from sundae_core.errors import InputError
+from sundae_core.masks import latent_mask
+from sundae_core.sampler import sample_categorical
+from sundae_core.unroll import unrolled_loss
+
+V = 16
+
+
+def _gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+class TinyDenoiser(torch.nn.Module):
+    """logits = table[token] + a per-position bias: enough to have gradients and non-trivial samples."""
+
+    def __init__(self, h, w):
+        super().__init__()
+        self.table = torch.nn.Parameter(torch.randn(V, V, generator=_gen(1)))
+        self.bias = torch.nn.Parameter(torch.randn(h, w, V, generator=_gen(2)))
+        self.calls = []
+
+    def forward(self, tokens, labels=None):
+        self.calls.append(tokens.clone())
+        return self.table[tokens] + self.bias
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3])
+def test_unrolled_loss_is_the_mean_of_the_per_step_cross_entropies(steps):
+    tokens = torch.randint(0, V, (4, 3, 5), generator=_gen(9))
+    model = TinyDenoiser(3, 5)
+    out = unrolled_loss(model, tokens, V, steps=steps, generator=_gen(42))
+    assert len(out.per_step) == steps == len(model.calls)
+    # recompute by hand with a generator in the same state
+    g = _gen(42)
+    z = corrupt(tokens, V, generator=g).tokens
+    expected = []
+    for i in range(steps):
+        assert torch.equal(model.calls[i], z)  # step i + 1 denoises the previous step's sample
+        logits = model.table[z] + model.bias
+        expected.append(F.cross_entropy(logits.reshape(-1, V), tokens.flatten()))
+        z = sample_categorical(logits.detach().reshape(-1, V), 1.0, g).view_as(tokens)
+    for got, want in zip(out.per_step, expected):
+        torch.testing.assert_close(got, want)
+    torch.testing.assert_close(out.loss, torch.stack(expected).mean())
+    # the gradient is that of the mean: every step's logits get its share, nothing flows through samples
+    out.loss.backward()
+    grad = model.table.grad.clone()
+    model.zero_grad()
+    torch.stack(expected).mean().backward()
+    torch.testing.assert_close(grad, model.table.grad)
+    with pytest.raises(ValueError):
+        unrolled_loss(model, tokens, V, steps=0)
+
+
+def test_corruption_rate_matches_t_in_expectation():
+    tokens = torch.zeros(64, 32, 32, dtype=torch.long)
+    c = corrupt(tokens, V, generator=_gen(), rate=0.3)
+    assert c.rate.tolist() == pytest.approx([0.3] * 64)
+    assert abs(c.replaced.float().mean().item() - 0.3) < 0.01
+    # a fresh draw equals the original with probability 1/V
+    assert abs((c.tokens != tokens).float().mean().item() - 0.3 * (V - 1) / V) < 0.01
+    assert torch.equal(c.tokens[~c.replaced], tokens[~c.replaced])
+    # the draws are uniform over the vocabulary
+    freq = torch.bincount(c.tokens[c.replaced], minlength=V).float() / c.replaced.sum()
+    assert (freq - 1 / V).abs().max() < 0.01
+    # t ~ U[0, 1] per sample, and each sample is corrupted at its own t
+    c = corrupt(tokens, V, generator=_gen(1))
+    assert c.rate.shape == (64,) and 0.35 < c.rate.mean().item() < 0.65
+    per_sample = c.replaced.float().mean(dim=(1, 2))
+    assert (per_sample - c.rate).abs().max() < 0.07
+    # a per-sample rate tensor; the extremes
+    c = corrupt(tokens[:2], V, generator=_gen(), rate=torch.tensor([0.0, 1.0]))
+    assert not c.replaced[0].any() and c.replaced[1].all()
+    # same generator seed, same corruption
+    assert torch.equal(corrupt(tokens, V, generator=_gen(5)).tokens, corrupt(tokens, V, generator=_gen(5)).tokens)
+
+
+def test_latent_mask_and_semantics():
+    f, grid = 8, (4, 4)
+    mask = torch.zeros(1, 32, 32)
+    mask[0, 9, 17] = 1.0  # one marked pixel ...
+    expected = torch.zeros(1, 4, 4, dtype=torch.bool)
+    expected[0, 1, 2] = True  # ... marks exactly its latent
+    assert torch.equal(latent_mask(mask, f, grid), expected)
+    # a patch that is fully known stays known, even next to a marked one
+    mask = torch.zeros(1, 32, 32)
+    mask[0, 8:16, 8:17] = 1.0  # latent (1, 1) fully marked, one column of latent (1, 2)
+    out = latent_mask(mask, f, grid)
+    assert out[0, 1, 1] and out[0, 1, 2] and int(out.sum()) == 2
+    # soft masks: values at or under the threshold count as known
+    assert not latent_mask(torch.full((1, 32, 32), 0.3), f, grid, threshold=0.5).any()
+    assert latent_mask(torch.full((1, 32, 32), 0.3), f, grid).all()
+
+
+def test_latent_mask_sizes_and_shapes():
+    f, grid = 8, (4, 6)
+    # ComfyUI's 64x64 all-zero mask for images without alpha: nothing to repaint
+    out = latent_mask(torch.zeros(1, 64, 64), f, grid)
+    assert out.shape == (1, 4, 6) and out.dtype == torch.bool and not out.any()
+    assert latent_mask(torch.ones(1, 64, 64), f, grid).all()
+    # (H W) without a batch
+    mask = torch.zeros(32, 48)
+    mask[31, 47] = 1
+    out = latent_mask(mask, f, grid)
+    assert out.shape == (1, 4, 6) and out[0, 3, 5] and int(out.sum()) == 1
+    # a batch of masks
+    masks = torch.zeros(3, 32, 48)
+    masks[1, 0, 0] = 1
+    assert latent_mask(masks, f, grid).sum(dim=(1, 2)).tolist() == [0, 1, 0]
+    # a smaller mask is scaled up: mask pixel (3, 5) of 16x24 covers image pixels (6..7, 10..11)
+    small = torch.zeros(1, 16, 24)
+    small[0, 3, 5] = 1
+    out = latent_mask(small, f, grid)
+    assert out[0, 0, 1] and int(out.sum()) == 1
+    with pytest.raises(InputError, match="mask must be shaped"):
+        latent_mask(torch.zeros(1, 1, 32, 32), f, grid)
+
+
+@pytest.mark.parametrize("size", [(64, 96), (50, 70), (100, 100)])
+def test_a_larger_mask_never_loses_a_marked_pixel(size):
+    """Downscaling a mask must keep the AND semantics: any marked pixel marks its latent."""
+    f, grid = 8, (4, 6)  # the image is 32 x 48
+    H, W = size
+    for y, x in [(0, 0), (H - 1, W - 1), (H // 2, W // 3), (1, 2), (H - 2, 1)]:
+        mask = torch.zeros(1, H, W)
+        mask[0, y, x] = 1
+        out = latent_mask(mask, f, grid)
+        # the latent holding the pixel's position in image coordinates must be repainted
+        iy, ix = int(y * 32 / H), int(x * 48 / W)
+        assert out[0, iy // f, ix // f], (size, y, x)
+        assert int(out.sum()) <= 4  # and the mark stays local
