@@ -72,23 +72,18 @@ def interrupt_point() -> None:
         management.throw_exception_if_processing_interrupted()
 
 
-def _previews_enabled() -> bool:
-    cli_args = _optional_module("comfy.cli_args")
-    method = getattr(getattr(cli_args, "args", None), "preview_method", None)
-    return str(getattr(method, "value", method)).lower() not in ("none", "nopreviews")
-
-
 class Progress:
     """Step progress of one node: ComfyUI's progress bar with throttled previews, or the executor's.
 
-    `preview(tokens) -> PIL.Image` is only called inside ComfyUI, at most every PREVIEW_EVERY_S.
+    `preview(tokens) -> PIL.Image` is only called inside ComfyUI, at most every PREVIEW_EVERY_S
+    (a node without a preview function sends none: that is how a workflow turns them off).
     """
 
     def __init__(self, total: int, preview: Callable[[torch.Tensor], Any] | None = None):
         self.total = total
         utils = _optional_module("comfy.utils")
         self.bar = utils.ProgressBar(total) if utils is not None else None
-        self.preview = preview if self.bar is not None and _previews_enabled() else None
+        self.preview = preview if self.bar is not None else None
         self.last_preview = 0.0
 
     def update(self, value: int, tokens: torch.Tensor | None = None) -> None:

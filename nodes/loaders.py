@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sundae_core.errors import MissingAssetError
 from sundae_core.models import inference_dtype, load_model
 
 from .comfy_bridge import torch_device
@@ -13,6 +14,15 @@ def _name_input(kind: str) -> tuple:
     return (list_models(kind), {"default": "default", "tooltip": (
         f"A {kind} checkpoint from the sundae model folder. 'default' is {kind}.safetensors from the "
         "first model folder that has one, else the model embedded in the package.")})
+
+
+def _file_stamp(kind: str, name: str) -> str:
+    """IS_CHANGED: ComfyUI reloads a model whose file was replaced (e.g. after more training)."""
+    try:
+        path = resolve_model(name, kind)
+    except MissingAssetError:
+        return ""  # loading reports it
+    return f"{path}:{path.stat().st_mtime_ns}"
 
 
 def _load(kind: str, name: str):
@@ -34,6 +44,10 @@ class SundaeVQGANLoader:
     def INPUT_TYPES(cls):
         return {"required": {"vqgan_name": _name_input("vqgan")}}
 
+    @classmethod
+    def IS_CHANGED(cls, vqgan_name):
+        return _file_stamp("vqgan", vqgan_name)
+
     def load(self, vqgan_name):
         return (_load("vqgan", vqgan_name),)
 
@@ -50,6 +64,10 @@ class SundaePriorLoader:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"prior_name": _name_input("prior")}}
+
+    @classmethod
+    def IS_CHANGED(cls, prior_name):
+        return _file_stamp("prior", prior_name)
 
     def load(self, prior_name):
         return (_load("prior", prior_name),)

@@ -2,7 +2,7 @@
 
     python -m sundae_core.run workflows/inpaint_1024.json --output-dir out --set 7.seed=3
 
-Exit codes: 0 success, 2 invalid workflow (nothing ran), 1 failure while running.
+Exit codes: 0 success, 2 invalid workflow (nothing ran), 1 failure while running, 130 interrupted.
 Every problem is printed on its own line as `error: node <id> (<title>): <message>`.
 """
 
@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 
+from .cli import run_guarded
 from .graph import WorkflowError, default_registry, load_workflow, prepare, run_workflow
 from .graph.context import active
 from .graph.execute import make_context
@@ -41,11 +42,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    return run_guarded(lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         if args.print_api:
             registry = default_registry()
-            workflow = load_workflow(args.workflow, registry.definitions())
-            apply_overrides(workflow, args.overrides, registry)
+            definitions = registry.definitions()
+            workflow = load_workflow(args.workflow, definitions)
+            apply_overrides(workflow, args.overrides, registry, definitions)
             print(json.dumps(workflow.prompt, indent=2))
             return 0
         if args.validate_only:
@@ -55,13 +61,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         result = run_workflow(args.workflow, output_dir=args.output_dir, input_dir=args.input_dir,
                               overrides=args.overrides, progress=not args.no_progress)
-    except WorkflowError as err:
+    except WorkflowError as err:  # one line per problem, and exit 2 when nothing ran
         for line in err.lines():
             print(f"error: {line}", file=sys.stderr)
         return err.exit_code
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 1
     for path in result.files:
         print(path)
     return 0

@@ -71,7 +71,6 @@ def fake_comfy(monkeypatch):
         "comfy.utils": types.SimpleNamespace(ProgressBar=ProgressBar),
         "comfy.model_management": types.SimpleNamespace(get_torch_device=lambda: torch.device("cpu"),
                                                         throw_exception_if_processing_interrupted=check),
-        "comfy.cli_args": types.SimpleNamespace(args=types.SimpleNamespace(preview_method="auto")),
     }
     for name, module in modules.items():
         monkeypatch.setitem(sys.modules, name, module)

@@ -46,6 +46,8 @@ def test_model_folder_listing_and_resolution(model_dir):
     assert list_models("vqgan") == ["default", "vqgan.safetensors"]
     assert resolve_model("default", "prior") == (model_dir / "prior.safetensors").resolve()
     assert N["SundaePriorLoader"].INPUT_TYPES()["required"]["prior_name"][0] == list_models("prior")
+    stamp = N["SundaePriorLoader"].IS_CHANGED("default")
+    assert stamp.startswith(str(model_dir.resolve() / "prior.safetensors")) and N["SundaeVQGANLoader"].IS_CHANGED("x") == ""
     with pytest.raises(MissingAssetError, match="not found in the sundae model folders"):
         resolve_model("nope.safetensors", "prior")
     with pytest.raises(MissingAssetError):

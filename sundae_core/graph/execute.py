@@ -41,9 +41,10 @@ def prepare(source: str | Path | Mapping, overrides: Sequence[str] = (),
     Nodes whose checks read files (LoadImage) look in the folders of the active RunContext.
     """
     registry = registry or default_registry()
-    workflow = load_workflow(source, registry.definitions())
-    apply_overrides(workflow, overrides, registry)
-    return workflow, plan_workflow(workflow, registry)
+    definitions = registry.definitions()
+    workflow = load_workflow(source, definitions)
+    apply_overrides(workflow, overrides, registry, definitions)
+    return workflow, plan_workflow(workflow, registry, definitions)
 
 
 def default_input_dir(source: str | Path | Mapping) -> Path:

@@ -44,6 +44,8 @@ def read_json(source: str | Path | Mapping) -> dict[str, Any]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise InvalidWorkflowError(f"{path}: not a JSON workflow ({err})") from None
+    except OSError as err:
+        raise InvalidWorkflowError(f"{path}: cannot be read ({err.strerror or err})") from None
     if not isinstance(data, dict):
         raise InvalidWorkflowError(f"{path}: a workflow is a JSON object, got {type(data).__name__}")
     return data

@@ -8,7 +8,7 @@ runs after the overrides, so a bad value is reported like any other invalid inpu
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import yaml
 
@@ -37,24 +37,29 @@ def find_node(prompt: dict[str, dict[str, Any]], ref: str) -> str:
     raise InvalidWorkflowError(f"--set: no node with id or title {ref!r}")
 
 
-def apply_overrides(workflow: Workflow, overrides: Sequence[str], registry: Registry) -> None:
+def apply_overrides(workflow: Workflow, overrides: Sequence[str], registry: Registry,
+                    definitions: Mapping[str, Mapping] | None = None) -> None:
+    """Set the inputs in place; `definitions` (the registry's `/object_info`) if already computed."""
+    definitions = definitions or {}
     problems = []
     for item in overrides:
         try:
             node_ref, name, raw = parse_override(item)
             node_id = find_node(workflow.prompt, node_ref)
-            _set_input(workflow.prompt[node_id], node_id, name, raw, registry)
+            _set_input(workflow.prompt[node_id], node_id, name, raw, registry, definitions)
         except InvalidWorkflowError as err:
             problems.extend(err.problems)
     if problems:
         raise InvalidWorkflowError(problems)
 
 
-def _set_input(node: dict[str, Any], node_id: str, name: str, raw: str, registry: Registry) -> None:
+def _set_input(node: dict[str, Any], node_id: str, name: str, raw: str, registry: Registry,
+               definitions: Mapping[str, Mapping]) -> None:
     title = node.get("_meta", {}).get("title")
     if node["class_type"] not in registry.classes:
         raise InvalidWorkflowError(Problem(f"--set: unknown node type {node['class_type']!r}", node_id, title))
-    specs = {s.name: s for s in input_specs(registry.info(node["class_type"]))}
+    info = definitions.get(node["class_type"]) or registry.info(node["class_type"])
+    specs = {s.name: s for s in input_specs(info)}
     spec = specs.get(name)
     if spec is None:
         raise InvalidWorkflowError(Problem(

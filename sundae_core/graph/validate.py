@@ -44,11 +44,15 @@ def node_sort_key(node_id: str) -> tuple:
     return (0, int(node_id), "") if node_id.isdecimal() else (1, 0, node_id)
 
 
-def plan_workflow(workflow: Workflow, registry: Registry) -> Plan:
-    """Validate everything; return the execution plan or raise InvalidWorkflowError."""
+def plan_workflow(workflow: Workflow, registry: Registry, definitions: Mapping[str, Mapping] | None = None) -> Plan:
+    """Validate everything; return the execution plan or raise InvalidWorkflowError.
+
+    `definitions`: the registry's `/object_info`, when the caller has it already.
+    """
     prompt, problems, planned = workflow.prompt, [], {}
+    definitions = registry.definitions() if definitions is None else definitions
     for node_id in sorted(prompt, key=node_sort_key):
-        node = _check_node(node_id, prompt, workflow.notes, registry, problems)
+        node = _check_node(node_id, prompt, workflow.notes, registry, definitions, problems)
         if node is not None:
             planned[node_id] = node
     graph = nx.DiGraph()
@@ -67,7 +71,7 @@ def plan_workflow(workflow: Workflow, registry: Registry) -> Plan:
     return Plan(planned, order, outputs)
 
 
-def _title(node_id: str, node: Mapping[str, Any], registry: Registry) -> str:
+def _title(node: Mapping[str, Any], registry: Registry) -> str:
     meta = node.get("_meta")
     if isinstance(meta, Mapping) and isinstance(meta.get("title"), str):
         return meta["title"]
@@ -75,9 +79,9 @@ def _title(node_id: str, node: Mapping[str, Any], registry: Registry) -> str:
 
 
 def _check_node(node_id: str, prompt: Mapping[str, Mapping], notes: Mapping[tuple[str, str], str],
-                registry: Registry, problems: list[Problem]) -> PlannedNode | None:
+                registry: Registry, definitions: Mapping[str, Mapping], problems: list[Problem]) -> PlannedNode | None:
     node = prompt[node_id]
-    class_type, title = node["class_type"], _title(node_id, node, registry)
+    class_type, title = node["class_type"], _title(node, registry)
 
     def problem(message: str) -> None:
         problems.append(Problem(message, node_id, title))
@@ -87,7 +91,7 @@ def _check_node(node_id: str, prompt: Mapping[str, Mapping], notes: Mapping[tupl
         problem(f"unknown node type {class_type!r}" + registry.unknown_type_hint())
         return None
     try:
-        info = registry.info(class_type)
+        info = definitions.get(class_type) or registry.info(class_type)  # the latter raises if broken
         specs = input_specs(info)
         hidden = dict(info["input"].get("hidden") or {})
     except Exception as err:  # a broken node class: report it, keep checking the rest
