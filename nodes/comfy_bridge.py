@@ -30,10 +30,6 @@ def _optional_module(name: str) -> Any | None:
         return None
 
 
-def in_comfyui() -> bool:
-    return _optional_module("comfy.utils") is not None
-
-
 def torch_device() -> torch.device:
     """ComfyUI's device choice (honours --cpu etc.); else cuda when available, else cpu."""
     management = _optional_module("comfy.model_management")

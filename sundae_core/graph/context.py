@@ -2,7 +2,8 @@
 
 ComfyUI's core nodes read their folders from the global `folder_paths` module; the built-in
 replicas read them from the context of the run in progress instead, kept in a ContextVar so that
-runs in different threads never see each other's folders. Outside a run, `current()` is None.
+runs in different threads never see each other's folders. Outside a run, nodes fall back to
+ComfyUI-like folders under the working directory.
 """
 
 from __future__ import annotations
@@ -27,10 +28,6 @@ class RunContext:
 _current: ContextVar[RunContext | None] = ContextVar("sundae_run_context", default=None)
 
 
-def current() -> RunContext | None:
-    return _current.get()
-
-
 def current_or_default() -> RunContext:
     """The active run's context, or ComfyUI-like folders under the working directory."""
     context = _current.get()
@@ -51,6 +48,6 @@ def active(context: RunContext) -> Iterator[RunContext]:
 
 def report_progress(value: int, total: int) -> None:
     """Progress of the node running now (a sampler's steps); does nothing outside a run."""
-    context = current()
+    context = _current.get()
     if context is not None and context.on_progress is not None:
         context.on_progress(value, total)
