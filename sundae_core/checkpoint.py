@@ -56,6 +56,15 @@ def atomic_write(path: str | Path, write) -> None:
         raise
 
 
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporaries that atomic_write calls killed mid-write left in `folder` (and its
+    subfolders). Only for folders one process owns, such as a resumed run's folder."""
+    stale = sorted(Path(folder).rglob(".*.tmp"))
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
 def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], *, kind: str,
                     config: dict[str, Any] | None = None,
                     metadata: dict[str, str] | None = None) -> None:

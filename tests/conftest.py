@@ -32,3 +32,8 @@ def latents(tmp_path):
     """Factory: latents(**kwargs) -> path of a fresh tiny latent dataset under tmp_path."""
     count = iter(range(1000))
     return lambda **kwargs: write_latents(tmp_path / f"latents{next(count)}", **kwargs)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "torchrun: a 2-process torchrun run on CPU (about 10-30 s); "
+                                       "deselect with -m 'not torchrun'")

@@ -8,6 +8,7 @@ so weights stay identical.
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import torch
@@ -58,6 +59,29 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     if world() > 1:
         dist.all_reduce(t)
     return t
+
+
+def weights_digest(modules: dict[str, nn.Module]) -> str:
+    """sha256 over every parameter and buffer, in order: equal digests mean bit-identical weights."""
+    h = hashlib.sha256()
+    for name, module in modules.items():
+        for key, t in module.state_dict().items():
+            h.update(f"{name}/{key}:{t.dtype}:{tuple(t.shape)}".encode())
+            h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def check_in_sync(modules: dict[str, nn.Module]) -> list[str]:
+    """Every rank's weights digest, in rank order ([] in a single process). Raises if the ranks'
+    weights differ: the manual gradient averaging must keep them identical, and a silent drift
+    would waste the rest of the run."""
+    if world() == 1:
+        return []
+    digests: list = [None] * world()
+    dist.all_gather_object(digests, weights_digest(modules))
+    if len(set(digests)) != 1:
+        raise RuntimeError(f"data-parallel ranks hold different weights (digests {digests}); this is a bug")
+    return digests
 
 
 def barrier() -> None:

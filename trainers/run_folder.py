@@ -18,11 +18,14 @@ def resolve_config(cls, config_path: str | None, run_dir: Path, overrides: list[
     """A new run takes --config (+ --set); a resumed run re-reads its own config.yaml."""
     saved = run_dir / "config.yaml"
     if saved.is_file():
-        config = load_yaml(saved, cls)
-        if config_path and to_dict(load_yaml(config_path, cls)) != to_dict(config):
+        # The saved config already holds the first run's --set values, so compare with overrides
+        # applied to both: re-running the same command (or extending train.steps) resumes.
+        config = apply_overrides(load_yaml(saved, cls), overrides)
+        if config_path and to_dict(apply_overrides(load_yaml(config_path, cls), overrides)) != to_dict(config):
             raise ConfigError(f"{run_dir} already holds a run with another config; resume it without "
                               "--config or choose a new --run-dir")
-    elif config_path:
+        return config
+    if config_path:
         config = load_yaml(config_path, cls)
     else:
         config = from_dict(cls, {})

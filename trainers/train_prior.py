@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from sundae_core.checkpoint import remove_stale_temporaries
 from sundae_core.cli import run_guarded
 from sundae_core.config import HourglassConfig, to_dict
 from sundae_core.errors import ConfigError
@@ -136,6 +137,7 @@ def train(config: PriorRunConfig, run_dir: Path, progress: bool = True) -> Path:
         val_set = None
     run_dir.mkdir(parents=True, exist_ok=True)
     if dist.is_main():
+        remove_stale_temporaries(run_dir)  # half-written files of a run killed mid-save
         write_config(run_dir, config)
     from sundae_core.hourglass import HourglassTransformer
 
@@ -154,6 +156,9 @@ def train(config: PriorRunConfig, run_dir: Path, progress: bool = True) -> Path:
     start = 0
     if state_path.is_file():
         start = load_state(state_path, modules=modules, optimizers={"opt": opt}, generators=generators)
+        if world > 1:  # the saved streams are rank 0's; give every rank its own again
+            data_gen.manual_seed(tc.seed * 1000 + rank + 7919 * start)
+            noise_gen.manual_seed(tc.seed * 1000 + 500 + rank + 7919 * start)
     dist.broadcast_module(model)
     dist.broadcast_module(ema.model)
     vqgan = load_vqgan(tc.vqgan, dtype=torch.bfloat16) if tc.vqgan else None
@@ -192,7 +197,10 @@ def train(config: PriorRunConfig, run_dir: Path, progress: bool = True) -> Path:
             if vqgan is not None or manifest.get("decoder") == "pixels":
                 sample_grid(ema.model, manifest, vqgan, tc, run_dir / "samples" / f"samples_{step + 1:06d}.png")
         if (step + 1) % tc.ckpt_every == 0 or last:
+            digests = dist.check_in_sync(modules)
             if dist.is_main():
+                if digests:
+                    log.write(step + 1, rank_weight_digests=digests)
                 save_state(state_path, step=step + 1, modules=modules, optimizers={"opt": opt},
                            generators=generators, config=to_dict(config))
                 meta = {"step": str(step + 1), "data": str(config.data.path)}

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from sundae_core.checkpoint import remove_stale_temporaries
 from sundae_core.cli import run_guarded
 from sundae_core.config import VQGANConfig, to_dict
 from sundae_core.grid import save_grid
@@ -88,6 +89,7 @@ def train(config: VQGANRunConfig, run_dir: Path, progress: bool = True) -> Path:
     torch.manual_seed(tc.seed)
     run_dir.mkdir(parents=True, exist_ok=True)
     if dist.is_main():
+        remove_stale_temporaries(run_dir)  # half-written files of a run killed mid-save
         write_config(run_dir, config)
     model = VQGAN(config.model).train()
     disc = PatchDiscriminator(DiscriminatorConfig(channels=tc.disc_channels, layers=tc.disc_layers)).train()
@@ -164,7 +166,10 @@ def train(config: VQGANRunConfig, run_dir: Path, progress: bool = True) -> Path:
                 save_grid(metrics.pop("images"), run_dir / "samples" / f"recon_{step + 1:06d}.png", nrow=8)
                 log.write(step + 1, **metrics)
         if (step + 1) % tc.ckpt_every == 0 or last:
+            digests = dist.check_in_sync(modules)
             if dist.is_main():
+                if digests:
+                    log.write(step + 1, rank_weight_digests=digests)
                 save_state(state_path, step=step + 1, modules=modules, optimizers=optimizers,
                            generators=generators, config=to_dict(config))
                 save_model(run_dir / "model.safetensors", model, metadata={"step": str(step + 1)})

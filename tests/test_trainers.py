@@ -1,0 +1,252 @@
+"""Training CLIs end to end on tiny models: VQ-GAN run + resume, a SIGKILLed run that resumes,
+a class-conditional prior run, and 2-process torchrun runs that keep the ranks' weights equal."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from sundae_core.checkpoint import load_checkpoint, read_metadata
+from sundae_core.config import HourglassConfig, VQGANConfig, from_dict
+from sundae_core.hourglass import HourglassTransformer
+from sundae_core.models import load_prior, load_vqgan
+from sundae_core.vqgan import VQGAN
+from trainers import train_prior, train_vqgan
+from trainers.discriminator import DiscriminatorConfig, PatchDiscriminator
+from trainers.distributed import weights_digest
+from trainers.image_data import is_validation
+
+REPO = Path(__file__).resolve().parents[1]
+VAL_FRACTION = 0.25
+
+VQGAN_CONFIG = {
+    "model": {"resolution": 32, "ch": 8, "ch_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": [],
+              "z_channels": 4, "embed_dim": 4, "n_embed": 16},
+    "data": {"resolution": 32, "crop": 32, "cache_size": 32, "val_fraction": VAL_FRACTION},
+    "train": {"steps": 4, "batch_size": 2, "disc_start": 2, "lpips_net": "alex", "disc_channels": 8,
+              "disc_layers": 2, "log_every": 1, "sample_every": 1000, "ckpt_every": 2, "val_images": 4,
+              "bf16": False},
+}
+
+PRIOR_SETTINGS = ["model.vocab_size=16", "model.dim=16", "model.heads=2", "model.depth=[1, 1, 1]",
+                  "train.batch_size=8", "train.warmup=1", "train.log_every=1", "train.val_every=1000",
+                  "train.val_batches=1", "train.sample_every=1000", "train.sample_steps=2", "train.bf16=false"]
+
+
+def _env():
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    env.pop("WORLD_SIZE", None)
+    return env
+
+
+def _sets(items):
+    return [arg for item in items for arg in ("--set", item)]
+
+
+def _log(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+
+
+def _train_steps(run_dir: Path, key: str) -> list[int]:
+    return [row["step"] for row in _log(run_dir) if key in row]
+
+
+def _tmp_files(folder: Path) -> list[Path]:
+    return sorted(folder.rglob("*.tmp"))
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> Path:
+    """12 small random images (some RGBA, some not square), 9 train + 3 validation by name hash."""
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    train, val, i = 0, 0, 0
+    while train + val < 12:
+        name = f"img{i:03d}.png"
+        i += 1
+        if is_validation(Path(name), VAL_FRACTION):
+            if val == 3:
+                continue
+            val += 1
+        elif train == 9:
+            continue
+        else:
+            train += 1
+        h, w = (40, 40) if i % 3 else (36, 48)
+        mode, channels = ("RGBA", 4) if i % 4 == 0 else ("RGB", 3)
+        Image.fromarray(rng.integers(0, 256, (h, w, channels), dtype=np.uint8), mode).save(root / name)
+    return root
+
+
+@pytest.fixture
+def vqgan_config(tmp_path, images) -> Path:
+    data = {**VQGAN_CONFIG, "data": {**VQGAN_CONFIG["data"], "path": str(images)}}
+    path = tmp_path / "vqgan.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_vqgan_training_run_and_resume(tmp_path, vqgan_config, capsys):
+    run = tmp_path / "run"
+    command = ["--config", str(vqgan_config), "--run-dir", str(run), "--no-progress"]
+    assert train_vqgan.main(command) == 0
+    assert "model written to" in capsys.readouterr().out
+    assert read_metadata(run / "state.safetensors")["step"] == "4"
+    first = load_vqgan(run / "model.safetensors")
+    assert first.config == from_dict(VQGANConfig, VQGAN_CONFIG["model"])
+    rows = _log(run)
+    gan = {row["step"]: row["gan_weight"] for row in rows if "gan_weight" in row}
+    assert gan[1] == gan[2] == 0 and gan[3] > 0 and gan[4] > 0  # the adversarial terms switch on at disc_start
+    assert any("val_psnr" in row and "val_lpips" in row for row in rows)
+    assert (run / "samples" / "recon_000004.png").is_file()
+
+    # the same command with more steps continues from the saved step
+    assert train_vqgan.main(command + ["--set", "train.steps=6"]) == 0
+    assert _train_steps(run, "l1") == [1, 2, 3, 4, 5, 6]
+    assert read_metadata(run / "state.safetensors")["step"] == "6"
+    second = load_vqgan(run / "model.safetensors")
+    assert any(not torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
+    assert _tmp_files(run) == []
+    # a different config in an existing run folder is refused in one line
+    other = tmp_path / "other.yaml"
+    other.write_text(vqgan_config.read_text().replace("n_embed: 16", "n_embed: 32"))
+    assert train_vqgan.main(["--config", str(other), "--run-dir", str(run), "--no-progress"]) == 1
+    assert "another config" in capsys.readouterr().err
+
+
+def test_a_sigkilled_vqgan_run_resumes_from_its_last_checkpoint(tmp_path, vqgan_config):
+    run = tmp_path / "run"
+    command = ["--config", str(vqgan_config), "--run-dir", str(run), "--no-progress",
+               "--set", "train.ckpt_every=1"]
+    proc = subprocess.Popen([sys.executable, "-m", "trainers.train_vqgan", *command, "--set", "train.steps=1000"],
+                            cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 120
+        while not (run / "state.safetensors").exists():
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.time() < deadline, "no checkpoint within 120 s"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    # whatever the moment of the kill, the files on disk are complete
+    step = int(read_metadata(run / "state.safetensors")["step"])
+    assert 1 <= step < 1000
+    load_vqgan(run / "model.safetensors")
+    # what a kill during a save leaves: atomic_write's temporary (made explicit, the kill's timing
+    # is up to the scheduler)
+    (run / ".state.safetensors.k1ll3d.tmp").write_bytes(b"half a checkpoint")
+    assert train_vqgan.main(command + ["--set", f"train.steps={step + 2}"]) == 0
+    assert read_metadata(run / "state.safetensors")["step"] == str(step + 2)
+    steps = _train_steps(run, "l1")
+    assert steps[-2:] == [step + 1, step + 2]
+    assert _tmp_files(run) == []
+
+
+def test_prior_training_with_labels_label_dropout_and_resume(tmp_path, latents, monkeypatch):
+    data = latents(num_classes=3, decoder="pixels")
+    run = tmp_path / "prior"
+    seen = []
+    real = train_prior.unrolled_loss
+
+    def spy(logits_fn, tokens, vocab_size, **kw):
+        if kw["labels"] is not None:
+            seen.append(kw["labels"].clone())
+        return real(logits_fn, tokens, vocab_size, **kw)
+
+    monkeypatch.setattr(train_prior, "unrolled_loss", spy)
+    command = ["--run-dir", str(run), "--no-progress",
+               *_sets(PRIOR_SETTINGS + [f"data.path={data}", "model.num_classes=3", "train.label_dropout=0.5"])]
+    assert train_prior.main(command + _sets(["train.steps=3"])) == 0
+    labels = torch.cat(seen[:3])  # training batches (validation calls come after)
+    assert labels.numel() == 24 and (labels == 3).any() and (labels < 3).any()  # some dropped to null
+    assert int(labels.max()) <= 3 and int(labels.min()) >= 0
+    model = load_prior(run / "model.safetensors")
+    assert model.config.num_classes == 3 and model.null_label == 3
+    rows = _log(run)
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3]
+    assert all(len([k for k in r if k.startswith("loss_step")]) == 2 for r in rows if "loss" in r)
+    assert any("val_loss" in r for r in rows)
+    assert (run / "samples" / "samples_000003.png").is_file()
+    assert train_prior.main(command + _sets(["train.steps=5"])) == 0
+    assert [r["step"] for r in _log(run) if "loss" in r] == [1, 2, 3, 4, 5]
+    # no labels at all: label_dropout is a no-op; wrong vocabulary is a one-line config error
+    plain = latents()
+    assert train_prior.main(["--run-dir", str(tmp_path / "plain"), "--no-progress",
+                             *_sets(PRIOR_SETTINGS + [f"data.path={plain}", "train.steps=1"])]) == 0
+    assert train_prior.main(["--run-dir", str(tmp_path / "bad"), "--no-progress",
+                             *_sets(PRIOR_SETTINGS + [f"data.path={plain}", "model.vocab_size=32"])]) == 1
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _torchrun(module: str, args: list[str]) -> None:
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+               "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), "-m", module, *args]
+    proc = subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def _saved_modules(run: Path, build: dict) -> dict:
+    """The modules of a run's state file, rebuilt: {name: module} in the trainer's order."""
+    tensors = load_checkpoint(run / "state.safetensors", kind="train_state").tensors
+    for name, module in build.items():
+        prefix = f"module/{name}/"
+        module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+    return build
+
+
+def _assert_ranks_agreed(run: Path, steps: int, modules: dict) -> None:
+    rows = [r for r in _log(run) if "rank_weight_digests" in r]
+    assert [r["step"] for r in rows][-1] == steps
+    for row in rows:
+        a, b = row["rank_weight_digests"]
+        assert a == b, row  # both ranks hashed bit-identical weights
+    # and the digest is the one of the weights rank 0 saved
+    assert rows[-1]["rank_weight_digests"][0] == weights_digest(_saved_modules(run, modules))
+
+
+@pytest.mark.torchrun
+def test_torchrun_prior_keeps_identical_weights_on_both_ranks(tmp_path, latents):
+    data = latents(num_classes=3)
+    run = tmp_path / "prior"
+    args = ["--run-dir", str(run), "--no-progress",
+            *_sets(PRIOR_SETTINGS + [f"data.path={data}", "model.num_classes=3", "train.ckpt_every=2"])]
+    config = HourglassConfig(vocab_size=16, dim=16, heads=2, depth=(1, 1, 1), num_classes=3)
+    modules = lambda: {"model": HourglassTransformer(config), "ema": HourglassTransformer(config)}
+    _torchrun("trainers.train_prior", args + _sets(["train.steps=3"]))
+    _assert_ranks_agreed(run, 3, modules())
+    # resumed under torchrun, the ranks still agree
+    _torchrun("trainers.train_prior", args + _sets(["train.steps=4"]))
+    _assert_ranks_agreed(run, 4, modules())
+    assert [r["step"] for r in _log(run) if "loss" in r] == [1, 2, 3, 4]
+
+
+@pytest.mark.torchrun
+def test_torchrun_vqgan_keeps_identical_weights_on_both_ranks(tmp_path, vqgan_config):
+    run = tmp_path / "vqgan"
+    _torchrun("trainers.train_vqgan", ["--config", str(vqgan_config), "--run-dir", str(run), "--no-progress",
+                                       *_sets(["train.steps=3", "train.disc_start=1",
+                                               "train.restart_dead_codes_every=2"])])
+    assert any("restarted_codes" in r for r in _log(run))
+    disc = DiscriminatorConfig(channels=8, layers=2)
+    model = VQGAN(from_dict(VQGANConfig, VQGAN_CONFIG["model"]))
+    _assert_ranks_agreed(run, 3, {"model": model, "disc": PatchDiscriminator(disc)})
