@@ -171,6 +171,9 @@ class HourglassTransformer(nn.Module):
         c = self.config
         if tokens.ndim != 3 or tokens.dtype not in (torch.int64, torch.int32):
             raise InputError(f"prior expects integer tokens shaped (b h w), got {tuple(tokens.shape)} {tokens.dtype}")
+        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= c.vocab_size):
+            raise InputError(f"token ids must lie in [0, {c.vocab_size}) for this prior; do the tokens come "
+                             "from a VQ-GAN with another codebook size than the prior was trained on?")
         if labels is not None:
             if not c.num_classes:
                 raise InputError("this prior is unconditional: it takes no class label (remove the class input)")

@@ -154,6 +154,8 @@ def test_class_embedding_null_class_and_label_range():
         _model()(tokens, torch.tensor([0, 0]))
     with pytest.raises(InputError, match="integer tokens"):
         model(tokens.float())
+    with pytest.raises(InputError, match=r"\[0, 16\)"):  # e.g. a VQ-GAN with a larger codebook
+        model(torch.full((1, 2, 2), 16))
 
 
 @pytest.mark.parametrize("depth", [(1, 1, 1), (1, (1, 1, 1), 1), 2])
