@@ -31,7 +31,10 @@ class Rotary:
         self.cos, self.sin = angles.cos().to(dtype), angles.sin().to(dtype)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (b heads n hd) -> same, rotated."""
+        """x: (b heads n hd) -> same, rotated, in x's dtype (under autocast q/k are bf16 while the
+        residual stream is fp32; mixing them would silently run attention in fp32)."""
+        if self.cos.dtype != x.dtype:
+            self.cos, self.sin = self.cos.to(x.dtype), self.sin.to(x.dtype)
         half = x.shape[-1] // 2
         rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
         return x * self.cos + rotated * self.sin
