@@ -17,14 +17,14 @@ from .quantize import Quantized, VectorQuantizer
 
 
 def _norm(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(32 if channels % 32 == 0 else _groups(channels), channels, eps=1e-6, affine=True)
-
-
-def _groups(channels: int) -> int:
-    for g in (16, 8, 4, 2, 1):
-        if channels % g == 0:
-            return g
-    return 1
+    """GroupNorm as in the reference (32 groups) for wide layers; narrow layers get groups of 4
+    channels. With one channel per group a layer would forget each channel's mean, and a narrow
+    full-resolution decoder could then no longer reproduce the colour of a flat region."""
+    if channels % 32 == 0 and channels >= 64:
+        groups = 32
+    else:
+        groups = next(g for g in range(max(1, channels // 4), 0, -1) if channels % g == 0)
+    return nn.GroupNorm(groups, channels, eps=1e-6, affine=True)
 
 
 class ResnetBlock(nn.Module):
