@@ -126,6 +126,19 @@ def test_vqgan_training_run_and_resume(tmp_path, vqgan_config, capsys):
     assert "another config" in capsys.readouterr().err
 
 
+def test_resuming_with_a_frozen_encoder_trains_the_decoder_only(tmp_path, vqgan_config):
+    run = tmp_path / "run"
+    command = ["--config", str(vqgan_config), "--run-dir", str(run), "--no-progress"]
+    assert train_vqgan.main(command) == 0
+    before = load_vqgan(run / "model.safetensors").state_dict()
+    assert train_vqgan.main(command + ["--set", "train.steps=6", "--set", "train.freeze_encoder=true"]) == 0
+    after = load_vqgan(run / "model.safetensors").state_dict()
+    fixed = [k for k in before if k.startswith(("encoder.", "quant_conv.", "quantize."))]
+    trained = [k for k in before if k.startswith("decoder.")]
+    assert fixed and all(torch.equal(before[k], after[k]) for k in fixed)  # tokens stay valid
+    assert any(not torch.equal(before[k], after[k]) for k in trained)
+
+
 def test_a_sigkilled_vqgan_run_resumes_from_its_last_checkpoint(tmp_path, vqgan_config):
     run = tmp_path / "run"
     command = ["--config", str(vqgan_config), "--run-dir", str(run), "--no-progress",

@@ -47,6 +47,9 @@ class VQTrainConfig:
     disc_layers: int = 3
     disc_channels: int = 64
     restart_dead_codes_every: int = 0  # steps between dead-code restarts (0 = off)
+    # Train the decoder only: encoder and codebook stay fixed, so a latent dataset (and a prior
+    # trained on it) built from this run stays valid while the decoder keeps improving.
+    freeze_encoder: bool = False
     bf16: bool = True
     seed: int = 0
     log_every: int = 20
@@ -92,6 +95,9 @@ def train(config: VQGANRunConfig, run_dir: Path, progress: bool = True) -> Path:
         remove_stale_temporaries(run_dir)  # half-written files of a run killed mid-save
         write_config(run_dir, config)
     model = VQGAN(config.model).train()
+    if tc.freeze_encoder:
+        for part in (model.encoder, model.quant_conv, model.quantize):
+            part.requires_grad_(False)
     disc = PatchDiscriminator(DiscriminatorConfig(channels=tc.disc_channels, layers=tc.disc_layers)).train()
     lpips = load_lpips(tc.lpips_net)
     opt_ae = torch.optim.Adam(model.parameters(), lr=tc.lr, betas=tuple(tc.betas))
@@ -147,7 +153,7 @@ def train(config: VQGANRunConfig, run_dir: Path, progress: bool = True) -> Path:
             opt_d.step()
         counts += dist.all_reduce_sum(torch.bincount(q.tokens.flatten(), minlength=config.model.n_embed).float())
         every = tc.restart_dead_codes_every
-        if every and (step + 1) % every == 0:
+        if every and not tc.freeze_encoder and (step + 1) % every == 0:
             z_all = z.detach().float()
             if world > 1:  # restart from rank 0's latents so codebooks stay identical
                 torch.distributed.broadcast(z_all, 0)
