@@ -6,17 +6,22 @@ import json
 
 import pytest
 import torch
+import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
-from sundae_core.config import HourglassConfig
+from sundae_core.config import HourglassConfig, to_dict
 from sundae_core.presets import PRESETS
 from trainers import benchmark
-from trainers.benchmark import ARDecoder, ar_flops, total_depth, vanilla_config
+from trainers.benchmark import ARDecoder, ar_flops, gumbel_max, proposal_samplers, total_depth, vanilla_config
 
 
 def test_quick_run_on_tiny_configs_writes_every_section(tmp_path, capsys):
     out = tmp_path / "bench"
-    argv = ["--quick", "--presets", "tiny", "--sample-preset", "tiny", "--batches", "1,2", "--out", str(out)]
+    vqgan_yaml = tmp_path / "vqgan_tiny.yaml"  # a run config as sundae-train-vqgan reads it
+    vqgan_yaml.write_text(yaml.safe_dump(to_dict(benchmark.TINY_VQGAN_RUN)))
+    argv = ["--quick", "--presets", "tiny", "--sample-preset", "tiny", "--batches", "1,2", "--out", str(out),
+            "--vqgan-config", str(vqgan_yaml), "--vqgan-models", "config", "--vqgan-image", "64",
+            "--sampler-preset", "tiny"]
     assert benchmark.main(argv) == 0
     report = json.loads((out / "bench.json").read_text())
     assert report["peak_flop_per_s"]["bf16"] > 0 and report["peak_flop_per_s"]["fp32"] > 0
@@ -31,9 +36,23 @@ def test_quick_run_on_tiny_configs_writes_every_section(tmp_path, capsys):
     assert [r["batch"] for r in report["ar"]] == [1, 2] and report["ar"][0]["tokens"] == 64
     assert report["train"][0]["unroll"] == 2 and 0 < report["train"][0]["mfu"] < 1
     assert {(r["batch"], r["steps"]) for r in report["ratios"]} == {(1, 20), (1, 10), (2, 20), (2, 10)}
+    train = report["vqgan_train"]
+    assert [(r["config"], r["precision"], r["batch"], r["crop"]) for r in train] == [
+        ("vqgan_tiny", "bf16-autocast", 2, 32), ("vqgan_tiny", "fp32", 2, 32)]
+    assert all(r["images_per_s"] == pytest.approx(2 / r["median_s"]) for r in train) and train[1]["speed_vs_fp32"] == 1
+    (codec,) = report["vqgan_codec"]
+    assert codec["image"] == "64x64" and codec["tokens"] == [32, 32] and codec["decode_fits_8gb"]
+    assert codec["encode_s"] > 0 and codec["decode_s"] > 0 and codec["decode_flops"] > 0
+    assert codec["decode_peak_mem_mb"] >= 0 and codec["decode_process_rss_mb"] > 0
+    sampler = report["sampler"]
+    methods = (*proposal_samplers(torch.Generator()), "denoise_step, p = 0.5 (ours)")
+    assert {(r["dtype"], r["method"]) for r in sampler} == {(d, m) for d in ("bf16", "fp32") for m in methods}
+    assert all(r["shape"] == [64, 64] and len(r["runs"]) == 3 for r in sampler)
     table = (out / "bench.md").read_text()
-    for heading in ("Denoising step", "Full sample", "Autoregressive baseline", "Prior training", "Targets"):
+    for heading in ("Denoising step", "Full sample", "Autoregressive baseline", "Prior training", "VQ-GAN training",
+                    "VQ-GAN encode / decode", "Sampler", "Targets"):
         assert heading in table
+    assert "fits in 8 GB" in table and "% of the tiny bf16 batch-1 step" in table
     assert table in capsys.readouterr().out
 
 
@@ -76,3 +95,32 @@ def test_repeats_shrink_for_slow_cases_but_never_below_three():
     assert benchmark.repeats_for(0.1, 5, 60) == 5
     assert benchmark.repeats_for(15, 5, 60) == 4
     assert benchmark.repeats_for(100, 5, 60) == 3
+
+
+@pytest.mark.parametrize("method", ["torch Categorical", "inverse-CDF (ours)", "Gumbel-max"])
+def test_every_proposal_method_draws_from_softmax_logits_over_tau(method):
+    """The timed methods must be interchangeable: same distribution, softmax(logits / tau)."""
+    logits = torch.tensor([[0.0, 1.0, 2.0, -1.0]]).expand(20000, 4)
+    torch.manual_seed(0)
+    draw = proposal_samplers(torch.Generator().manual_seed(0))[method]
+    counts = torch.bincount(draw(logits, 0.5), minlength=4).float() / 20000
+    torch.testing.assert_close(counts, torch.softmax(logits[0] / 0.5, -1), atol=0.01, rtol=0)
+
+
+def test_gumbel_max_is_seeded_and_follows_the_argmax_at_low_temperature():
+    logits = torch.randn(50, 30, generator=torch.Generator().manual_seed(1))
+    a = gumbel_max(logits, 1.0, torch.Generator().manual_seed(3))
+    assert torch.equal(a, gumbel_max(logits, 1.0, torch.Generator().manual_seed(3)))
+    assert torch.equal(gumbel_max(logits, 1e-6, torch.Generator().manual_seed(3)), logits.argmax(-1))
+
+
+def test_bad_vqgan_and_sampler_arguments_are_one_line_errors(tmp_path, capsys):
+    base = ["--sections", "vqgan", "--out", str(tmp_path), "--quick"]
+    assert benchmark.main([*base, "--vqgan-config", str(tmp_path / "missing.yaml")]) == 1
+    assert "missing.yaml does not exist" in capsys.readouterr().err
+    assert benchmark.main([*base, "--vqgan-models", "config,huge"]) == 1
+    assert capsys.readouterr().err.startswith("error: --vqgan-models must name some of config, megapixel")
+    assert benchmark.main([*base, "--vqgan-config", "tiny", "--vqgan-image", "1000"]) == 1
+    assert capsys.readouterr().err.startswith("error: --vqgan-image 1000 is not a multiple of the megapixel f=32")
+    assert benchmark.main(["--sections", "sampler", "--sampler-preset", "ffhq9000", "--out", str(tmp_path)]) == 1
+    assert capsys.readouterr().err.startswith("error: unknown sampler preset ffhq9000")

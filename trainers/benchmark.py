@@ -15,6 +15,16 @@ One command, one process, random weights (speed does not depend on training). Se
 5. train: prior training steps (bf16 autocast over fp32 weights, AdamW, clipping: what
    `sundae-train-prior` runs) with a 2-step unroll; MFU = 3 x forward FLOPs x unroll steps /
    step time / bf16 peak.
+6. vqgan: VQ-GAN training steps (`trainers.train_vqgan.train_step` past disc_start: the
+   generator step with L1 + LPIPS + codebook loss + adaptive-weight PatchGAN term, then the
+   discriminator step) at a run config's batch size and crop, bf16 autocast against fp32, in
+   images/s; and encode / decode of one 1024 x 1024 image (bf16 weights, inference_mode) by that
+   config's model and by the paper's megapixel f = 32 VQ-GAN, with peak memory (issue 5: the
+   megapixel decode must fit in 8 GB);
+7. sampler: drawing one proposal per position over a preset's (tokens x vocabulary) logits
+   (FFHQ1024: 1024 x 8192) with torch's Categorical, with our inverse-CDF `sample_categorical`
+   and with Gumbel-max; and the whole sampler step (`denoise_step` on cached logits, proportion
+   0.5), i.e. the cost method.md says must be engineered.
 
 Timing: models are built and cast once (inference models to bf16 or fp32 weights, no autocast
 under inference_mode), the case is warmed up, then the median of several synchronised runs is
@@ -43,6 +53,7 @@ import statistics
 import sys
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -50,12 +61,13 @@ from typing import Callable
 import torch
 from einops import rearrange
 from torch import nn
+from torch.distributions import Categorical
 from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from sundae_core.checkpoint import atomic_write
 from sundae_core.cli import run_guarded
-from sundae_core.config import HourglassConfig, VQGANConfig
+from sundae_core.config import HourglassConfig, VQGANConfig, load_yaml
 from sundae_core.errors import InputError
 from sundae_core.hourglass import HourglassTransformer, flops
 from sundae_core.presets import MEGAPIXEL_VQGAN, PRESET_GRIDS, PRESETS
@@ -63,10 +75,18 @@ from sundae_core.sampler import denoise_step, model_logits_fn, random_tokens, sa
 from sundae_core.unroll import unrolled_loss
 from sundae_core.vqgan import VQGAN
 
+from .discriminator import DiscriminatorConfig, PatchDiscriminator
+from .image_data import DataConfig
+from .lpips import load_lpips
+from .train_vqgan import VQGANRunConfig, VQTrainConfig, train_step
+
 # A model small enough for tests and smoke runs; not a paper configuration.
 TINY = HourglassConfig(vocab_size=64, dim=32, heads=2, depth=(1, 2, 1))
 TINY_VQGAN = VQGANConfig(resolution=32, ch=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(),
                          z_channels=8, embed_dim=8, n_embed=64, mid_attention=False)
+# `--vqgan-config tiny`: the tiny VQ-GAN trained on 32 px crops (AlexNet LPIPS: the smallest it takes).
+TINY_VQGAN_RUN = VQGANRunConfig(model=TINY_VQGAN, data=DataConfig(resolution=32, crop=32, cache_size=32),
+                                train=VQTrainConfig(batch_size=2, lpips_net="alex", disc_channels=8, disc_layers=2))
 MODELS = {**PRESETS, "tiny": TINY}
 GRIDS = {**PRESET_GRIDS, "tiny": (8, 8)}
 # The decoder each preset's full sample is decoded with (the taming f = 16 VQ-GAN for the 256 px
@@ -74,6 +94,10 @@ GRIDS = {**PRESET_GRIDS, "tiny": (8, 8)}
 DECODERS = {"ffhq1024": MEGAPIXEL_VQGAN, "ffhq256": VQGANConfig(), "celeba": VQGANConfig(),
             "imagenet": VQGANConfig(), "tiny": TINY_VQGAN}
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
+SECTIONS = ("step", "sample", "ar", "train", "vqgan", "sampler")
+VQGAN_CODECS = ("config", "megapixel")  # the inference cases of the vqgan section
+SAMPLER_TAU = 0.8  # a temperature other than 1: every method pays for the division, as in sampling
+EIGHT_GB_MB = 8 * 1024  # issue 5: the megapixel 1024 x 1024 decode must fit in 8 GB of RAM
 
 
 # ---------------------------------------------------------------------------------------------
@@ -102,6 +126,14 @@ def time_runs(fn: Callable[[], object], device: torch.device, repeats: int) -> T
         sync(device)
         runs.append(time.perf_counter() - start)
     return Timing(statistics.median(runs), min(runs), [round(r, 6) for r in runs])
+
+
+def warm_up(fn: Callable[[], object], device: torch.device) -> float:
+    """Run fn once (first-call costs: allocation, kernel selection); returns its seconds."""
+    start = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - start
 
 
 def repeats_for(warm_s: float, repeats: int, budget_s: float) -> int:
@@ -272,15 +304,24 @@ def ar_flops(config: HourglassConfig, batch: int, n: int) -> int:
     return batch * (n * per_token + attention)
 
 
-def decoder_flops(config: VQGANConfig, height: int, width: int) -> int:
-    """FLOPs of one VQ-GAN decode of a (height x width) token grid, counted by torch on meta."""
+def vqgan_flops(config: VQGANConfig, run: Callable[[VQGAN], object]) -> int:
+    """FLOPs torch counts for run(model) on a meta-device VQ-GAN (no memory, no compute)."""
     with torch.device("meta"):
         model = VQGAN(config)
-        z = torch.zeros(1, config.embed_dim, height, width)
         counter = FlopCounterMode(display=False)
         with counter:
-            model.decode_latents(z)
+            run(model)
     return int(counter.get_total_flops())
+
+
+def decoder_flops(config: VQGANConfig, height: int, width: int) -> int:
+    """FLOPs of one VQ-GAN decode of a (height x width) token grid."""
+    return vqgan_flops(config, lambda m: m.decode_latents(torch.zeros(1, config.embed_dim, height, width)))
+
+
+def encoder_flops(config: VQGANConfig, height: int, width: int) -> int:
+    """FLOPs of one VQ-GAN encode (with the nearest-code search) of a (height x width) image."""
+    return vqgan_flops(config, lambda m: m.encode(torch.zeros(1, config.in_channels, height, width)))
 
 
 def build(make: Callable[[], nn.Module], device: torch.device, dtype: torch.dtype) -> nn.Module:
@@ -337,10 +378,7 @@ def bench_step(bench: Bench, label: str, model_name: str, config: HourglassConfi
         tokens = random_tokens(batch, *grid, config.vocab_size, generator=g, device=dev)
         step = lambda: denoise_step(fn_model, tokens, generator=g, temperature=1.0, proportion=0.5)
         with torch.inference_mode():
-            start = time.perf_counter()
-            step()
-            sync(dev)
-            warm = time.perf_counter() - start
+            warm = warm_up(step, dev)
     with torch.inference_mode():
         t = time_runs(step, dev, repeats_for(warm, bench.repeats, bench.budget_s))
         logits = model(tokens)
@@ -463,6 +501,147 @@ def bench_train(bench: Bench, model_name: str, config: HourglassConfig, grid: tu
 
 
 # ---------------------------------------------------------------------------------------------
+# VQ-GAN: training throughput, encode / decode latency and memory
+
+
+def vqgan_run_config(name: str) -> VQGANRunConfig:
+    """`tiny` or the path of a VQ-GAN run config YAML (as `sundae-train-vqgan --config` takes)."""
+    return TINY_VQGAN_RUN if name == "tiny" else load_yaml(name, VQGANRunConfig)
+
+
+def bench_vqgan_train(bench: Bench, name: str, run: VQGANRunConfig, precision: str) -> dict:
+    """Training steps as `sundae-train-vqgan` runs them once the GAN is on (`train_step`: generator
+    step with LPIPS and the adaptive weight, then the discriminator step; Adam on fp32 weights) at
+    the config's batch size and crop, under bf16 autocast ("bf16") or in plain fp32 ("fp32")."""
+    dev, tc, crop = bench.device, run.train, run.data.crop
+    autocast = (lambda: torch.autocast(dev.type, dtype=torch.bfloat16)) if precision == "bf16" else nullcontext
+    g = torch.Generator(dev).manual_seed(0)
+    images = torch.rand(tc.batch_size, run.model.in_channels, crop, crop, generator=g, device=dev) * 2 - 1
+    with MemoryProbe(dev) as mem:
+        torch.manual_seed(0)
+        model = VQGAN(run.model).to(dev).train()
+        disc_config = DiscriminatorConfig(channels=tc.disc_channels, layers=tc.disc_layers)
+        disc = PatchDiscriminator(disc_config).to(dev).train()
+        lpips = load_lpips(tc.lpips_net, device=dev)
+        opt_ae = torch.optim.Adam(model.parameters(), lr=tc.lr, betas=tuple(tc.betas))
+        opt_d = torch.optim.Adam(disc.parameters(), lr=tc.lr, betas=tuple(tc.betas))
+        step = lambda: train_step(model, disc, lpips, opt_ae, opt_d, images, tc, gan_on=True,
+                                  autocast=autocast)
+        warm_up(step, dev)  # also allocates both optimisers' state
+    t = time_runs(step, dev, bench.long_repeats)
+    del model, disc, lpips, opt_ae, opt_d
+    row = {"case": "vqgan-train", "config": name, "precision": "bf16-autocast" if precision == "bf16" else "fp32",
+           "batch": tc.batch_size, "crop": crop, "lpips": tc.lpips_net, "median_s": t.median_s, "min_s": t.min_s,
+           "runs": t.runs, "images_per_s": tc.batch_size / t.median_s, "peak_mem_mb": mem.mb}
+    bench.log(f"vqgan train {name} {row['precision']} b{tc.batch_size} {crop}px: {t.median_s:.2f} s/step, "
+              f"{row['images_per_s']:.1f} images/s, {mem.mb} MB")
+    return row
+
+
+def bench_vqgan_codec(bench: Bench, name: str, config: VQGANConfig, side: int) -> dict:
+    """Encode and decode of one (side x side) image, bf16 weights under inference_mode.
+
+    Memory: decode = peak above the level before the model was built (weights, including the fp32
+    initialisation before the cast to bf16, + one decode: what a process that only decodes needs);
+    encode = peak above the level with the model loaded."""
+    dev, f = bench.device, config.factor
+    g = torch.Generator(dev).manual_seed(0)
+    images = torch.rand(1, config.in_channels, side, side, generator=g, device=dev) * 2 - 1
+    tokens = torch.randint(0, config.n_embed, (1, side // f, side // f), generator=g, device=dev)
+    with torch.inference_mode():
+        with MemoryProbe(dev) as dec_mem:
+            model = build(lambda: VQGAN(config), dev, torch.bfloat16)
+            decode = lambda: model.decode(tokens)
+            dec_warm = warm_up(decode, dev)
+        with MemoryProbe(dev) as enc_mem:
+            encode = lambda: model.encode(images)
+            enc_warm = warm_up(encode, dev)
+        dec = time_runs(decode, dev, repeats_for(dec_warm, bench.repeats, bench.budget_s))
+        enc = time_runs(encode, dev, repeats_for(enc_warm, bench.repeats, bench.budget_s))
+    params = sum(p.numel() for p in model.parameters())
+    weights_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
+    del model
+    enc_f, dec_f = encoder_flops(config, side, side), decoder_flops(config, side // f, side // f)
+    row = {"case": "vqgan-codec", "model": name, "image": f"{side}x{side}", "tokens": [side // f, side // f],
+           "factor": f, "dtype": "bf16", "params_m": round(params / 1e6, 2), "weights_mb": round(weights_mb, 1),
+           "encode_s": enc.median_s, "encode_min_s": enc.min_s, "encode_runs": enc.runs,
+           "decode_s": dec.median_s, "decode_min_s": dec.min_s, "decode_runs": dec.runs,
+           "encode_flops": enc_f, "decode_flops": dec_f, "encode_flop_per_s": enc_f / enc.median_s,
+           "decode_flop_per_s": dec_f / dec.median_s, "decode_frac_bf16_peak": bench.fraction(dec_f / dec.median_s),
+           "decode_peak_mem_mb": dec_mem.mb, "encode_peak_mem_mb": enc_mem.mb,
+           # the whole process at the decode's peak (interpreter, torch, model, activations)
+           "decode_process_rss_mb": round(dec_mem.peak / 2**20, 1) if dev.type == "cpu" else None,
+           "decode_fits_8gb": dec_mem.mb <= EIGHT_GB_MB}
+    bench.log(f"vqgan codec {name} {side}px: encode {enc.median_s:.2f} s, decode {dec.median_s:.2f} s, "
+              f"decode peak +{dec_mem.mb} MB, encode peak +{enc_mem.mb} MB")
+    return row
+
+
+def codec_models(name: str, run: VQGANRunConfig, codecs: list[str], side: int) -> list[tuple[str, VQGANConfig]]:
+    """The (name, config) of each encode / decode case, checked against the image side."""
+    models = {"config": (name, run.model), "megapixel": ("megapixel f=32", MEGAPIXEL_VQGAN)}
+    out = [models[c] for c in codecs]
+    for label, config in out:
+        if side % config.factor:
+            raise InputError(f"--vqgan-image {side} is not a multiple of the {label} VQ-GAN's factor "
+                             f"{config.factor}")
+    return out
+
+
+def vqgan_section(bench: Bench, name: str, run: VQGANRunConfig, codecs: list[tuple[str, VQGANConfig]],
+                  side: int) -> dict:
+    train = [bench_vqgan_train(bench, name, run, precision) for precision in ("bf16", "fp32")]
+    fp32_s = train[1]["median_s"]
+    for r in train:
+        r["speed_vs_fp32"] = fp32_s / r["median_s"]
+    return {"train": train, "codec": [bench_vqgan_codec(bench, label, c, side) for label, c in codecs]}
+
+
+# ---------------------------------------------------------------------------------------------
+# Sampler: the cost of drawing proposals, against torch's defaults
+
+
+def gumbel_max(logits: torch.Tensor, temperature: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """logits (n v) -> indices (n,): argmax(logits / tau + G), G ~ Gumbel(0, 1) drawn as -log E,
+    E ~ Exp(1); an exact categorical draw, with one random number per vocabulary entry."""
+    noise = torch.empty(logits.shape, device=logits.device).exponential_(generator=generator).log_().neg_()
+    return (logits.float() / temperature + noise).argmax(-1)
+
+
+def proposal_samplers(generator: torch.Generator) -> dict[str, Callable[[torch.Tensor, float], torch.Tensor]]:
+    """Ways to draw one index per row of (n v) logits at temperature tau; the first is the baseline."""
+    return {"torch Categorical": lambda logits, tau: Categorical(logits=logits / tau).sample(),
+            "inverse-CDF (ours)": lambda logits, tau: sample_categorical(logits, tau, generator),
+            "Gumbel-max": lambda logits, tau: gumbel_max(logits, tau, generator)}
+
+
+def bench_sampler(bench: Bench, model_name: str, grid: tuple[int, int], vocab: int, dtype_name: str) -> list[dict]:
+    """Proposals over (h w) x vocab logits by each method, then our whole sampler step (denoise_step
+    at proportion 0.5 on cached logits: update mask, proposals, scatter, change test)."""
+    dev, n = bench.device, grid[0] * grid[1]
+    g = torch.Generator(dev).manual_seed(0)
+    logits = (2 * torch.randn(n, vocab, generator=g, device=dev)).to(DTYPES[dtype_name])
+    cached = rearrange(logits, "(b h w) v -> b h w v", b=1, h=grid[0])
+    tokens = random_tokens(1, *grid, vocab, generator=g, device=dev)
+    cases = {name: (lambda draw=draw: draw(logits, SAMPLER_TAU)) for name, draw in proposal_samplers(g).items()}
+    cases["denoise_step, p = 0.5 (ours)"] = lambda: denoise_step(lambda z, labels: cached, tokens, generator=g,
+                                                                 temperature=SAMPLER_TAU, proportion=0.5)
+    rows = []
+    with torch.inference_mode():
+        for method, fn in cases.items():
+            warm_up(fn, dev)
+            t = time_runs(fn, dev, bench.repeats)
+            rows.append({"case": "sampler", "model": model_name, "method": method, "shape": [n, vocab],
+                         "dtype": dtype_name, "tau": SAMPLER_TAU, "median_s": t.median_s, "min_s": t.min_s,
+                         "runs": t.runs})
+    for r in rows:
+        r["speed_vs_categorical"] = rows[0]["median_s"] / r["median_s"]
+    bench.log(f"sampler {model_name} {n}x{vocab} {dtype_name}: " + ", ".join(
+        f"{r['method']} {r['median_s'] * 1e3:.2f} ms" for r in rows))
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
 # Report
 
 
@@ -541,9 +720,29 @@ def markdown(report: dict) -> str:
         ("unroll", lambda r: r["unroll"]), ("s / step", lambda r: _fmt(r["median_s"], 2)),
         ("tokens/s", lambda r: _fmt(r["tokens_per_s"], 0)), ("model TFLOP / step", lambda r: _fmt(r["flops"] / 1e12, 2)),
         ("MFU % of bf16 peak", pct("mfu")), ("peak MB", mb)])
+    lines += _table("VQ-GAN training step (generator with LPIPS + adaptive-weight GAN, then discriminator; Adam)",
+                    report["vqgan_train"], [
+        ("config", lambda r: r["config"]), ("precision", lambda r: r["precision"]), ("batch", lambda r: r["batch"]),
+        ("crop", lambda r: r["crop"]), ("LPIPS", lambda r: r["lpips"]), ("s / step", lambda r: _fmt(r["median_s"], 2)),
+        ("images/s", lambda r: _fmt(r["images_per_s"], 1)), ("speed vs fp32", lambda r: _fmt(r["speed_vs_fp32"], 2)),
+        ("peak MB", mb)])
+    lines += _table("VQ-GAN encode / decode, batch 1, bf16 weights, inference_mode", report["vqgan_codec"], [
+        ("model", lambda r: r["model"]), ("image", lambda r: r["image"]),
+        ("tokens", lambda r: f"{r['tokens'][0]}x{r['tokens'][1]}"), ("params M", lambda r: _fmt(r["params_m"], 2)),
+        ("encode s", lambda r: _fmt(r["encode_s"], 3)), ("decode s", lambda r: _fmt(r["decode_s"], 3)),
+        ("decode GFLOP", lambda r: _fmt(r["decode_flops"] / 1e9, 0)),
+        ("decode GFLOP/s", lambda r: _fmt(r["decode_flop_per_s"] / 1e9, 0)),
+        ("decode peak MB (model + decode)", lambda r: _fmt(r["decode_peak_mem_mb"], 0)),
+        ("encode peak MB (above model)", lambda r: _fmt(r["encode_peak_mem_mb"], 0)),
+        ("process RSS at decode MB", lambda r: _fmt(r["decode_process_rss_mb"], 0))])
+    lines += _table(f"Sampler: one proposal per position (tau = {SAMPLER_TAU}), median of runs", report["sampler"], [
+        ("model", lambda r: r["model"]), ("logits", lambda r: f"{r['shape'][0]} x {r['shape'][1]}"),
+        ("dtype", lambda r: r["dtype"]), ("method", lambda r: r["method"]),
+        ("ms", lambda r: _fmt(r["median_s"] * 1e3, 2)), ("min ms", lambda r: _fmt(r["min_s"] * 1e3, 2)),
+        ("speed vs Categorical", lambda r: _fmt(r["speed_vs_categorical"], 2))])
     targets = report["targets"]
     if targets:
-        lines += ["## Targets (issue 8)", ""] + [f"- {t}" for t in targets] + [""]
+        lines += ["## Targets (issues 5 and 8)", ""] + [f"- {t}" for t in targets] + [""]
     return "\n".join(lines)
 
 
@@ -561,6 +760,42 @@ def targets(report: dict) -> list[str]:
     for r in report["ratios"]:
         faster = "SUNDAE faster" if r["ratio"] < 1 else "AR faster"
         out.append(f"{r['model']} batch {r['batch']}: SUNDAE T = {r['steps']} / AR = {r['ratio']:.2f} ({faster})")
+    return out + vqgan_targets(report) + sampler_targets(report)
+
+
+def vqgan_targets(report: dict) -> list[str]:
+    out = []
+    for r in report["vqgan_train"]:
+        if r["precision"] != "fp32":
+            out.append(f"VQ-GAN training ({r['config']}, batch {r['batch']}, {r['crop']} px): {r['images_per_s']:.1f} "
+                       f"images/s in {r['precision']} = {r['speed_vs_fp32']:.2f}x fp32")
+    for r in report["vqgan_codec"]:
+        verdict = "fits" if r["decode_fits_8gb"] else "does not fit"
+        process = (f"; the whole process peaked at {r['decode_process_rss_mb']:,.0f} MB"
+                   if r["decode_process_rss_mb"] is not None else "")
+        out.append(f"{r['model']} VQ-GAN {r['image']} decode: {r['decode_s']:.3f} s, peak "
+                   f"+{r['decode_peak_mem_mb']:,.0f} MB for model and decode ({verdict} in 8 GB){process}")
+    return out
+
+
+def sampler_targets(report: dict) -> list[str]:
+    """method.md's claim: a default Categorical draw costs as much as the network; ours?"""
+    out = []
+    steps = {(r["model"], r["dtype"]): r["median_s"] for r in report["step"]
+             if r["case"] == "prior" and r["batch"] == 1}
+    for dtype in dict.fromkeys(r["dtype"] for r in report["sampler"]):
+        rows = {r["method"]: r for r in report["sampler"] if r["dtype"] == dtype}
+        base, ours = rows["torch Categorical"], rows["inverse-CDF (ours)"]
+        step = rows["denoise_step, p = 0.5 (ours)"]
+        n, v = base["shape"]
+        line = (f"proposals over {n} x {v} {dtype} logits: Categorical {base['median_s'] * 1e3:.2f} ms, ours "
+                f"{ours['median_s'] * 1e3:.2f} ms ({ours['speed_vs_categorical']:.1f}x faster), Gumbel-max "
+                f"{rows['Gumbel-max']['median_s'] * 1e3:.2f} ms; our whole sampler step "
+                f"{step['median_s'] * 1e3:.2f} ms")
+        network_step = steps.get((base["model"], "bf16"))
+        if network_step:
+            line += f" = {100 * step['median_s'] / network_step:.1f} % of the {base['model']} bf16 batch-1 step"
+        out.append(line)
     return out
 
 
@@ -598,19 +833,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-preset", default="ffhq1024",
                    help="prior of the full-sample section; its decoder is the paper's for that preset "
                         "(ffhq1024: the f = 32 megapixel VQ-GAN); 'none' skips the section")
-    p.add_argument("--sections", default="step,sample,ar,train",
+    p.add_argument("--sections", default=",".join(SECTIONS),
                    help="which sections to run, comma-separated (the peak always runs)")
-    p.add_argument("--dtypes", default="bf16,fp32", help="dtypes of the step section")
+    p.add_argument("--dtypes", default="bf16,fp32", help="dtypes of the step section and of the sampler's logits")
     p.add_argument("--batches", default="1,8", help="batch sizes of the step and AR sections")
     p.add_argument("--sample-steps", help="T values of the full sample (default 100,50; --quick 20,10)")
     p.add_argument("--train-batch", type=int, help="training batch size (default 8; --quick 2)")
     p.add_argument("--unroll", type=int, default=2, help="unrolled training steps (default 2)")
     p.add_argument("--repeats", type=int, help="timed runs per short case (default 5; --quick 3)")
     p.add_argument("--long-repeats", type=int,
-                   help="timed runs of full samples, AR generations and training steps (default 3; --quick 1)")
+                   help="timed runs of full samples, AR generations and (prior and VQ-GAN) training steps "
+                        "(default 3; --quick 1)")
     p.add_argument("--case-budget", type=float, default=60.0,
                    help="seconds a short case may spend on timed runs before repeats drop (to at least 3)")
     p.add_argument("--no-vanilla", action="store_true", help="skip the vanilla full-resolution baseline")
+    p.add_argument("--vqgan-config", default="configs/vqgan_emoji_f32.yaml",
+                   help="VQ-GAN run config YAML (as sundae-train-vqgan --config takes) whose model, batch size, "
+                        "crop, LPIPS net and discriminator the vqgan section trains; 'tiny' for a smoke-test model")
+    p.add_argument("--vqgan-models", default=",".join(VQGAN_CODECS),
+                   help="encode / decode cases of the vqgan section: 'config' (the --vqgan-config model), "
+                        "'megapixel' (the paper's f = 32 model, sundae_core.presets.MEGAPIXEL_VQGAN); 'none'")
+    p.add_argument("--vqgan-image", type=int, default=1024, help="side of the square image encoded and decoded")
+    p.add_argument("--sampler-preset", default="ffhq1024",
+                   help="preset whose (tokens x vocabulary) logits the sampler section draws from "
+                        "(ffhq1024: 1024 x 8192)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--out", default="runs/bench", help="folder for bench.json and bench.md")
@@ -640,9 +886,9 @@ def main(argv: list[str] | None = None) -> int:
         quick = args.quick
         presets = _names(args.presets, "preset")
         sections = {s.strip() for s in args.sections.split(",") if s.strip()}
-        bad = sections - {"step", "sample", "ar", "train"}
+        bad = sections - set(SECTIONS)
         if bad:
-            raise InputError(f"unknown section(s) {', '.join(sorted(bad))}; choose from step, sample, ar, train")
+            raise InputError(f"unknown section(s) {', '.join(sorted(bad))}; choose from {', '.join(SECTIONS)}")
         dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
         if not dtypes or any(d not in DTYPES for d in dtypes):
             raise InputError(f"--dtypes must name some of {', '.join(DTYPES)}, got {args.dtypes!r}")
@@ -651,6 +897,16 @@ def main(argv: list[str] | None = None) -> int:
         sample_preset = None if args.sample_preset == "none" else _names(args.sample_preset, "sample preset")[0]
         if sample_preset is not None and sample_preset not in DECODERS and sample_preset not in ("mnist", "fashionmnist"):
             raise InputError(f"no decoder is defined for {sample_preset}")
+        codecs = [] if args.vqgan_models == "none" else [c.strip() for c in args.vqgan_models.split(",") if c.strip()]
+        if any(c not in VQGAN_CODECS for c in codecs):
+            raise InputError(f"--vqgan-models must name some of {', '.join(VQGAN_CODECS)} (or none), "
+                             f"got {args.vqgan_models!r}")
+        if args.vqgan_image < 1:
+            raise InputError(f"--vqgan-image must be >= 1, got {args.vqgan_image}")
+        sampler_preset = _names(args.sampler_preset, "sampler preset")[0]
+        vqgan_name = Path(args.vqgan_config).stem
+        vqgan_run = vqgan_run_config(args.vqgan_config) if "vqgan" in sections else None
+        codec_cases = codec_models(vqgan_name, vqgan_run, codecs, args.vqgan_image) if vqgan_run else []
         bench = Bench(device=device, repeats=args.repeats or (3 if quick else 5),
                       long_repeats=args.long_repeats or (1 if quick else 3), budget_s=args.case_budget)
         report = {"environment": {"device": str(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
@@ -660,8 +916,11 @@ def main(argv: list[str] | None = None) -> int:
                   "settings": {"quick": quick, "presets": presets, "sections": sorted(sections), "dtypes": dtypes,
                                "batches": list(batches), "sample_steps": list(sample_steps),
                                "sample_preset": sample_preset, "repeats": bench.repeats,
-                               "long_repeats": bench.long_repeats, "unroll": args.unroll},
-                  "step": [], "sample": [], "ar": [], "train": []}
+                               "long_repeats": bench.long_repeats, "unroll": args.unroll,
+                               "vqgan_config": args.vqgan_config, "vqgan_models": codecs,
+                               "vqgan_image": args.vqgan_image, "sampler_preset": sampler_preset},
+                  "step": [], "sample": [], "ar": [], "train": [], "vqgan_train": [], "vqgan_codec": [],
+                  "sampler": []}
         report["peak"] = measure_peak(bench, (1024, 2048) if quick else (2048, 4096))
         report["peak_flop_per_s"] = dict(bench.peak)
         if "step" in sections:
@@ -688,6 +947,13 @@ def main(argv: list[str] | None = None) -> int:
             tb = args.train_batch or (2 if quick else 8)
             for name in presets:
                 report["train"].append(bench_train(bench, name, MODELS[name], GRIDS[name], tb, args.unroll))
+        if vqgan_run is not None:
+            vq = vqgan_section(bench, vqgan_name, vqgan_run, codec_cases, args.vqgan_image)
+            report["vqgan_train"], report["vqgan_codec"] = vq["train"], vq["codec"]
+        if "sampler" in sections:
+            for dtype in dtypes:
+                report["sampler"] += bench_sampler(bench, sampler_preset, GRIDS[sampler_preset],
+                                                   MODELS[sampler_preset].vocab_size, dtype)
         report["ratios"] = ratios(report)
         report["environment"]["load_after"] = [round(x, 2) for x in os.getloadavg()]
         report["max_rss_mb"] = round(max_rss_bytes() / 2**20, 1)

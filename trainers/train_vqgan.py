@@ -14,6 +14,7 @@ import sys
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, ContextManager
 
 import torch
 from tqdm import tqdm
@@ -23,6 +24,7 @@ from sundae_core.cli import run_guarded
 from sundae_core.config import VQGANConfig, to_dict
 from sundae_core.grid import save_grid
 from sundae_core.models import save_model
+from sundae_core.quantize import Quantized
 from sundae_core.vqgan import VQGAN
 
 from . import distributed as dist
@@ -86,6 +88,62 @@ def evaluate(model: VQGAN, lpips: LPIPS, val: ImageSet, n: int, crop: int, autoc
             "images": torch.cat([x[:8], rec.float().clamp(-1, 1)[:8]])}
 
 
+@dataclass
+class StepResult:
+    """One training step's outputs: what the loop needs next (latents for dead-code restarts, the
+    quantizer's result) and the loss terms it logs."""
+
+    z: torch.Tensor  # (b d h w) pre-quantization latents
+    q: Quantized
+    l1: torch.Tensor
+    perceptual: torch.Tensor
+    g_loss: torch.Tensor
+    weight: torch.Tensor  # the adaptive GAN weight (0 before disc_start)
+    d_loss: torch.Tensor
+
+
+def _no_sync(module: torch.nn.Module) -> None:
+    pass
+
+
+def train_step(model: VQGAN, disc: PatchDiscriminator, lpips: LPIPS, opt_ae: torch.optim.Optimizer,
+               opt_d: torch.optim.Optimizer, x: torch.Tensor, tc: VQTrainConfig, *, gan_on: bool,
+               autocast: Callable[[], ContextManager],
+               sync: Callable[[torch.nn.Module], None] = _no_sync) -> StepResult:
+    """One generator step (L1 + LPIPS + codebook loss, plus the adaptive-weight GAN term once
+    `gan_on`) and, once `gan_on`, one discriminator step on x (b c h w) in [-1, 1]. `sync(module)`
+    runs between each backward and its optimiser step (DDP gradient averaging); `sundae-bench`
+    times this same function."""
+    with autocast():
+        z = model.encode_latents(x)
+        q = model.quantize_latents(z)
+        rec = model.decode_latents(q.z_q)
+        l1 = (x - rec.float()).abs().mean()
+        perceptual = lpips(x, rec.float()).mean() if tc.perceptual_weight else torch.zeros(())
+        nll = l1 + tc.perceptual_weight * perceptual
+        if gan_on:
+            disc.requires_grad_(False)  # the generator step needs no discriminator gradients
+            g_loss = -disc(rec).float().mean()
+            disc.requires_grad_(True)
+            weight = adaptive_weight(nll, g_loss, model.last_layer(), tc.disc_weight)
+        else:
+            g_loss, weight = torch.zeros(()), torch.zeros(())
+        loss = nll + weight * g_loss + q.loss
+    opt_ae.zero_grad(set_to_none=True)
+    loss.backward()
+    sync(model)
+    opt_ae.step()
+    d_loss = torch.zeros(())
+    if gan_on:
+        with autocast():
+            d_loss = hinge_d_loss(disc(x).float(), disc(rec.detach()).float())
+        opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        sync(disc)
+        opt_d.step()
+    return StepResult(z, q, l1, perceptual, g_loss, weight, d_loss)
+
+
 def train(config: VQGANRunConfig, run_dir: Path, progress: bool = True) -> Path:
     rank, world = dist.setup()
     tc = config.train
@@ -123,47 +181,22 @@ def train(config: VQGANRunConfig, run_dir: Path, progress: bool = True) -> Path:
     bar = tqdm(range(start, tc.steps), initial=start, total=tc.steps, desc="vqgan", disable=not (progress and dist.is_main()))
     for step in bar:
         x = train_set.random_batch(tc.batch_size, data_gen)
-        gan_on = step >= tc.disc_start
-        with autocast():
-            z = model.encode_latents(x)
-            q = model.quantize_latents(z)
-            rec = model.decode_latents(q.z_q)
-            l1 = (x - rec.float()).abs().mean()
-            perceptual = lpips(x, rec.float()).mean() if tc.perceptual_weight else torch.zeros(())
-            nll = l1 + tc.perceptual_weight * perceptual
-            if gan_on:
-                disc.requires_grad_(False)  # the generator step needs no discriminator gradients
-                g_loss = -disc(rec).float().mean()
-                disc.requires_grad_(True)
-                weight = adaptive_weight(nll, g_loss, model.last_layer(), tc.disc_weight)
-            else:
-                g_loss, weight = torch.zeros(()), torch.zeros(())
-            loss = nll + weight * g_loss + q.loss
-        opt_ae.zero_grad(set_to_none=True)
-        loss.backward()
-        dist.average_gradients(model)
-        opt_ae.step()
-        d_loss = torch.zeros(())
-        if gan_on:
-            with autocast():
-                d_loss = hinge_d_loss(disc(x).float(), disc(rec.detach()).float())
-            opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            dist.average_gradients(disc)
-            opt_d.step()
+        s = train_step(model, disc, lpips, opt_ae, opt_d, x, tc, gan_on=step >= tc.disc_start,
+                       autocast=autocast, sync=dist.average_gradients)
+        q = s.q
         counts += dist.all_reduce_sum(torch.bincount(q.tokens.flatten(), minlength=config.model.n_embed).float())
         every = tc.restart_dead_codes_every
         if every and not tc.freeze_encoder and (step + 1) % every == 0:
-            z_all = z.detach().float()
+            z_all = s.z.detach().float()
             if world > 1:  # restart from rank 0's latents so codebooks stay identical
                 torch.distributed.broadcast(z_all, 0)
             restarted = model.quantize.restart_dead_codes(z_all, counts, code_gen)
             log.write(step + 1, restarted_codes=restarted, window_usage=(counts > 0).float().mean().item())
             counts.zero_()
         if dist.is_main() and (step + 1) % tc.log_every == 0:
-            bar.set_postfix(l1=f"{l1.item():.3f}", lp=f"{perceptual.item():.3f}", use=f"{q.usage.item():.2f}")
-            log.write(step + 1, l1=l1.item(), lpips=perceptual.item(), q_loss=q.loss.item(),
-                      g_loss=g_loss.item(), d_loss=d_loss.item(), gan_weight=float(weight),
+            bar.set_postfix(l1=f"{s.l1.item():.3f}", lp=f"{s.perceptual.item():.3f}", use=f"{q.usage.item():.2f}")
+            log.write(step + 1, l1=s.l1.item(), lpips=s.perceptual.item(), q_loss=q.loss.item(),
+                      g_loss=s.g_loss.item(), d_loss=s.d_loss.item(), gan_weight=float(s.weight),
                       usage=q.usage.item(), perplexity=q.perplexity.item())
         last = step + 1 == tc.steps
         if (step + 1) % tc.sample_every == 0 or last:
