@@ -25,7 +25,7 @@ from sundae_core.errors import InputError, MissingAssetError
 from sundae_core.models import load_vqgan
 
 from . import distributed as dist
-from .image_data import is_validation, list_images, load_rgb
+from .image_data import in_subset, is_validation, list_images, load_rgb
 from .latent_data import write_manifest, write_shard
 
 
@@ -40,6 +40,7 @@ def encode_folder(args) -> int:
     files = list_images(args.images)
     if args.limit:
         files = files[: args.limit]
+    files = [p for p in files if in_subset(p, args.subset)]
     labels_of = _folder_labels(files, Path(args.images)) if args.labels_from_folders else None
     shards: dict[str, list[str]] = {"train": [], "val": []}
     plan = []
@@ -135,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shard-size", type=int, default=256, help="source images per shard")
     parser.add_argument("--batch-size", type=int, default=4, help="images encoded at once")
     parser.add_argument("--limit", type=int, default=0, help="use only the first N images (0 = all)")
+    parser.add_argument("--subset", type=float, default=1.0,
+                        help="encode only this stable random share of the images (1 = all)")
     parser.add_argument("--labels-from-folders", action="store_true",
                         help="class label = name of the image's first-level subfolder")
     parser.add_argument("--mnist", action="store_true", help="write MNIST pixels as tokens instead (v = 256)")

@@ -47,8 +47,16 @@ def list_images(root: str | Path) -> list[Path]:
 def is_validation(path: Path, fraction: float) -> bool:
     """Split by source image, by a stable hash of its name: a file and its flipped copy always
     land on the same side, on every run and every machine."""
-    digest = hashlib.sha1(path.name.encode()).digest()
-    return int.from_bytes(digest[:4], "big") / 2**32 < fraction
+    return _hash_unit(path.name) < fraction
+
+
+def in_subset(path: Path, fraction: float) -> bool:
+    """A stable random subset of images (independent of the validation split)."""
+    return fraction >= 1 or _hash_unit("subset:" + path.name) < fraction
+
+
+def _hash_unit(text: str) -> float:
+    return int.from_bytes(hashlib.sha1(text.encode()).digest()[:4], "big") / 2**32
 
 
 def load_rgb(path: Path, size: int) -> np.ndarray:
