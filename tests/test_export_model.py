@@ -1,6 +1,6 @@
 import torch
 
-from sundae_core.checkpoint import read_metadata
+from sundae_core.checkpoint import load_checkpoint, read_metadata
 from sundae_core.config import HourglassConfig
 from sundae_core.hourglass import HourglassTransformer
 from sundae_core.models import load_prior, save_model
@@ -14,7 +14,7 @@ def test_export_casts_to_bf16_and_keeps_config_and_notes(tmp_path, capsys):
                               "--bf16", "--note", "data=test set"]) == 0
     shipped = load_prior(tmp_path / "out.safetensors")
     assert shipped.config == model.config
-    assert all(p.dtype == torch.bfloat16 for p in shipped.parameters())
+    assert all(t.dtype == torch.bfloat16 for t in load_checkpoint(tmp_path / "out.safetensors").tensors.values())
     meta = read_metadata(tmp_path / "out.safetensors")
     assert meta["step"] == "7" and meta["data"] == "test set"
 
