@@ -147,7 +147,8 @@ def test_a_sigkilled_vqgan_run_resumes_from_its_last_checkpoint(tmp_path, vqgan_
                             cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.time() + 120
-        while not (run / "state.safetensors").exists():
+        # state is written before model: wait for both, or the kill can land between them
+        while not ((run / "state.safetensors").exists() and (run / "model.safetensors").exists()):
             assert proc.poll() is None, proc.stderr.read().decode()
             assert time.time() < deadline, "no checkpoint within 120 s"
             time.sleep(0.05)
