@@ -66,8 +66,11 @@ def resolve_model(name: str, kind: str) -> Path:
     folders = model_folders()
     wanted = f"{kind}.safetensors" if name == DEFAULT else name
     for folder in folders:
-        path = (folder / wanted).resolve()
-        if folder.resolve() in path.parents and path.is_file():
+        # normpath, not resolve: `..` may not leave the folder, but symlinked model files (common
+        # in ComfyUI setups) are fine
+        root = Path(os.path.normpath(folder.absolute()))
+        path = Path(os.path.normpath(root / wanted))
+        if root in path.parents and path.is_file():
             return path
     if name == DEFAULT:
         return default_model_path(kind)  # raises MissingAssetError with install instructions
