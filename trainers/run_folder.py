@@ -3,6 +3,7 @@ log.jsonl (metrics), samples/*.png (grids). Shared by both trainers."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from pathlib import Path
@@ -11,7 +12,10 @@ from typing import Any
 import yaml
 
 from sundae_core.checkpoint import atomic_write
+from sundae_core.cli import run_guarded
 from sundae_core.config import ConfigError, apply_overrides, from_dict, load_yaml, to_dict
+
+from . import distributed as dist
 
 
 def resolve_config(cls, config_path: str | None, run_dir: Path, overrides: list[str]):
@@ -48,3 +52,27 @@ class MetricLog:
                     for k, v in metrics.items()})
         with open(self.path, "a") as f:
             f.write(json.dumps(row) + "\n")
+
+
+def trainer_main(argv: list[str] | None, description: str, config_cls, train, done: str) -> int:
+    """The CLI both trainers share: --config/--run-dir/--set/--no-progress, resume by re-running.
+
+    `train(config, run_dir, progress) -> Path`; `done` is printed before the written path.
+    """
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config", help="YAML with model/data/train sections (new runs)")
+    parser.add_argument("--run-dir", required=True, help="run folder; an existing one is resumed")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set train.steps=100 (repeatable)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    args = parser.parse_args(argv)
+
+    def body() -> int:
+        run_dir = Path(args.run_dir)
+        config = resolve_config(config_cls, args.config, run_dir, args.set)
+        path = train(config, run_dir, progress=not args.no_progress)
+        if dist.is_main():
+            print(f"{done} {path}")
+        return 0
+
+    return run_guarded(body)

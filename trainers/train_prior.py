@@ -10,7 +10,6 @@ periodic sample grids decoded through the VQ-GAN. Re-running the same command re
 
 from __future__ import annotations
 
-import argparse
 import math
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -20,7 +19,6 @@ import torch
 from tqdm import tqdm
 
 from sundae_core.checkpoint import remove_stale_temporaries
-from sundae_core.cli import run_guarded
 from sundae_core.config import HourglassConfig, to_dict
 from sundae_core.errors import ConfigError
 from sundae_core.grid import save_grid
@@ -30,8 +28,8 @@ from sundae_core.unroll import unrolled_loss
 
 from . import distributed as dist
 from .ema import EMA
-from .latent_data import LatentDataConfig, TokenSet, read_manifest
-from .run_folder import MetricLog, resolve_config, write_config
+from .latent_data import LatentDataConfig, TokenSet
+from .run_folder import MetricLog, trainer_main, write_config
 from .run_state import load_state, save_state
 
 
@@ -211,23 +209,7 @@ def train(config: PriorRunConfig, run_dir: Path, progress: bool = True) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", help="YAML with model/data/train sections (new runs)")
-    parser.add_argument("--run-dir", required=True, help="run folder; an existing one is resumed")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set train.steps=100 (repeatable)")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    args = parser.parse_args(argv)
-
-    def body() -> int:
-        run_dir = Path(args.run_dir)
-        config = resolve_config(PriorRunConfig, args.config, run_dir, args.set)
-        path = train(config, run_dir, progress=not args.no_progress)
-        if dist.is_main():
-            print(f"EMA model written to {path}")
-        return 0
-
-    return run_guarded(body)
+    return trainer_main(argv, __doc__.splitlines()[0], PriorRunConfig, train, "EMA model written to")
 
 
 if __name__ == "__main__":

@@ -8,9 +8,6 @@ Re-running the same command resumes from runs/.../state.safetensors.
 
 from __future__ import annotations
 
-import argparse
-import math
-import sys
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +17,6 @@ import torch
 from tqdm import tqdm
 
 from sundae_core.checkpoint import remove_stale_temporaries
-from sundae_core.cli import run_guarded
 from sundae_core.config import VQGANConfig, to_dict
 from sundae_core.grid import save_grid
 from sundae_core.models import save_model
@@ -31,7 +27,7 @@ from . import distributed as dist
 from .discriminator import DiscriminatorConfig, PatchDiscriminator
 from .image_data import DataConfig, ImageSet
 from .lpips import LPIPS, load_lpips
-from .run_folder import MetricLog, resolve_config, write_config
+from .run_folder import MetricLog, trainer_main, write_config
 from .run_state import load_state, save_state
 from .vqgan_losses import adaptive_weight, hinge_d_loss
 
@@ -218,23 +214,7 @@ def train(config: VQGANRunConfig, run_dir: Path, progress: bool = True) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", help="YAML with model/data/train sections (new runs)")
-    parser.add_argument("--run-dir", required=True, help="run folder; an existing one is resumed")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set train.steps=100 (repeatable)")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    args = parser.parse_args(argv)
-
-    def body() -> int:
-        run_dir = Path(args.run_dir)
-        config = resolve_config(VQGANRunConfig, args.config, run_dir, args.set)
-        path = train(config, run_dir, progress=not args.no_progress)
-        if dist.is_main():
-            print(f"model written to {path}")
-        return 0
-
-    return run_guarded(body)
+    return trainer_main(argv, __doc__.splitlines()[0], VQGANRunConfig, train, "model written to")
 
 
 if __name__ == "__main__":
