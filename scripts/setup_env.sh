@@ -8,7 +8,6 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 . .venv/bin/activate
-python -m pip install -q --upgrade pip >/dev/null
 # CPU build of PyTorch first, so the package's `torch>=2.2` is already met and pip does not
 # pull a multi-GB CUDA build. On a GPU machine install your CUDA build of torch instead
 # (README, "GPU installs") and set SUNDAE_TORCH=skip.
