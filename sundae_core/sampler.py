@@ -169,7 +169,7 @@ def sample(logits_fn: LogitsFn, tokens: torch.Tensor, *, generator: torch.Genera
             callback({"step": step + 1, "total": steps, "tokens": tokens, "active": active.clone(),
                       "changed": changed})
         if not bool(active.any()):
-            if history_every and history[-1] is not tokens and (step + 1) % history_every:
+            if history_every and (step + 1) % history_every:  # keep the final state too
                 history.append(tokens.clone())
             break
     return SampleResult(tokens, steps_used, history)

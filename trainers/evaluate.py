@@ -53,6 +53,7 @@ from .image_data import is_validation, list_images, load_rgb
 from .inception import PREPROCESS_VERSION, FeatureExtractor, InceptionFeatures, extract_features
 from .line_plot import Panel, draw_panels
 from .metrics import Metrics, all_metrics, feature_stats
+from .sampler_flags import add_sampler_flags
 
 SWEEPS = {
     "proportion": ("fig8_proportion.png", "Figure 8: sample quality against the sample proportion p"),
@@ -323,11 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     smp = p.add_argument_group("sampling (with --prior)")
     smp.add_argument("--n", type=int, default=1000, help="number of samples per setting (default 1000)")
     smp.add_argument("--batch-size", type=int, default=16, help="samples drawn (and images reconstructed) at once")
-    smp.add_argument("--steps", type=int, default=100, help="sampling steps T (default 100)")
-    smp.add_argument("--temperature", type=float, nargs=2, default=(1.0, 0.7), metavar=("START", "END"),
-                     help="temperature annealed linearly from START to END (default 1.0 0.7)")
-    smp.add_argument("--proportion", type=float, default=0.5, help="sample proportion p (default 0.5)")
-    smp.add_argument("--min-steps", type=int, default=10, help="steps before self-stopping may end a sample")
+    add_sampler_flags(smp)
     smp.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance scale (class priors)")
     smp.add_argument("--label", type=int, help="class label for every sample (default: uniform random labels)")
     smp.add_argument("--grid", help="token grid HxW (default: the VQ-GAN's resolution / its factor)")

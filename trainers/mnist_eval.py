@@ -33,6 +33,7 @@ from sundae_core.sampler import model_logits_fn, random_tokens, sample
 
 from .build_latents import mnist_arrays
 from .evaluate import pixel_decode
+from .sampler_flags import add_sampler_flags
 from .mnist_classifier import (TrainedClassifier, TrainSettings, load_classifier, predict, save_classifier,
                                to_pixels, train_classifier)
 
@@ -59,11 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     smp.add_argument("--per-class", type=int, default=50, help="samples per class and guidance scale (default 50)")
     smp.add_argument("--guidance", type=float, nargs="+", default=[0.0],
                      help="classifier-free guidance scales, each evaluated in turn (e.g. 0 1 3; default 0)")
-    smp.add_argument("--steps", type=int, default=100, help="sampling step budget T (default 100)")
-    smp.add_argument("--temperature", type=float, nargs=2, default=(1.0, 0.7), metavar=("START", "END"),
-                     help="temperature annealed linearly from START to END (default 1.0 0.7)")
-    smp.add_argument("--proportion", type=float, default=0.5, help="sample proportion p (default 0.5)")
-    smp.add_argument("--min-steps", type=int, default=10, help="steps before self-stopping may end a sample (default 10)")
+    add_sampler_flags(smp)
     smp.add_argument("--batch-size", type=int, default=100, help="samples drawn at once (default 100)")
     smp.add_argument("--seed", type=int, default=0, help="seed of the samples and of classifier training (default 0)")
     out = p.add_argument_group("output")

@@ -129,10 +129,8 @@ def train(config: PriorRunConfig, run_dir: Path, progress: bool = True) -> Path:
                           f"vocab_size {manifest['vocab_size']}; set model.vocab_size to match")
     if mc.num_classes and train_set.labels is None:
         raise ConfigError(f"model.num_classes={mc.num_classes} but {config.data.path} has no labels")
-    try:
-        val_set = TokenSet(config.data.path, "val")
-    except Exception:
-        val_set = None
+    has_val = bool(manifest["shards"].get("val"))
+    val_set = TokenSet(config.data.path, "val") if has_val else None
     run_dir.mkdir(parents=True, exist_ok=True)
     if dist.is_main():
         remove_stale_temporaries(run_dir)  # half-written files of a run killed mid-save

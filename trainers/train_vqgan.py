@@ -70,7 +70,7 @@ def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(model: VQGAN, lpips: LPIPS, val: ImageSet, n: int, crop: int, autocast) -> dict:
+def evaluate(model: VQGAN, lpips: LPIPS, val: ImageSet, n: int, autocast) -> dict:
     """Held-out reconstructions at the training crop's scale: PSNR, LPIPS, code usage."""
     model.eval()
     g = torch.Generator().manual_seed(1234)
@@ -197,7 +197,7 @@ def train(config: VQGANRunConfig, run_dir: Path, progress: bool = True) -> Path:
         last = step + 1 == tc.steps
         if (step + 1) % tc.sample_every == 0 or last:
             if dist.is_main():
-                metrics = evaluate(model, lpips, val_set, tc.val_images, config.data.crop, autocast)
+                metrics = evaluate(model, lpips, val_set, tc.val_images, autocast)
                 save_grid(metrics.pop("images"), run_dir / "samples" / f"recon_{step + 1:06d}.png", nrow=8)
                 log.write(step + 1, **metrics)
         if (step + 1) % tc.ckpt_every == 0 or last:
