@@ -17,6 +17,20 @@ from .errors import InputError
 from .rotary import Rotary
 
 
+# Below this many keys, attention with gradients runs as two plain matmuls: on CPU the fused
+# (flash) kernel's backward pass is 2-5x slower than that for short sequences (measured on
+# 49-256 keys and the 4-5 key patch attentions); its forward and long sequences keep the kernel.
+SHORT_KEYS = 256
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float = 0.0) -> torch.Tensor:
+    """Softmax attention, (b hd n d) each; the same function whichever path computes it."""
+    if k.shape[-2] > SHORT_KEYS or not torch.is_grad_enabled() or q.device.type != "cpu":
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
+    weights = ((q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)).softmax(dim=-1)
+    return F.dropout(weights, dropout) @ v
+
+
 class Attention(nn.Module):
     """Multi-head attention; queries from `x`, keys/values from `context` (default: x)."""
 
@@ -35,7 +49,7 @@ class Attention(nn.Module):
         k, v = rearrange(self.to_kv(context), "b n (two hd d) -> two b hd n d", two=2, hd=self.heads)
         if rotary is not None:
             q, k = rotary(q), rotary(k)
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        out = attend(q, k, v, self.dropout if self.training else 0.0)
         return self.to_out(rearrange(out, "b hd n d -> b n (hd d)"))
 
 
@@ -157,15 +171,26 @@ class HourglassTransformer(nn.Module):
     def features(self, tokens: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """tokens (b h w) -> normalised final features (b h w d)."""
         self._check(tokens, labels)
+        return self._features(tokens, labels)
+
+    def forward(self, tokens: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.head(self.features(tokens, labels))
+
+    def check_inputs(self, tokens: torch.Tensor, labels: torch.Tensor | None = None) -> None:
+        """Raise InputError for tokens or labels this prior cannot take (forward does this too)."""
+        self._check(tokens, labels)
+
+    def unchecked_logits(self, tokens: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """forward without the input checks: their host syncs would split a torch.compile graph."""
+        return self.head(self._features(tokens, labels))
+
+    def _features(self, tokens: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         x = self.embed(tokens)
         if self.config.num_classes:
             if labels is None:
                 labels = torch.full((tokens.shape[0],), self.config.num_classes, device=tokens.device)
             x = x + self.class_embed(labels.to(tokens.device))[:, None, None, :]
         return self.norm_out(self.body(x))
-
-    def forward(self, tokens: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return self.head(self.features(tokens, labels))
 
     def _check(self, tokens: torch.Tensor, labels: torch.Tensor | None) -> None:
         c = self.config

@@ -35,9 +35,13 @@ class SampleResult:
     history: list[torch.Tensor] = field(default_factory=list)  # snapshots (b h w), if asked for
 
 
-def model_logits_fn(model: torch.nn.Module) -> LogitsFn:
+def model_logits_fn(model: torch.nn.Module, compile: bool = False) -> LogitsFn:
     """Adapt a prior to the LogitsFn signature; runs in the model's own dtype (cast the model to
-    bf16 once for inference rather than autocasting every call)."""
+    bf16 once for inference rather than autocasting every call). compile=True: see compiled.py."""
+    if compile:
+        from .compiled import compiled_logits_fn
+
+        return compiled_logits_fn(model)
 
     def logits_fn(tokens: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         return model(tokens, labels)

@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from sundae_core import hourglass
 from sundae_core.config import HourglassConfig
 from sundae_core.errors import InputError
 from sundae_core.hourglass import Attention, Downsample, HourglassTransformer, Upsample
@@ -56,23 +57,36 @@ def test_rotary_scores_depend_only_on_the_2d_offset_for_every_head(h, w):
 
 
 def test_the_attention_layer_rotates_every_head(monkeypatch):
-    """Capture q and k where the layer calls SDPA: every head is position-aware."""
+    """Capture q and k where the layer attends: every head is position-aware."""
     h, w, dim, heads = 4, 5, 32, 4
     torch.manual_seed(0)
     attn = Attention(dim, heads)
     seen = {}
-    real = F.scaled_dot_product_attention
+    real = hourglass.attend
 
-    def spy(q, k, v, **kw):
+    def spy(q, k, v, *args):
         seen["q"], seen["k"] = q, k
-        return real(q, k, v, **kw)
+        return real(q, k, v, *args)
 
-    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    monkeypatch.setattr(hourglass, "attend", spy)
     x = torch.randn(1, 1, dim, generator=_gen()).expand(1, h * w, dim)  # the same token everywhere
     attn(x, rotary=Rotary(h, w, dim // heads, "cpu", torch.float32))
     scores = _scores_by_position(seen["q"], seen["k"], h, w)
     assert scores.shape[0] == heads
     _assert_offset_only(scores, [(1, 0), (0, 1), (1, 2)])
+
+
+def test_short_attention_matches_the_fused_kernel_values_and_gradients():
+    """Training on short sequences takes the plain-matmul path; it must be the same function."""
+    for keys in (4, 49, hourglass.SHORT_KEYS + 1):
+        q, k, v = (torch.randn(2, 3, keys, 16, generator=_gen(i), requires_grad=True) for i in range(3))
+        out = hourglass.attend(q, k, v)
+        grads = torch.autograd.grad(out.square().sum(), (q, k, v))
+        with torch.no_grad():
+            torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v))
+        ref = F.scaled_dot_product_attention(q, k, v)
+        for g, r in zip(grads, torch.autograd.grad(ref.square().sum(), (q, k, v))):
+            torch.testing.assert_close(g, r)
 
 
 def test_downsample_pools_exactly_its_own_2d_patch():
