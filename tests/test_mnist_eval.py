@@ -65,6 +65,12 @@ def test_mnist_eval_reports_and_reuses_the_cached_classifier(tmp_path):
         assert second[key] == first[key]
     assert (tmp_path / "a" / "grid_guidance_0.png").read_bytes() == (tmp_path / "b" / "grid_guidance_0.png").read_bytes()
 
+    # Confidence selection is a different sampler: it is recorded and changes the samples.
+    assert run(tmp_path, "c", "--guidance", "0", "--selection", "confidence") == 0
+    confident = json.loads((tmp_path / "c" / "mnist_eval.json").read_text())
+    assert confident["sampler"]["selection"] == "confidence" and report["sampler"]["selection"] == "random"
+    assert (tmp_path / "c" / "grid_guidance_0.png").read_bytes() != (tmp_path / "a" / "grid_guidance_0.png").read_bytes()
+
 
 def test_a_cached_classifier_below_min_accuracy_is_refused(tmp_path, capsys):
     tiny_prior(tmp_path / "prior.safetensors")

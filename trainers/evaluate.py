@@ -75,6 +75,7 @@ class SamplerSettings:
     min_steps: int = 10
     guidance: float = 0.0
     label: int | None = None  # None: uniform random labels for a class-conditional prior
+    selection: str = "random"
 
     def with_sweep(self, name: str, value: float) -> "SamplerSettings":
         if name == "steps":
@@ -159,8 +160,9 @@ class SampleSource:
     """Draws samples from a prior (+ VQ-GAN decoder) in batches; remembers time and steps used."""
 
     def __init__(self, prior, vqgan, grid: tuple[int, int], batch_size: int, device: torch.device,
-                 save_dir: Path | None = None, progress: bool = True):
+                 save_dir: Path | None = None, progress: bool = True, compile: bool = False):
         self.prior, self.vqgan, self.grid = prior, vqgan, grid
+        self.logits_fn = model_logits_fn(prior, compile=compile)
         self.batch_size, self.device, self.save_dir, self.progress = batch_size, device, save_dir, progress
         self.seconds = 0.0
         self.steps_used: list[int] = []
@@ -180,10 +182,10 @@ class SampleSource:
                               else torch.randint(0, c.num_classes, (b,), generator=g, device=self.device))
                 z = random_tokens(b, *self.grid, c.vocab_size, generator=g, device=self.device)
                 with torch.inference_mode():
-                    out = sample(model_logits_fn(self.prior), z, generator=g, steps=settings.steps,
+                    out = sample(self.logits_fn, z, generator=g, steps=settings.steps,
                                  temperature=settings.temperature, proportion=settings.proportion,
                                  labels=labels, guidance=settings.guidance, null_label=self.prior.null_label,
-                                 min_steps=settings.min_steps)
+                                 min_steps=settings.min_steps, selection=settings.selection)
                     pixels = (pixel_decode(out.tokens, c.vocab_size) if self.vqgan is None
                               else self.vqgan.decode(out.tokens))
                 arr = to_uint8(pixels)
@@ -416,7 +418,7 @@ def main(argv: list[str] | None = None, extractor: FeatureExtractor | None = Non
 
         if prior is not None:
             source = SampleSource(prior, vqgan, grid, args.batch_size, device,
-                                  out / "samples" if args.save_samples else None, progress)
+                                  out / "samples" if args.save_samples else None, progress, compile=args.compile)
             rows.extend(_score_samples(ctx, source, args, sweeps))
             if sweeps:
                 for path in write_sweep_outputs(out, [r for r in rows if "sweep" in r], _settings(args)):
@@ -432,7 +434,8 @@ def main(argv: list[str] | None = None, extractor: FeatureExtractor | None = Non
 
 def _settings(args: argparse.Namespace) -> SamplerSettings:
     return SamplerSettings(steps=args.steps, temperature=tuple(args.temperature), proportion=args.proportion,
-                           min_steps=args.min_steps, guidance=args.guidance, label=args.label)
+                           min_steps=args.min_steps, guidance=args.guidance, label=args.label,
+                           selection=args.selection)
 
 
 def _canvas(vqgan, resolution, grid, image_files: list[Path], fallback: int) -> int:
@@ -487,6 +490,7 @@ def _score_samples(ctx: Context, source: SampleSource, args, sweeps) -> list[dic
         extra = {"prior": str(args.prior), "grid": list(source.grid), "steps": settings.steps,
                  "temperature_start": settings.temperature[0], "temperature_end": settings.temperature[1],
                  "proportion": settings.proportion, "min_steps": settings.min_steps, "guidance": settings.guidance,
+                 "selection": settings.selection, "compile": args.compile,
                  "label": settings.label, "seed": args.seed,
                  "mean_steps_used": round(float(np.mean(source.steps_used)), 2),
                  "seconds": round(source.seconds, 2), "seconds_per_sample": round(source.seconds / args.n, 4)}

@@ -112,7 +112,7 @@ def draw(prior, labels: torch.Tensor, guidance: float, args: argparse.Namespace,
          progress: bool) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Samples for `labels` (n,) -> (tokens (n h w), steps_used (n,), seconds)."""
     g = torch.Generator().manual_seed(args.seed)
-    logits_fn = model_logits_fn(prior)
+    logits_fn = model_logits_fn(prior, compile=args.compile)
     tokens, steps_used, seconds = [], [], 0.0
     with tqdm(total=len(labels), desc=f"sampling guidance {guidance:g}", unit="img", disable=not progress) as bar:
         for chunk in labels.split(args.batch_size):
@@ -121,7 +121,7 @@ def draw(prior, labels: torch.Tensor, guidance: float, args: argparse.Namespace,
             with torch.inference_mode():
                 out = sample(logits_fn, z, generator=g, steps=args.steps, temperature=tuple(args.temperature),
                              proportion=args.proportion, labels=chunk, guidance=guidance,
-                             null_label=prior.null_label, min_steps=args.min_steps,
+                             null_label=prior.null_label, min_steps=args.min_steps, selection=args.selection,
                              callback=lambda info: bar.set_postfix(step=info["step"],
                                                                    active=int(info["active"].sum())))
             seconds += time.perf_counter() - start
@@ -177,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
             "sampler": {"per_class": args.per_class, "n": len(labels), "steps": args.steps,
                         "temperature": list(args.temperature), "proportion": args.proportion,
                         "min_steps": args.min_steps, "self_stop": True, "seed": args.seed,
+                        "selection": args.selection,
                         "batch_size": args.batch_size, "threads": torch.get_num_threads()},
             "results": []}
         for guidance in args.guidance:
