@@ -1,4 +1,4 @@
-"""Opt-in torch.compile for sampling: Inductor with the weights frozen into the graph.
+"""Opt-in torch.compile for sampling and decoding: Inductor with the weights frozen into the graph.
 
 Eager bf16 inference on a CPU spends much of each step outside the matmuls: unfused layer norms,
 GELUs, rotary and residual adds, each a pass over memory. Inductor fuses them, and freezing lets
@@ -35,3 +35,14 @@ def compiled_logits_fn(model: torch.nn.Module):
         return network(tokens, labels)
 
     return logits_fn
+
+
+def compiled_decode_fn(vqgan: torch.nn.Module):
+    """VQGAN.decode with the token checks and code lookup eager and the decoder compiled."""
+    require_compiler(next(vqgan.parameters()).device)
+    decoder = torch.compile(vqgan.decode_latents, options={"freezing": True})
+
+    def decode(tokens: torch.Tensor) -> torch.Tensor:
+        return decoder(vqgan.lookup_tokens(tokens)).float().clamp(-1, 1)
+
+    return decode

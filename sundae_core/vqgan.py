@@ -224,14 +224,17 @@ class VQGAN(nn.Module):
 
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens (b h w) -> images (b c hf wf), clamped to [-1, 1], float32."""
+        return self.decode_latents(self.lookup_tokens(tokens)).float().clamp(-1, 1)
+
+    def lookup_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (b h w) -> their code vectors (b c h w) in the model's dtype, after checking them."""
         if tokens.ndim != 3:
             raise InputError(f"tokens must be shaped (b h w), got {tuple(tokens.shape)}")
         if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.config.n_embed):
             raise InputError(f"token ids must lie in [0, {self.config.n_embed}) for this VQ-GAN; "
                              "tokens and VQ-GAN come from different models?")
         p = next(self.parameters())
-        z_q = self.quantize.lookup(tokens.to(p.device)).to(p.dtype)
-        return self.decode_latents(z_q).float().clamp(-1, 1)
+        return self.quantize.lookup(tokens.to(p.device)).to(p.dtype)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, Quantized]:
         """Training pass: reconstruction and the quantizer's result (loss, usage)."""

@@ -67,6 +67,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from sundae_core.checkpoint import atomic_write
 from sundae_core.cli import run_guarded
+from sundae_core.compiled import compiled_decode_fn
 from sundae_core.config import HourglassConfig, VQGANConfig, load_yaml
 from sundae_core.errors import InputError
 from sundae_core.hourglass import HourglassTransformer, flops
@@ -412,8 +413,7 @@ def bench_sample(bench: Bench, model_name: str, config: HourglassConfig, grid: t
         prior = build(lambda: HourglassTransformer(config), dev, torch.bfloat16)
         vqgan = build(lambda: VQGAN(vq), dev, torch.bfloat16) if vq is not None else None
         logits_fn = model_logits_fn(prior, compile=compiled)
-        decode = (torch.compile(vqgan.decode, options={"freezing": True}) if compiled else vqgan.decode) \
-            if vqgan is not None else None
+        decode = None if vqgan is None else compiled_decode_fn(vqgan) if compiled else vqgan.decode
 
         def run(steps: int) -> tuple[float, float]:
             g = torch.Generator(dev).manual_seed(0)

@@ -44,6 +44,7 @@ from tqdm import tqdm
 
 from sundae_core.checkpoint import atomic_write
 from sundae_core.cli import run_guarded
+from sundae_core.compiled import compiled_decode_fn
 from sundae_core.errors import InputError
 from sundae_core.grid import to_uint8
 from sundae_core.models import inference_dtype, load_prior, load_vqgan
@@ -163,6 +164,9 @@ class SampleSource:
                  save_dir: Path | None = None, progress: bool = True, compile: bool = False):
         self.prior, self.vqgan, self.grid = prior, vqgan, grid
         self.logits_fn = model_logits_fn(prior, compile=compile)
+        self.decode = None
+        if vqgan is not None:
+            self.decode = compiled_decode_fn(vqgan) if compile else vqgan.decode
         self.batch_size, self.device, self.save_dir, self.progress = batch_size, device, save_dir, progress
         self.seconds = 0.0
         self.steps_used: list[int] = []
@@ -187,7 +191,7 @@ class SampleSource:
                                  labels=labels, guidance=settings.guidance, null_label=self.prior.null_label,
                                  min_steps=settings.min_steps, selection=settings.selection)
                     pixels = (pixel_decode(out.tokens, c.vocab_size) if self.vqgan is None
-                              else self.vqgan.decode(out.tokens))
+                              else self.decode(out.tokens))
                 arr = to_uint8(pixels)
                 self.seconds += time.perf_counter() - start
                 self.steps_used += out.steps_used.tolist()
