@@ -19,10 +19,15 @@ mkdir -p runs/frozen && cp runs/vqgan_emoji/model.safetensors runs/frozen/vqgan_
 OMP_NUM_THREADS=1 python -m trainers.build_latents --vqgan runs/frozen/vqgan_step1600.safetensors \
     --images data/emoji --resolution 1024 --out data/emoji_latents --subset 0.3
 
-# 3. SUNDAE prior on the 32 x 32 tokens (cosine schedule over 600 steps; stopped early, see card)
+# 3. SUNDAE prior on the 32 x 32 tokens, in two sessions: a cosine schedule over 600 steps stopped
+#    at step 400, then resumed with the schedule stretched to 1300 steps (the learning rate rose
+#    from 3.3e-4 back to 7.1e-4 at the restart and decayed to 8e-5)
 OMP_NUM_THREADS=1 python -m trainers.train_prior --config configs/prior_emoji.yaml --run-dir runs/prior_emoji \
     --set train.vqgan=runs/frozen/vqgan_step1600.safetensors --set train.steps=600 \
-    --set train.sample_every=200 --set train.val_every=200
+    --set train.sample_every=200 --set train.val_every=200   # stopped at step 400
+OMP_NUM_THREADS=1 python -m trainers.train_prior --config configs/prior_emoji.yaml --run-dir runs/prior_emoji \
+    --set train.vqgan=runs/frozen/vqgan_step1600.safetensors --set train.steps=1300 \
+    --set train.sample_every=425 --set train.val_every=425
 
 # 4. ship both in bf16
 python -m trainers.export_model runs/frozen/vqgan_step1600.safetensors sundae_core/default_models/vqgan.safetensors \
