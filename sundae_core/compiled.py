@@ -1,10 +1,11 @@
 """Opt-in torch.compile for sampling and decoding: Inductor with the weights frozen into the graph.
 
-Eager bf16 inference on a CPU spends much of each step outside the matmuls: unfused layer norms,
-GELUs, rotary and residual adds, each a pass over memory. Inductor fuses them, and freezing lets
-it fold the (constant) weights into oneDNN's packed bf16 layout once. Compiling costs one to two
-minutes per model (and one more the first time the batch size changes, after which the batch is
-a dynamic dimension), so it pays for long jobs: benchmarks, FID runs, big batches, not one picture.
+Eager bf16 inference on a CPU spends about a third of a prior step outside the matmuls (attention,
+GELU, layer norms, adds); Inductor fuses that work. Measured on this project's CPU (sundae-bench
+--compile, ffhq1024, one thread, the other core busy): the prior ran 5 % faster, the f = 32
+decoder slower (12.3 s against 7.8 s), after 109 s of compiling. Compiling happens once per model
+(and once more when the batch size first changes; the batch is then a dynamic dimension), so it is
+opt-in and only worth trying for long jobs: benchmarks, FID runs, big batches.
 """
 
 from __future__ import annotations

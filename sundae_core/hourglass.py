@@ -170,15 +170,11 @@ class HourglassTransformer(nn.Module):
 
     def features(self, tokens: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """tokens (b h w) -> normalised final features (b h w d)."""
-        self._check(tokens, labels)
+        self.check_inputs(tokens, labels)
         return self._features(tokens, labels)
 
     def forward(self, tokens: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         return self.head(self.features(tokens, labels))
-
-    def check_inputs(self, tokens: torch.Tensor, labels: torch.Tensor | None = None) -> None:
-        """Raise InputError for tokens or labels this prior cannot take (forward does this too)."""
-        self._check(tokens, labels)
 
     def unchecked_logits(self, tokens: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """forward without the input checks: their host syncs would split a torch.compile graph."""
@@ -192,7 +188,8 @@ class HourglassTransformer(nn.Module):
             x = x + self.class_embed(labels.to(tokens.device))[:, None, None, :]
         return self.norm_out(self.body(x))
 
-    def _check(self, tokens: torch.Tensor, labels: torch.Tensor | None) -> None:
+    def check_inputs(self, tokens: torch.Tensor, labels: torch.Tensor | None = None) -> None:
+        """Raise InputError for tokens or labels this prior cannot take (forward does this too)."""
         c = self.config
         if tokens.ndim != 3 or tokens.dtype not in (torch.int64, torch.int32):
             raise InputError(f"prior expects integer tokens shaped (b h w), got {tuple(tokens.shape)} {tokens.dtype}")
