@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+from functools import lru_cache
+from pathlib import Path
+
 from sundae_core.errors import MissingAssetError
 from sundae_core.models import inference_dtype, load_model
 
@@ -17,12 +21,25 @@ def _name_input(kind: str) -> tuple:
 
 
 def _file_stamp(kind: str, name: str) -> str:
-    """IS_CHANGED: ComfyUI reloads a model whose file was replaced (e.g. after more training)."""
+    """IS_CHANGED: the name and a hash of the file's content, so ComfyUI reloads a model whose file
+    was replaced (e.g. after more training). Never the path: this value reached the prompt metadata
+    of saved PNGs, which must not reveal local folders."""
     try:
         path = resolve_model(name, kind)
     except MissingAssetError:
         return ""  # loading reports it
-    return f"{path}:{path.stat().st_mtime_ns}"
+    stat = path.stat()
+    return f"{name}:sha256:{_content_hash(path, stat.st_mtime_ns, stat.st_size)}"
+
+
+@lru_cache(maxsize=64)
+def _content_hash(path: Path, mtime_ns: int, size: int) -> str:
+    """First 16 hex digits of the file's SHA-256; hashed once per file version (mtime, size)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]
 
 
 def _load(kind: str, name: str):

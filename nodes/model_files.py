@@ -18,8 +18,8 @@ from functools import lru_cache
 from pathlib import Path
 
 from sundae_core.checkpoint import KIND_KEY, read_metadata
-from sundae_core.errors import CheckpointError, MissingAssetError
-from sundae_core.models import DEFAULT_DIR, default_model_path
+from sundae_core.errors import CheckpointError, MissingAssetError, SundaeError
+from sundae_core.models import DEFAULT_DIR, default_model_path, read_config
 
 from .comfy_bridge import model_folders as comfy_model_folders
 
@@ -77,3 +77,19 @@ def resolve_model(name: str, kind: str) -> Path:
     raise MissingAssetError(
         f"{kind} checkpoint {name!r} not found in the sundae model folders "
         f"({', '.join(str(f) for f in folders)}); put it there or set ${ENV_VAR}")
+
+
+def default_vqgan_factor() -> int:
+    """The factor f of the VQ-GAN that `default` loads (32 for the embedded one), for widgets that
+    step in multiples of it; 1 (no constraint) when it cannot be read: loading will say why."""
+    try:
+        path = resolve_model(DEFAULT, "vqgan")
+        stat = path.stat()
+        return _factor(path, stat.st_mtime_ns, stat.st_size)
+    except (SundaeError, OSError):
+        return 1
+
+
+@lru_cache(maxsize=16)
+def _factor(path: Path, mtime_ns: int, size: int) -> int:
+    return read_config(path, "vqgan").factor

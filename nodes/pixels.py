@@ -9,6 +9,7 @@ from PIL import Image
 
 from sundae_core.graph.image_files import image_to_pil
 from sundae_core.images import composite, model_to_comfy, outpaint_canvas
+from sundae_core.limits import pixel_problem
 
 from .node_inputs import CATEGORY, TOKENS, VQGAN_INPUT, model_device, socket
 
@@ -84,6 +85,11 @@ class SundaeOutpaintCanvas:
             "fill": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
                                "tooltip": "Grey level of the new border before it is repainted (1 = white)."}),
         }, "optional": {"mask": ("MASK", {"tooltip": "Optional: also repaint this area of the original."})}}
+
+    @classmethod
+    def VALIDATE_VALUES(cls, left, top, right, bottom):
+        """The margins alone give a lower bound of the canvas, whatever the image."""
+        return pixel_problem(left + right + 1, top + bottom + 1, 1, "outpaint canvas") or True
 
     def grow(self, image, vqgan, left, top, right, bottom, fill, mask=None):
         canvas = outpaint_canvas(image, left, top, right, bottom, vqgan.factor, mask=mask, fill=fill)

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from sundae_core.sampler import SELECTIONS, denoise_step, model_logits_fn, sample
 
-from .comfy_bridge import Progress
+from .comfy_bridge import Progress, warn
 from .pixels import preview_decoder
 from .node_inputs import (CATEGORY, CLASS_INPUT, MASK_INPUT, PRIOR_INPUT, TOKENS, VQGAN_INPUT,
                           check_mask, generator_for, model_device, seed_input, socket)
 
 _TEMPERATURE = {"min": 0.0, "max": 10.0, "step": 0.05}
+NOTHING_TO_REPAINT = (
+    "SUNDAE Sample: the latent mask marks no token to repaint, so sampling was skipped and the tokens "
+    "come back unchanged. An image without transparency gives an empty mask: paint the area to "
+    "change in ComfyUI's mask editor (or erase it to transparent) and run again.")
 
 
 def _shared_inputs(tokens_tooltip: str) -> dict:
@@ -66,12 +70,18 @@ class SundaeSample:
                self_stop, min_steps, guidance, selection, latent_mask=None, class_label=None, vqgan=None):
         device = model_device(prior)
         tokens = tokens.to(device)
+        repaint = check_mask(latent_mask, tokens)
         progress = Progress(steps, preview_decoder(vqgan) if vqgan is not None else None)
+        if repaint is not None and not bool(repaint.any()):
+            warn(NOTHING_TO_REPAINT)
+            progress.finish()
+            return (tokens,)
         result = sample(model_logits_fn(prior), tokens, generator=generator_for(seed, device), steps=steps,
                         temperature=(temperature_start, temperature_end), proportion=proportion,
-                        repaint=check_mask(latent_mask, tokens), labels=class_label, guidance=guidance,
+                        repaint=repaint, labels=class_label, guidance=guidance,
                         null_label=prior.null_label, min_steps=min_steps, self_stop=self_stop,
                         selection=selection, callback=progress.sampler_callback)
+        progress.finish()  # a self-stopped run ends before `steps`
         return (result.tokens,)
 
 

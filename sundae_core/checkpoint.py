@@ -21,6 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from safetensors import safe_open
 
+from . import bounded_json
 from .errors import CheckpointError
 
 FORMAT_VERSION = 1
@@ -36,10 +37,17 @@ class Checkpoint:
 
 
 def atomic_write(path: str | Path, write) -> None:
-    """Call write(tmp_path) then rename over `path`, so readers never see a half-written file."""
+    """Call write(tmp_path) then rename over `path`, so readers never see a half-written file.
+
+    A failure (read-only folder, full disk) leaves any previous `path` intact and no temporary
+    behind; an OSError names `path`, not the temporary.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise _naming(err, path) from None
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
@@ -51,9 +59,17 @@ def atomic_write(path: str | Path, write) -> None:
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise _naming(err, path) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _naming(err: OSError, path: Path) -> OSError:
+    """The same error (same subclass, e.g. PermissionError) naming the target, not the temporary."""
+    return OSError(err.errno, err.strerror, str(path)) if err.errno is not None else err
 
 
 def remove_stale_temporaries(folder: str | Path) -> list[Path]:
@@ -74,7 +90,15 @@ def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], *, kind:
                  CONFIG_KEY: json.dumps(config or {}, sort_keys=True)})
     # safetensors refuses shared or non-contiguous storage; checkpoints are small enough to copy.
     flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-    atomic_write(path, lambda tmp: save_file(flat, tmp, metadata=meta))
+
+    def write(tmp: str) -> None:
+        try:
+            save_file(flat, tmp, metadata=meta)
+        except SafetensorError as err:  # a full disk surfaces here, not as an OSError
+            raise CheckpointError(f"cannot write {path}: {str(err).splitlines()[0]}; any previous "
+                                  "version of the file is unchanged") from None
+
+    atomic_write(path, write)
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
@@ -107,8 +131,10 @@ def load_checkpoint(path: str | Path, *, kind: str | None = None,
             f"{path}: format version {version} is newer than this code understands ({FORMAT_VERSION}); "
             "upgrade sundae")
     try:
-        config = json.loads(meta.get(CONFIG_KEY, "{}"))
-    except json.JSONDecodeError:
+        config = bounded_json.loads(meta.get(CONFIG_KEY, "{}"))
+    except bounded_json.JSONShapeError as err:
+        raise CheckpointError(f"{path}: the embedded config is refused: {err}") from None
+    except ValueError:
         raise CheckpointError(f"{path}: the embedded config is not valid JSON") from None
     try:
         tensors = load_file(str(path), device=str(device))
@@ -117,8 +143,10 @@ def load_checkpoint(path: str | Path, *, kind: str | None = None,
     return Checkpoint(tensors, found, config, meta)
 
 
-def load_state_strict(module: torch.nn.Module, tensors: dict[str, torch.Tensor], path: str | Path) -> None:
-    """Load weights requiring exactly the module's keys and shapes; explain any mismatch."""
+def check_state(module: torch.nn.Module, tensors: dict[str, torch.Tensor], path: str | Path) -> None:
+    """Refuse weights that do not fit `module` exactly: keys, shapes, an integer dtype where the
+    module holds floats, NaN or infinite values. `module` may live on the meta device (nothing
+    allocated), so a file can be checked against its config before the model is built."""
     own = module.state_dict()
     missing = sorted(set(own) - set(tensors))
     unexpected = sorted(set(tensors) - set(own))
@@ -134,6 +162,20 @@ def load_state_strict(module: torch.nn.Module, tensors: dict[str, torch.Tensor],
                         f"vs model {tuple(own[k].shape)}")
     if problems:
         raise CheckpointError(f"{path}: weights do not match the embedded config: " + "; ".join(problems))
+    floats = sorted(k for k in own if own[k].is_floating_point())
+    integers = [k for k in floats if not tensors[k].is_floating_point()]
+    if integers:
+        raise CheckpointError(f"{path}: weight {integers[0]} is stored as {tensors[integers[0]].dtype}, not "
+                              f"floating point ({len(integers)} such); the file is damaged or not a model")
+    broken = [k for k in floats if not bool(torch.isfinite(tensors[k]).all())]
+    if broken:
+        raise CheckpointError(f"{path}: weight {broken[0]} holds NaN or infinite values ({len(broken)} such "
+                              "tensor(s)); the training run that wrote it diverged: use an earlier checkpoint")
+
+
+def load_state_strict(module: torch.nn.Module, tensors: dict[str, torch.Tensor], path: str | Path) -> None:
+    """Load weights requiring exactly the module's keys and shapes, finite floats; explain any mismatch."""
+    check_state(module, tensors, path)
     module.load_state_dict(tensors, strict=True)
 
 

@@ -1,20 +1,56 @@
-"""What every command-line entry point shares: one-line errors instead of tracebacks."""
+"""What every command-line entry point shares: one-line errors instead of tracebacks, and
+warnings of the "sundae" logger shown as `warning:` lines."""
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Callable
 
 from .errors import SundaeError
 
+WARNINGS = logging.getLogger("sundae")
+
+
+class _WarningLines(logging.Handler):
+    """Writes `warning: <message>` to the current sys.stderr (so redirections made later count)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"{record.levelname.lower()}: {' '.join(record.getMessage().split())}", file=sys.stderr)
+
+
+def show_warnings() -> None:
+    """Send the "sundae" logger's warnings to stderr, once per process (inside ComfyUI they go to
+    its own log instead; the pack never calls this)."""
+    if not any(isinstance(h, _WarningLines) for h in WARNINGS.handlers):
+        WARNINGS.addHandler(_WarningLines())
+
 
 def run_guarded(body: Callable[[], int | None]) -> int:
-    """Run a CLI body; a SundaeError (bad input, bad file) becomes one line on stderr and exit 1."""
+    """Run a CLI body; a SundaeError (bad input, bad file) or a failing disk becomes one line on
+    stderr and exit 1."""
+    show_warnings()
     try:
         return int(body() or 0)
     except SundaeError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except OSError as err:  # a read-only folder, a full disk: the environment, not a bug
+        print(f"error: {describe_os_error(err)}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        print("error: out of memory; use smaller sizes or batches", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def describe_os_error(err: OSError) -> str:
+    """'cannot use runs/a/log.jsonl: Permission denied' from an OSError, on one line."""
+    reason = " ".join((err.strerror or str(err) or type(err).__name__).split())
+    where = f"cannot use {err.filename}" if err.filename else "file system error"
+    return f"{where}: {reason} (check the folder's permissions and free space)"

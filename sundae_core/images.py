@@ -9,6 +9,18 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from .errors import InputError
+from .limits import check_pixels
+
+
+def check_multiple(width: int, height: int, factor: int, what: str = "the image") -> None:
+    """InputError unless width and height are multiples of the VQ-GAN factor; the message gives
+    the size as width x height, as users think of it, and the nearest sizes that work."""
+    if width % factor or height % factor:
+        down = lambda n: max(factor, n // factor * factor)
+        up = lambda n: -(-n // factor) * factor
+        raise InputError(f"{what} is {width}x{height} (width x height), not a multiple of the VQ-GAN "
+                         f"factor {factor}; resize or crop it to {down(width)}x{down(height)} or "
+                         f"{up(width)}x{up(height)}")
 
 
 def comfy_to_model(image: torch.Tensor) -> torch.Tensor:
@@ -77,8 +89,8 @@ def outpaint_canvas(image: torch.Tensor, left: int, top: int, right: int, bottom
     up = lambda n: -(-n // factor) * factor
     left, top, right, bottom = up(left), up(top), up(right), up(bottom)
     b, h, w, c = image.shape
-    if h % factor or w % factor:
-        raise InputError(f"image size {h}x{w} must be a multiple of the VQ-GAN factor {factor} to outpaint")
+    check_multiple(w, h, factor, "the image to outpaint")
+    check_pixels(w + left + right, h + top + bottom, b, "outpaint canvas")
     canvas = torch.full((b, h + top + bottom, w + left + right, c), fill, dtype=image.dtype)
     canvas[:, top:top + h, left:left + w] = image
     new = torch.ones(b, h + top + bottom, w + left + right)

@@ -6,11 +6,14 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
-from .checkpoint import load_checkpoint, load_state_strict, save_checkpoint
+from . import bounded_json
+from .checkpoint import CONFIG_KEY, KIND_KEY, check_state, load_checkpoint, read_metadata, save_checkpoint
 from .config import HourglassConfig, VQGANConfig, from_dict, to_dict
 from .errors import CheckpointError, ConfigError, MissingAssetError
 from .hourglass import HourglassTransformer
+from .limits import model_bytes_problem
 from .vqgan import VQGAN
 
 KINDS = {"vqgan": (VQGANConfig, VQGAN), "prior": (HourglassConfig, HourglassTransformer)}
@@ -39,16 +42,80 @@ def save_model(path: str | Path, model: nn.Module, metadata: dict[str, str] | No
     save_checkpoint(path, state, kind=kind_of(model), config=to_dict(model.config), metadata=metadata)
 
 
+def model_class(config: VQGANConfig | HourglassConfig) -> type[nn.Module]:
+    return next(cls for config_cls, cls in KINDS.values() if isinstance(config, config_cls))
+
+
+class _SkipRandomInit(TorchFunctionMode):
+    """Random initialisers return their tensor untouched. On meta tensors they would change nothing,
+    but torch runs them through its Python reference kernels, whose first use imports its compiler
+    stack (over a second per process)."""
+
+    SKIPPED = frozenset({"normal_", "uniform_", "trunc_normal_", "kaiming_uniform_", "kaiming_normal_",
+                         "xavier_uniform_", "xavier_normal_", "orthogonal_", "sparse_"})
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if getattr(func, "__name__", "") in self.SKIPPED:
+            return args[0] if args else kwargs.get("tensor")
+        return func(*args, **kwargs)
+
+
+def skeleton(config: VQGANConfig | HourglassConfig) -> nn.Module:
+    """The model a config builds, on the meta device: shapes and dtypes only, nothing allocated."""
+    with torch.device("meta"), _SkipRandomInit():
+        return model_class(config)(config)
+
+
+def parameter_bytes(model: nn.Module) -> int:
+    """Bytes of a model's parameters and buffers in float32 (the dtype models are built in)."""
+    return sum(t.numel() * 4 for t in (*model.parameters(), *model.buffers()))
+
+
+def check_model_size(config: VQGANConfig | HourglassConfig, what: str) -> nn.Module:
+    """ConfigError when `config` would build a model over the size ceiling (sundae_core.limits);
+    else its meta-device skeleton. Checked before any training or loading allocates it."""
+    model = skeleton(config)
+    problem = model_bytes_problem(parameter_bytes(model), what)
+    if problem:
+        raise ConfigError(problem)
+    return model
+
+
+def build_with_weights(config: VQGANConfig | HourglassConfig, tensors: dict[str, torch.Tensor],
+                       source: str | Path) -> nn.Module:
+    """The model for `config` holding `tensors`. Before anything is allocated, an absurd config
+    (a prior with dim 10**7) and weights that do not fit it (keys, shapes, integer dtype, NaN)
+    are refused with one CheckpointError naming `source`."""
+    try:
+        check_state(check_model_size(config, f"{source}: the config"), tensors, source)
+    except ConfigError as err:
+        raise CheckpointError(str(err)) from None
+    model = model_class(config)(config)
+    model.load_state_dict(tensors, strict=True)
+    return model
+
+
+def read_config(path: str | Path, kind: str) -> VQGANConfig | HourglassConfig:
+    """The config embedded in a checkpoint of `kind`, from its header only (no weights are read)."""
+    meta = read_metadata(path)
+    if meta.get(KIND_KEY) != kind:
+        raise CheckpointError(f"{path}: is not a {kind!r} checkpoint")
+    try:
+        return from_dict(KINDS[kind][0], bounded_json.loads(meta.get(CONFIG_KEY, "{}")))
+    except (ValueError, ConfigError) as err:
+        raise CheckpointError(f"{path}: embedded config is invalid: {err}") from None
+
+
 def load_model(path: str | Path, kind: str, device: str | torch.device | None = None,
                dtype: torch.dtype | None = None) -> nn.Module:
-    config_cls, model_cls = KINDS[kind]
+    config_cls, _ = KINDS[kind]
     ckpt = load_checkpoint(path, kind=kind)
     try:
         config = from_dict(config_cls, ckpt.config)
     except ConfigError as err:
         raise CheckpointError(f"{path}: embedded config is invalid: {err}") from None
-    model = model_cls(config)
-    load_state_strict(model, ckpt.tensors, path)
+    model = build_with_weights(config, ckpt.tensors, path)
     model.eval().requires_grad_(False)
     return model.to(device=device or "cpu", dtype=dtype)
 

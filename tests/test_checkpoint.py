@@ -1,5 +1,6 @@
 """Checkpoints: exact round-trips, atomic writes, and one clear line for every broken file."""
 
+import json
 import os
 import signal
 import subprocess
@@ -13,7 +14,7 @@ from safetensors.torch import save_file
 
 from sundae_core.checkpoint import (FORMAT_VERSION, atomic_write, load_checkpoint, load_state_strict,
                                     read_metadata, save_checkpoint)
-from sundae_core.config import HourglassConfig, VQGANConfig
+from sundae_core.config import HourglassConfig, VQGANConfig, to_dict
 from sundae_core.errors import CheckpointError
 from sundae_core.hourglass import HourglassTransformer
 from sundae_core.models import load_prior, load_vqgan, save_model
@@ -225,3 +226,96 @@ def test_cli_reports_a_bad_checkpoint_in_one_line(tmp_path, latents, capsys, pro
     expected = {"garbage": "not a readable safetensors", "truncated": "truncated", "missing": "does not exist",
                 "wrong kind": "'prior' checkpoint"}[problem]
     assert expected in lines[0]
+
+
+def _write_with_config(path: Path, tensors: dict, config_text: str, kind: str = "prior") -> None:
+    save_file(tensors, str(path), metadata={"sundae.kind": kind, "sundae.format": "1", "sundae.config": config_text})
+
+
+def test_a_deeply_nested_embedded_config_is_one_error(tmp_path, latents, capsys):
+    path = tmp_path / "vqgan.safetensors"
+    _write_with_config(path, {"x": torch.ones(1)}, "[" * 1000 + "]" * 1000, kind="vqgan")
+    with pytest.raises(CheckpointError) as err:
+        load_vqgan(path)
+    _one_line_about(err, path, "embedded config is refused", "nested deeper than 64 levels")
+    assert train_prior.main(_prior_cli(latents(), tmp_path / "run", "--set", f"train.vqgan={path}")) == 1
+    out, err = capsys.readouterr()
+    assert len(err.strip().splitlines()) == 1 and "nested deeper" in err and "Traceback" not in out + err
+
+
+def test_an_absurd_embedded_config_is_refused_before_anything_is_allocated(tmp_path):
+    path = tmp_path / "huge.safetensors"
+    # allocating this prior would take 4 * 10**16 bytes; its file holds one float
+    config = {**to_dict(TINY_PRIOR), "dim": 10_000_000, "heads": 10, "vocab_size": 10 ** 9, "num_classes": 0}
+    _write_with_config(path, {"x": torch.ones(1)}, json.dumps(config))
+    with pytest.raises(CheckpointError) as err:
+        load_prior(path)
+    _one_line_about(err, path, "GiB of parameters, over the ceiling", "SUNDAE_MAX_MODEL_BYTES")
+    # within the ceiling, weights that do not fit the config are refused before the model is built
+    config = {**to_dict(TINY_PRIOR), "dim": 8192, "heads": 8}
+    _write_with_config(path, HourglassTransformer(TINY_PRIOR).state_dict(), json.dumps(config))
+    built = []
+    monkey = pytest.MonkeyPatch()
+    monkey.setattr(HourglassTransformer, "__init__", _recording_init(built))
+    try:
+        with pytest.raises(CheckpointError, match="weights do not match the embedded config"):
+            load_prior(path)
+    finally:
+        monkey.undo()
+    assert built == ["meta"]  # only the shape-only skeleton was ever made
+
+
+def _recording_init(built: list):
+    original = HourglassTransformer.__init__
+
+    def init(self, config):
+        original(self, config)
+        built.append(next(self.parameters()).device.type)
+
+    return init
+
+
+@pytest.mark.parametrize("damage, words", [
+    ("nan", "holds NaN or infinite values"),
+    ("integer", "is stored as torch.int64, not floating point"),
+])
+def test_nan_or_integer_weights_are_refused(tmp_path, damage, words):
+    state = {k: v.clone() for k, v in HourglassTransformer(TINY_PRIOR).state_dict().items()}
+    if damage == "nan":
+        state["head.weight"][0, 0] = float("nan")
+    else:
+        state["head.weight"] = state["head.weight"].round().long()
+    path = tmp_path / "p.safetensors"
+    save_checkpoint(path, state, kind="prior", config=to_dict(TINY_PRIOR))
+    with pytest.raises(CheckpointError) as err:
+        load_prior(path)
+    _one_line_about(err, path, "head.weight", words)
+
+
+def test_a_full_disk_or_a_read_only_folder_keeps_the_old_file_and_says_so_in_one_line(tmp_path, monkeypatch):
+    import safetensors
+
+    import sundae_core.checkpoint as checkpoint
+
+    path = tmp_path / "m.safetensors"
+    save_checkpoint(path, {"x": torch.ones(3)}, kind="prior")
+
+    def full_disk(*args, **kwargs):
+        raise safetensors.SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull, "
+                                          "message: \"No space left on device\" })")
+
+    monkeypatch.setattr(checkpoint, "save_file", full_disk)
+    with pytest.raises(CheckpointError) as err:
+        save_checkpoint(path, {"x": torch.zeros(3)}, kind="prior")
+    _one_line_about(err, path, "cannot write", "StorageFull", "unchanged")
+    monkeypatch.undo()
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path / ".m.safetensors.x.tmp"))
+
+    monkeypatch.setattr(checkpoint.tempfile, "mkstemp", read_only)
+    with pytest.raises(PermissionError) as err:
+        save_checkpoint(path, {"x": torch.zeros(3)}, kind="prior")
+    assert err.value.filename == str(path)  # the file being written, not the temporary
+    monkeypatch.undo()
+    assert torch.equal(load_checkpoint(path).tensors["x"], torch.ones(3)) and _tmp_files(tmp_path) == []

@@ -124,3 +124,67 @@ def test_scale_composite_batch_and_channels():
     assert MaskToImage().mask_to_image(torch.ones(2, 3))[0].shape == (1, 2, 3, 3)
     with pytest.raises(InputError, match="no alpha channel"):
         ImageToMask().image_to_mask(dest, "alpha")
+
+
+def test_save_image_creates_files_exclusively_and_never_overwrites_another_writer(folders, monkeypatch):
+    import sundae_core.graph.image_files as image_files
+
+    other = folders.output_dir / "run_00001_.png"
+    other.parent.mkdir(parents=True)
+    other.write_bytes(b"another process's image")
+    # another process claimed 00001 after this one counted the folder: the race of two sundae-runs
+    monkeypatch.setattr(image_files, "_next_counter", lambda folder, stem: 1)
+    written = SaveImage().save_images(torch.rand(2, 4, 4, 3), "run")["ui"]["images"]
+    assert [w["filename"] for w in written] == ["run_00002_.png", "run_00003_.png"]
+    assert other.read_bytes() == b"another process's image"
+    assert all(Image.open(folders.output_dir / w["filename"]).size == (4, 4) for w in written)
+
+
+def test_save_image_caps_the_text_it_embeds(folders, caplog):
+    huge = {"nodes": [{"id": i, "text": "x" * 1000} for i in range(3000)]}  # a 3 MB workflow
+    with caplog.at_level("WARNING", logger="sundae"):
+        name = SaveImage().save_images(torch.rand(1, 4, 4, 3), "big", prompt={"1": {}},
+                                       extra_pnginfo={"workflow": huge})["ui"]["images"][0]["filename"]
+    saved = folders.output_dir / name
+    assert saved.stat().st_size < 100_000
+    text = Image.open(saved).text
+    assert json.loads(text["prompt"]) == {"1": {}} and "workflow" not in text
+    assert "'workflow' text" in caplog.text and "not embedded" in caplog.text
+
+
+@pytest.mark.parametrize("prefix", ["two\nlines", "tab\there", "../escape"])
+def test_a_bad_prefix_is_refused_before_running(folders, prefix):
+    assert SaveImage.VALIDATE_VALUES(prefix) is not True
+    with pytest.raises(InputError):
+        SaveImage().save_images(torch.rand(1, 2, 2, 3), prefix)
+    assert not folders.output_dir.exists() or not any(folders.output_dir.rglob("*.png"))
+    assert SaveImage.VALIDATE_VALUES("fine/name") is True
+
+
+def _png_declaring(path, width, height):
+    """A tiny PNG whose header declares width x height (its pixel data is never decoded)."""
+    Image.new("L", (1, 1)).save(path)
+    data = bytearray(path.read_bytes())
+    data[16:24] = width.to_bytes(4, "big") + height.to_bytes(4, "big")
+    import zlib
+
+    data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("size", [(10000, 10000), (1, 178_000_000)])
+def test_load_image_checks_the_pixel_ceiling_from_the_header_before_decoding(folders, size):
+    _png_declaring(folders.input_dir / "bomb.png", *size)
+    with pytest.raises(InputError, match=rf"{size[0]}x{size[1]} \(width x height\).*over the ceiling.*"
+                                         "SUNDAE_MAX_IMAGE_PIXELS"):
+        LoadImage().load_image("bomb.png")
+
+
+def test_sixteen_bit_pngs_keep_their_greys(folders):
+    levels = np.array([[0, 16448, 32896, 65535]], dtype=np.uint16)  # 0, 64, 128, 255 in 8 bits
+    Image.fromarray(levels).save(folders.input_dir / "deep.png")
+    assert Image.open(folders.input_dir / "deep.png").mode.startswith("I")
+    image = LoadImage().load_image("deep.png")[0]
+    assert torch.equal((image[0, 0, :, 0] * 255).round(), torch.tensor([0.0, 64.0, 128.0, 255.0]))
+    mask = LoadImageMask().load_image("deep.png", "red")[0]
+    assert torch.equal((mask[0, 0] * 255).round(), torch.tensor([0.0, 64.0, 128.0, 255.0]))

@@ -158,3 +158,50 @@ def test_cli_validate_only_and_print_api(tmp_path, capsys):
 
 def test_builtin_registry_holds_only_core_replicas():
     assert not any(name.startswith("Sundae") for name in builtin_registry().classes)
+
+
+@pytest.mark.parametrize("flag", [[], ["--validate-only"], ["--print-api"]])
+def test_cli_deeply_nested_json_is_one_error_line(tmp_path, capsys, flag):
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 1000 + "]" * 1000)  # 2 KB
+    assert main([str(path), "--output-dir", str(tmp_path / "out"), *flag]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {path}: refused: nested deeper than 64 levels"]
+
+
+def test_cli_validate_only_catches_what_would_fail_or_eat_memory_later(tmp_path, capsys, monkeypatch):
+    huge = _ui_workflow(prefix="../outside")
+    huge["nodes"][0]["widgets_values"] = [16384, 16384, 4096, 0]
+    path = tmp_path / "huge.json"
+    path.write_text(json.dumps(huge))
+    assert main([str(path), "--output-dir", str(tmp_path / "out"), "--validate-only"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("error: node 1 (Canvas): EmptyImage of 16384x16384 (width x height) has "
+                             "268,435,456 pixels, over the ceiling") and "SUNDAE_MAX_IMAGE_PIXELS" in err[0]
+    assert err[1].startswith("error: node 2 (Save Image): filename_prefix '../outside' points outside its folder")
+    assert len(err) == 2
+    # the ceilings can be raised by whoever has the memory
+    monkeypatch.setenv("SUNDAE_MAX_IMAGE_PIXELS", str(16384 * 16384))
+    monkeypatch.setenv("SUNDAE_MAX_BATCH_PIXELS", str(16384 * 16384 * 4096))
+    fine = _ui_workflow()
+    fine["nodes"][0]["widgets_values"] = [16384, 16384, 4096, 0]
+    path.write_text(json.dumps(fine))
+    assert main([str(path), "--output-dir", str(tmp_path / "out"), "--validate-only"]) == 0
+
+
+def test_cli_prints_warnings_as_warning_lines(tmp_path, capsys):
+    short = _ui_workflow()
+    short["nodes"][0]["widgets_values"] = [16, 8]  # batch_size and color take their defaults
+    path = tmp_path / "short.json"
+    path.write_text(json.dumps(short))
+    assert main([str(path), "--output-dir", str(tmp_path / "out"), "--no-progress"]) == 0
+    assert capsys.readouterr().err.strip() == (
+        "warning: node 1 (Canvas): 'widgets_values' has 2 of 4 values; the rest take their defaults")
+
+
+
+def test_cli_a_deeply_nested_set_value_is_one_error_line(tmp_path, capsys):
+    path = tmp_path / "wf.json"
+    path.write_text(json.dumps(_ui_workflow()))
+    assert main([str(path), "--validate-only", "--set", "1.width=" + "[" * 1200 + "]" * 1200]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == ["error: node 1 (Canvas): input 'width' takes an integer"]

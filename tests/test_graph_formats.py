@@ -157,3 +157,40 @@ def test_unknown_types_convert_with_links_only_and_malformed_files_are_workflow_
         ui_to_api(_ui([_node(1, "Src")], [[1, "x"]]), DEFS)
     with pytest.raises(InvalidWorkflowError, match="subgraph"):
         ui_to_api({**_ui([_node(1, "5f1d-uuid")], []), "definitions": {"subgraphs": [{"id": "5f1d-uuid"}]}}, DEFS)
+
+
+def test_widgets_values_too_long_or_not_a_list_are_refused_and_too_short_is_said(caplog):
+    eight = [11, "fixed", 12, "fixed", 13, 14, "b", "x"]  # exactly W's widget slots
+    assert ui_to_api(_ui([_node(2, "W", widgets=eight)], []), DEFS).prompt["2"]["inputs"]["text"] == "x"
+    with pytest.raises(InvalidWorkflowError, match=r"node 2 \(Widgets\): 'widgets_values' has 9 values but a W "
+                                                   r"node has 8 widget slot\(s\) \(seed, seed's extra value"):
+        ui_to_api(_ui([_node(2, "W", widgets=eight + ["extra"])], []), DEFS)
+    with pytest.raises(InvalidWorkflowError, match="'widgets_values' must be a list, got str"):
+        ui_to_api(_ui([_node(2, "W", widgets="11, fixed")], []), DEFS)
+    with caplog.at_level("WARNING", logger="sundae"):
+        inputs = ui_to_api(_ui([_node(2, "W", widgets=[11])], []), DEFS).prompt["2"]["inputs"]
+    assert inputs["seed"] == 11 and inputs["count"] == 2
+    assert "node 2 (Widgets): 'widgets_values' has 1 of 8 values; the rest take their defaults" in caplog.text
+
+
+@pytest.mark.parametrize("mode", ["bypass", "4", True, 7, 2.0])
+def test_a_mode_that_is_not_one_of_the_frontends_numbers_is_refused(mode):
+    ui = _ui([_node(1, "Src"), _node(3, "Pass", [("image", "IMAGE", 1)], mode=mode)], [[1, 1, 0, 3, 1, "IMAGE"]])
+    with pytest.raises(InvalidWorkflowError, match=r"node 3: 'mode' must be 0 \(normal\), 2 \(muted\) or 4"):
+        ui_to_api(ui, DEFS)
+
+
+def test_deep_nesting_and_duplicate_ids_are_one_error_not_a_traceback(tmp_path):
+    deep = tmp_path / "deep.json"
+    deep.write_text('{"1": {"class_type": "Src", "inputs": {"x": ' + "[" * 1000 + "]" * 1000 + "}}}")
+    with pytest.raises(InvalidWorkflowError, match="nested deeper than 64 levels"):
+        load_workflow(deep, DEFS)
+    twice = tmp_path / "twice.json"
+    twice.write_text('{"5": {"class_type": "Src", "inputs": {}}, "5": {"class_type": "Pass", "inputs": {}}}')
+    with pytest.raises(InvalidWorkflowError, match="the key '5' appears twice in one object .*two nodes share an id"):
+        load_workflow(twice, DEFS)
+    nested = {"1": {"class_type": "Src", "inputs": {}}}
+    for _ in range(100):
+        nested = {"a": nested}
+    with pytest.raises(InvalidWorkflowError, match="nested deeper than 64 levels"):
+        load_workflow(nested, DEFS)

@@ -112,3 +112,24 @@ def test_every_registered_node_class_is_well_formed():
         cls = registry.classes[name]
         assert callable(getattr(cls, cls.FUNCTION)), name
         assert isinstance(cls.RETURN_TYPES, tuple), name
+
+
+def test_sizes_over_a_ceiling_fail_validation_not_the_run(tmp_path):
+    prompt = {
+        "1": node("EmptyImage", width=64, height=64, batch_size=1, color=0),
+        "2": node("ImagePadForOutpaint", image=["1", 0], left=16384, top=16384, right=16384, bottom=16384,
+                  feathering=0),
+        "3": node("SundaeVQGANLoader", vqgan_name="default"),
+        "4": node("SundaeRandomTokens", vqgan=["3", 0], width=8192, height=8192, batch_size=64, seed=0),
+        "5": node("SundaeVQDecode", vqgan=["3", 0], tokens=["4", 0]),
+        "6": node("SaveImage", images=["5", 0], filename_prefix="x"),
+        "7": node("SolidMask", value=1.0, width=16384, height=16384),
+        "8": node("SaveImage", images=["2", 0], filename_prefix="line\nbreak"),
+    }
+    found = problems_of(prompt, tmp_path)
+    assert [line.split(":")[0] for line in found] == ["node 2 (Pad Image for Outpainting)",
+                                                      "node 4 (SUNDAE Random Tokens)", "node 7 (SolidMask)",
+                                                      "node 8 (Save Image)"]
+    assert "outpaint canvas of 32769x32769 (width x height)" in found[0]
+    assert "batch of 64 x 8192x8192" in found[1] and "SUNDAE_MAX_BATCH_PIXELS" in found[1]
+    assert "SolidMask of 16384x16384" in found[2] and "control character" in found[3]

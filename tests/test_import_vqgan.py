@@ -141,3 +141,14 @@ def test_malicious_checkpoint_is_refused_without_running(tmp_path, capsys):
     torch.save({"state_dict": {"encoder.conv_in.weight": torch.zeros(1)}, "x": Payload()}, ckpt)
     assert "refused" in _run_error(capsys, [str(ckpt)])
     assert not marker.exists()
+
+
+def test_an_absurd_yaml_is_refused_before_the_model_is_allocated(tmp_path, model, capsys):
+    ckpt = _reference_ckpt(tmp_path / "last.ckpt", model)
+    huge = _reference_yaml(tmp_path / "huge.yaml", ch=10 ** 6)  # 36 TB of convolutions
+    err = _run_error(capsys, [str(ckpt), "-c", str(huge), "-o", str(tmp_path / "out.safetensors")])
+    assert "GiB of parameters, over the ceiling" in err and "SUNDAE_MAX_MODEL_BYTES" in err
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("model: " + "[" * 1000 + "]" * 1000)
+    assert "nested too deeply" in _run_error(capsys, [str(ckpt), "-c", str(deep), "-o", str(tmp_path / "o.st")])
+    assert not (tmp_path / "out.safetensors").exists() and not (tmp_path / "o.st").exists()

@@ -2,6 +2,7 @@
 
 import sys
 import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -85,6 +86,7 @@ def test_inside_comfyui_sampling_reports_progress_with_previews_and_honours_canc
     from sundae_core.vqgan import VQGAN
 
     monkeypatch.setattr(comfy_bridge, "PREVIEW_EVERY_S", 0.0)
+    monkeypatch.setattr(comfy_bridge, "PREVIEW_SHARE", float("inf"))  # the time budget is tested below
     vqgan = VQGAN(VQGANConfig(resolution=8, ch=4, ch_mult=(1, 1), num_res_blocks=1, attn_resolutions=(),
                               mid_attention=False, z_channels=4, embed_dim=4, n_embed=8)).eval()
     prior = HourglassTransformer(HourglassConfig(vocab_size=8, dim=16, heads=1, depth=(0, 1, 0), shorten=4)).eval()
@@ -94,7 +96,7 @@ def test_inside_comfyui_sampling_reports_progress_with_previews_and_honours_canc
                 min_steps=0, guidance=0.0, selection="random")
     with torch.inference_mode():
         sample(prior, tokens, 0, vqgan=vqgan, **args)
-    assert [(v, t) for v, t, _ in fake_comfy.updates] == [(1, 3), (2, 3), (3, 3)]
+    assert [(v, t) for v, t, _ in fake_comfy.updates] == [(1, 3), (2, 3), (3, 3), (3, 3)]  # then finish()
     kind, picture, size = fake_comfy.updates[0][2]
     assert kind == "JPEG" and isinstance(picture, Image.Image) and picture.size == (8, 8) and size == 512
 
@@ -103,3 +105,92 @@ def test_inside_comfyui_sampling_reports_progress_with_previews_and_honours_canc
     with pytest.raises(InterruptedError), torch.inference_mode():
         sample(prior, tokens, 0, **args)
     assert len(fake_comfy.updates) == 1  # cancelled between the first and second step
+
+
+def _tiny_models():
+    from sundae_core.config import HourglassConfig, VQGANConfig
+    from sundae_core.hourglass import HourglassTransformer
+    from sundae_core.vqgan import VQGAN
+
+    vqgan = VQGAN(VQGANConfig(resolution=8, ch=4, ch_mult=(1, 1), num_res_blocks=1, attn_resolutions=(),
+                              mid_attention=False, z_channels=4, embed_dim=4, n_embed=8)).eval()
+    prior = HourglassTransformer(HourglassConfig(vocab_size=8, dim=16, heads=1, depth=(0, 1, 0), shorten=4)).eval()
+    return vqgan, prior
+
+
+def test_previews_cost_at_most_a_tenth_of_sampling_time(fake_comfy, monkeypatch):
+    clock = types.SimpleNamespace(now=0.0)
+    monkeypatch.setattr(comfy_bridge, "time", types.SimpleNamespace(monotonic=lambda: clock.now))
+    decoded = []
+
+    def slow_preview(tokens):  # a megapixel decode: 1 s, against 0.1 s per sampling step
+        clock.now += 1.0
+        decoded.append(clock.now)
+        return Image.new("RGB", (4, 4))
+
+    progress = comfy_bridge.Progress(300, preview=slow_preview)
+    for step in range(1, 301):
+        clock.now += 0.1
+        progress.update(step, torch.zeros(1, 2, 2))
+    sampling = 300 * 0.1
+    assert 0 < len(decoded) and len(decoded) * 1.0 <= 0.1 * sampling + 1e-9
+    assert sum(1 for _, _, preview in fake_comfy.updates if preview) == len(decoded)
+
+
+def test_previews_honour_comfyuis_preview_method(fake_comfy, monkeypatch):
+    args = types.SimpleNamespace(preview_method=types.SimpleNamespace(value="none"), preview_size=256)
+    monkeypatch.setitem(sys.modules, "comfy.cli_args", types.SimpleNamespace(args=args))
+    comfy_bridge._optional_module.cache_clear()
+    monkeypatch.setattr(comfy_bridge, "PREVIEW_SHARE", float("inf"))
+    progress = comfy_bridge.Progress(2, preview=lambda tokens: pytest.fail("previews are off in ComfyUI"))
+    progress.update(1, torch.zeros(1, 2, 2))
+    args.preview_method = types.SimpleNamespace(value="auto")
+    progress = comfy_bridge.Progress(2, preview=lambda tokens: Image.new("RGB", (4, 4)))
+    progress.update(1, torch.zeros(1, 2, 2))
+    assert fake_comfy.updates[0][2] is None and fake_comfy.updates[1][2][2] == 256
+
+
+def _self_stopping_sample(prior):
+    """proportion 0 changes nothing, so sampling stops itself after min_steps = 3 of 50 steps."""
+    with torch.inference_mode():
+        NODE_CLASS_MAPPINGS["SundaeSample"]().sample(prior, torch.zeros(1, 4, 4, dtype=torch.long), 0, steps=50,
+                                                     temperature_start=1.0, temperature_end=1.0, proportion=0.0,
+                                                     self_stop=True, min_steps=3, guidance=0.0, selection="random")
+
+
+def test_the_progress_bar_is_full_when_sampling_stops_itself(fake_comfy):
+    _self_stopping_sample(_tiny_models()[1])
+    assert [v for v, _, _ in fake_comfy.updates] == [1, 2, 3, 50]
+
+
+def test_the_executors_step_bar_is_full_when_sampling_stops_itself():
+    seen = []
+    context = RunContext(input_dir=None, output_dir=None, temp_dir=None, on_progress=lambda v, t: seen.append((v, t)))
+    with active(context):
+        _self_stopping_sample(_tiny_models()[1])
+    assert seen == [(1, 50), (2, 50), (3, 50), (50, 50)]
+
+
+def test_the_model_folder_lists_only_safetensors(tmp_path, monkeypatch):
+    """ComfyUI's folder_paths semantics: a new type lists every file unless given extensions."""
+    (tmp_path / "prior.safetensors").write_bytes(b"")
+    (tmp_path / "MODEL_CARD.md").write_text("card")
+    table = {}
+
+    def add_model_folder_path(name, path, is_default=False):
+        table.setdefault(name, ([], set()))[0].append(path)
+
+    def get_filename_list(name):
+        paths, extensions = table[name]
+        files = [p.name for folder in paths for p in Path(folder).iterdir()]
+        return sorted(f for f in files if not extensions or Path(f).suffix.lower() in extensions)
+
+    folder_paths = types.SimpleNamespace(folder_names_and_paths=table, add_model_folder_path=add_model_folder_path,
+                                         get_folder_paths=lambda name: list(table[name][0]), filename_list_cache={})
+    monkeypatch.setitem(sys.modules, "folder_paths", folder_paths)
+    comfy_bridge._optional_module.cache_clear()
+    try:
+        assert comfy_bridge.register_model_folders("sundae", [tmp_path])
+        assert get_filename_list("sundae") == ["prior.safetensors"]
+    finally:
+        comfy_bridge._optional_module.cache_clear()

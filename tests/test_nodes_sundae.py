@@ -46,8 +46,7 @@ def test_model_folder_listing_and_resolution(model_dir):
     assert list_models("vqgan") == ["default", "vqgan.safetensors"]
     assert resolve_model("default", "prior") == (model_dir / "prior.safetensors").resolve()
     assert N["SundaePriorLoader"].INPUT_TYPES()["required"]["prior_name"][0] == list_models("prior")
-    stamp = N["SundaePriorLoader"].IS_CHANGED("default")
-    assert stamp.startswith(str(model_dir.resolve() / "prior.safetensors")) and N["SundaeVQGANLoader"].IS_CHANGED("x") == ""
+    assert N["SundaeVQGANLoader"].IS_CHANGED("x") == ""
     with pytest.raises(MissingAssetError, match="not found in the sundae model folders"):
         resolve_model("nope.safetensors", "prior")
     with pytest.raises(MissingAssetError):
@@ -71,7 +70,7 @@ def test_encode_decode_and_random_tokens(vqgan):
     make = N["SundaeRandomTokens"]().make
     first, again, other = make(vqgan, 24, 32, 3, 7)[0], make(vqgan, 24, 32, 3, 7)[0], make(vqgan, 24, 32, 3, 8)[0]
     assert first.shape == (3, 8, 6) and torch.equal(first, again) and not torch.equal(first, other)
-    with pytest.raises(InputError, match="multiples of the VQ-GAN factor 4"):
+    with pytest.raises(InputError, match=r"30x32 \(width x height\), not a multiple of the VQ-GAN factor 4"):
         make(vqgan, 30, 32, 1, 0)
 
 
@@ -134,3 +133,52 @@ def test_composite_keeps_pixels_outside_the_mask_and_outpaint_canvas_grows(vqgan
     canvas, new = N["SundaeOutpaintCanvas"]().grow(original, vqgan, 3, 0, 8, 0, 1.0)
     assert canvas.shape == (1, 32, 44, 3) and new.shape == (1, 32, 44)  # 3 rounds up to the factor 4
     assert torch.equal(canvas[:, :, 4:36], original) and new[:, :, 4:36].eq(0).all() and new[:, :, :4].eq(1).all()
+
+
+def test_loader_stamps_name_the_model_and_its_content_never_its_path(model_dir, tmp_path, monkeypatch):
+    stamp = N["SundaePriorLoader"].IS_CHANGED("more/uncond.safetensors")
+    assert stamp.startswith("more/uncond.safetensors:sha256:") and str(model_dir) not in stamp and "/tmp" not in stamp
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    copy = folder / "prior.safetensors"
+    copy.write_bytes((model_dir / "prior.safetensors").read_bytes())
+    monkeypatch.setenv("SUNDAE_MODEL_DIR", str(folder))
+    assert N["SundaePriorLoader"].IS_CHANGED("default") == N["SundaePriorLoader"].IS_CHANGED("prior.safetensors") \
+        .replace("prior.safetensors:", "default:")
+    before = N["SundaePriorLoader"].IS_CHANGED("default")
+    copy.write_bytes((model_dir / "more" / "uncond.safetensors").read_bytes())  # retrained: new content
+    assert N["SundaePriorLoader"].IS_CHANGED("default") != before
+
+
+def test_random_tokens_widgets_follow_the_default_vqgan_factor(model_dir, monkeypatch):
+    size = N["SundaeRandomTokens"].INPUT_TYPES()["required"]["width"][1]
+    assert size["step"] == size["min"] == 4 and size["default"] % 4 == 0  # the folder's default: f = 4
+    monkeypatch.delenv("SUNDAE_MODEL_DIR")  # the embedded default VQ-GAN: f = 32
+    size = N["SundaeRandomTokens"].INPUT_TYPES()["required"]["height"][1]
+    assert size["step"] == size["min"] == 32 and size["default"] == 1024
+
+
+def test_size_errors_read_width_x_height_and_ceilings_come_before_allocating(vqgan):
+    with pytest.raises(InputError) as err:
+        N["SundaeVQEncode"]().encode(vqgan, torch.rand(1, 32, 38, 3))  # (b h w c): 38 wide, 32 high
+    assert str(err.value) == ("the image to encode is 38x32 (width x height), not a multiple of the VQ-GAN "
+                              "factor 4; resize or crop it to 36x32 or 40x32")
+    verdict = N["SundaeRandomTokens"].VALIDATE_VALUES(width=8192, height=8192, batch_size=64)
+    assert "over the ceiling" in verdict and "SUNDAE_MAX_BATCH_PIXELS" in verdict
+    assert N["SundaeRandomTokens"].VALIDATE_VALUES(width=1024, height=1024, batch_size=4) is True
+    with pytest.raises(InputError, match="over the ceiling"):
+        N["SundaeRandomTokens"]().make(vqgan, 8192, 8192, 64, 0)
+    assert "outpaint canvas of 32769x32769" in N["SundaeOutpaintCanvas"].VALIDATE_VALUES(16384, 16384, 16384, 16384)
+    with pytest.raises(InputError, match="outpaint canvas of 8228x8228"):
+        N["SundaeOutpaintCanvas"]().grow(torch.rand(1, 32, 32, 3), vqgan, 4096, 4096, 4100, 4100, 1.0)
+
+
+def test_sample_with_nothing_to_repaint_skips_sampling_and_says_so(vqgan, prior, caplog, monkeypatch):
+    tokens = N["SundaeRandomTokens"]().make(vqgan, 32, 32, 1, 0)[0]
+    empty = N["SundaeLatentMask"]().make(vqgan, tokens, torch.zeros(1, 64, 64))[0]  # an image without alpha
+    monkeypatch.setattr(prior, "forward", lambda *a, **k: pytest.fail("the prior ran for nothing"))
+    with caplog.at_level("WARNING", logger="sundae"):
+        out = N["SundaeSample"]().sample(prior, tokens, 0, 100, 1.0, 0.7, 0.5, True, 10, 0.0, "random",
+                                         latent_mask=empty)[0]
+    assert torch.equal(out, tokens)
+    assert "marks no token to repaint" in caplog.text and "mask editor" in caplog.text

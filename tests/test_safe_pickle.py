@@ -60,6 +60,32 @@ def test_other_callables_and_object_arrays_are_refused():
         loads_numpy_pickle(pickle.dumps(np.array([1, "a"], dtype=object)))
 
 
+def test_shared_references_are_checked_once_and_cycles_refused(monkeypatch):
+    shared = [np.zeros(1)]
+    for _ in range(60):  # 2**60 paths through 61 lists: walking every path would never end
+        shared = [shared, shared]
+    blob = pickle.dumps(shared, protocol=2)
+    assert len(blob) < 1000
+    calls = []
+
+    def counting_isinstance(obj, kinds):  # every step of the check asks isinstance at least once
+        calls.append(1)
+        if len(calls) > 10_000:
+            raise AssertionError("the check walks the same objects again and again")
+        return isinstance(obj, kinds)
+
+    import trainers.safe_pickle as safe_pickle
+
+    monkeypatch.setattr(safe_pickle, "isinstance", counting_isinstance, raising=False)
+    out = loads_numpy_pickle(blob)
+    assert out[0] is out[1]
+    monkeypatch.undo()
+    looped = []
+    looped.append(looped)
+    with pytest.raises(UnsafePickleError, match="holding themselves"):
+        loads_numpy_pickle(pickle.dumps(looped))
+
+
 def test_garbage_and_missing_files_give_checkpoint_errors(tmp_path):
     with pytest.raises(CheckpointError, match="not a readable pickle"):
         loads_numpy_pickle(b"\x80\x04not a pickle")

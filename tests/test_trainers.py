@@ -264,3 +264,85 @@ def test_torchrun_vqgan_keeps_identical_weights_on_both_ranks(tmp_path, vqgan_co
     disc = DiscriminatorConfig(channels=8, layers=2)
     model = VQGAN(from_dict(VQGANConfig, VQGAN_CONFIG["model"]))
     _assert_ranks_agreed(run, 3, {"model": model, "disc": PatchDiscriminator(disc)})
+
+
+def _prior_command(run: Path, data: Path, *settings: str) -> list[str]:
+    return ["--run-dir", str(run), "--no-progress", *_sets(PRIOR_SETTINGS + [f"data.path={data}", *settings])]
+
+
+def test_resume_drops_log_rows_past_the_checkpoint(tmp_path, latents):
+    run = tmp_path / "prior"
+    command = _prior_command(run, latents())
+    assert train_prior.main(command + _sets(["train.steps=2"])) == 0
+    # what a run killed after logging steps 3 and 4 but before checkpointing them leaves behind,
+    # its last row torn by the kill
+    with open(run / "log.jsonl", "a") as log:
+        log.write(json.dumps({"step": 3, "loss": 9.0}) + "\n" + json.dumps({"step": 4, "loss": 9.0}) + "\n")
+        log.write('{"step": 5, "lo')
+    assert train_prior.main(command + _sets(["train.steps=4"])) == 0
+    assert [r["step"] for r in _log(run) if "loss" in r] == [1, 2, 3, 4]
+    assert all(r["loss"] != 9.0 for r in _log(run) if "loss" in r)
+
+
+def test_trainer_io_faults_are_one_error_line_and_keep_the_last_checkpoint(tmp_path, latents, capsys, monkeypatch):
+    import safetensors
+
+    import sundae_core.checkpoint as checkpoint
+
+    run = tmp_path / "prior"
+    command = _prior_command(run, latents())
+    assert train_prior.main(command + _sets(["train.steps=1"])) == 0
+    saved = (run / "model.safetensors").read_bytes()
+    capsys.readouterr()
+
+    def full_disk(*args, **kwargs):
+        raise safetensors.SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull })")
+
+    monkeypatch.setattr(checkpoint, "save_file", full_disk)
+    assert train_prior.main(command + _sets(["train.steps=2"])) == 1
+    out, err = capsys.readouterr()
+    assert err.strip().splitlines() == [f"error: cannot write {run / 'state.safetensors'}: Error while serializing: "
+                                        "IoError(Os { code: 28, kind: StorageFull }); any previous version of the "
+                                        "file is unchanged"]
+    monkeypatch.undo()
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(checkpoint.tempfile, "mkstemp", read_only)
+    assert train_prior.main(command + _sets(["train.steps=2"])) == 1
+    out, err = capsys.readouterr()
+    assert err.strip().splitlines() == [f"error: cannot use {run / 'config.yaml'}: Permission denied (check the "
+                                        "folder's permissions and free space)"]
+    assert "Traceback" not in out + err
+    assert (run / "model.safetensors").read_bytes() == saved and read_metadata(run / "state.safetensors")["step"] == "1"
+    assert _tmp_files(run) == []
+
+
+def test_an_absurd_model_section_is_refused_before_training_starts(tmp_path, latents, capsys):
+    command = _prior_command(tmp_path / "prior", latents(), "model.dim=10000000", "model.heads=10")
+    assert train_prior.main(command) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "GiB of parameters, over the ceiling" in err[0] and "SUNDAE_MAX_MODEL_BYTES" in err[0]
+    assert not (tmp_path / "prior").exists()
+
+
+def test_training_images_are_checked_against_the_pixel_ceiling_and_16_bit_is_scaled(tmp_path, monkeypatch):
+    from sundae_core.errors import InputError
+    from trainers.image_data import load_rgb
+
+    Image.fromarray(np.full((4, 6), 32896, dtype=np.uint16)).save(tmp_path / "deep.png")
+    assert load_rgb(tmp_path / "deep.png", 4)[0, 0].tolist() == [128, 128, 128]
+    Image.new("RGB", (300, 200)).save(tmp_path / "big.png")
+    monkeypatch.setenv("SUNDAE_MAX_IMAGE_PIXELS", "50000")
+    with pytest.raises(InputError, match=r"300x200 \(width x height\) has 60,000 pixels, over the ceiling of 50,000"):
+        load_rgb(tmp_path / "big.png", 4)
+
+
+def test_a_deeply_nested_manifest_is_one_error_line(tmp_path, latents, capsys):
+    data = latents()
+    (data / "manifest.json").write_text("[" * 1000 + "]" * 1000)
+    assert train_prior.main(_prior_command(tmp_path / "prior", data)) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {data / 'manifest.json'}: not a readable manifest (nested deeper than 64 levels); "
+                   "rebuild it with sundae-build-latents"]

@@ -24,11 +24,9 @@ from typing import Any
 import torch
 import yaml
 
-from sundae_core.checkpoint import load_state_strict
 from sundae_core.config import VQGANConfig, from_dict
 from sundae_core.errors import CheckpointError, ConfigError, SundaeError
-from sundae_core.models import save_model
-from sundae_core.vqgan import VQGAN
+from sundae_core.models import build_with_weights, save_model
 
 from .safe_pickle import load_torch_checkpoint
 
@@ -65,6 +63,8 @@ def config_from_yaml(path: str | Path) -> VQGANConfig:
         doc = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a model config") from None
     model = doc.get("model") if isinstance(doc, dict) else None
     params = model.get("params") if isinstance(model, dict) else None
     if isinstance(params, dict) and "ddconfig" not in params and isinstance(params.get("first_stage_config"), dict):
@@ -136,9 +136,9 @@ def import_checkpoint(ckpt: str | Path, output: str | Path, config_path: str | P
     loaded = load_torch_checkpoint(ckpt)
     state, dropped = extract_state(loaded.data, str(ckpt))
     config = config_from_yaml(config_path) if config_path else infer_config(state, str(ckpt))
-    model = VQGAN(config)
-    # Strict: every key and shape must match the config, or nothing is written.
-    load_state_strict(model, state, ckpt)
+    # Strict: every key and shape must match the config, or nothing is written; an absurd YAML
+    # (ch 10**6) is refused before the model is allocated.
+    model = build_with_weights(config, state, ckpt)
     step = loaded.data.get("global_step") if isinstance(loaded.data, dict) else None
     metadata = {"sundae.source": Path(ckpt).name, "sundae.imported_from": "taming-transformers"}
     if isinstance(step, int):

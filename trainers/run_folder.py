@@ -11,15 +11,24 @@ from typing import Any
 
 import yaml
 
+from sundae_core import bounded_json
 from sundae_core.checkpoint import atomic_write
 from sundae_core.cli import run_guarded
 from sundae_core.config import ConfigError, apply_overrides, from_dict, load_yaml, to_dict
+from sundae_core.models import check_model_size
 
 from . import distributed as dist
 
 
 def resolve_config(cls, config_path: str | None, run_dir: Path, overrides: list[str]):
-    """A new run takes --config (+ --set); a resumed run re-reads its own config.yaml."""
+    """A new run takes --config (+ --set); a resumed run re-reads its own config.yaml. A model
+    section over the size ceiling (sundae_core.limits) is refused before anything is built."""
+    config = _read_config(cls, config_path, run_dir, overrides)
+    check_model_size(config.model, "the config's model section")
+    return config
+
+
+def _read_config(cls, config_path: str | None, run_dir: Path, overrides: list[str]):
     saved = run_dir / "config.yaml"
     if saved.is_file():
         # The saved config already holds the first run's --set values, so compare with overrides
@@ -42,9 +51,15 @@ def write_config(run_dir: Path, config) -> None:
 
 
 class MetricLog:
-    def __init__(self, run_dir: Path):
+    """log.jsonl, one JSON row per write. A resumed run passes the step its checkpoint holds, so
+    the rows a killed run logged past that checkpoint (and a torn last line) are dropped before
+    those steps are logged again; only the main process rewrites the file."""
+
+    def __init__(self, run_dir: Path, resume_step: int | None = None):
         self.path = run_dir / "log.jsonl"
         self.start = time.time()
+        if resume_step is not None and dist.is_main():
+            trim_log(self.path, resume_step)
 
     def write(self, step: int, **metrics: Any) -> None:
         row = {"step": step, "time": round(time.time() - self.start, 2)}
@@ -52,6 +67,28 @@ class MetricLog:
                     for k, v in metrics.items()})
         with open(self.path, "a") as f:
             f.write(json.dumps(row) + "\n")
+
+
+def trim_log(path: Path, step: int) -> int:
+    """Keep the rows of `path` up to `step` (rows that do not parse are dropped); returns how many
+    rows were removed. The file is replaced atomically, so a kill meanwhile loses nothing."""
+    if not path.is_file():
+        return 0
+    lines = path.read_text().splitlines()
+    kept = [line for line in lines if (row_step := _row_step(line)) is not None and row_step <= step]
+    if len(kept) < len(lines):
+        text = "".join(line + "\n" for line in kept)
+        atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+    return len(lines) - len(kept)
+
+
+def _row_step(line: str) -> int | None:
+    try:
+        row = bounded_json.loads(line)
+    except ValueError:
+        return None
+    step = row.get("step") if isinstance(row, dict) else None
+    return step if isinstance(step, int) else None
 
 
 def trainer_main(argv: list[str] | None, description: str, config_cls, train, done: str) -> int:

@@ -85,26 +85,38 @@ class _NumpyUnpickler(pickle.Unpickler):
 _PLAIN = (str, bytes, int, float, bool, complex, type(None))
 
 
-def _check_data(obj: Any, source: str, depth: int = 0) -> None:
-    """Belt and braces after the allowlist: only data may come out (and no object arrays)."""
-    if depth > 100:
-        raise UnsafePickleError(f"{source}: refused to load: containers nested over 100 deep")
-    if isinstance(obj, _PLAIN) or isinstance(obj, np.dtype) and not obj.hasobject:
-        return
-    if isinstance(obj, (np.ndarray, np.generic)):
-        if obj.dtype.hasobject:
-            raise UnsafePickleError(f"{source}: refused to load: a numpy array of Python objects")
-        return
-    if isinstance(obj, dict):
-        for key, value in obj.items():
-            _check_data(key, source, depth + 1)
-            _check_data(value, source, depth + 1)
-        return
-    if isinstance(obj, (list, tuple, set, frozenset)):
-        for value in obj:
-            _check_data(value, source, depth + 1)
-        return
-    raise UnsafePickleError(f"{source}: refused to load: it holds a {type(obj).__name__}, not plain data")
+def _check_data(obj: Any, source: str) -> None:
+    """Belt and braces after the allowlist: only data may come out (and no object arrays).
+
+    Each container is visited once: a pickle can share one list many times over (161 bytes made a
+    graph with 2**40 paths), so walking every path would never end. A container that holds itself
+    (a cycle) is refused like one nested too deep.
+    """
+    done, open_ = set(), set()  # ids of containers checked / on the path being walked
+    stack = [(obj, 0, False)]
+    while stack:
+        value, depth, leaving = stack.pop()
+        if leaving:
+            open_.discard(id(value))
+            done.add(id(value))
+            continue
+        if isinstance(value, _PLAIN) or isinstance(value, np.dtype) and not value.hasobject:
+            continue
+        if isinstance(value, (np.ndarray, np.generic)):
+            if value.dtype.hasobject:
+                raise UnsafePickleError(f"{source}: refused to load: a numpy array of Python objects")
+            continue
+        if not isinstance(value, (dict, list, tuple, set, frozenset)):
+            raise UnsafePickleError(f"{source}: refused to load: it holds a {type(value).__name__}, not plain data")
+        if id(value) in done:
+            continue
+        if depth > 100 or id(value) in open_:
+            raise UnsafePickleError(f"{source}: refused to load: containers nested over 100 deep or "
+                                    "holding themselves")
+        open_.add(id(value))
+        stack.append((value, depth, True))
+        children = [x for pair in value.items() for x in pair] if isinstance(value, dict) else value
+        stack.extend((child, depth + 1, False) for child in children)
 
 
 def loads_numpy_pickle(data: bytes, *, source: str = "pickle", encoding: str = "ASCII") -> Any:

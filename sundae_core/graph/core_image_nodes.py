@@ -16,8 +16,10 @@ from einops import rearrange
 from PIL import Image
 
 from ..errors import InputError
+from ..limits import check_pixels, pixel_problem
 from .context import current_or_default
-from .image_files import image_to_pil, inside, list_images, load_image, pil_to_image, save_images, split_annotation
+from .image_files import (check_prefix, image_to_pil, inside, list_images, load_image, pil_to_image, save_images,
+                          split_annotation)
 
 UPSCALE_METHODS = ["nearest-exact", "bilinear", "area", "bicubic", "lanczos"]
 _SIZE = {"min": 0, "max": 16384, "step": 1}
@@ -38,6 +40,11 @@ def check_input_image(image) -> bool | str:
     except InputError as err:
         return str(err)
     return True if found else f"Invalid image file: {image} (looked in {current_or_default().input_dir})"
+
+
+def limits_verdict(width: int, height: int, batch: int = 1, what: str = "image") -> bool | str:
+    """A VALIDATE_VALUES answer: True, or why width x height x batch pixels are over a ceiling."""
+    return pixel_problem(width, height, batch, what) or True
 
 
 def repeat_to_batch(tensor: torch.Tensor, batch: int) -> torch.Tensor:
@@ -62,6 +69,7 @@ def center_crop_to_aspect(image: torch.Tensor, width: int, height: int) -> torch
 
 def resize_images(image: torch.Tensor, width: int, height: int, method: str, crop: str = "disabled") -> torch.Tensor:
     """Resize `(b h w c)` to width x height with one of UPSCALE_METHODS."""
+    check_pixels(width, height, image.shape[0], "resized image")
     if crop == "center":
         image = center_crop_to_aspect(image, width, height)
     if method == "lanczos":
@@ -123,6 +131,15 @@ class SaveImage:
     OUTPUT_NODE = True
 
     @classmethod
+    def VALIDATE_VALUES(cls, filename_prefix):
+        """A prefix leaving the output folder or holding a newline is refused before anything runs."""
+        try:
+            check_prefix(current_or_default().output_dir, filename_prefix)
+        except InputError as err:
+            return str(err)
+        return True
+
+    @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
             "images": ("IMAGE", {"tooltip": "The images to save."}),
@@ -168,7 +185,12 @@ class EmptyImage:
             "color": ("INT", {"default": 0, "min": 0, "max": 16777215, "step": 1, "display": "color"}),
         }}
 
+    @classmethod
+    def VALIDATE_VALUES(cls, width, height, batch_size=1):
+        return limits_verdict(width, height, batch_size, "EmptyImage")
+
     def generate(self, width, height, batch_size=1, color=0):
+        check_pixels(width, height, batch_size, "EmptyImage")
         rgb = torch.tensor([(color >> 16) & 0xFF, (color >> 8) & 0xFF, color & 0xFF], dtype=torch.float32) / 255
         return (rgb.expand(batch_size, height, width, 3).clone(),)
 
@@ -185,6 +207,10 @@ class ImageScale:
             "width": ("INT", {"default": 512, **_SIZE}), "height": ("INT", {"default": 512, **_SIZE}),
             "crop": (["disabled", "center"],),
         }}
+
+    @classmethod
+    def VALIDATE_VALUES(cls, width, height):
+        return limits_verdict(width, height, 1, "scaled image") if width and height else True
 
     def upscale(self, image, upscale_method, width, height, crop):
         if width == 0 and height == 0:
@@ -218,6 +244,7 @@ class ImageBatch:
         return {"required": {"image1": ("IMAGE",), "image2": ("IMAGE",)}}
 
     def batch(self, image1, image2):
+        check_pixels(image1.shape[2], image1.shape[1], image1.shape[0] + image2.shape[0], "batched image")
         if image2.shape[1:3] != image1.shape[1:3]:
             image2 = resize_images(image2, image1.shape[2], image1.shape[1], "bilinear", "center")
         return (torch.cat([image1, image2.to(image1)]),)
@@ -257,9 +284,15 @@ class ImagePadForOutpaint:
             "feathering": ("INT", {"default": 40, "min": 0, "max": 16384, "step": 1}),
         }}
 
+    @classmethod
+    def VALIDATE_VALUES(cls, left, top, right, bottom):
+        """The margins alone give a lower bound of the canvas, whatever the image."""
+        return limits_verdict(left + right + 1, top + bottom + 1, 1, "outpaint canvas")
+
     def expand_image(self, image, left, top, right, bottom, feathering):
         """Grey (0.5) border; mask 1 on the border, fading quadratically into the image."""
         b, h, w, c = image.shape
+        check_pixels(w + left + right, h + top + bottom, b, "outpaint canvas")
         canvas = torch.full((b, h + top + bottom, w + left + right, c), 0.5, dtype=image.dtype)
         canvas[:, top:top + h, left:left + w] = image
         mask = torch.ones(h + top + bottom, w + left + right, dtype=torch.float32)

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from ..errors import InputError
+from ..limits import check_pixels, pixel_problem
 from .context import current_or_default
 from .core_image_nodes import check_input_image, input_path
 from .image_files import list_images, load_channel
@@ -82,7 +83,12 @@ class SolidMask:
             "width": ("INT", _EXTENT), "height": ("INT", _EXTENT),
         }}
 
+    @classmethod
+    def VALIDATE_VALUES(cls, width, height):
+        return pixel_problem(width, height, 1, "SolidMask") or True
+
     def solid(self, value, width, height):
+        check_pixels(width, height, 1, "SolidMask")
         return (torch.full((1, height, width), value, dtype=torch.float32),)
 
 

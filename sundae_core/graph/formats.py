@@ -9,21 +9,29 @@ the way ComfyUI's frontend does it (`graphToPrompt`):
   same type (the input at the link's slot first, then the others in order);
 - widget values come from `widgets_values` by position, per the rules in docs/comfyui.md.
 Problems that depend on node definitions (unknown types, missing inputs) are left to validation;
-`notes` records why an input was dropped so that validation can say so.
+`notes` records why an input was dropped so that validation can say so. A node's `mode` must be
+an integer 0..4 (a string such as "bypass" is refused rather than run), and its `widgets_values`
+a list (or an object by name): more values than the node has widgets is refused, since every
+value after a removed widget would land on the wrong input; fewer takes the defaults for the
+rest, as the frontend does, with a warning on the "sundae" logger.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from .. import bounded_json
 from .problems import InvalidWorkflowError, Problem
 from .registry import input_specs
 
 VIRTUAL_TYPES = frozenset({"Note", "MarkdownNote", "Reroute", "PrimitiveNode"})
 MUTED, BYPASSED = 2, 4
+MODES = range(5)  # LiteGraph: 0 always, 1 on event, 2 never (muted), 3 on trigger, 4 bypassed
+
+log = logging.getLogger("sundae")
 
 
 @dataclass
@@ -34,15 +42,23 @@ class Workflow:
 
 
 def read_json(source: str | Path | Mapping) -> dict[str, Any]:
-    """A workflow as a dict, from a file path or an already-parsed mapping."""
+    """A workflow as a dict, from a file path or an already-parsed mapping (nesting bounded,
+    duplicate keys refused: see sundae_core.bounded_json)."""
     if isinstance(source, Mapping):
+        if bounded_json.nesting_depth(dict(source)) > bounded_json.MAX_DEPTH:
+            raise InvalidWorkflowError(f"the workflow is nested deeper than {bounded_json.MAX_DEPTH} levels")
         return dict(source)
     path = Path(source)
     if not path.is_file():
         raise InvalidWorkflowError(f"workflow file {path} does not exist")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        data = bounded_json.loads(path.read_text(encoding="utf-8"))
+    except bounded_json.DuplicateKeyError as err:
+        raise InvalidWorkflowError(f"{path}: {err} (in an API workflow: two nodes share an id); "
+                                   "give each a unique key") from None
+    except bounded_json.JSONShapeError as err:
+        raise InvalidWorkflowError(f"{path}: refused: {err}") from None
+    except (UnicodeDecodeError, ValueError) as err:
         raise InvalidWorkflowError(f"{path}: not a JSON workflow ({err})") from None
     except OSError as err:
         raise InvalidWorkflowError(f"{path}: cannot be read ({err.strerror or err})") from None
@@ -156,14 +172,20 @@ def _read_nodes(raw: Any, problems: list[Problem]) -> dict[str, dict[str, Any]]:
             problems.append(Problem("'inputs' must be a list of {name, type, link}", node_id, title))
         elif node_id in nodes:
             problems.append(Problem("two nodes share this id", node_id, title))
+        elif not _is_mode(node.get("mode", 0)):
+            problems.append(Problem(f"'mode' must be 0 (normal), 2 (muted) or 4 (bypassed), got "
+                                    f"{node.get('mode')!r}", node_id, title))
         else:
             nodes[node_id] = dict(node)
     return nodes
 
 
+def _is_mode(mode: Any) -> bool:
+    return isinstance(mode, int) and not isinstance(mode, bool) and mode in MODES
+
+
 def _mode(node: Mapping[str, Any]) -> int:
-    mode = node.get("mode", 0)
-    return mode if isinstance(mode, int) else 0
+    return node.get("mode", 0)
 
 
 def _title(node: Mapping[str, Any], definitions: Mapping[str, Mapping]) -> str:
@@ -245,12 +267,35 @@ def _widget_inputs(node: Mapping[str, Any], info: Mapping | None, problems: list
     values = node.get("widgets_values")
     if isinstance(values, Mapping):
         return {s.name: values.get(s.name, s.default()) for s in specs}
-    values = values if isinstance(values, list) else []
+    title = node["title"] if isinstance(node.get("title"), str) else info.get("display_name") or node["type"]
+    if values is not None and not isinstance(values, list):
+        problems.append(Problem(f"'widgets_values' must be a list, got {type(values).__name__}",
+                                str(node["id"]), title))
+        return {}
+    values = values or []
+    slots = sum(spec.widget_slots for spec in specs)
+    if len(values) > slots:
+        problems.append(Problem(
+            f"'widgets_values' has {len(values)} values but a {node['type']} node has {slots} widget "
+            f"slot(s) ({_slot_names(specs)}); the file was saved with another version of this node, "
+            "so the values would land on the wrong inputs: re-save it in ComfyUI", str(node["id"]), title))
+        return {}
+    if 0 < len(values) < slots:
+        log.warning(f"node {node['id']} ({title}): 'widgets_values' has "
+                    f"{len(values)} of {slots} values; the rest take their defaults")
     inputs, position = {}, 0
     for spec in specs:
         inputs[spec.name] = values[position] if position < len(values) else spec.default()
         position += spec.widget_slots
     return inputs
+
+
+def _slot_names(specs: list) -> str:
+    names = []
+    for spec in specs:
+        names.append(spec.name)
+        names += [f"{spec.name}'s extra value"] * (spec.widget_slots - 1)
+    return ", ".join(names) or "none"
 
 
 def _resolve(link: _Link | None, want_type: Any, nodes: Mapping[str, Mapping],

@@ -2,29 +2,45 @@
 
 IMAGE tensors are `(b h w c)` float32 in [0, 1]; MASK tensors `(b h w)`, 1 = the area to change.
 Every path a workflow names is resolved inside its folder (input, output or temp); a name that
-would land outside it (`../x`, an absolute path, a symlink out) is refused.
+would land outside it (`../x`, an absolute path, a symlink out) or holds a control character (a
+newline) is refused. Pictures are decoded through sundae_core.image_decode (pixel ceiling from
+the header, 16-bit scaled properly). Saved files are created exclusively, so two processes
+writing the same prefix never overwrite each other's images; the text chunks embedded in them
+(the prompt, the UI workflow) are capped at MAX_PNG_TEXT_BYTES.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
+from PIL import Image, ImageOps, ImageSequence
 from PIL.PngImagePlugin import PngInfo
 
 from ..errors import InputError
+from ..image_decode import open_image, to_8bit
+from ..limits import check_pixels
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 ANNOTATION = re.compile(r"^(.*) \[(input|output|temp)\]$")
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+# All text chunks of one PNG together (ComfyUI embeds the whole prompt in every image of a batch,
+# so a 10 MB workflow x batch 20 once wrote 201 MB); a chunk that does not fit is left out.
+MAX_PNG_TEXT_BYTES = 2 * 2 ** 20
+
+log = logging.getLogger("sundae")
 
 
 def inside(root: Path, relative: str, what: str) -> Path:
-    """`root / relative`, refusing any name that resolves outside `root`."""
+    """`root / relative`, refusing any name that resolves outside `root` or holds a control character."""
+    if CONTROL_CHARACTERS.search(relative):
+        raise InputError(f"{what} {relative!r} contains a control character (such as a newline); "
+                         "use a name on one line")
     root = Path(root).resolve()
     path = (root / relative).resolve()
     if path != root and root not in path.parents:
@@ -45,10 +61,8 @@ def list_images(folder: Path) -> list[str]:
 
 
 def pil_to_image(picture: Image.Image) -> torch.Tensor:
-    """A PIL picture as IMAGE `(1 h w 3)`; 16-bit grey ('I') is scaled the way ComfyUI does."""
-    if picture.mode == "I":
-        picture = picture.point(lambda v: v * (1 / 255))
-    array = np.asarray(picture.convert("RGB"), dtype=np.float32) / 255.0
+    """A PIL picture as IMAGE `(1 h w 3)`; 16-bit grey (0..65535) is scaled so 65535 is white."""
+    array = np.asarray(to_8bit(picture).convert("RGB"), dtype=np.float32) / 255.0
     return torch.from_numpy(array.copy())[None]
 
 
@@ -61,22 +75,19 @@ def image_to_pil(image: torch.Tensor) -> Image.Image:
 def open_picture(path: Path) -> Image.Image:
     if not path.is_file():
         raise InputError(f"image {path} does not exist; put it in the input folder {path.parent}")
-    try:
-        picture = Image.open(path)
-        picture.load()
-    except (UnidentifiedImageError, OSError) as err:
-        raise InputError(f"{path}: not a readable image ({err})") from None
-    return picture
+    return open_image(path)
 
 
 def load_image(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """LoadImage: frames of the same size as a batch, and mask = 1 - alpha.
 
-    A picture without alpha gives ComfyUI's 64 x 64 all-zero mask (nothing to repaint).
+    A picture without alpha gives ComfyUI's 64 x 64 all-zero mask (nothing to repaint). All frames
+    together stay under the batch pixel ceiling, checked before each frame is decoded.
     """
     picture = open_picture(path)
     images, masks = [], []
     for frame in ImageSequence.Iterator(picture):
+        check_pixels(*frame.size, batch=len(images) + 1, what=f"image {path}")
         frame = ImageOps.exif_transpose(frame)
         image = pil_to_image(frame)
         if images and image.shape != images[0].shape:
@@ -96,45 +107,84 @@ def _alpha_mask(frame: Image.Image) -> torch.Tensor:
 
 
 def load_channel(path: Path, channel: str) -> torch.Tensor:
-    """LoadImageMask: one channel as a mask; alpha is inverted (1 = transparent = repaint)."""
-    picture = ImageOps.exif_transpose(open_picture(path))
-    if picture.mode == "P" and "transparency" in picture.info:
-        picture = picture.convert("RGBA")
-    if picture.mode == "I":
-        picture = picture.point(lambda v: v * (1 / 255))
+    """LoadImageMask: one channel as a mask; alpha is inverted (1 = transparent = repaint).
+
+    Like ComfyUI, every picture is read as RGBA first: grey gives R = G = B, no alpha gives A = 255
+    (a mask of zeros of the picture's size).
+    """
+    picture = to_8bit(ImageOps.exif_transpose(open_picture(path))).convert("RGBA")
     band = channel[0].upper()
-    if picture.mode not in ("RGB", "RGBA", "L", "LA"):
-        picture = picture.convert("RGBA")
-    if band not in picture.getbands():
-        return torch.zeros(1, 64, 64, dtype=torch.float32)
     mask = torch.from_numpy(np.asarray(picture.getchannel(band), dtype=np.float32) / 255.0)[None]
     return 1.0 - mask if band == "A" else mask
+
+
+def check_prefix(root: Path, prefix: Any) -> Path:
+    """The file stem a SaveImage prefix names inside `root`; InputError if it leaves the folder,
+    names no file or holds a control character. Used by validation and by saving alike."""
+    if not isinstance(prefix, str):
+        raise InputError(f"filename_prefix must be text, got {prefix!r}")
+    root = Path(root).resolve()
+    target = inside(root, prefix, "filename_prefix")
+    if target == root or not target.name:
+        raise InputError(f"filename_prefix {prefix!r} names no file; give a name such as 'sundae'")
+    return target
 
 
 def save_images(images: torch.Tensor, root: Path, prefix: str, folder_type: str,
                 text: Mapping[str, Any], compress_level: int) -> list[dict[str, str]]:
     """Write `<prefix>_00001_.png`, ... (counter after the highest already there), text chunks embedded.
 
-    Returns ComfyUI's ui entries `{filename, subfolder, type}`.
+    Each file is created exclusively: a name another process took in the meantime is skipped, never
+    overwritten. Returns ComfyUI's ui entries `{filename, subfolder, type}`.
     """
     root = Path(root).resolve()
-    target = inside(root, prefix, "filename_prefix")
+    target = check_prefix(root, prefix)
     folder, stem = target.parent, target.name
-    if target == root or not stem:
-        raise InputError(f"filename_prefix {prefix!r} names no file; give a name such as 'sundae'")
     folder.mkdir(parents=True, exist_ok=True)
     counter = _next_counter(folder, stem)
     subfolder = "" if folder == root else folder.relative_to(root).as_posix()
-    info = PngInfo()
-    for key, value in text.items():
-        info.add_text(key, json.dumps(value))
+    info = png_text(text)
     written = []
     for batch_number, image in enumerate(images):
-        name = f"{stem.replace('%batch_num%', str(batch_number))}_{counter:05}_.png"
-        image_to_pil(image).save(folder / name, pnginfo=info, compress_level=compress_level)
+        name, counter = _write_new(folder, stem.replace("%batch_num%", str(batch_number)), counter,
+                                   image_to_pil(image), info, compress_level)
         written.append({"filename": name, "subfolder": subfolder, "type": folder_type})
         counter += 1
     return written
+
+
+def png_text(text: Mapping[str, Any], limit: int | None = None) -> PngInfo:
+    """Text chunks as JSON, in order, leaving out any that would take the total over `limit`."""
+    limit = MAX_PNG_TEXT_BYTES if limit is None else limit
+    info, used = PngInfo(), 0
+    for key, value in text.items():
+        encoded = json.dumps(value)
+        if used + len(key) + len(encoded) > limit:
+            log.warning(f"the {key!r} text ({len(encoded):,} bytes) is not embedded in the saved "
+                        f"PNG: over the {limit:,}-byte cap on a PNG's text")
+            continue
+        used += len(key) + len(encoded)
+        info.add_text(key, encoded)
+    return info
+
+
+def _write_new(folder: Path, stem: str, counter: int, picture: Image.Image, info: PngInfo,
+               compress_level: int) -> tuple[str, int]:
+    """Create `<stem>_<counter>_.png` exclusively (the next free counter); returns (name, counter)."""
+    while True:
+        name = f"{stem}_{counter:05}_.png"
+        try:
+            file = open(folder / name, "xb")
+        except FileExistsError:
+            counter += 1
+            continue
+        try:
+            with file:
+                picture.save(file, format="PNG", pnginfo=info, compress_level=compress_level)
+        except BaseException:
+            (folder / name).unlink(missing_ok=True)  # never leave a half-written image behind
+            raise
+        return name, counter
 
 
 def _next_counter(folder: Path, stem: str) -> int:

@@ -75,5 +75,5 @@ def _set_input(node: dict[str, Any], node_id: str, name: str, raw: str, registry
         return
     try:
         node["inputs"][name] = yaml.safe_load(raw)
-    except (yaml.YAMLError, ValueError, OverflowError):  # e.g. "2001-13-01" fails as a date
+    except (yaml.YAMLError, ValueError, OverflowError, RecursionError):  # e.g. "2001-13-01" fails as a date
         node["inputs"][name] = raw

@@ -6,6 +6,12 @@ mismatches, widget values of the wrong type, outside min/max or not among a COMB
 VALIDATE_INPUTS refusals, cycles, and a prompt without any output node. As in ComfyUI, inputs a
 node's VALIDATE_INPUTS takes skip the built-in type and range checks, and undeclared inputs are
 ignored.
+
+`VALIDATE_VALUES` is this executor's own hook (ComfyUI ignores it): called like VALIDATE_INPUTS
+but with values that already passed the type and range checks, it returns True or why they
+cannot work: a size over a ceiling of sundae_core.limits (EmptyImage 16384 x 16384 x 4096), a
+SaveImage prefix leaving the output folder. Such a workflow fails validation instead of failing
+after upstream work or eating gigabytes; the nodes check again when they run.
 """
 
 from __future__ import annotations
@@ -131,6 +137,10 @@ def _check_node(node_id: str, prompt: Mapping[str, Mapping], notes: Mapping[tupl
         error = _run_validate_inputs(cls, constants, delegated, takes_all)
         if error:
             problem(error)
+    if callable(getattr(cls, "VALIDATE_VALUES", None)):
+        error = _run_check(cls.VALIDATE_VALUES, constants, "value check")
+        if error:
+            problem(error)
     return PlannedNode(node_id, class_type, cls, title, constants, links, hidden)
 
 
@@ -144,19 +154,26 @@ def _validate_inputs_params(cls: type) -> tuple[set[str], bool]:
 
 
 def _run_validate_inputs(cls: type, constants: dict[str, Any], delegated: set[str], takes_all: bool) -> str | None:
-    params = inspect.signature(cls.VALIDATE_INPUTS).parameters
-    required = {n for n, p in params.items() if p.default is p.empty
-                and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-    if not required <= set(constants):
-        return None  # some of its inputs come from links: nothing to check before running
     args = constants if takes_all else {k: v for k, v in constants.items() if k in delegated}
+    return _run_check(cls.VALIDATE_INPUTS, args, "input check")
+
+
+def _run_check(check, values: dict[str, Any], what: str) -> str | None:
+    """Call a VALIDATE_* classmethod with the constants it names; None when it passes, or when
+    some of its inputs come from links (nothing to check before running)."""
+    params = inspect.signature(check).parameters
+    names = {n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    required = {n for n in names if params[n].default is params[n].empty}
+    takes_all = any(p.kind == p.VAR_KEYWORD for p in params.values())
+    if not required <= set(values):
+        return None
     try:
-        verdict = cls.VALIDATE_INPUTS(**args)
+        verdict = check(**(values if takes_all else {k: v for k, v in values.items() if k in names}))
     except Exception as err:
-        return f"input check failed: {type(err).__name__}: {err}"
+        return f"{what} failed: {type(err).__name__}: {err}"
     if verdict is True:
         return None
-    return str(verdict) if verdict not in (False, None) else "inputs refused by VALIDATE_INPUTS"
+    return str(verdict) if verdict not in (False, None) else f"inputs refused by {check.__name__}"
 
 
 def _check_link(spec: InputSpec, value: list, prompt: Mapping[str, Mapping], registry: Registry):
