@@ -6,10 +6,12 @@ import torch
 
 from sundae_core.corruption import corrupt
 from sundae_core.errors import InputError
-from sundae_core.images import comfy_to_model
+from sundae_core.images import check_multiple, comfy_to_model
+from sundae_core.limits import check_pixels, pixel_problem
 from sundae_core.masks import latent_mask
 from sundae_core.sampler import random_tokens
 
+from .model_files import default_vqgan_factor
 from .node_inputs import (CATEGORY, CLASS, LATENT_MASK, MASK_INPUT, PRIOR_INPUT, TOKENS, VQGAN_INPUT,
                           check_mask, generator_for, model_device, seed_input, socket)
 
@@ -31,6 +33,7 @@ class SundaeVQEncode:
                              "image": ("IMAGE", {"tooltip": "The images to encode (any alpha is ignored)."})}}
 
     def encode(self, vqgan, image):
+        check_multiple(image.shape[2], image.shape[1], vqgan.factor, "the image to encode")
         return (vqgan.encode(comfy_to_model(image).to(model_device(vqgan))),)
 
 
@@ -45,7 +48,8 @@ class SundaeRandomTokens:
 
     @classmethod
     def INPUT_TYPES(cls):
-        size = {"default": 1024, "min": 16, "max": 8192, "step": 16}
+        f = default_vqgan_factor()  # widgets step in multiples of the default VQ-GAN's factor (32)
+        size = {"default": max(f, 1024 // f * f), "min": f, "max": 8192, "step": f}
         return {"required": {
             "vqgan": VQGAN_INPUT,
             "width": ("INT", {**size, "tooltip": "Image width in pixels (a multiple of the VQ-GAN factor)."}),
@@ -54,11 +58,15 @@ class SundaeRandomTokens:
             "seed": seed_input("Seed of the random tokens."),
         }}
 
+    @classmethod
+    def VALIDATE_VALUES(cls, width, height, batch_size):
+        """Caught at validation: a batch whose decoded images would be over the pixel ceiling."""
+        return pixel_problem(width, height, batch_size, "Random Tokens image") or True
+
     def make(self, vqgan, width, height, batch_size, seed):
         f = vqgan.factor
-        if width % f or height % f:
-            raise InputError(f"width and height must be multiples of the VQ-GAN factor {f}; "
-                             f"got {width}x{height} (try {width // f * f or f}x{height // f * f or f})")
+        check_multiple(width, height, f, "the Random Tokens size")
+        check_pixels(width, height, batch_size, "Random Tokens image")
         device = model_device(vqgan)
         return (random_tokens(batch_size, height // f, width // f, vqgan.vocab_size,
                               generator=generator_for(seed, device), device=device),)
@@ -129,9 +137,9 @@ class SundaeClassLabel:
         }}
 
     def make(self, prior, label):
-        classes = prior.config.num_classes
-        if not classes:
+        config = prior.config
+        if not config.num_classes:
             raise InputError("this prior is unconditional: it has no classes; remove the class label node")
-        if label >= classes:
-            raise InputError(f"label {label} is out of range: this prior has classes 0..{classes - 1}")
+        if label >= config.num_classes:
+            raise InputError(f"label {label} is out of range: this prior has {config.describe_classes()}")
         return (torch.tensor([label], dtype=torch.long, device=model_device(prior)),)

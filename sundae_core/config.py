@@ -44,6 +44,14 @@ class VQGANConfig:
     mid_attention: bool = True
     l2_normalize_codes: bool = False
     beta: float = 0.25
+    # "group": the reference's GroupNorm (imported checkpoints); "channel": LayerNorm over the
+    # channels of each position, which keeps flat colours and is the same on crops and canvases.
+    norm: str = "group"
+    # "vq": the paper's learned codebook (n_embed codes of width embed_dim). "fsq": finite scalar
+    # quantisation with `fsq_levels` values per latent channel; then n_embed = prod(fsq_levels)
+    # and embed_dim = len(fsq_levels). See sundae_core/quantize.py for why it exists.
+    quantizer: str = "vq"
+    fsq_levels: tuple[int, ...] = (8, 5, 5, 5)
 
     @property
     def factor(self) -> int:
@@ -54,6 +62,20 @@ class VQGANConfig:
             raise ConfigError(f"vqgan.n_embed must be at least 2, got {self.n_embed}")
         if not self.ch_mult:
             raise ConfigError("vqgan.ch_mult must list at least one level")
+        if self.norm not in ("group", "channel"):
+            raise ConfigError(f"vqgan.norm must be 'group' or 'channel', got {self.norm!r}")
+        if self.quantizer not in ("vq", "fsq"):
+            raise ConfigError(f"vqgan.quantizer must be 'vq' or 'fsq', got {self.quantizer!r}")
+        if self.quantizer == "fsq":
+            if not self.fsq_levels or any(int(v) < 2 for v in self.fsq_levels):
+                raise ConfigError(f"vqgan.fsq_levels must list levels >= 2, got {self.fsq_levels!r}")
+            size = 1
+            for v in self.fsq_levels:
+                size *= int(v)
+            if self.n_embed != size or self.embed_dim != len(self.fsq_levels):
+                raise ConfigError(f"with vqgan.quantizer 'fsq' and fsq_levels {list(self.fsq_levels)}, set "
+                                  f"n_embed to {size} (their product) and embed_dim to {len(self.fsq_levels)}; "
+                                  f"got n_embed {self.n_embed}, embed_dim {self.embed_dim}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,8 +94,14 @@ class HourglassConfig:
     mlp_ratio: int = 4
     num_classes: int = 0
     dropout: float = 0.0
+    # Names of classes 0..num_classes-1 for messages (empty: unnamed). Checkpoints made before
+    # this field load with it empty.
+    class_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if self.class_names and len(self.class_names) != self.num_classes:
+            raise ConfigError(f"prior.class_names must be empty or name all {self.num_classes} classes "
+                              f"(prior.num_classes), got {len(self.class_names)} names")
         if self.dim < 1 or self.heads < 1:
             raise ConfigError(f"prior.dim and prior.heads must be >= 1, got {self.dim} and {self.heads}")
         if self.dim % self.heads:
@@ -91,6 +119,17 @@ class HourglassConfig:
     def patch(self) -> int:
         """Side of the square patch one shortening step pools (sqrt(k))."""
         return int(round(self.shorten ** 0.5))
+
+    def describe_classes(self, shown: int = 12) -> str:
+        """'classes 0..8 (0 activities, 1 animals_nature, ...)' for range errors; the names are
+        cut after `shown` so a 1000-class prior gives a readable line."""
+        text = f"classes 0..{self.num_classes - 1}"
+        if not self.class_names:
+            return text
+        named = [f"{i} {n}" for i, n in enumerate(self.class_names[:shown])]
+        if self.num_classes > shown:
+            named.append(f"..., {self.num_classes - 1} {self.class_names[-1]}")
+        return f"{text} ({', '.join(named)})"
 
 
 def _check_depth(depth: Any) -> None:
@@ -177,10 +216,14 @@ def load_yaml(path: str | Path, cls: type[T]) -> T:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    except RecursionError:  # a hostile file nested thousands of levels deep
+        raise ConfigError(f"{path}: nested too deeply to be a config") from None
     try:
         return from_dict(cls, data)
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a config") from None
 
 
 def apply_overrides(config: T, overrides: list[str] | tuple[str, ...]) -> T:
@@ -200,6 +243,8 @@ def apply_overrides(config: T, overrides: list[str] | tuple[str, ...]) -> T:
             raise ConfigError(f"override {item!r}: unknown key {keys[-1]!r}; known: {', '.join(node)}")
         try:
             node[keys[-1]] = yaml.safe_load(raw)
+        except RecursionError:
+            raise ConfigError(f"override {item!r}: value nested too deeply") from None
         except yaml.YAMLError:
             node[keys[-1]] = raw
     return from_dict(type(config), data)

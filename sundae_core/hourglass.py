@@ -202,8 +202,8 @@ class HourglassTransformer(nn.Module):
             if labels.shape != (tokens.shape[0],):
                 raise InputError(f"labels must be shaped (b,) = ({tokens.shape[0]},), got {tuple(labels.shape)}")
             if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) > c.num_classes):
-                raise InputError(f"class label out of range: this prior has classes 0..{c.num_classes - 1} "
-                                 f"(and {c.num_classes} = null/unconditional)")
+                raise InputError(f"class label out of range: this prior has {c.describe_classes()} "
+                                 f"and {c.num_classes} = null/unconditional")
 
 
 def _init(module: nn.Module) -> None:

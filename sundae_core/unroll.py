@@ -3,6 +3,9 @@
 logits_1 = f(z_0) with z_0 = corrupt(z); z_1 ~ Categorical(logits_1) (temperature 1, sampled, no
 gradient through the sample); logits_2 = f(z_1); ... loss = mean over the T steps of the
 cross-entropy of each step's logits against the clean tokens.
+
+`block_share` > 0 mixes block corruption into step 1's corruption (corruption.py: a share of the
+samples get a whole region redrawn, for inpainting); 0, the default, is the paper's loss.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from .corruption import corrupt
+from .corruption import BlockShapes, corrupt
 from .sampler import sample_categorical
 
 LogitsFn = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
@@ -29,11 +32,15 @@ class UnrolledLoss:
 
 def unrolled_loss(logits_fn: LogitsFn, tokens: torch.Tensor, vocab_size: int, *, steps: int = 2,
                   generator: torch.Generator | None = None,
-                  labels: torch.Tensor | None = None) -> UnrolledLoss:
-    """tokens (b h w) clean targets; returns the mean cross-entropy over `steps` unrolled steps."""
+                  labels: torch.Tensor | None = None, block_share: float = 0.0,
+                  block_shapes: BlockShapes = BlockShapes()) -> UnrolledLoss:
+    """tokens (b h w) clean targets; returns the mean cross-entropy over `steps` unrolled steps.
+
+    block_share, block_shapes: block corruption for step 1, as in `corruption.corrupt`."""
     if steps < 1:
         raise ValueError("unrolled_loss needs steps >= 1")
-    z = corrupt(tokens, vocab_size, generator=generator).tokens
+    z = corrupt(tokens, vocab_size, generator=generator, block_share=block_share,
+                block_shapes=block_shapes).tokens
     per_step, accuracy = [], None
     for i in range(steps):
         logits = logits_fn(z, labels)  # (b h w v)

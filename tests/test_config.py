@@ -106,3 +106,11 @@ def test_ints_become_floats_and_yaml_errors_are_reported(tmp_path):
         load_yaml(tmp_path / "missing.yaml", Run)
     with pytest.raises(ConfigError, match="n_embed"):
         from_dict(VQGANConfig, {"n_embed": 1})
+
+
+def test_a_deeply_nested_yaml_config_is_one_config_error(tmp_path):
+    from sundae_core.config import VQGANConfig, load_yaml
+    path = tmp_path / "deep.yaml"
+    path.write_text("[" * 5000 + "]" * 5000)
+    with pytest.raises(ConfigError, match="nested too deeply|not valid YAML"):
+        load_yaml(path, VQGANConfig)

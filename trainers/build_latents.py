@@ -6,7 +6,8 @@
 
 Split by source image (a stable hash of its file name), so an image and its flipped copy are
 always on the same side. Shards are written atomically and skipped when present: a killed build
-resumes where it stopped.
+resumes where it stopped. With --labels-from-folders the manifest also lists "class_names" (the
+sorted folder names, class i = name i), which the prior trainer copies into the model.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from sundae_core.errors import InputError, MissingAssetError
 from sundae_core.models import load_vqgan
 
 from . import distributed as dist
-from .image_data import in_subset, is_validation, list_images, load_rgb
+from .image_data import HELD_OUT_FRACTION, in_subset, is_validation, list_images, load_rgb
 from .latent_data import write_manifest, write_shard
 
 
@@ -41,7 +42,8 @@ def encode_folder(args) -> int:
     if args.limit:
         files = files[: args.limit]
     files = [p for p in files if in_subset(p, args.subset)]
-    labels_of = _folder_labels(files, Path(args.images)) if args.labels_from_folders else None
+    class_names = folder_classes(files, Path(args.images)) if args.labels_from_folders else []
+    labels_of = _folder_labels(files, Path(args.images), class_names) if class_names else None
     shards: dict[str, list[str]] = {"train": [], "val": []}
     plan = []
     for split in ("train", "val"):
@@ -73,7 +75,7 @@ def encode_folder(args) -> int:
     if dist.is_main():
         grid = args.resolution // f
         write_manifest(out, {"vocab_size": vqgan.vocab_size, "height": grid, "width": grid,
-                             "num_classes": len(set(labels_of.values())) if labels_of else 0,
+                             "num_classes": len(class_names), "class_names": class_names,
                              "decoder": "vqgan", "vqgan": str(args.vqgan), "images": str(args.images),
                              "resolution": args.resolution, "flipped": True, "shards": shards})
         print(f"latent dataset written to {out} ({len(files)} images x 2 flips, {grid}x{grid} tokens)")
@@ -81,10 +83,19 @@ def encode_folder(args) -> int:
     return 0
 
 
-def _folder_labels(files: list[Path], root: Path) -> dict[Path, int]:
-    classes = sorted({p.relative_to(root).parts[0] for p in files if len(p.relative_to(root).parts) > 1})
+def folder_classes(files: list[Path], root: Path) -> list[str]:
+    """Sorted names of the first-level subfolders holding images: class i is name i."""
+    loose = [p for p in files if len(p.relative_to(root).parts) == 1]
+    if loose:
+        raise InputError(f"--labels-from-folders: {loose[0]} is not in a class subfolder of {root}; "
+                         "move it into one or drop the flag")
+    classes = sorted({p.relative_to(root).parts[0] for p in files})
     if not classes:
         raise InputError(f"--labels-from-folders: {root} has no class subfolders")
+    return classes
+
+
+def _folder_labels(files: list[Path], root: Path, classes: list[str]) -> dict[Path, int]:
     index = {c: i for i, c in enumerate(classes)}
     return {p: index[p.relative_to(root).parts[0]] for p in files}
 
@@ -132,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vqgan", help="VQ-GAN checkpoint (.safetensors) that encodes the images")
     parser.add_argument("--images", help="folder of .png/.jpg/.webp images (searched recursively)")
     parser.add_argument("--resolution", type=int, default=256, help="square size images are resized to")
-    parser.add_argument("--val-fraction", type=float, default=0.05, help="share of source images held out")
+    parser.add_argument("--val-fraction", type=float, default=HELD_OUT_FRACTION,
+                        help="share of source images held out (image_data.is_validation)")
     parser.add_argument("--shard-size", type=int, default=256, help="source images per shard")
     parser.add_argument("--batch-size", type=int, default=4, help="images encoded at once")
     parser.add_argument("--limit", type=int, default=0, help="use only the first N images (0 = all)")

@@ -50,7 +50,7 @@ from sundae_core.grid import to_uint8
 from sundae_core.models import inference_dtype, load_prior, load_vqgan
 from sundae_core.sampler import model_logits_fn, random_tokens, sample
 
-from .image_data import is_validation, list_images, load_rgb
+from .image_data import HELD_OUT_FRACTION, is_validation, list_images, load_rgb
 from .inception import PREPROCESS_VERSION, FeatureExtractor, InceptionFeatures, extract_features
 from .line_plot import Panel, draw_panels
 from .metrics import Metrics, all_metrics, feature_stats
@@ -320,8 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
     ref.add_argument("--ref-split", choices=("val", "train", "all"), default="val",
                      help="which images of --ref: the held-out split the trainers leave out (default), "
                           "the training split, or all")
-    ref.add_argument("--val-fraction", type=float, default=0.05,
-                     help="held-out fraction used when the models were trained (data.val_fraction; default 0.05)")
+    ref.add_argument("--val-fraction", type=float, default=HELD_OUT_FRACTION,
+                     help="held-out fraction used when the models were trained (data.val_fraction; "
+                          f"default {HELD_OUT_FRACTION})")
     ref.add_argument("--ref-limit", type=int, default=0, help="use only the first N reference images (0 = all)")
     ref.add_argument("--ref-resolution", type=int,
                      help="square canvas reference images are brought to before the Inception resize (default: "

@@ -19,8 +19,14 @@ from PIL import Image
 from tqdm import tqdm
 
 from sundae_core.errors import InputError
+from sundae_core.image_decode import open_image, to_8bit
 
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp"}
+# The held-out share of every image folder; the embedded default model's evaluation uses it.
+HELD_OUT_FRACTION = 0.10
+# Emoji skin-tone modifiers and the variation selector: variants of one emoji differ only in these.
+SKIN_TONES = frozenset({"1f3fb", "1f3fc", "1f3fd", "1f3fe", "1f3ff"})
+VARIATION_SELECTOR = "fe0f"
 
 
 @dataclass(frozen=True)
@@ -30,8 +36,12 @@ class DataConfig:
     crop: int = 256  # training crop cut from the canvas
     cache_size: int = 256  # side of the RAM copy (<= resolution; art is rarely sharper)
     flip: bool = True
-    val_fraction: float = 0.05
+    val_fraction: float = HELD_OUT_FRACTION
     limit: int = 0  # use only the first N images (0 = all), for quick runs
+    # Least share of a crop that must be subject (pixels not near-white). Art on white canvases
+    # gives mostly-blank random crops; they teach the encoder to send everything to the
+    # background code (the codebook collapsed within 40 steps). 0 = plain random crops.
+    min_subject: float = 0.0
 
 
 def list_images(root: str | Path) -> list[Path]:
@@ -44,10 +54,20 @@ def list_images(root: str | Path) -> list[Path]:
     return files
 
 
-def is_validation(path: Path, fraction: float) -> bool:
-    """Split by source image, by a stable hash of its name: a file and its flipped copy always
-    land on the same side, on every run and every machine."""
-    return _hash_unit(path.name) < fraction
+def emoji_key(stem: str) -> str:
+    """The name shared by all variants of one image: the file stem in lower case with the emoji
+    skin-tone modifiers (1f3fb-1f3ff) and variation selector (fe0f) removed from its "-"-separated
+    parts ("1f44b-1f3fd" -> "1f44b"). Other file names are just lower-cased."""
+    parts = [p for p in stem.lower().split("-") if p not in SKIN_TONES and p != VARIATION_SELECTOR]
+    return "-".join(parts) or stem.lower()
+
+
+def is_validation(path: Path, fraction: float = HELD_OUT_FRACTION) -> bool:
+    """The project's held-out rule, stable across runs and machines: an image is held out when
+    sha1(emoji_key(stem)), its first 4 bytes read as a big-endian integer, divided by 2**32, is
+    below `fraction`. Keyed by source image, so a flipped copy or a skin-tone variant always lands
+    on the same side as its original."""
+    return _hash_unit(emoji_key(path.stem)) < fraction
 
 
 def in_subset(path: Path, fraction: float) -> bool:
@@ -61,12 +81,8 @@ def _hash_unit(text: str) -> float:
 
 def load_rgb(path: Path, size: int) -> np.ndarray:
     """RGBA composited on white, center-cropped square, resized to size x size, uint8 (h w 3)."""
-    try:
-        img = Image.open(path)
-        img.load()
-    except Exception as err:  # PIL raises many types for corrupt files
-        raise InputError(f"cannot read image {path}: {err}") from None
-    img = img.convert("RGBA")
+    # pixel ceiling checked from the header before decoding; 16-bit grey scaled, not clipped
+    img = to_8bit(open_image(path)).convert("RGBA")
     white = Image.new("RGBA", img.size, (255, 255, 255, 255))
     img = Image.alpha_composite(white, img).convert("RGB")
     w, h = img.size
@@ -75,6 +91,15 @@ def load_rgb(path: Path, size: int) -> np.ndarray:
     if s != size:
         img = img.resize((size, size), Image.BICUBIC)
     return np.asarray(img, dtype=np.uint8)
+
+
+SUBJECT_TRIES = 8  # crop positions drawn per image when data.min_subject asks for subject
+BACKGROUND_LEVEL = 245  # a pixel whose channels all reach this is background (white canvas)
+
+
+def subject_share(pixels: np.ndarray) -> float:
+    """Share of (h w 3) uint8 pixels that are not near-white background."""
+    return float((pixels < BACKGROUND_LEVEL).any(-1).mean())
 
 
 class ImageSet:
@@ -109,10 +134,17 @@ class ImageSet:
         cache = self.pixels.shape[1]
         region = max(1, round(c.crop * cache / c.resolution))  # crop size in cached pixels
         idx = torch.randint(0, len(self), (batch,), generator=generator)
-        ys = torch.randint(0, cache - region + 1, (batch,), generator=generator)
-        xs = torch.randint(0, cache - region + 1, (batch,), generator=generator)
+        tries = SUBJECT_TRIES if c.min_subject > 0 else 1
+        ys = torch.randint(0, cache - region + 1, (batch, tries), generator=generator)
+        xs = torch.randint(0, cache - region + 1, (batch, tries), generator=generator)
         flips = torch.rand(batch, generator=generator) < 0.5
-        crops = np.stack([self.pixels[i, y:y + region, x:x + region] for i, y, x in zip(idx.tolist(), ys.tolist(), xs.tolist())])
+        crops = []
+        for i, y_row, x_row in zip(idx.tolist(), ys.tolist(), xs.tolist()):
+            candidates = [self.pixels[i, y:y + region, x:x + region] for y, x in zip(y_row, x_row)]
+            shares = [subject_share(crop) for crop in candidates] if tries > 1 else [1.0]
+            good = [k for k, share in enumerate(shares) if share >= c.min_subject]
+            crops.append(candidates[good[0] if good else int(np.argmax(shares))])
+        crops = np.stack(crops)
         out = torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 127.5 - 1
         if region != c.crop:
             out = F.interpolate(out, size=(c.crop, c.crop), mode="bicubic", align_corners=False).clamp(-1, 1)

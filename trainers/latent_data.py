@@ -1,7 +1,8 @@
 """Token datasets on disk: shards of (n h w) tokens (+ labels), one safetensors file each.
 
 <dir>/manifest.json  {"vocab_size", "height", "width", "num_classes", "decoder": "vqgan"|"pixels",
-                       "shards": {"train": [...], "val": [...]}}
+                       "shards": {"train": [...], "val": [...]},
+                       "class_names": [...] (optional: names of labels 0..num_classes-1)}
 <dir>/<split>-00000.safetensors  tokens (n h w) int16/int32, labels (n,) int64 (optional)
 """
 
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from sundae_core import bounded_json
 from sundae_core.checkpoint import atomic_write, load_checkpoint, save_checkpoint
 from sundae_core.errors import InputError
 
@@ -41,7 +43,10 @@ def read_manifest(root: str | Path) -> dict:
     path = Path(root) / "manifest.json"
     if not path.is_file():
         raise InputError(f"{root} is not a latent dataset (no manifest.json); build one with sundae-build-latents")
-    return json.loads(path.read_text())
+    try:
+        return bounded_json.loads(path.read_text())  # nesting bounded: no RecursionError traceback
+    except ValueError as err:
+        raise InputError(f"{path}: not a readable manifest ({err}); rebuild it with sundae-build-latents") from None
 
 
 class TokenSet:

@@ -6,10 +6,17 @@
 AdamW with warmup and cosine/linear decay, gradient clipping, an EMA copy of the weights, bf16
 autocast, label dropout to the null class (for classifier-free guidance), validation loss,
 periodic sample grids decoded through the VQ-GAN. Re-running the same command resumes.
+
+train.block_corruption > 0 gives that share of the training samples block corruption (a whole
+region redrawn, for inpainting; sundae_core/corruption.py), shaped by train.block_shapes; 0 is the
+paper's corruption only. With it on, validation also logs val_block_loss (every sample a block
+sample) next to val_loss (the paper's corruption, comparable across runs).
+A dataset whose manifest lists "class_names" names the classes of the prior (model.class_names).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -20,6 +27,7 @@ from tqdm import tqdm
 
 from sundae_core.checkpoint import remove_stale_temporaries
 from sundae_core.config import HourglassConfig, to_dict
+from sundae_core.corruption import BlockShapes
 from sundae_core.errors import ConfigError
 from sundae_core.grid import save_grid
 from sundae_core.models import load_vqgan, save_model
@@ -47,6 +55,8 @@ class PriorTrainConfig:
     ema_decay: float = 0.999
     unroll_steps: int = 2
     label_dropout: float = 0.1  # share of labels replaced by the null class
+    block_corruption: float = 0.0  # share of samples with block corruption (0 = the paper's only)
+    block_shapes: BlockShapes = field(default_factory=BlockShapes)  # what those blocks look like
     bf16: bool = True
     seed: int = 0
     log_every: int = 20
@@ -58,6 +68,10 @@ class PriorTrainConfig:
     sample_proportion: float = 0.5
     ckpt_every: int = 250
     vqgan: str = ""  # VQ-GAN checkpoint that decodes sample grids ("" with a pixel dataset)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.block_corruption <= 1:
+            raise ConfigError(f"train.block_corruption is a share of samples in [0, 1], got {self.block_corruption}")
 
 
 @dataclass(frozen=True)
@@ -103,8 +117,20 @@ def sample_grid(model, manifest, vqgan, tc: PriorTrainConfig, path: Path, seed: 
     model.train()
 
 
+def with_class_names(mc: HourglassConfig, manifest: dict, data_path: str) -> HourglassConfig:
+    """The model config with the dataset's class names when it has some and the config none."""
+    names = manifest.get("class_names") or []
+    if not mc.num_classes or mc.class_names or not names:
+        return mc
+    if len(names) != mc.num_classes:
+        raise ConfigError(f"model.num_classes={mc.num_classes} but {data_path} names {len(names)} classes "
+                          "(manifest.json class_names); set model.num_classes to match")
+    return dataclasses.replace(mc, class_names=tuple(str(n) for n in names))
+
+
 @torch.no_grad()
-def validation_loss(model, val: TokenSet, tc: PriorTrainConfig, autocast) -> float:
+def validation_loss(model, val: TokenSet, tc: PriorTrainConfig, autocast, block_share: float = 0.0) -> float:
+    """Mean unrolled loss on fixed validation batches; block_share: share of block samples (0 = the paper's)."""
     model.eval()
     g = torch.Generator().manual_seed(4321)
     losses = []
@@ -112,7 +138,8 @@ def validation_loss(model, val: TokenSet, tc: PriorTrainConfig, autocast) -> flo
         tokens, labels = val.batch(tc.batch_size, g)
         with autocast():
             out = unrolled_loss(model_logits_fn(model), tokens, model.config.vocab_size,
-                                steps=tc.unroll_steps, generator=g, labels=labels)
+                                steps=tc.unroll_steps, generator=g, labels=labels,
+                                block_share=block_share, block_shapes=tc.block_shapes)
         losses.append(out.loss.item())
     model.train()
     return sum(losses) / len(losses)
@@ -129,6 +156,8 @@ def train(config: PriorRunConfig, run_dir: Path, progress: bool = True) -> Path:
                           f"vocab_size {manifest['vocab_size']}; set model.vocab_size to match")
     if mc.num_classes and train_set.labels is None:
         raise ConfigError(f"model.num_classes={mc.num_classes} but {config.data.path} has no labels")
+    # Only the model gets the names: config.yaml keeps what was asked, so re-running resumes.
+    mc = with_class_names(mc, manifest, config.data.path)
     has_val = bool(manifest["shards"].get("val"))
     val_set = TokenSet(config.data.path, "val") if has_val else None
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -161,7 +190,7 @@ def train(config: PriorRunConfig, run_dir: Path, progress: bool = True) -> Path:
     if vqgan is None and manifest.get("decoder") != "pixels" and dist.is_main():
         print("note: train.vqgan is not set, so no sample grids are written")
     autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if tc.bf16 else nullcontext
-    log = MetricLog(run_dir)
+    log = MetricLog(run_dir, resume_step=start)  # drops rows logged past the checkpoint
     logits_fn = model_logits_fn(model)
     bar = tqdm(range(start, tc.steps), initial=start, total=tc.steps, desc="prior",
                disable=not (progress and dist.is_main()))
@@ -174,7 +203,8 @@ def train(config: PriorRunConfig, run_dir: Path, progress: bool = True) -> Path:
             labels = torch.where(drop, torch.full_like(labels, mc.num_classes), labels)
         with autocast():
             out = unrolled_loss(logits_fn, tokens, mc.vocab_size, steps=tc.unroll_steps,
-                                generator=noise_gen, labels=labels)
+                                generator=noise_gen, labels=labels, block_share=tc.block_corruption,
+                                block_shapes=tc.block_shapes)
         opt.zero_grad(set_to_none=True)
         out.loss.backward()
         dist.average_gradients(model)
@@ -188,7 +218,10 @@ def train(config: PriorRunConfig, run_dir: Path, progress: bool = True) -> Path:
                       grad_norm=grad_norm.item(), lr=lr_at(step, tc))
         last = step + 1 == tc.steps
         if dist.is_main() and val_set is not None and ((step + 1) % tc.val_every == 0 or last):
-            log.write(step + 1, val_loss=validation_loss(ema.model, val_set, tc, autocast))
+            val = {"val_loss": validation_loss(ema.model, val_set, tc, autocast)}
+            if tc.block_corruption:  # how well the prior completes holes
+                val["val_block_loss"] = validation_loss(ema.model, val_set, tc, autocast, block_share=1.0)
+            log.write(step + 1, **val)
         if dist.is_main() and ((step + 1) % tc.sample_every == 0 or last):
             if vqgan is not None or manifest.get("decoder") == "pixels":
                 sample_grid(ema.model, manifest, vqgan, tc, run_dir / "samples" / f"samples_{step + 1:06d}.png")

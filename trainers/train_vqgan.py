@@ -172,7 +172,7 @@ def train(config: VQGANRunConfig, run_dir: Path, progress: bool = True) -> Path:
     train_set = ImageSet(config.data, "train", progress=progress and dist.is_main())
     val_set = ImageSet(config.data, "val", progress=False)
     autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if tc.bf16 else nullcontext
-    log = MetricLog(run_dir)
+    log = MetricLog(run_dir, resume_step=start)  # drops rows logged past the checkpoint
     counts = torch.zeros(config.model.n_embed)
     bar = tqdm(range(start, tc.steps), initial=start, total=tc.steps, desc="vqgan", disable=not (progress and dist.is_main()))
     for step in bar:

@@ -1,0 +1,180 @@
+"""`sundae-eval-default` on tiny random models and a fake two-group emoji folder, with tiny
+feature and LPIPS stand-ins injected (the real networks are tested in their own files)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from sundae_core.config import HourglassConfig, VQGANConfig
+from sundae_core.hourglass import HourglassTransformer
+from sundae_core.models import save_model
+from sundae_core.vqgan import VQGAN
+from trainers import eval_default
+from trainers.image_data import is_validation
+from trainers.linear_probe import fit_linear_probe
+
+GROUPS = ("animals", "food")
+VAL_FRACTION = 0.5
+
+
+class TinyFeatures:
+    name = "tiny-colour-layout"
+    input_size = 16
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(images, 4).flatten(1)
+
+
+def fake_lpips(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return (x - y).abs().mean((1, 2, 3))
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """Models with f = 4 (64 px canvas -> 16 x 16 tokens) and 2 x 6 RGBA images whose subject, an
+    opaque square, covers the lower right of the canvas: tokens 6..15 in both directions."""
+    root = tmp_path_factory.mktemp("eval_default")
+    torch.manual_seed(0)
+    save_model(root / "vq.safetensors", VQGAN(VQGANConfig(
+        resolution=64, ch=4, ch_mult=(1, 1, 1), num_res_blocks=1, attn_resolutions=(), mid_attention=False,
+        z_channels=4, embed_dim=4, n_embed=16)))
+    save_model(root / "prior.safetensors", HourglassTransformer(HourglassConfig(
+        vocab_size=16, dim=16, heads=1, depth=(1, 1, 1), shorten=4)))
+    save_model(root / "class_prior.safetensors", HourglassTransformer(HourglassConfig(
+        vocab_size=16, dim=16, heads=1, depth=(1, 1, 1), shorten=4, num_classes=len(GROUPS))))
+    rng = np.random.default_rng(0)
+    for g, group in enumerate(GROUPS):
+        (root / "images" / group).mkdir(parents=True)
+        for i in range(6):
+            rgba = np.zeros((32, 32, 4), np.uint8)  # transparent: white once composited
+            rgba[12:, 12:, :3] = rng.integers(0, 200, 3) if g else (200, 40 + 20 * i, 30)
+            rgba[12:, 12:, 3] = 255
+            Image.fromarray(rgba, "RGBA").save(root / "images" / group / f"{group}{i}.png")
+    held_out = [p for p in (root / "images").rglob("*.png") if is_validation(p, VAL_FRACTION)]
+    assert 3 <= len(held_out) < 12  # the hash split leaves images on both sides
+    return root
+
+
+def run(setup, tmp_path, *extra, prior="prior.safetensors") -> tuple[int, dict]:
+    out = tmp_path / "out"
+    argv = ["--vqgan", str(setup / "vq.safetensors"), "--prior", str(setup / prior),
+            "--images", str(setup / "images"), "--val-fraction", str(VAL_FRACTION), "--resolution", "64",
+            "--n", "3", "--hole", "8", "--batch-size", "2", "--grid-images", "2", "--thumb", "32",
+            "--cache-dir", str(tmp_path / "cache"), "--out", str(out), "--no-progress", *extra]
+    code = eval_default.main(argv, extractor=TinyFeatures(), lpips=fake_lpips)
+    report = json.loads((out / eval_default.REPORT).read_text()) if code == 0 else {}
+    return code, report
+
+
+def test_report_fields_holes_on_the_subject_and_code_colours(setup, tmp_path):
+    code, report = run(setup, tmp_path, "--code-colours")
+    assert code == 0
+    inp = report["inpainting"]
+    assert inp["n"] == len(inp["images"]) == 3 and (inp["hole_tokens"], inp["hole_pixels"]) == (8, 32)
+    # the shipped workflow's settings are what ran
+    assert inp["workflow_settings"]["steps"] == 100 and inp["workflow_settings"]["temperature"] == [0.5, 0.3]
+    assert inp["workflow_settings"]["feather"] == 8 and inp["workflow_settings"]["rate"] == 1.0
+    assert set(inp["methods"]) == {"reconstruction", "inpaint", "mean_fill"}
+    for method in inp["methods"].values():
+        assert method["lpips"] >= 0 and method["psnr"] > 0
+    assert 0 <= inp["inpaint_beats_mean_fill"] <= 1
+    assert inp["inpaint_minus_reconstruction_lpips"] == pytest.approx(
+        inp["methods"]["inpaint"]["lpips"] - inp["methods"]["reconstruction"]["lpips"], abs=2e-4)
+    for row in inp["images"]:  # the subject covers tokens 6..15 (plus a resampling fringe): the hole sits
+        # within --slack 0.1 of a window wholly inside it
+        assert row["subject_share"] >= 0.9 and 5 <= row["hole_top"] <= 7 and 5 <= row["hole_left"] <= 7
+        assert 1 <= row["steps_used"] <= 100
+    comp = report["token_completion"]
+    assert comp["tokens_per_image"] == 64 and 0 <= comp["hole_accuracy"] <= 1 and 0 <= comp["scattered_accuracy"] <= 1
+    assert "class_accuracy" not in report
+    colours = report["code_colours"]
+    assert colours["n_codes"] == 16
+    assert colours["red_dominant"] + colours["green_dominant"] + colours["blue_dominant"] + colours["grey"] <= 16
+    with Image.open(tmp_path / "out" / "inpaint_grid.png") as grid:  # 2 rows x 4 pictures of 32 px
+        assert grid.size == (4 * 34 + 2, 2 * 34 + 2)
+    assert (tmp_path / "out" / "code_palette.png").is_file()
+
+
+def test_same_seed_same_numbers(setup, tmp_path):
+    first = run(setup, tmp_path / "a", "--n", "2")[1]["inpainting"]
+    second = run(setup, tmp_path / "b", "--n", "2")[1]["inpainting"]
+    assert first["methods"] == second["methods"] and first["images"] == second["images"]
+
+
+def test_class_accuracy_with_a_class_conditional_prior(setup, tmp_path):
+    argv = ("--n", "1", "--classes", "--per-class", "2", "--steps", "3", "--min-steps", "1")
+    code, report = run(setup, tmp_path, *argv, prior="class_prior.safetensors")
+    assert code == 0
+    c = report["class_accuracy"]
+    assert c["classes"] == list(GROUPS) and c["n_train"] + c["n_val"] == 12
+    assert [len(row["predicted"]) for row in c["per_class"]] == [2, 2]
+    assert 0 <= c["sample_accuracy"] <= 1 and 0 <= c["real_val_accuracy"] <= 1
+    assert c["probe_train_accuracy"] == 1.0  # two colour groups are linearly separable
+    with Image.open(tmp_path / "out" / "class_samples.png") as grid:  # one row per class
+        assert grid.size == (2 * 34 + 2, 2 * 34 + 2)
+    assert len(list((tmp_path / "cache").glob("classes-*.npz"))) == 2  # train and held-out features
+
+
+def test_classes_needs_a_class_conditional_prior(setup, tmp_path, capsys):
+    assert run(setup, tmp_path, "--classes")[0] == 1
+    assert "class-conditional" in capsys.readouterr().err
+
+
+def test_mean_fill_is_exact_on_a_flat_colour_image():
+    image = torch.tensor([0.6, -0.2, 0.35]).view(3, 1, 1).expand(3, 64, 64).clone()
+    filled = eval_default.mean_fill(image, (16, 48, 8, 40), ring=4)
+    assert torch.equal(filled, image)
+
+
+def test_mean_fill_takes_its_colour_from_the_ring_only():
+    image = torch.full((3, 32, 32), -1.0)  # far pixels: black
+    image[:, 8:24, 8:24] = 0.5  # ring (4 px wide) around the hole 12..20
+    image[:, 12:20, 12:20] = 1.0  # the hole's own pixels must not count
+    filled = eval_default.mean_fill(image, (12, 20, 12, 20), ring=4)
+    assert torch.all(filled[:, 12:20, 12:20] == 0.5)
+    assert torch.equal(filled[:, :12], image[:, :12])
+
+
+def test_hole_lands_on_the_subject_and_follows_the_seed():
+    image = np.full((128, 128, 3), 255, np.uint8)
+    image[64:, :64] = (30, 160, 90)  # subject: the lower-left quarter, tokens rows 8..15, cols 0..7 (f = 8)
+    holes = [eval_default.place_hole(image, 8, 4, torch.Generator().manual_seed(s)) for s in range(20)]
+    for hole in holes:
+        y0, y1, x0, x1 = hole.box(8)
+        assert hole.subject_share == 1.0 and y0 >= 64 and x1 <= 64 and y1 <= 128 - 8 and x0 >= 8
+    assert len({(h.top, h.left) for h in holes}) > 1  # a seeded choice among the good windows
+    again = eval_default.place_hole(image, 8, 4, torch.Generator().manual_seed(3))
+    assert again == holes[3]
+
+
+def test_workflow_settings_come_from_the_shipped_workflow():
+    s = eval_default.workflow_settings(eval_default.WORKFLOW)
+    assert (s.rate, s.steps, s.temperature, s.proportion, s.min_steps, s.self_stop, s.feather) == (
+        1.0, 100, (0.5, 0.3), 0.5, 10, True, 8)
+
+
+def test_linear_probe_separates_separable_features():
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(60) % 3
+    features = torch.randn(60, 8, generator=g) + 4 * F.one_hot(labels, 8).double()
+    probe = fit_linear_probe(features.numpy(), labels.numpy(), 3)
+    assert probe.train_accuracy == 1.0
+    assert (probe.predict(features.numpy()) == labels.numpy()).all()
+
+
+@pytest.mark.skipif("class_names" not in HourglassConfig.__dataclass_fields__,
+                    reason="this HourglassConfig does not name classes")
+def test_a_prior_that_names_its_classes_sets_the_label_order(setup, tmp_path):
+    torch.manual_seed(0)
+    save_model(tmp_path / "named.safetensors", HourglassTransformer(HourglassConfig(
+        vocab_size=16, dim=16, heads=1, depth=(1, 1, 1), shorten=4, num_classes=2, class_names=GROUPS[::-1])))
+    argv = ("--n", "1", "--classes", "--per-class", "1", "--steps", "2", "--min-steps", "1")
+    code, report = run(setup, tmp_path, *argv, prior=str(tmp_path / "named.safetensors"))
+    assert code == 0
+    assert [row["name"] for row in report["class_accuracy"]["per_class"]] == list(GROUPS[::-1])

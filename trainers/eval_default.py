@@ -1,0 +1,575 @@
+"""`sundae-eval-default`: inpainting against baselines, token completion, class accuracy, code colours.
+
+The checks a VQ-GAN + prior pair (the embedded defaults unless given) should pass before it ships.
+
+1. Inpainting against baselines, on held-out images (`image_data.is_validation`): each image gets
+   one square hole of --hole x --hole tokens placed ON THE SUBJECT (the windows whose share of
+   non-white pixels is within --slack of the best, one of them drawn with the seed; one token of
+   margin from the border when the grid allows). Inside the hole, against the original pixels:
+   - reconstruction: the VQ-GAN decode of the image's own tokens (what a perfect prior would give);
+   - inpaint: the shipped path, the primitives `workflows/inpaint_1024.json` wires (encode, latent
+     mask, corrupt inside the mask, `sampler.sample`, decode), with the corrupt rate, sampler
+     settings and composite feather read from that workflow's nodes, so the number measures what
+     ships;
+   - mean_fill: no model, the hole filled with the mean colour of a ring of --ring pixels around it.
+   Every method's output is pasted into the original with the workflow's composite (same feather),
+   so the methods differ only in what fills the hole. Reported: mean hole LPIPS-Alex and PSNR per
+   method, the share of images where inpaint beats mean_fill on hole LPIPS, inpaint - reconstruction
+   in hole LPIPS, and a picture grid (original with the hole outlined, inpaint, mean_fill,
+   reconstruction) of the first --grid-images images.
+2. Token completion: the prior's one-step top-1 accuracy on the hole's true tokens when they are
+   replaced by random tokens (the rest clean), next to the accuracy for as many corrupted tokens
+   scattered at random over the grid.
+3. --classes (class-conditional priors): a linear probe (`linear_probe.py`) on Inception pool
+   features of the real training images, labelled by their subfolder (sorted names = class ids, as
+   `sundae-build-latents --labels-from-folders`); its accuracy on the held-out images; then the
+   share of --per-class guided samples of each class the probe labels as that class, and that
+   share's ratio to the real held-out accuracy. Real features are cached in --cache-dir under a key
+   hashing the files, their split and the canvas.
+4. --code-colours: every code decoded as a 2 x 2 grid of itself and averaged: how many codes are
+   red / green / blue dominant (the channel beats both others by 0.05), and a palette of the codes'
+   mean colours sorted by hue (a VQ-GAN that decodes every colour as brown fails this at a glance).
+
+Outputs in --out: eval_default.json (every number and setting), inpaint_grid.png, and with the
+flags class_samples.png (one row per class) and code_palette.png. Same seed and batch size, same
+numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import colorsys
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw
+from tqdm import tqdm
+
+from sundae_core.checkpoint import atomic_write
+from sundae_core.cli import run_guarded
+from sundae_core.corruption import corrupt
+from sundae_core.errors import InputError
+from sundae_core.graph import default_registry, load_workflow
+from sundae_core.grid import make_grid, save_png, to_uint8
+from sundae_core.images import comfy_to_model, composite, model_to_comfy
+from sundae_core.masks import latent_mask
+from sundae_core.models import default_model_path, inference_dtype, load_prior, load_vqgan
+from sundae_core.sampler import model_logits_fn, sample
+
+from .build_latents import _folder_labels, folder_classes
+from .evaluate import SampleSource, SamplerSettings, cached_features, content_key, default_cache_dir, folder_images
+from .image_data import HELD_OUT_FRACTION, is_validation, list_images, load_rgb
+from .inception import PREPROCESS_VERSION, FeatureExtractor, InceptionFeatures, extract_features
+from .linear_probe import fit_linear_probe
+from .lpips import load_lpips
+from .sampler_flags import add_sampler_flags
+from .train_vqgan import psnr
+
+WORKFLOW = Path(__file__).resolve().parents[1] / "workflows" / "inpaint_1024.json"
+REPORT = "eval_default.json"
+BACKGROUND = 250  # a pixel whose channels are all >= this (of 255) is white background
+DOMINANCE = 0.05  # a code is red-dominant when its mean red beats green and blue by this much
+METHODS = ("reconstruction", "inpaint", "mean_fill")
+GRID_COLUMNS = ("original (hole outlined)", "inpaint", "mean_fill", "reconstruction")
+
+
+# ---------------------------------------------------------------------------------------------
+# What the shipped workflow does
+
+
+@dataclass(frozen=True)
+class InpaintSettings:
+    """The inpainting workflow's corrupt rate, sampler settings and composite feather."""
+
+    rate: float
+    steps: int
+    temperature: tuple[float, float]
+    proportion: float
+    min_steps: int
+    self_stop: bool
+    guidance: float
+    selection: str
+    feather: int
+
+
+def workflow_settings(path: str | Path) -> InpaintSettings:
+    """Read the settings from the workflow's SundaeCorrupt, SundaeSample and SundaeComposite nodes
+    (widget values mapped to names by the installed node definitions, as `sundae-run` does)."""
+    workflow = load_workflow(path, default_registry().definitions())
+    by_type: dict[str, list[dict]] = {}
+    for node in workflow.prompt.values():
+        by_type.setdefault(node["class_type"], []).append(node["inputs"])
+
+    def one(kind: str) -> dict:
+        found = by_type.get(kind, [])
+        if len(found) != 1:
+            raise InputError(f"{path}: expected one {kind} node, found {len(found)}; give --workflow an "
+                             "inpainting workflow like workflows/inpaint_1024.json")
+        return found[0]
+
+    c, s, m = one("SundaeCorrupt"), one("SundaeSample"), one("SundaeComposite")
+    return InpaintSettings(rate=float(c["rate"]), steps=int(s["steps"]),
+                           temperature=(float(s["temperature_start"]), float(s["temperature_end"])),
+                           proportion=float(s["proportion"]), min_steps=int(s["min_steps"]),
+                           self_stop=bool(s["self_stop"]), guidance=float(s["guidance"]),
+                           selection=str(s["selection"]), feather=int(m["feather"]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Holes and the no-model baseline
+
+
+@dataclass(frozen=True)
+class Hole:
+    top: int  # token row of the hole's top-left token
+    left: int  # token column
+    size: int  # side in tokens
+    subject_share: float  # share of the hole's pixels that are not white background
+
+    def box(self, factor: int) -> tuple[int, int, int, int]:
+        """(y0, y1, x0, x1) in pixels."""
+        return (self.top * factor, (self.top + self.size) * factor,
+                self.left * factor, (self.left + self.size) * factor)
+
+
+def place_hole(image: np.ndarray, factor: int, size: int, generator: torch.Generator,
+               slack: float = 0.1) -> Hole:
+    """A size x size token window on the subject of `image` (H W 3) uint8 on white: one of the
+    windows whose non-white share is within `slack` of the best, drawn with `generator`. Keeps one
+    token of margin from the border when the grid is at least size + 2 tokens."""
+    h, w = image.shape[:2]
+    if h % factor or w % factor:
+        raise InputError(f"image size {h}x{w} is not a multiple of the VQ-GAN factor {factor}")
+    gh, gw = h // factor, w // factor
+    if size < 1 or size > min(gh, gw):
+        raise InputError(f"--hole {size} does not fit the {gh}x{gw} token grid")
+    subject = torch.from_numpy((image < BACKGROUND).any(-1)).double()  # (H W) 1 = subject
+    per_token = F.avg_pool2d(subject[None, None], factor)  # (1 1 gh gw) subject share per token
+    share = F.avg_pool2d(per_token, size, stride=1)[0, 0]  # (gh-size+1 gw-size+1) per window
+    margin = 1 if min(gh, gw) >= size + 2 else 0
+    inner = share[margin:share.shape[0] - margin, margin:share.shape[1] - margin]
+    good = (inner >= inner.max() - slack).nonzero()
+    top, left = good[int(torch.randint(len(good), (1,), generator=generator))].tolist()
+    return Hole(top + margin, left + margin, size, round(float(inner[top, left]), 4))
+
+
+def mean_fill(image: torch.Tensor, box: tuple[int, int, int, int], ring: int) -> torch.Tensor:
+    """image (c H W): the box (y0, y1, x0, x1) filled with the mean colour of the pixels in a ring
+    `ring` pixels wide around it (clipped to the image)."""
+    y0, y1, x0, x1 = box
+    H, W = image.shape[-2:]
+    around = torch.zeros(H, W, dtype=torch.bool)
+    around[max(0, y0 - ring):min(H, y1 + ring), max(0, x0 - ring):min(W, x1 + ring)] = True
+    around[y0:y1, x0:x1] = False
+    if not bool(around.any()):
+        raise InputError("the hole covers the whole image: there is no ring around it to take a colour from")
+    colour = image[:, around.to(image.device)].double().mean(1).to(image.dtype)  # (c,)
+    out = image.clone()
+    out[:, y0:y1, x0:x1] = colour[:, None, None]
+    return out
+
+
+def hole_masks(holes: list[Hole], height: int, width: int, factor: int) -> torch.Tensor:
+    """Pixel masks (b H W) float, 1 = repaint (ComfyUI's MASK), one hole per image."""
+    masks = torch.zeros(len(holes), height, width)
+    for i, hole in enumerate(holes):
+        y0, y1, x0, x1 = hole.box(factor)
+        masks[i, y0:y1, x0:x1] = 1
+    return masks
+
+
+def hole_crops(images: torch.Tensor, holes: list[Hole], factor: int) -> torch.Tensor:
+    """images (b c H W) -> each image's hole (b c s s), s = hole side in pixels."""
+    return torch.stack([image[:, y0:y1, x0:x1] for image, (y0, y1, x0, x1)
+                        in zip(images, (hole.box(factor) for hole in holes))])
+
+
+def paste(original: torch.Tensor, generated: torch.Tensor, mask: torch.Tensor, feather: int) -> torch.Tensor:
+    """The workflow's composite for model-layout images (b 3 H W) in [-1, 1]."""
+    return comfy_to_model(composite(model_to_comfy(original), model_to_comfy(generated), mask, feather))
+
+
+def scattered_positions(batch: int, height: int, width: int, count: int, generator: torch.Generator,
+                        device: torch.device) -> torch.Tensor:
+    """(b h w) bool with exactly `count` positions per sample set, drawn uniformly."""
+    keys = torch.rand(batch, height * width, generator=generator, device=device)
+    chosen = keys.argsort(1)[:, :count]
+    mask = torch.zeros(batch, height * width, dtype=torch.bool, device=device)
+    mask.scatter_(1, chosen, True)
+    return mask.view(batch, height, width)
+
+
+def completion_accuracy(logits_fn, tokens: torch.Tensor, positions: torch.Tensor, vocab_size: int,
+                        generator: torch.Generator) -> torch.Tensor:
+    """Replace `positions` (b h w) of tokens (b h w) by random tokens; the share of those positions
+    where the prior's top-1 prediction is the true token, per sample (b,)."""
+    noise = corrupt(tokens, vocab_size, generator=generator, rate=1.0).tokens
+    predicted = logits_fn(torch.where(positions, noise, tokens), None).argmax(-1)
+    hits = ((predicted == tokens) & positions).sum((1, 2))
+    return hits.float() / positions.sum((1, 2)).float()
+
+
+# ---------------------------------------------------------------------------------------------
+# 1 + 2: inpainting and token completion
+
+
+def held_out_subset(root: str | Path, n: int, val_fraction: float) -> list[Path]:
+    """`n` held-out images spread evenly over the sorted held-out list (so every group appears)."""
+    files = [f for f in list_images(root) if is_validation(f, val_fraction)]
+    if not files:
+        raise InputError(f"{root} has no held-out images (val_fraction={val_fraction}); use a larger "
+                         "--val-fraction or a larger folder")
+    if n >= len(files):
+        return files
+    return [files[i * len(files) // n] for i in range(n)]
+
+
+def to_model(images: np.ndarray) -> torch.Tensor:
+    """uint8 (b H W 3) -> (b 3 H W) float32 in [-1, 1]."""
+    return torch.tensor(images).permute(0, 3, 1, 2).float() / 127.5 - 1  # a copy: load_rgb's arrays are read-only
+
+
+def thumbnail(image: torch.Tensor, size: int, outline: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+    """(3 H W) in [-1, 1] -> (3 size size) in [-1, 1], optionally with a red box outline (pixels)."""
+    picture = Image.fromarray(to_uint8(image[None])[0])
+    if outline is not None:
+        y0, y1, x0, x1 = outline
+        width = max(2, picture.width // 128)
+        ImageDraw.Draw(picture).rectangle((x0, y0, x1 - 1, y1 - 1), outline=(255, 0, 0), width=width)
+    picture = picture.resize((size, size), Image.BICUBIC)
+    return torch.from_numpy(np.asarray(picture).copy()).permute(2, 0, 1).float() / 127.5 - 1
+
+
+@dataclass
+class InpaintingResult:
+    report: dict  # {"inpainting": ..., "token_completion": ...}
+    thumbs: list[torch.Tensor]  # (3 t t) pictures for the grid, GRID_COLUMNS per image
+
+
+def inpainting(args, vqgan, prior, lpips, settings: InpaintSettings, device, progress: bool) -> InpaintingResult:
+    f, vocab = vqgan.factor, vqgan.vocab_size
+    files = held_out_subset(args.images, args.n, args.val_fraction)
+    logits_fn = model_logits_fn(prior, compile=args.compile)
+    place_gen = torch.Generator().manual_seed(args.seed)
+    g = torch.Generator(device).manual_seed(args.seed)
+    ring = args.ring or f
+    rows, thumbs = [], []
+    start = time.perf_counter()
+    for begin in tqdm(range(0, len(files), args.batch_size), desc="inpainting", unit="batch", disable=not progress):
+        batch_files = files[begin:begin + args.batch_size]
+        pixels = np.stack([load_rgb(p, args.resolution) for p in batch_files])
+        holes = [place_hole(p, f, args.hole, place_gen, args.slack) for p in pixels]
+        original = to_model(pixels)
+        b, _, H, W = original.shape
+        mask = hole_masks(holes, H, W, f)
+        with torch.inference_mode():
+            tokens = vqgan.encode(original.to(device))
+            repaint = latent_mask(mask, f, tuple(tokens.shape[-2:])).to(device)  # (b h w) the hole's tokens
+            noisy = corrupt(tokens, vocab, generator=g, rate=settings.rate).tokens
+            result = sample(logits_fn, torch.where(repaint, noisy, tokens), generator=g, steps=settings.steps,
+                            temperature=settings.temperature, proportion=settings.proportion, repaint=repaint,
+                            guidance=settings.guidance, null_label=prior.null_label,
+                            min_steps=settings.min_steps, self_stop=settings.self_stop,
+                            selection=settings.selection)
+            decoded = vqgan.decode(torch.cat([tokens, result.tokens])).cpu()  # recon then inpaint
+            hole_acc = completion_accuracy(logits_fn, tokens, repaint, vocab, g)
+            scattered = scattered_positions(b, *tokens.shape[-2:], args.hole ** 2, g, device)
+            scattered_acc = completion_accuracy(logits_fn, tokens, scattered, vocab, g)
+            filled = torch.stack([mean_fill(original[i], holes[i].box(f), ring) for i in range(b)])
+            outputs = {"reconstruction": paste(original, decoded[:b], mask, settings.feather),
+                       "inpaint": paste(original, decoded[b:], mask, settings.feather),
+                       "mean_fill": paste(original, filled, mask, settings.feather)}
+            real = hole_crops(original, holes, f)
+            scores = {}
+            for name, image in outputs.items():
+                fake = hole_crops(image, holes, f)
+                scores[name] = (lpips(fake.to(device), real.to(device)).float().cpu(), psnr(fake, real))
+        for i, path in enumerate(batch_files):
+            row = {"file": str(Path(path).relative_to(args.images)), "hole_top": holes[i].top,
+                   "hole_left": holes[i].left, "subject_share": holes[i].subject_share,
+                   "steps_used": int(result.steps_used[i]),
+                   "hole_token_accuracy": round(float(hole_acc[i]), 4),
+                   "scattered_token_accuracy": round(float(scattered_acc[i]), 4)}
+            for name in METHODS:
+                row[f"{name}_lpips"] = round(float(scores[name][0][i]), 4)
+                row[f"{name}_psnr"] = round(float(scores[name][1][i]), 3)
+            rows.append(row)
+            if len(thumbs) < args.grid_images * len(GRID_COLUMNS):
+                thumbs.append(thumbnail(original[i], args.thumb, holes[i].box(f)))
+                thumbs += [thumbnail(outputs[name][i], args.thumb)
+                           for name in ("inpaint", "mean_fill", "reconstruction")]
+    seconds = time.perf_counter() - start
+
+    def mean(key: str) -> float:
+        return float(np.mean([r[key] for r in rows]))
+
+    inpaint = {
+        "n": len(rows), "resolution": args.resolution, "hole_tokens": args.hole, "hole_pixels": args.hole * f,
+        "ring_pixels": ring, "slack": args.slack, "workflow": str(args.workflow),
+        "workflow_settings": dataclasses.asdict(settings),
+        "methods": {name: {"lpips": round(mean(f"{name}_lpips"), 4), "psnr": round(mean(f"{name}_psnr"), 3)}
+                    for name in METHODS},
+        "inpaint_beats_mean_fill": round(float(np.mean([r["inpaint_lpips"] < r["mean_fill_lpips"] for r in rows])), 4),
+        "inpaint_minus_reconstruction_lpips": round(mean("inpaint_lpips") - mean("reconstruction_lpips"), 4),
+        "mean_subject_share": round(mean("subject_share"), 4),
+        "mean_steps_used": round(mean("steps_used"), 2),
+        "seconds": round(seconds, 2), "grid_columns": list(GRID_COLUMNS), "images": rows,
+    }
+    completion = {"n": len(rows), "tokens_per_image": args.hole ** 2,
+                  "hole_accuracy": round(mean("hole_token_accuracy"), 4),
+                  "scattered_accuracy": round(mean("scattered_token_accuracy"), 4)}
+    return InpaintingResult({"inpainting": inpaint, "token_completion": completion}, thumbs)
+
+
+# ---------------------------------------------------------------------------------------------
+# 3: class accuracy
+
+
+def class_accuracy(args, vqgan, prior, extractor: FeatureExtractor, device, out: Path, progress: bool) -> dict:
+    root = Path(args.images)
+    files = list_images(root)
+    names = folder_classes(files, root)
+    classes = prior.config.num_classes
+    prior_names = list(getattr(prior.config, "class_names", ()) or ())
+    if prior_names:  # the prior names its classes (from its latent manifest): label i = name i
+        unknown = sorted(set(names) - set(prior_names))
+        if unknown:
+            raise InputError(f"--classes: folders {', '.join(unknown)} of {root} are not among the prior's "
+                             f"classes ({', '.join(prior_names)})")
+        names = prior_names
+    elif len(names) != classes:
+        raise InputError(f"--classes: {root} has {len(names)} class folders but the prior has {classes} classes")
+    labels_of = _folder_labels(files, root, names)
+    cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    canvas = args.resolution
+    split_features = {}
+    for split in ("train", "val"):
+        mine = [p for p in files if is_validation(p, args.val_fraction) == (split == "val")]
+        if not mine:
+            raise InputError(f"--classes: the {split} split of {root} is empty (val_fraction={args.val_fraction})")
+        key = content_key([extractor.name, str(extractor.input_size), PREPROCESS_VERSION, split,
+                           str(args.val_fraction), f"canvas={canvas}"], mine, root)
+        feats, path, hit = cached_features(
+            cache_dir, f"classes-{split}", key,
+            lambda mine=mine, split=split: extract_features(
+                extractor, folder_images(mine, canvas), total=len(mine), batch_size=args.feature_batch,
+                desc=f"{split} image features", progress=progress))
+        print(f"{split}: {len(mine)} images, features {'from cache' if hit else 'cached'} at {path}")
+        split_features[split] = (feats, np.array([labels_of[p] for p in mine]))
+    (train_x, train_y), (val_x, val_y) = split_features["train"], split_features["val"]
+    probe = fit_linear_probe(train_x, train_y, classes, l2=args.l2)
+    real_accuracy = float((probe.predict(val_x) == val_y).mean())
+
+    grid = (args.resolution // vqgan.factor,) * 2
+    source = SampleSource(prior, vqgan, grid, args.batch_size, device, progress=progress, compile=args.compile)
+    base = SamplerSettings(steps=args.steps, temperature=tuple(args.temperature), proportion=args.proportion,
+                           min_steps=args.min_steps, guidance=args.guidance, selection=args.selection)
+    per_class, thumbs, all_hits = [], [], []
+    for label, name in enumerate(names):
+        settings = dataclasses.replace(base, label=label)
+        images = list(source.images(args.per_class, settings, args.seed + label, name))
+        predicted = probe.predict(extract_features(extractor, images, batch_size=args.feature_batch,
+                                                   desc=f"{name} features", progress=False))
+        hits = predicted == label
+        all_hits += hits.tolist()
+        per_class.append({"label": label, "name": name, "accuracy": round(float(hits.mean()), 4),
+                          "predicted": predicted.tolist(),
+                          "mean_steps_used": round(float(np.mean(source.steps_used)), 2)})
+        thumbs += [thumbnail(to_model(image[None])[0], args.thumb) for image in images]
+    path = save_png(make_grid(torch.stack(thumbs), nrow=args.per_class), out / "class_samples.png")
+    sample_accuracy = float(np.mean(all_hits))
+    return {"classes": names, "n_train": len(train_y), "n_val": len(val_y), "canvas": canvas,
+            "extractor": extractor.name, "l2": args.l2,
+            "probe_train_accuracy": round(probe.train_accuracy, 4),
+            "real_val_accuracy": round(real_accuracy, 4),
+            "sample_accuracy": round(sample_accuracy, 4),
+            "ratio_to_real": round(sample_accuracy / real_accuracy, 4) if real_accuracy else None,
+            "per_class_samples": args.per_class, "guidance": args.guidance, "seed": args.seed,
+            "sampler": {"steps": base.steps, "temperature": list(base.temperature), "proportion": base.proportion,
+                        "min_steps": base.min_steps, "selection": base.selection},
+            "per_class": per_class, "grid": str(path)}
+
+
+# ---------------------------------------------------------------------------------------------
+# 4: the colour of every code
+
+
+def code_colours(vqgan, device, batch: int, progress: bool) -> np.ndarray:
+    """Mean RGB in [0, 1] (v 3) of each code decoded as a 2 x 2 grid of itself."""
+    out = []
+    codes = torch.arange(vqgan.vocab_size, device=device)
+    for begin in tqdm(range(0, len(codes), batch), desc="decoding codes", unit="batch", disable=not progress):
+        chunk = codes[begin:begin + batch]
+        with torch.inference_mode():
+            images = vqgan.decode(chunk[:, None, None].expand(-1, 2, 2))  # (b 3 2f 2f)
+        out.append(((images.mean((2, 3)) + 1) / 2).cpu().numpy())
+    return np.concatenate(out).astype(np.float64)
+
+
+def colour_report(colours: np.ndarray) -> dict:
+    """Counts of red/green/blue-dominant and grey codes from mean colours (v 3) in [0, 1]."""
+    counts = {}
+    for c, name in enumerate(("red", "green", "blue")):
+        others = np.delete(colours, c, axis=1)
+        counts[f"{name}_dominant"] = int((colours[:, c] > others.max(1) + DOMINANCE).sum())
+    counts["grey"] = int((np.ptp(colours, axis=1) < DOMINANCE).sum())
+    return {"n_codes": len(colours), **counts, "dominance": DOMINANCE,
+            "mean_colour": [round(float(v), 4) for v in colours.mean(0)],
+            "mean_channel_spread": round(float(np.ptp(colours, axis=1).mean()), 4)}
+
+
+def palette(colours: np.ndarray, swatch: int = 16, per_row: int = 32) -> Image.Image:
+    """Swatches of the codes' colours: greys last, the rest sorted by hue, then by brightness."""
+    def key(rgb):
+        h, s, v = colorsys.rgb_to_hsv(*rgb)
+        return (np.ptp(rgb) < DOMINANCE, h, v)
+
+    ordered = sorted(colours.clip(0, 1).tolist(), key=key)
+    rows = -(-len(ordered) // per_row)
+    canvas = np.full((rows * swatch, per_row * swatch, 3), 255, np.uint8)
+    for i, rgb in enumerate(ordered):
+        r, c = divmod(i, per_row)
+        canvas[r * swatch:(r + 1) * swatch, c * swatch:(c + 1) * swatch] = np.round(np.array(rgb) * 255)
+    return Image.fromarray(canvas)
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sundae-eval-default", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="\n".join(__doc__.splitlines()[2:]))
+    models = p.add_argument_group("models and data")
+    models.add_argument("--vqgan", help="VQ-GAN checkpoint (default: the embedded default model)")
+    models.add_argument("--prior", help="prior checkpoint over its tokens (default: the embedded default model)")
+    models.add_argument("--images", default="data/emoji_groups",
+                        help="image folder, one subfolder per class (default data/emoji_groups)")
+    models.add_argument("--val-fraction", type=float, default=HELD_OUT_FRACTION,
+                        help=f"held-out fraction of image_data.is_validation (default {HELD_OUT_FRACTION})")
+    models.add_argument("--resolution", type=int, default=1024,
+                        help="square canvas images are brought to and samples drawn at (default 1024)")
+    inp = p.add_argument_group("inpainting and token completion")
+    inp.add_argument("--n", type=int, default=40, help="held-out images to inpaint (default 40)")
+    inp.add_argument("--hole", type=int, default=8, help="side of the square hole in tokens (default 8)")
+    inp.add_argument("--slack", type=float, default=0.1,
+                     help="hole windows whose non-white share is within this of the best are candidates (default 0.1)")
+    inp.add_argument("--ring", type=int, default=0,
+                     help="width in pixels of the ring the mean-fill colour comes from (default: one token)")
+    inp.add_argument("--workflow", default=str(WORKFLOW),
+                     help="inpainting workflow whose corrupt rate, sampler settings and feather are used "
+                          "(default workflows/inpaint_1024.json)")
+    inp.add_argument("--grid-images", type=int, default=6, help="images shown in inpaint_grid.png (default 6)")
+    inp.add_argument("--thumb", type=int, default=192, help="side in pixels of each picture in the grids (default 192)")
+    cls = p.add_argument_group("class accuracy (--classes, class-conditional priors)")
+    cls.add_argument("--classes", action="store_true",
+                     help="score guided class-conditional samples with a linear probe on Inception features")
+    cls.add_argument("--per-class", type=int, default=10, help="samples drawn per class (default 10)")
+    cls.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale (default 3)")
+    add_sampler_flags(cls)
+    cls.add_argument("--l2", type=float, default=1e-2, help="L2 weight of the linear probe (default 0.01)")
+    cls.add_argument("--cache-dir", help=f"where real image features are cached (default {default_cache_dir()})")
+    cls.add_argument("--feature-batch", type=int, default=32, help="images per Inception batch (default 32)")
+    col = p.add_argument_group("code colours")
+    col.add_argument("--code-colours", action="store_true",
+                     help="decode every code, count red/green/blue-dominant ones, write code_palette.png")
+    run = p.add_argument_group("run")
+    run.add_argument("--batch-size", type=int, default=4, help="images inpainted / sampled at once (default 4)")
+    run.add_argument("--seed", type=int, default=0, help="seed of hole placement, corruption and sampling")
+    run.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    run.add_argument("--out", default="runs/eval_default", help="output folder (default runs/eval_default)")
+    run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    return p
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if min(args.n, args.hole, args.batch_size, args.per_class, args.feature_batch, args.thumb) < 1:
+        raise InputError("--n, --hole, --batch-size, --per-class, --feature-batch and --thumb must be >= 1")
+    if args.ring < 0 or args.grid_images < 0 or not 0 <= args.slack <= 1:
+        raise InputError("--ring and --grid-images must be >= 0 and --slack in [0, 1]")
+
+
+def main(argv: list[str] | None = None, extractor: FeatureExtractor | None = None, lpips=None) -> int:
+    """Entry point; `extractor` replaces the Inception network and `lpips` the LPIPS-Alex distance
+    (`(b 3 h w) x2 in [-1, 1] -> (b,)`): tests inject tiny ones."""
+    args = build_parser().parse_args(argv)
+
+    def body() -> int:
+        _check_args(args)
+        device = torch.device(args.device)
+        progress = not args.no_progress
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        dtype = inference_dtype(device)
+        args.vqgan = args.vqgan or str(default_model_path("vqgan"))
+        args.prior = args.prior or str(default_model_path("prior"))
+        vqgan = load_vqgan(args.vqgan, device=device, dtype=dtype)
+        prior = load_prior(args.prior, device=device, dtype=dtype)
+        if vqgan.vocab_size != prior.config.vocab_size:
+            raise InputError(f"prior vocabulary {prior.config.vocab_size} != VQ-GAN codebook {vqgan.vocab_size}: "
+                             "these models were not trained together")
+        if args.resolution % vqgan.factor:
+            raise InputError(f"--resolution {args.resolution} is not a multiple of the VQ-GAN factor {vqgan.factor}")
+        if args.classes and not prior.config.num_classes:
+            raise InputError("--classes needs a class-conditional prior; this one is unconditional")
+        lp = lpips if lpips is not None else load_lpips("alex", device=device)
+        if lpips is None and args.hole * vqgan.factor < lp.min_size:
+            raise InputError(f"the hole is {args.hole * vqgan.factor} px; LPIPS-Alex needs at least "
+                             f"{lp.min_size}: use a larger --hole")
+        settings = workflow_settings(args.workflow)
+
+        report = {"vqgan": str(args.vqgan), "prior": str(args.prior), "images": str(args.images),
+                  "val_fraction": args.val_fraction, "seed": args.seed, "batch_size": args.batch_size,
+                  "prior_classes": prior.config.num_classes}
+        result = inpainting(args, vqgan, prior, lp, settings, device, progress)
+        report.update(result.report)
+        if result.thumbs:
+            path = save_png(make_grid(torch.stack(result.thumbs), nrow=len(GRID_COLUMNS)), out / "inpaint_grid.png")
+            report["inpainting"]["grid"] = str(path)
+
+        if args.classes:
+            ext = extractor if extractor is not None else InceptionFeatures(device)
+            report["class_accuracy"] = class_accuracy(args, vqgan, prior, ext, device, out, progress)
+
+        if args.code_colours:
+            colours = code_colours(vqgan, device, 64, progress)
+            path = save_png(palette(colours), out / "code_palette.png")
+            report["code_colours"] = {**colour_report(colours), "palette": str(path)}
+
+        atomic_write(out / REPORT, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2)))
+        print(summary(report))
+        print(f"wrote {out / REPORT}")
+        return 0
+
+    return run_guarded(body)
+
+
+def summary(report: dict) -> str:
+    inp, comp = report["inpainting"], report["token_completion"]
+    lines = [f"inpainting, {inp['n']} held-out images, {inp['hole_tokens']}x{inp['hole_tokens']}-token hole "
+             f"({inp['hole_pixels']} px), hole LPIPS-Alex / PSNR:"]
+    lines += [f"  {name:<15} {m['lpips']:.4f} / {m['psnr']:.2f} dB" for name, m in inp["methods"].items()]
+    lines.append(f"  inpaint beats mean_fill on {inp['inpaint_beats_mean_fill']:.0%} of images; "
+                 f"inpaint - reconstruction = {inp['inpaint_minus_reconstruction_lpips']:+.4f} LPIPS")
+    lines.append(f"token completion (one step, top-1): hole {comp['hole_accuracy']:.3f}, "
+                 f"scattered {comp['scattered_accuracy']:.3f} ({comp['tokens_per_image']} tokens per image)")
+    if "class_accuracy" in report:
+        c = report["class_accuracy"]
+        lines.append(f"class accuracy: real held-out {c['real_val_accuracy']:.3f}, guided samples "
+                     f"{c['sample_accuracy']:.3f} (ratio {c['ratio_to_real']})")
+    if "code_colours" in report:
+        c = report["code_colours"]
+        lines.append(f"code colours: {c['red_dominant']} red, {c['green_dominant']} green, {c['blue_dominant']} blue "
+                     f"dominant, {c['grey']} grey of {c['n_codes']}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
