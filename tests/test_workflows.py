@@ -85,3 +85,22 @@ def test_inpainting_changes_only_the_transparent_hole(tiny_models, tmp_path, cap
     assert np.array_equal(result[known], source[..., :3][known])
     assert not np.array_equal(result[~known], source[..., :3][~known])
     assert json.loads(Image.open(out).text["prompt"])["7"]["inputs"]["steps"] == 3
+
+
+EMBEDDED = Path(__file__).resolve().parents[1] / "sundae_core" / "default_models"
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
+def test_workflow_runs_on_the_embedded_default_models(path, tmp_path, monkeypatch):
+    """What a user gets: every shipped workflow on the embedded VQ-GAN and prior (few steps).
+    The class-conditional workflow needs the embedded prior to have classes."""
+    monkeypatch.delenv("SUNDAE_MODEL_DIR", raising=False)
+    ui = json.loads(path.read_text())
+    samplers = [n["id"] for n in ui["nodes"] if n["type"] == "SundaeSample"]
+    steps = [f"{i}.{key}={value}" for i in samplers for key, value in (("steps", 3), ("min_steps", 1))]
+    result = run_workflow(path, output_dir=tmp_path, overrides=steps, progress=False)
+    saved = [f for f in result.files if f.parent == tmp_path / "sundae"]
+    assert len(saved) == 1
+    with Image.open(saved[0]) as picture:
+        pixels = np.asarray(picture.convert("RGB")).astype(np.float32)
+    assert picture.size[0] >= 512 and pixels.std() > 5  # an image, not a flat fill

@@ -65,3 +65,24 @@ def load_state(path: str | Path, *, modules: dict[str, nn.Module],
         g.set_state(t[f"rng/{name}"])
     torch.set_rng_state(t["rng/torch_global"])
     return int(ckpt.metadata["step"])
+
+
+def init_weights(module: nn.Module, path: str | Path, kind: str) -> None:
+    """Start a new run from a model file's weights (`train.init`): fine-tuning from shipped weights
+    when a run folder is gone. The file's model config must be the run's, key for key; its dtype
+    (the shipped bf16) becomes the run's float32."""
+    from sundae_core.config import to_dict
+    from sundae_core.models import load_model
+
+    loaded = load_model(path, kind)
+    mine, theirs = to_dict(module.config), to_dict(loaded.config)
+    # class names are labels, not weights: a config without them may start from one with them
+    mine.pop("class_names", None), theirs.pop("class_names", None)
+    if mine != theirs:
+        diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        raise CheckpointError(f"train.init {path}: its model config differs from this run's in "
+                              f"{', '.join(diff)}; set model.* to match the file or drop train.init")
+    target = module.state_dict()
+    with torch.no_grad():
+        for name, tensor in loaded.state_dict().items():
+            target[name].copy_(tensor.to(target[name].dtype))

@@ -38,7 +38,7 @@ from . import distributed as dist
 from .ema import EMA
 from .latent_data import LatentDataConfig, TokenSet
 from .run_folder import MetricLog, trainer_main, write_config
-from .run_state import load_state, save_state
+from .run_state import init_weights, load_state, save_state
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,7 @@ class PriorTrainConfig:
     sample_proportion: float = 0.5
     ckpt_every: int = 250
     vqgan: str = ""  # VQ-GAN checkpoint that decodes sample grids ("" with a pixel dataset)
+    init: str = ""  # a new run starts from this prior file's weights (fine-tuning); "" = random
 
     def __post_init__(self) -> None:
         if not 0 <= self.block_corruption <= 1:
@@ -167,6 +168,8 @@ def train(config: PriorRunConfig, run_dir: Path, progress: bool = True) -> Path:
     from sundae_core.hourglass import HourglassTransformer
 
     model = HourglassTransformer(mc).train()
+    if tc.init and not (run_dir / "state.safetensors").is_file():
+        init_weights(model, tc.init, "prior")
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         (no_decay if p.ndim < 2 or "embed" in name else decay).append(p)

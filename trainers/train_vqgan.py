@@ -28,7 +28,7 @@ from .discriminator import DiscriminatorConfig, PatchDiscriminator
 from .image_data import DataConfig, ImageSet
 from .lpips import LPIPS, load_lpips
 from .run_folder import MetricLog, trainer_main, write_config
-from .run_state import load_state, save_state
+from .run_state import init_weights, load_state, save_state
 from .vqgan_losses import adaptive_weight, hinge_d_loss
 
 
@@ -50,6 +50,7 @@ class VQTrainConfig:
     freeze_encoder: bool = False
     bf16: bool = True
     seed: int = 0
+    init: str = ""  # a new run starts from this VQ-GAN file's weights (fine-tuning); "" = random
     log_every: int = 20
     sample_every: int = 500
     ckpt_every: int = 250
@@ -149,6 +150,8 @@ def train(config: VQGANRunConfig, run_dir: Path, progress: bool = True) -> Path:
         remove_stale_temporaries(run_dir)  # half-written files of a run killed mid-save
         write_config(run_dir, config)
     model = VQGAN(config.model).train()
+    if tc.init and not (run_dir / "state.safetensors").is_file():
+        init_weights(model, tc.init, "vqgan")
     if tc.freeze_encoder:
         for part in (model.encoder, model.quant_conv, model.quantize):
             part.requires_grad_(False)
