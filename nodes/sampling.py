@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from sundae_core.sampler import SELECTIONS, denoise_step, model_logits_fn, sample
+from sundae_core.sampler import (DEFAULT_SETTINGS, LIMITS, MEANINGS, SELECTIONS, SamplerSettings, denoise_step,
+                                  model_logits_fn, sample)
 
 from .comfy_bridge import Progress, warn
 from .pixels import preview_decoder
 from .node_inputs import (CATEGORY, CLASS_INPUT, MASK_INPUT, PRIOR_INPUT, TOKENS, VQGAN_INPUT,
                           check_mask, generator_for, model_device, seed_input, socket)
 
-_TEMPERATURE = {"min": 0.0, "max": 10.0, "step": 0.05}
+DEFAULTS = DEFAULT_SETTINGS.to_dict()  # defaults, limits and wording: sundae_core.sampler
 NOTHING_TO_REPAINT = (
     "SUNDAE Sample: the latent mask marks no token to repaint, so sampling was skipped and the tokens "
     "come back unchanged. An image without transparency gives an empty mask: paint the area to "
@@ -20,15 +21,33 @@ def _shared_inputs(tokens_tooltip: str) -> dict:
     return {"prior": PRIOR_INPUT, "tokens": socket(TOKENS, tokens_tooltip)}
 
 
+def _number(setting: str, tooltip: str, default=None, step: float | None = None) -> tuple:
+    """An INT or FLOAT widget whose min / max are the sampler's LIMITS for `setting`."""
+    low, high = LIMITS[setting]
+    kind = "INT" if setting in ("steps", "min_steps") else "FLOAT"
+    options = {"default": DEFAULTS[setting] if default is None else default, "min": low, "max": high}
+    if step is not None:
+        options["step"] = step
+    return (kind, {**options, "tooltip": tooltip})
+
+
+def _temperature(tooltip: str, default: float) -> tuple:
+    return _number("temperature", tooltip, default, step=0.05)
+
+
+def _proportion(tooltip: str) -> tuple:
+    return _number("proportion", tooltip, step=0.01)
+
+
 def _selection_input() -> tuple:
-    return (list(SELECTIONS), {"default": "random", "tooltip": (
+    return (list(SELECTIONS), {"default": DEFAULTS["selection"], "tooltip": (
         "random: each token takes its proposal with probability `proportion` (the paper). "
         "confidence: the `proportion` share of tokens whose proposals are most probable.")})
 
 
 def _guidance_input() -> tuple:
-    return ("FLOAT", {"default": 0.0, "min": 0.0, "max": 20.0, "step": 0.1, "tooltip": (
-        "Classifier-free guidance strength (needs a class label and a class-conditional prior); 0 = off.")})
+    return _number("guidance", "Classifier-free guidance strength (needs a class label and a class-conditional "
+                               "prior); 0 = off.", step=0.1)
 
 
 class SundaeSample:
@@ -46,18 +65,15 @@ class SundaeSample:
         return {"required": {
             **_shared_inputs("Starting tokens: random tokens, or encoded ones (corrupt the hole for inpainting)."),
             "seed": seed_input("Seed of the sampler's randomness."),
-            "steps": ("INT", {"default": 100, "min": 1, "max": 10000,
-                              "tooltip": "Maximum number of denoising steps."}),
-            "temperature_start": ("FLOAT", {"default": 1.0, **_TEMPERATURE,
-                                            "tooltip": "Sampling temperature at the first step."}),
-            "temperature_end": ("FLOAT", {"default": 0.7, **_TEMPERATURE,
-                                          "tooltip": "Temperature at the last step (annealed linearly)."}),
-            "proportion": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01,
-                                     "tooltip": "Share of tokens updated per step."}),
-            "self_stop": ("BOOLEAN", {"default": True, "tooltip": (
-                "Stop a sample once a step changes none of its tokens (after min_steps).")}),
-            "min_steps": ("INT", {"default": 10, "min": 0, "max": 10000,
-                                  "tooltip": "Steps to run before self-stopping may end a sample."}),
+            "steps": _number("steps", f"{MEANINGS['steps'].capitalize()}."),
+            "temperature_start": _temperature("Sampling temperature at the first step.",
+                                              DEFAULTS["temperature_start"]),
+            "temperature_end": _temperature("Temperature at the last step (annealed linearly).",
+                                            DEFAULTS["temperature_end"]),
+            "proportion": _proportion("Share of tokens updated per step."),
+            "self_stop": ("BOOLEAN", {"default": DEFAULTS["self_stop"],
+                                      "tooltip": f"{MEANINGS['self_stop'].capitalize()}."}),
+            "min_steps": _number("min_steps", f"{MEANINGS['min_steps'].capitalize()}."),
             "guidance": _guidance_input(),
             "selection": _selection_input(),
         }, "optional": {
@@ -68,6 +84,10 @@ class SundaeSample:
 
     def sample(self, prior, tokens, seed, steps, temperature_start, temperature_end, proportion,
                self_stop, min_steps, guidance, selection, latent_mask=None, class_label=None, vqgan=None):
+        settings = SamplerSettings.from_node_inputs(dict(
+            steps=steps, temperature_start=temperature_start, temperature_end=temperature_end,
+            proportion=proportion, self_stop=self_stop, min_steps=min_steps, guidance=guidance,
+            selection=selection))
         device = model_device(prior)
         tokens = tokens.to(device)
         repaint = check_mask(latent_mask, tokens)
@@ -76,11 +96,9 @@ class SundaeSample:
             warn(NOTHING_TO_REPAINT)
             progress.finish()
             return (tokens,)
-        result = sample(model_logits_fn(prior), tokens, generator=generator_for(seed, device), steps=steps,
-                        temperature=(temperature_start, temperature_end), proportion=proportion,
-                        repaint=repaint, labels=class_label, guidance=guidance,
-                        null_label=prior.null_label, min_steps=min_steps, self_stop=self_stop,
-                        selection=selection, callback=progress.sampler_callback)
+        result = sample(model_logits_fn(prior), tokens, settings, generator=generator_for(seed, device),
+                        repaint=repaint, labels=class_label, null_label=prior.null_label,
+                        callback=progress.sampler_callback)
         progress.finish()  # a self-stopped run ends before `steps`
         return (result.tokens,)
 
@@ -100,10 +118,9 @@ class SundaeDenoiseStep:
             **_shared_inputs("Tokens to denoise (random tokens, or the previous step's output)."),
             "seed": seed_input("Seed of this step; give every step in a chain a different seed, "
                                "or they update the same positions."),
-            "temperature": ("FLOAT", {"default": 1.0, **_TEMPERATURE,
-                                      "tooltip": "Sampling temperature of this step; 0 = most likely token."}),
-            "proportion": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01,
-                                     "tooltip": "Share of tokens updated in this step."}),
+            "temperature": _temperature("Sampling temperature of this step; 0 = most likely token.",
+                                        DEFAULTS["temperature_start"]),
+            "proportion": _proportion("Share of tokens updated in this step."),
             "guidance": _guidance_input(),
             "selection": _selection_input(),
         }, "optional": {"latent_mask": MASK_INPUT, "class_label": CLASS_INPUT}}
@@ -112,9 +129,8 @@ class SundaeDenoiseStep:
              latent_mask=None, class_label=None):
         device = model_device(prior)
         tokens = tokens.to(device)
-        labels = None if class_label is None else class_label.to(device).long().expand(tokens.shape[0])
         result = denoise_step(model_logits_fn(prior), tokens, generator=generator_for(seed, device),
                               temperature=temperature, proportion=proportion,
-                              repaint=check_mask(latent_mask, tokens), labels=labels, guidance=guidance,
+                              repaint=check_mask(latent_mask, tokens), labels=class_label, guidance=guidance,
                               null_label=prior.null_label, selection=selection)
         return (result.tokens,)

@@ -102,7 +102,7 @@ def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], *, kind:
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
-    path = _existing(path)
+    path = existing_file(path)
     try:
         with safe_open(str(path), framework="pt") as f:
             return dict(f.metadata() or {})
@@ -113,7 +113,7 @@ def read_metadata(path: str | Path) -> dict[str, str]:
 def load_checkpoint(path: str | Path, *, kind: str | None = None,
                     device: str | torch.device = "cpu") -> Checkpoint:
     """Read a checkpoint; with `kind`, refuse files of any other kind."""
-    path = _existing(path)
+    path = existing_file(path)
     meta = read_metadata(path)
     found = meta.get(KIND_KEY)
     if found is None:
@@ -179,12 +179,14 @@ def load_state_strict(module: torch.nn.Module, tensors: dict[str, torch.Tensor],
     module.load_state_dict(tensors, strict=True)
 
 
-def _existing(path: str | Path) -> Path:
+def existing_file(path: str | Path, what: str = "checkpoint") -> Path:
+    """`path` as a Path, or a CheckpointError saying it does not exist or is not a file; the one
+    check every weight loader (safetensors here, pickles in trainers/safe_pickle.py) makes first."""
     path = Path(path)
     if not path.exists():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+        raise CheckpointError(f"{what} {path} does not exist")
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} is not a file")
+        raise CheckpointError(f"{what} {path} is not a file")
     return path
 
 

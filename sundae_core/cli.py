@@ -3,10 +3,13 @@ warnings of the "sundae" logger shown as `warning:` lines."""
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
-from typing import Callable
+from pathlib import Path
+from typing import Any, Callable
 
+from .checkpoint import atomic_write
 from .errors import SundaeError
 
 WARNINGS = logging.getLogger("sundae")
@@ -54,3 +57,13 @@ def describe_os_error(err: OSError) -> str:
     reason = " ".join((err.strerror or str(err) or type(err).__name__).split())
     where = f"cannot use {err.filename}" if err.filename else "file system error"
     return f"{where}: {reason} (check the folder's permissions and free space)"
+
+
+def write_json_report(path: str | Path, report: Any) -> Path:
+    """The tail of every reporting CLI: `report` as indented JSON, written atomically (a reader
+    never sees half a file), then `wrote <path>` on stdout."""
+    path = Path(path)
+    text = json.dumps(report, indent=2)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+    print(f"wrote {path}")
+    return path

@@ -113,7 +113,11 @@ class HourglassConfig:
         side = int(round(self.shorten ** 0.5))
         if side * side != self.shorten or side < 2:
             raise ConfigError(f"prior.shorten must be a square >= 4 (4, 9, 16), got {self.shorten}")
-        _check_depth(self.depth)
+        parse_depth(self.depth)
+
+    def depth_levels(self) -> "DepthLevels":
+        """`depth` parsed: the blocks around each shortening and in the valley (see DepthLevels)."""
+        return parse_depth(self.depth)
 
     @property
     def patch(self) -> int:
@@ -132,17 +136,42 @@ class HourglassConfig:
         return f"{text} ({', '.join(named)})"
 
 
-def _check_depth(depth: Any) -> None:
-    if isinstance(depth, int):
-        if depth < 0:
-            raise ConfigError(f"prior.depth entries must be >= 0, got {depth}")
-        return
-    if not (isinstance(depth, (tuple, list)) and len(depth) == 3):
-        raise ConfigError(f"prior.depth must be an int or a (pre, valley, post) triple, got {depth!r}")
-    pre, valley, post = depth
-    if not isinstance(pre, int) or not isinstance(post, int):
-        raise ConfigError(f"prior.depth pre and post must be ints, got {depth!r}")
-    _check_depth(valley)
+@dataclasses.dataclass(frozen=True)
+class DepthLevels:
+    """A parsed hourglass depth. `shortened[i] = (pre, post)`: the blocks before and after the
+    (i+1)-th shortening, outermost first; `valley`: the blocks at the innermost resolution (at full
+    resolution when nothing is shortened). depth (2, (1, 3, 1), 2) -> shortened ((2, 2), (1, 1)),
+    valley 3; depth 5 -> shortened (), valley 5."""
+
+    shortened: tuple[tuple[int, int], ...]
+    valley: int
+
+    @property
+    def total(self) -> int:
+        """All transformer blocks (what a vanilla transformer of the same depth has)."""
+        return sum(pre + post for pre, post in self.shortened) + self.valley
+
+    def inner(self) -> "DepthLevels":
+        """The levels inside the outermost shortening."""
+        return DepthLevels(self.shortened[1:], self.valley)
+
+
+def parse_depth(depth: Any) -> DepthLevels:
+    """The one parser of `HourglassConfig.depth`: an int, or (pre, valley, post) with valley
+    itself a depth; ConfigError naming prior.depth otherwise."""
+    shortened = []
+    while not isinstance(depth, int) or isinstance(depth, bool):
+        if not (isinstance(depth, (tuple, list)) and len(depth) == 3):
+            raise ConfigError(f"prior.depth must be an int or a (pre, valley, post) triple, got {depth!r}")
+        pre, depth, post = depth
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (pre, post)):
+            raise ConfigError(f"prior.depth pre and post must be ints, got {pre!r} and {post!r}")
+        if pre < 0 or post < 0:
+            raise ConfigError(f"prior.depth entries must be >= 0, got pre {pre} and post {post}")
+        shortened.append((pre, post))
+    if depth < 0:
+        raise ConfigError(f"prior.depth entries must be >= 0, got {depth}")
+    return DepthLevels(tuple(shortened), depth)
 
 
 def _freeze(value: Any) -> Any:

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from .config import HourglassConfig
+from .config import DepthLevels, HourglassConfig
 from .errors import InputError
 from .rotary import Rotary
 
@@ -112,19 +112,19 @@ class Upsample(nn.Module):
 
 
 class Level(nn.Module):
-    """`depth` blocks at this resolution, or (pre, valley, post) around a shortened Level."""
+    """The valley's blocks at this resolution, or pre blocks, a shortened Level, post blocks."""
 
-    def __init__(self, depth, c: HourglassConfig):
+    def __init__(self, levels: DepthLevels, c: HourglassConfig):
         super().__init__()
         self.head_dim = c.dim // c.heads
         make = lambda n: nn.ModuleList(Block(c.dim, c.heads, c.mlp_ratio, c.dropout) for _ in range(n))
-        if isinstance(depth, int):
-            self.pre, self.valley, self.post = make(depth), None, make(0)
+        if not levels.shortened:
+            self.pre, self.valley, self.post = make(levels.valley), None, make(0)
             return
-        pre, valley, post = depth
+        pre, post = levels.shortened[0]
         self.pre, self.post = make(pre), make(post)
         self.down = Downsample(c.dim, c.heads, c.patch)
-        self.valley = Level(valley, c)
+        self.valley = Level(levels.inner(), c)
         self.up = Upsample(c.dim, c.heads, c.patch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -159,7 +159,7 @@ class HourglassTransformer(nn.Module):
         if config.num_classes:
             # One extra row: the null class, for classifier-free guidance.
             self.class_embed = nn.Embedding(config.num_classes + 1, config.dim)
-        self.body = Level(config.depth, config)
+        self.body = Level(config.depth_levels(), config)
         self.norm_out = nn.LayerNorm(config.dim)
         self.head = nn.Linear(config.dim, config.vocab_size)
         self.apply(_init)
@@ -215,24 +215,24 @@ def _init(module: nn.Module) -> None:
         nn.init.normal_(module.weight, std=0.02)
 
 
-def _level_flops(depth, c: HourglassConfig, n: int) -> int:
+def _level_flops(levels: DepthLevels, c: HourglassConfig, n: int) -> int:
     d, p2 = c.dim, c.patch ** 2
     block = 2 * n * (4 * d * d + 2 * c.mlp_ratio * d * d) + 4 * n * n * d
-    if isinstance(depth, int):
-        return depth * block
-    pre, valley, post = depth
+    if not levels.shortened:
+        return levels.valley * block
+    pre, post = levels.shortened[0]
     m = -(-n // p2)  # coarse tokens (ceil, padding counted)
     # downsample: linear + q (m tokens) + kv over m*k tokens + out; scores tiny
     down = 2 * m * p2 * d * d + 2 * m * d * d + 2 * m * p2 * 2 * d * d + 2 * m * d * d + 4 * m * p2 * d
     # upsample: linear + q over n + kv over n + m + out; scores within patches
     up = 2 * m * d * p2 * d + 2 * n * d * d + 2 * (n + m) * 2 * d * d + 2 * n * d * d + 4 * n * (p2 + 1) * d
-    return (pre + post) * block + down + up + _level_flops(valley, c, m)
+    return (pre + post) * block + down + up + _level_flops(levels.inner(), c, m)
 
 
 def flops(config: HourglassConfig, batch: int, height: int, width: int) -> int:
     """Matmul FLOPs of one forward pass (multiply-add = 2), the quantity benchmarks divide by."""
     n = height * width
-    return batch * (_level_flops(config.depth, config, n) + 2 * n * config.dim * config.vocab_size)
+    return batch * (_level_flops(config.depth_levels(), config, n) + 2 * n * config.dim * config.vocab_size)
 
 
 def param_count(model: nn.Module) -> int:

@@ -19,6 +19,14 @@ from .errors import InputError
 from .limits import check_pixels
 
 SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
+# The one list of file suffixes taken as pictures: LoadImage's input list and the trainers' and
+# evaluators' image folders.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+
+def is_image_file(path: Path) -> bool:
+    """A file whose suffix (any case) is in IMAGE_SUFFIXES."""
+    return path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
 
 
 def open_image(path: str | Path) -> Image.Image:

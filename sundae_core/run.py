@@ -16,7 +16,7 @@ from .cli import run_guarded
 from .graph import WorkflowError, default_registry, load_workflow, prepare, run_workflow
 from .graph.context import active
 from .graph.execute import make_context
-from .graph.overrides import apply_overrides
+from .graph.overrides import set_node_inputs
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,7 +51,7 @@ def _run(args: argparse.Namespace) -> int:
             registry = default_registry()
             definitions = registry.definitions()
             workflow = load_workflow(args.workflow, definitions)
-            apply_overrides(workflow, args.overrides, registry, definitions)
+            set_node_inputs(workflow, args.overrides, registry, definitions)
             print(json.dumps(workflow.prompt, indent=2))
             return 0
         if args.validate_only:

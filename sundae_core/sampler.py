@@ -1,7 +1,15 @@
-"""SUNDAE sampling (section 3.4): start from random tokens, then repeatedly propose
+"""SUNDAE sampling (paper section 3.4): start from random tokens, then repeatedly propose
 z' ~ Categorical(softmax(f(z) / tau)) and let each position take its proposal with probability p.
 
-Engineered for speed (method.md measured a naive Categorical draw as slow as the network):
+The surface, after k-diffusion's small explicit samplers: one frozen `SamplerSettings` holds every
+knob of a run, with its defaults and its limits (`LIMITS`) defined once here; the ComfyUI nodes
+take their defaults, minima and maxima from it, the CLIs their flags (trainers/sampler_flags.py),
+the prior trainer its sample grids. `sample(logits_fn, tokens, settings, ...)` runs it (the
+settings were validated when built, not per step); `denoise_step` is the one-step primitive and
+checks its own arguments against the same limits.
+
+Engineered for speed (a default Categorical draw over the vocabulary costs about half a network
+step at FFHQ1024's size; docs/architecture.md, "Sampler cost"):
 - proposals are drawn only at positions that will be updated, by inverse-CDF sampling (one
   softmax, one cumsum, one uniform per position) instead of Gumbel noise over the vocabulary;
 - samples that stopped changing are frozen and dropped from the batch: they cost nothing more.
@@ -9,17 +17,154 @@ Engineered for speed (method.md measured a naive Categorical draw as slow as the
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Callable
+from numbers import Integral, Real
+from typing import Any, Callable, Mapping
 
 import torch
 from einops import rearrange
 
 from .errors import InputError
-from .schedules import Schedule, schedule_values
+from .schedules import schedule_values
 
 LogitsFn = Callable[[torch.Tensor, "torch.Tensor | None"], torch.Tensor]
 SELECTIONS = ("random", "confidence")
+# The one home of every sampler limit: (low, high), both inclusive. Nodes use them as widget
+# min/max, SamplerSettings and denoise_step refuse anything outside them.
+LIMITS: dict[str, tuple[float, float]] = {
+    "steps": (1, 10_000),
+    "min_steps": (0, 10_000),
+    "temperature": (0.0, 10.0),  # 0 = argmax
+    "proportion": (0.0, 1.0),  # 0 changes nothing (an invariant the tests check)
+    "guidance": (0.0, 20.0),  # 0 = off
+}
+# What each setting does, in one wording for CLI help and error messages (and node tooltips where
+# the node has nothing more specific to say).
+MEANINGS: dict[str, str] = {
+    "steps": "the most denoising steps a sample runs",
+    "min_steps": "steps before self-stopping may end a sample",
+    "temperature": "sampling temperature; 0 = the most likely token",
+    "proportion": "share of tokens updated per step",
+    "self_stop": "stop a sample once a step changes none of its tokens (after min_steps)",
+    "guidance": "classifier-free guidance strength for class-conditional priors; 0 = off",
+    "selection": ("which tokens take their proposal: 'random' (each with probability proportion, the "
+                  "paper) or 'confidence' (the proportion share whose proposals are most probable)"),
+}
+
+
+class SamplerSettingError(InputError):
+    """A sampler setting out of its limits; `.setting` names the SamplerSettings field, so a CLI
+    or a config can say which of its own flags or keys to change."""
+
+    def __init__(self, setting: str, message: str):
+        super().__init__(message)
+        self.setting = setting
+
+
+def check_setting(name: str, value: Any) -> None:
+    """Refuse a number outside LIMITS[name] (NaN included), naming the setting and its range."""
+    low, high = LIMITS[name]
+    whole = name in ("steps", "min_steps")
+    ok_type = isinstance(value, Integral) if whole else isinstance(value, Real)
+    if isinstance(value, bool) or not ok_type:
+        kind = "a whole number" if whole else "a number"
+        raise SamplerSettingError(name, f"sampler {name} must be {kind}, got {value!r}")
+    if not low <= value <= high:  # NaN fails this too
+        raise SamplerSettingError(name, f"sampler {name} {value!r} is outside [{low:g}, {high:g}] "
+                                        f"({MEANINGS[name]}); use a value in that range")
+
+
+def check_selection(selection: Any) -> None:
+    if selection not in SELECTIONS:
+        raise SamplerSettingError("selection", f"sampler selection must be one of {', '.join(SELECTIONS)}, "
+                                               f"got {selection!r}")
+
+
+def _schedule(name: str, spec: Any, steps: int) -> float | tuple[float, ...]:
+    """A number, a (start, end) pair or one value per step; every value within LIMITS[name]."""
+    if isinstance(spec, (Real, str)) or spec is None:
+        check_setting(name, spec)
+        return float(spec)
+    try:
+        values = tuple(spec)
+    except TypeError:
+        raise SamplerSettingError(name, f"sampler {name} must be a number, a (start, end) pair or "
+                                        f"{steps} values, got {spec!r}") from None
+    for v in values:
+        check_setting(name, v)
+    if len(values) not in (1, 2, steps):
+        raise SamplerSettingError(name, f"sampler {name}: give a number, a (start, end) pair or {steps} "
+                                        f"values (one per step); got {len(values)} values")
+    return tuple(float(v) for v in values)
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """Every knob of one SUNDAE sampling run, checked against LIMITS when built.
+
+    temperature and proportion are schedules: a number (constant), a (start, end) pair (annealed
+    linearly over `steps`) or one value per step. Defaults: the paper's FFHQ1024 sampler.
+    """
+
+    steps: int = 100
+    temperature: float | tuple[float, ...] = (1.0, 0.7)
+    proportion: float | tuple[float, ...] = 0.5
+    min_steps: int = 10
+    self_stop: bool = True
+    guidance: float = 0.0
+    selection: str = "random"
+
+    def __post_init__(self) -> None:
+        check_setting("steps", self.steps)
+        check_setting("min_steps", self.min_steps)
+        check_setting("guidance", self.guidance)
+        check_selection(self.selection)
+        if not isinstance(self.self_stop, bool):
+            raise SamplerSettingError("self_stop", f"sampler self_stop must be true or false, got {self.self_stop!r}")
+        # frozen: normalise through object.__setattr__ (lists become tuples, ints floats)
+        object.__setattr__(self, "steps", int(self.steps))
+        object.__setattr__(self, "min_steps", int(self.min_steps))
+        object.__setattr__(self, "guidance", float(self.guidance))
+        object.__setattr__(self, "temperature", _schedule("temperature", self.temperature, self.steps))
+        object.__setattr__(self, "proportion", _schedule("proportion", self.proportion, self.steps))
+
+    def temperatures(self) -> list[float]:
+        """The temperature of every step (`steps` values)."""
+        return schedule_values(self.temperature, self.steps, "temperature")
+
+    def proportions(self) -> list[float]:
+        """The proportion of every step (`steps` values)."""
+        return schedule_values(self.proportion, self.steps, "proportion")
+
+    def replace(self, **changes: Any) -> "SamplerSettings":
+        """A copy with some settings changed, validated again."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able: schedules as lists, plus temperature_start / temperature_end (the first and
+        last step's temperature), the spelling of the SundaeSample node and the CSV reports."""
+        taus = self.temperatures()
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for name in ("temperature", "proportion"):
+            if isinstance(data[name], tuple):
+                data[name] = list(data[name])
+        return {**data, "temperature_start": taus[0], "temperature_end": taus[-1]}
+
+    @classmethod
+    def from_node_inputs(cls, inputs: Mapping[str, Any]) -> "SamplerSettings":
+        """From the SundaeSample node's inputs (a workflow's widget values): temperature as
+        temperature_start / temperature_end; inputs that are not settings are ignored."""
+        names = {f.name for f in dataclasses.fields(cls)} - {"temperature"}
+        kwargs = {k: v for k, v in inputs.items() if k in names}
+        if "temperature_start" in inputs or "temperature_end" in inputs:
+            default = cls().temperature
+            kwargs["temperature"] = (inputs.get("temperature_start", default[0]),
+                                     inputs.get("temperature_end", default[-1]))
+        return cls(**kwargs)
+
+
+DEFAULT_SETTINGS = SamplerSettings()
 
 
 @dataclass
@@ -68,35 +213,66 @@ def sample_categorical(logits: torch.Tensor, temperature: float,
     return torch.searchsorted(cdf, u).squeeze(1).clamp_(max=logits.shape[-1] - 1)
 
 
+NO_NULL_CLASS = ("classifier-free guidance needs a prior trained with a null class (num_classes > 0); "
+                 "set guidance to 0")
+
+
 def _guided_logits(logits_fn: LogitsFn, tokens: torch.Tensor, labels: torch.Tensor | None,
                    guidance: float, null_label: int | None) -> torch.Tensor:
     if guidance == 0 or labels is None:
         return logits_fn(tokens, labels)
     if null_label is None:
-        raise InputError("classifier-free guidance needs a prior trained with a null class "
-                         "(num_classes > 0); set guidance to 0")
+        raise InputError(NO_NULL_CLASS)
     null = torch.full_like(labels, null_label)
     both = logits_fn(torch.cat([tokens, tokens]), torch.cat([labels, null]))
     cond, uncond = both.float().chunk(2)
     return cond + guidance * (cond - uncond)
 
 
+def batch_labels(labels: Any, tokens: torch.Tensor) -> torch.Tensor | None:
+    """Class labels as (b,) int64 on the tokens' device: one label (an int, a (1,) tensor such as
+    the Class Label node's) broadcasts over the batch. None stays None (unconditional)."""
+    if labels is None:
+        return None
+    b = tokens.shape[0]
+    labels = torch.as_tensor(labels, device=tokens.device).long().reshape(-1)
+    if labels.numel() not in (1, b):
+        raise InputError(f"{labels.numel()} class labels for a batch of {b}: give one label, or one per sample")
+    return labels.expand(b)
+
+
+def _repaint_mask(repaint: torch.Tensor | None, tokens: torch.Tensor) -> torch.Tensor | None:
+    """repaint (b h w) or (h w), any dtype -> bool on the tokens' device, expanded to (b h w)."""
+    return None if repaint is None else repaint.to(tokens.device, torch.bool).expand_as(tokens)
+
+
 def denoise_step(logits_fn: LogitsFn, tokens: torch.Tensor, *, generator: torch.Generator | None = None,
                  temperature: float = 1.0, proportion: float = 0.5, repaint: torch.Tensor | None = None,
-                 labels: torch.Tensor | None = None, guidance: float = 0.0, null_label: int | None = None,
+                 labels: Any = None, guidance: float = 0.0, null_label: int | None = None,
                  selection: str = "random") -> StepResult:
-    """One SUNDAE step on tokens (b h w). `repaint` (b h w) bool: only True positions may change.
+    """One SUNDAE step on tokens (b h w). `repaint` (b h w) or (h w) bool: only True positions may
+    change. `labels`: None, one label for the batch, or (b,).
 
     selection="random": each position updates with probability `proportion` (the paper).
     selection="confidence": the `proportion` share of repaintable positions whose proposal is most
     probable updates (as in masked-token samplers).
+    Arguments are checked against LIMITS here; `sample` checks its settings once instead.
     """
-    if not 0.0 <= proportion <= 1.0:
-        raise InputError(f"proportion must lie in [0, 1], got {proportion}")
-    if selection not in SELECTIONS:
-        raise InputError(f"selection must be one of {SELECTIONS}, got {selection!r}")
+    check_setting("temperature", temperature)
+    check_setting("proportion", proportion)
+    check_setting("guidance", guidance)
+    check_selection(selection)
+    return _step(logits_fn, tokens, generator, float(temperature), float(proportion),
+                 _repaint_mask(repaint, tokens), batch_labels(labels, tokens), float(guidance), null_label,
+                 selection)
+
+
+def _step(logits_fn: LogitsFn, tokens: torch.Tensor, generator: torch.Generator | None, temperature: float,
+          proportion: float, repaint: torch.Tensor | None, labels: torch.Tensor | None, guidance: float,
+          null_label: int | None, selection: str) -> StepResult:
+    """denoise_step on checked, normalised arguments (repaint (b h w) bool, labels (b,) or None)."""
     b, h, w = tokens.shape
-    allowed = torch.ones_like(tokens, dtype=torch.bool) if repaint is None else repaint.expand(b, h, w)
+    allowed = torch.ones_like(tokens, dtype=torch.bool) if repaint is None else repaint
     logits = _guided_logits(logits_fn, tokens, labels, guidance, null_label)
     flat_logits = rearrange(logits, "b h w v -> (b h w) v")
     new = tokens.clone()
@@ -107,7 +283,7 @@ def denoise_step(logits_fn: LogitsFn, tokens: torch.Tensor, *, generator: torch.
         if idx.numel():
             flat_new[idx] = sample_categorical(flat_logits[idx], temperature, generator)
     else:
-        idx = allowed.view(-1).nonzero().squeeze(1)
+        idx = allowed.reshape(-1).nonzero().squeeze(1)
         if idx.numel():
             proposal = sample_categorical(flat_logits[idx], temperature, generator)
             logp = torch.log_softmax(flat_logits[idx].float(), -1).gather(1, proposal[:, None]).squeeze(1)
@@ -115,7 +291,7 @@ def denoise_step(logits_fn: LogitsFn, tokens: torch.Tensor, *, generator: torch.
             score = torch.full((b * h * w,), float("-inf"), device=tokens.device)
             score[idx] = logp
             score = score.view(b, h * w)
-            counts = (allowed.view(b, -1).sum(1).float() * proportion).round().long()
+            counts = (allowed.reshape(b, -1).sum(1).float() * proportion).round().long()
             order = score.argsort(dim=1, descending=True)
             ranks = torch.empty_like(order)
             ranks.scatter_(1, order, torch.arange(h * w, device=tokens.device).expand(b, -1))
@@ -126,28 +302,26 @@ def denoise_step(logits_fn: LogitsFn, tokens: torch.Tensor, *, generator: torch.
     return StepResult(new, changed)
 
 
-def sample(logits_fn: LogitsFn, tokens: torch.Tensor, *, generator: torch.Generator | None = None,
-           steps: int = 100, temperature: Schedule = (1.0, 0.7), proportion: Schedule = 0.5,
-           repaint: torch.Tensor | None = None, labels: torch.Tensor | None = None,
-           guidance: float = 0.0, null_label: int | None = None, min_steps: int = 10,
-           self_stop: bool = True, selection: str = "random",
-           callback: Callable[[dict], None] | None = None, history_every: int = 0) -> SampleResult:
-    """Run up to `steps` denoising steps from `tokens` (b h w).
+def sample(logits_fn: LogitsFn, tokens: torch.Tensor, settings: SamplerSettings = DEFAULT_SETTINGS, *,
+           generator: torch.Generator | None = None, repaint: torch.Tensor | None = None, labels: Any = None,
+           null_label: int | None = None, callback: Callable[[dict], None] | None = None,
+           history_every: int = 0) -> SampleResult:
+    """Run up to `settings.steps` denoising steps from `tokens` (b h w).
 
     Self-stopping: once at least `min_steps` steps have run, a sample whose tokens did not change
     in a step is frozen and leaves the batch; sampling ends when every sample is frozen.
     `callback(info)` runs after every step with keys step, total, tokens, active, changed; an
     exception raised there (a user's cancel) propagates. `history_every=k` keeps every k-th state.
     """
-    if steps < 1:
-        raise InputError(f"steps must be >= 1, got {steps}")
+    if not isinstance(settings, SamplerSettings):
+        raise InputError(f"sample() takes a SamplerSettings as its third argument, got {type(settings).__name__}")
+    steps = settings.steps
     b = tokens.shape[0]
-    taus = schedule_values(temperature, steps, "temperature")
-    props = schedule_values(proportion, steps, "proportion")
-    if repaint is not None:
-        repaint = repaint.to(tokens.device, torch.bool).expand_as(tokens)
-    if labels is not None:
-        labels = torch.as_tensor(labels, device=tokens.device).long().expand(b)
+    taus, props = settings.temperatures(), settings.proportions()
+    repaint = _repaint_mask(repaint, tokens)
+    labels = batch_labels(labels, tokens)
+    if settings.guidance and labels is not None and null_label is None:
+        raise InputError(NO_NULL_CLASS)
     tokens = tokens.clone()
     active = torch.ones(b, dtype=torch.bool, device=tokens.device)
     steps_used = torch.zeros(b, dtype=torch.long, device=tokens.device)
@@ -156,16 +330,14 @@ def sample(logits_fn: LogitsFn, tokens: torch.Tensor, *, generator: torch.Genera
         idx = active.nonzero().squeeze(1)
         # Subsetting every per-sample input to the running samples (the authors' batched
         # inpainting crashed here once one sample stopped).
-        result = denoise_step(
-            logits_fn, tokens[idx], generator=generator, temperature=taus[step], proportion=props[step],
-            repaint=None if repaint is None else repaint[idx],
-            labels=None if labels is None else labels[idx],
-            guidance=guidance, null_label=null_label, selection=selection)
+        result = _step(logits_fn, tokens[idx], generator, taus[step], props[step],
+                       None if repaint is None else repaint[idx], None if labels is None else labels[idx],
+                       settings.guidance, null_label, settings.selection)
         tokens[idx] = result.tokens
         steps_used[idx] += 1
         changed = torch.zeros(b, dtype=torch.bool, device=tokens.device)
         changed[idx] = result.changed
-        if self_stop and step + 1 >= min_steps:
+        if settings.self_stop and step + 1 >= settings.min_steps:
             active[idx[~result.changed]] = False
         if history_every and ((step + 1) % history_every == 0 or step + 1 == steps):
             history.append(tokens.clone())

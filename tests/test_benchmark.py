@@ -9,16 +9,19 @@ import torch
 import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
-from sundae_core.config import HourglassConfig, to_dict
+from sundae_core.config import DepthLevels, HourglassConfig, parse_depth, to_dict
 from sundae_core.presets import PRESETS
 from trainers import benchmark
-from trainers.benchmark import ARDecoder, ar_flops, gumbel_max, proposal_samplers, total_depth, vanilla_config
+from trainers.bench_ar import ARDecoder, ar_flops, vanilla_config
+from trainers.bench_cases import gumbel_max, proposal_samplers
+from trainers.bench_timing import repeats_for
+from trainers.bench_vqgan import TINY_VQGAN_RUN
 
 
 def test_quick_run_on_tiny_configs_writes_every_section(tmp_path, capsys):
     out = tmp_path / "bench"
     vqgan_yaml = tmp_path / "vqgan_tiny.yaml"  # a run config as sundae-train-vqgan reads it
-    vqgan_yaml.write_text(yaml.safe_dump(to_dict(benchmark.TINY_VQGAN_RUN)))
+    vqgan_yaml.write_text(yaml.safe_dump(to_dict(TINY_VQGAN_RUN)))
     argv = ["--quick", "--presets", "tiny", "--sample-preset", "tiny", "--batches", "1,2", "--out", str(out),
             "--vqgan-config", str(vqgan_yaml), "--vqgan-models", "config", "--vqgan-image", "64",
             "--sampler-preset", "tiny"]
@@ -76,25 +79,27 @@ def test_kv_cached_decoding_equals_the_causal_pass():
 
 def test_ar_flop_formula_matches_torchs_count():
     c = HourglassConfig(vocab_size=16, dim=32, heads=2, depth=(1, 1, 1))
-    model = ARDecoder(c.vocab_size, c.dim, c.heads, total_depth(c.depth), length=12)
+    layers = c.depth_levels().total
+    model = ARDecoder(c.vocab_size, c.dim, c.heads, layers, length=12)
     counter = FlopCounterMode(display=False)
     with counter:
         model.generate(2, generator=torch.Generator().manual_seed(0))
     # torch does not count the CPU attention kernel; the formula's attention term is 4 d (t + 1)
-    attention = 2 * total_depth(c.depth) * 4 * c.dim * (12 * 13 // 2)
+    attention = 2 * layers * 4 * c.dim * (12 * 13 // 2)
     assert counter.get_total_flops() == ar_flops(c, 2, 12) - attention
 
 
 def test_vanilla_baseline_has_the_presets_total_depth_unshortened():
     assert vanilla_config(PRESETS["ffhq256"]).depth == 22
     assert vanilla_config(PRESETS["ffhq1024"]).depth == 16
-    assert total_depth((1, (2, 3, 2), 1)) == 9
+    assert parse_depth((1, (2, 3, 2), 1)) == DepthLevels(((1, 1), (2, 2)), 3)
+    assert parse_depth((1, (2, 3, 2), 1)).total == 9 and parse_depth(4) == DepthLevels((), 4)
 
 
 def test_repeats_shrink_for_slow_cases_but_never_below_three():
-    assert benchmark.repeats_for(0.1, 5, 60) == 5
-    assert benchmark.repeats_for(15, 5, 60) == 4
-    assert benchmark.repeats_for(100, 5, 60) == 3
+    assert repeats_for(0.1, 5, 60) == 5
+    assert repeats_for(15, 5, 60) == 4
+    assert repeats_for(100, 5, 60) == 3
 
 
 @pytest.mark.parametrize("method", ["torch Categorical", "inverse-CDF (ours)", "Gumbel-max"])

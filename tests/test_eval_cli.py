@@ -153,3 +153,21 @@ def test_real_inception_features(tmp_path):
     np.testing.assert_allclose(feats[3], feats[0], rtol=1e-4, atol=1e-5)  # batching does not matter
     assert feats.min() >= 0  # pool features follow a ReLU
     assert not np.allclose(feats[0], feats[1])
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--sweep", "proportion=0.5,1.5"], "--sweep proportion=1.5: sampler proportion 1.5 is outside [0, 1]"),
+    (["--sweep", "steps=2.5"], "steps must be whole numbers"),
+    (["--temperature", "1.0", "-0.5"], "--temperature: sampler temperature -0.5 is outside [0, 10]"),
+    (["--guidance", "-1"], "--guidance: sampler guidance -1.0 is outside [0, 20]"),
+])
+def test_bad_sampler_settings_fail_before_any_model_or_feature_work(tmp_path, capsys, models, extra, message):
+    prior, vq = models
+    ref = write_images(tmp_path / "ref", 6)
+    ext = TinyFeatures()
+    argv = ["--ref", str(ref), "--ref-split", "all", "--cache-dir", str(tmp_path / "c"), "--prior", str(prior),
+            "--vqgan", str(vq), "--no-progress", "--out", str(tmp_path / "o")] + extra
+    assert evaluate.main(argv, extractor=ext) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and message in err and "\n" not in err
+    assert ext.seen == 0 and not (tmp_path / "c").exists()  # no reference feature was extracted

@@ -13,7 +13,9 @@ from PIL import Image
 
 from sundae_core.config import HourglassConfig, VQGANConfig
 from sundae_core.hourglass import HourglassTransformer
+from sundae_core.errors import InputError
 from sundae_core.models import save_model
+from sundae_core.sampler import SamplerSettings
 from sundae_core.vqgan import VQGAN
 from trainers import eval_default
 from trainers.image_data import is_validation
@@ -155,8 +157,19 @@ def test_hole_lands_on_the_subject_and_follows_the_seed():
 
 def test_workflow_settings_come_from_the_shipped_workflow():
     s = eval_default.workflow_settings(eval_default.WORKFLOW)
-    assert (s.rate, s.steps, s.temperature, s.proportion, s.min_steps, s.self_stop, s.feather) == (
-        1.0, 100, (0.5, 0.3), 0.5, 10, True, 8)
+    assert (s.rate, s.feather) == (1.0, 8)
+    assert s.sampler == SamplerSettings(steps=100, temperature=(0.5, 0.3), proportion=0.5, min_steps=10,
+                                        self_stop=True, guidance=0.0, selection="random")
+
+
+def test_a_workflow_with_a_sampler_setting_out_of_range_is_refused_naming_it(tmp_path):
+    workflow = json.loads(eval_default.WORKFLOW.read_text())
+    sample = next(n for n in workflow["nodes"] if n["type"] == "SundaeSample")
+    sample["widgets_values"][5] = 1.5  # seed, its control, steps, temperature start, end, then proportion
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(workflow))
+    with pytest.raises(InputError, match=r"bad.json: the SundaeSample node's proportion: .*outside \[0, 1\]"):
+        eval_default.workflow_settings(path)
 
 
 def test_linear_probe_separates_separable_features():

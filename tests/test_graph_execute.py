@@ -1,6 +1,7 @@
 """Running workflows: what runs and in which order, node failures, and the CLI's exit codes."""
 
 import json
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -156,8 +157,18 @@ def test_cli_validate_only_and_print_api(tmp_path, capsys):
                            "class_type": "EmptyImage", "_meta": {"title": "Canvas"}}
 
 
+CORE_REPLICAS = {"LoadImage", "SaveImage", "PreviewImage", "EmptyImage", "ImageScale", "ImageInvert", "ImageBatch",
+                 "ImageCompositeMasked", "ImagePadForOutpaint", "LoadImageMask", "InvertMask", "SolidMask",
+                 "MaskToImage", "ImageToMask", "GrowMask", "CropMask", "FeatherMask"}
+
+
 def test_builtin_registry_holds_only_core_replicas():
-    assert not any(name.startswith("Sundae") for name in builtin_registry().classes)
+    registry = builtin_registry()
+    # exactly the replicas (an empty or a shrunken registry fails), each a real ComfyUI core node
+    assert set(registry.classes) == CORE_REPLICAS == set(registry.display_names)
+    real_core = json.loads((Path(__file__).parent / "fixtures" / "comfyui" / "object_info_core_nodes.json").read_text())
+    assert CORE_REPLICAS <= set(real_core)
+    assert not any(name.startswith("Sundae") for name in registry.classes)
 
 
 @pytest.mark.parametrize("flag", [[], ["--validate-only"], ["--print-api"]])

@@ -141,14 +141,6 @@ def test_feature_width_mismatch_and_too_few_for_knn_are_clear_errors():
 
 # --- presets (issue 3, test 5) -----------------------------------------------------------------
 
-def _total_depth(depth) -> int:
-    return depth if isinstance(depth, int) else depth[0] + _total_depth(depth[1]) + depth[2]
-
-
-def _levels(depth) -> int:
-    return 0 if isinstance(depth, int) else 1 + _levels(depth[1])
-
-
 def test_presets_are_the_papers_table_3():
     table = {  # name: (grid, v, depth, classes)
         "ffhq256": ((16, 16), 1024, (3, 16, 3), 0), "ffhq1024": ((32, 32), 8192, (2, 12, 2), 0),
@@ -180,10 +172,11 @@ def test_preset_builds_and_its_counts_agree_with_the_flop_formula(name):
             model(tokens)
     assert counter.get_total_flops() == pytest.approx(flops(c, 1, h, w), rel=0.01)
 
-    d, layers = c.dim, _total_depth(c.depth)
+    d, levels = c.dim, c.depth_levels()
+    layers = levels.total
     vanilla = dataclasses.replace(c, depth=layers)
     # one token: every Linear weight is used once; the attention term is 4 d per layer
     implied = (flops(vanilla, 1, 1, 1) - 4 * d * layers) // 2
     embeddings = c.vocab_size * d + (c.num_classes + 1) * d * bool(c.num_classes)
-    resampling = _levels(c.depth) * 2 * (c.shorten + 4) * d * d  # Linear(kd, d) + attention, both ways
+    resampling = len(levels.shortened) * 2 * (c.shorten + 4) * d * d  # Linear(kd, d) + attention, both ways
     assert param_count(model) == pytest.approx(implied + embeddings + resampling, rel=0.01)

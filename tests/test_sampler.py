@@ -6,7 +6,8 @@ import torch.nn.functional as F
 
 from sundae_core import sampler
 from sundae_core.errors import InputError
-from sundae_core.sampler import denoise_step, random_tokens, sample, sample_categorical
+from sundae_core.sampler import (LIMITS, SamplerSettingError, SamplerSettings, denoise_step, random_tokens, sample,
+                                  sample_categorical)
 from sundae_core.schedules import schedule_values
 
 V = 8
@@ -44,8 +45,8 @@ def test_proportion_zero_changes_nothing():
     for selection in ("random", "confidence"):
         step = denoise_step(table_fn(), tokens, generator=_gen(), proportion=0.0, selection=selection)
         assert torch.equal(step.tokens, tokens) and not step.changed.any()
-        out = sample(table_fn(), tokens, generator=_gen(), steps=20, proportion=0.0, min_steps=3,
-                     selection=selection)
+        out = sample(table_fn(), tokens, SamplerSettings(steps=20, proportion=0.0, min_steps=3, selection=selection),
+                     generator=_gen())
         assert torch.equal(out.tokens, tokens) and out.steps_used.tolist() == [3, 3, 3]
     with pytest.raises(InputError, match="proportion"):
         denoise_step(table_fn(), tokens, proportion=1.5)
@@ -77,8 +78,8 @@ def test_known_positions_never_change_while_samples_stop_at_different_steps():
     known = tokens.clone()
     states = []
     fn = counting(_marker_fn())
-    out = sample(fn, tokens, generator=_gen(), steps=30, temperature=1.0, proportion=0.5, repaint=repaint,
-                 min_steps=4, callback=lambda info: states.append((info["tokens"].clone(), info["active"])))
+    out = sample(fn, tokens, SamplerSettings(steps=30, temperature=1.0, proportion=0.5, min_steps=4),
+                 generator=_gen(), repaint=repaint, callback=lambda info: states.append((info["tokens"].clone(), info["active"])))
     for state, _ in states:
         assert torch.equal(state[~repaint], known[~repaint])
     assert torch.equal(out.tokens[~repaint], known[~repaint])
@@ -89,13 +90,14 @@ def test_known_positions_never_change_while_samples_stop_at_different_steps():
     active_before = [b] + [int(a.sum()) for _, a in states[:-1]]
     assert fn.sizes == active_before and min(fn.sizes) == 2
     # a (h w) mask broadcasts over the batch
-    out2 = sample(_marker_fn(), tokens, generator=_gen(), steps=10, repaint=repaint[0], min_steps=2)
+    out2 = sample(_marker_fn(), tokens, SamplerSettings(steps=10, min_steps=2), generator=_gen(), repaint=repaint[0])
     assert torch.equal(out2.tokens[:, 0, :], known[:, 0, :])
 
 
 def test_same_seed_same_tokens_different_seed_differs():
     z = random_tokens(2, 5, 5, V, generator=_gen(7))
-    run = lambda seed, **kw: sample(table_fn(), z, generator=_gen(seed), steps=12, min_steps=2, **kw).tokens
+    run = lambda seed, **kw: sample(table_fn(), z, SamplerSettings(steps=12, min_steps=2, **kw),
+                                    generator=_gen(seed)).tokens
     assert torch.equal(run(0), run(0))
     assert not torch.equal(run(0), run(1))
     assert torch.equal(run(3, selection="confidence"), run(3, selection="confidence"))
@@ -111,10 +113,10 @@ def test_same_seed_same_tokens_different_seed_differs():
 def test_a_model_that_returns_its_input_stops_exactly_at_min_steps(min_steps):
     z = random_tokens(3, 4, 4, V, generator=_gen())
     fn = counting(identity_fn)
-    out = sample(fn, z, generator=_gen(), steps=50, min_steps=min_steps)
+    out = sample(fn, z, SamplerSettings(steps=50, min_steps=min_steps), generator=_gen())
     assert out.steps_used.tolist() == [min_steps] * 3
     assert len(fn.sizes) == min_steps and torch.equal(out.tokens, z)
-    out = sample(identity_fn, z, generator=_gen(), steps=7, self_stop=False)
+    out = sample(identity_fn, z, SamplerSettings(steps=7, self_stop=False), generator=_gen())
     assert out.steps_used.tolist() == [7] * 3
 
 
@@ -189,15 +191,16 @@ def test_classifier_free_guidance_with_a_conditional_toy_model():
     with pytest.raises(InputError, match="null class"):
         denoise_step(_conditional_fn(calls), z, labels=labels, guidance=1.0, null_label=None)
     # through sample, with labels given as a scalar for the whole batch
-    out = sample(_conditional_fn(calls), z, generator=_gen(), steps=3, temperature=0.0, proportion=1.0,
-                 labels=1, guidance=2.0, null_label=3, min_steps=1)
+    out = sample(_conditional_fn(calls), z, SamplerSettings(steps=3, temperature=0.0, proportion=1.0, guidance=2.0,
+                                                            min_steps=1), generator=_gen(), labels=1, null_label=3)
     assert (out.tokens == 1).all()
 
 
 def test_callback_sees_every_step_and_can_interrupt():
     z = random_tokens(2, 3, 3, V, generator=_gen())
     seen = []
-    out = sample(table_fn(), z, generator=_gen(), steps=9, min_steps=9, callback=seen.append, history_every=4)
+    out = sample(table_fn(), z, SamplerSettings(steps=9, min_steps=9), generator=_gen(), callback=seen.append,
+                 history_every=4)
     assert [i["step"] for i in seen] == list(range(1, 10)) and all(i["total"] == 9 for i in seen)
     assert set(seen[0]) >= {"step", "total", "tokens", "active", "changed"}
     assert torch.equal(seen[-1]["tokens"], out.tokens)
@@ -212,7 +215,7 @@ def test_callback_sees_every_step_and_can_interrupt():
 
     fn = counting(table_fn())
     with pytest.raises(Cancel):
-        sample(fn, z, generator=_gen(), steps=9, callback=cancel_at_3)
+        sample(fn, z, SamplerSettings(steps=9), generator=_gen(), callback=cancel_at_3)
     assert len(fn.sizes) == 3
 
 
@@ -223,24 +226,75 @@ def test_schedules():
     assert schedule_values([0.1, 0.2, 0.9], 3) == [0.1, 0.2, 0.9]
     with pytest.raises(InputError, match="temperature.*3 values"):
         schedule_values([0.1, 0.2, 0.3], 5, "temperature")
-    z = random_tokens(1, 2, 2, V, generator=_gen())
     with pytest.raises(InputError, match="proportion"):
-        sample(table_fn(), z, steps=4, proportion=[0.1, 0.2, 0.3])
+        SamplerSettings(steps=4, proportion=[0.1, 0.2, 0.3])
     with pytest.raises(InputError, match="steps"):
-        sample(table_fn(), z, steps=0)
+        SamplerSettings(steps=0)
 
 
 def test_sample_follows_the_schedules_step_by_step(monkeypatch):
     seen = []
-    real = sampler.denoise_step
+    real = sampler._step
 
-    def spy(logits_fn, tokens, **kw):
-        seen.append((kw["temperature"], kw["proportion"]))
-        return real(logits_fn, tokens, **kw)
+    def spy(logits_fn, tokens, generator, temperature, proportion, *rest):
+        seen.append((temperature, proportion))
+        return real(logits_fn, tokens, generator, temperature, proportion, *rest)
 
-    monkeypatch.setattr(sampler, "denoise_step", spy)
+    monkeypatch.setattr(sampler, "_step", spy)
     z = random_tokens(1, 2, 2, V, generator=_gen())
-    sample(table_fn(), z, generator=_gen(), steps=4, temperature=(1.0, 0.4), proportion=[0.9, 0.5, 0.5, 0.1],
-           self_stop=False)
+    sample(table_fn(), z, SamplerSettings(steps=4, temperature=(1.0, 0.4), proportion=[0.9, 0.5, 0.5, 0.1],
+                                          self_stop=False), generator=_gen())
     assert [t for t, _ in seen] == pytest.approx([1.0, 0.8, 0.6, 0.4])
     assert [p for _, p in seen] == [0.9, 0.5, 0.5, 0.1]
+
+
+@pytest.mark.parametrize("field, bad", [
+    ("steps", 0), ("steps", 2.5), ("steps", True), ("min_steps", -1), ("temperature", -0.1),
+    ("temperature", 10.5), ("temperature", (1.0, float("nan"))), ("temperature", (1.0, 0.9, 0.8)),
+    ("proportion", 1.5), ("proportion", -0.01), ("guidance", 21.0), ("selection", "best"), ("self_stop", "yes")])
+def test_settings_refuse_values_outside_their_limits_naming_the_setting(field, bad):
+    with pytest.raises(SamplerSettingError, match=field) as err:
+        SamplerSettings(**{field: bad})
+    assert err.value.setting == field
+
+
+def test_settings_limits_are_inclusive_and_schedules_are_normalised():
+    for field, (low, high) in LIMITS.items():
+        for value in (low, high):
+            assert getattr(SamplerSettings(**{field: value}), field) == value
+    s = SamplerSettings(steps=3, temperature=[1, 0.5, 0], proportion=1)
+    assert s.temperature == (1.0, 0.5, 0.0) and s.proportion == 1.0 and hash(s)  # frozen and hashable
+    assert s.temperatures() == [1.0, 0.5, 0.0] and s.proportions() == [1.0] * 3
+    assert s.to_dict()["temperature_start"] == 1.0 and s.to_dict()["temperature_end"] == 0.0
+    assert SamplerSettings.from_node_inputs({"steps": 5, "temperature_start": 0.5, "temperature_end": 0.3,
+                                             "seed": 7, "prior": object()}) == SamplerSettings(steps=5,
+                                                                                               temperature=(0.5, 0.3))
+
+
+def test_denoise_step_checks_its_arguments_and_sample_checks_its_settings_once(monkeypatch):
+    z = random_tokens(2, 3, 3, V, generator=_gen())
+    with pytest.raises(SamplerSettingError, match="temperature"):
+        denoise_step(table_fn(), z, temperature=-1.0)  # no longer silently argmax
+    with pytest.raises(SamplerSettingError, match="guidance"):
+        denoise_step(table_fn(), z, guidance=-1.0)
+    checks = []
+    real = sampler.check_setting
+    monkeypatch.setattr(sampler, "check_setting", lambda *a: (checks.append(a), real(*a)))
+    settings = SamplerSettings(steps=6, min_steps=6)
+    checks.clear()
+    sample(table_fn(), z, settings, generator=_gen())
+    assert checks == []  # validated when built, not once per step
+    with pytest.raises(InputError, match="SamplerSettings"):
+        sample(table_fn(), z, 6)
+
+
+def test_denoise_step_takes_one_label_for_the_whole_batch():
+    z = torch.zeros(2, 2, 2, dtype=torch.long)
+    calls = []
+    one = denoise_step(_conditional_fn(calls), z, temperature=0.0, proportion=1.0, labels=torch.tensor([1]),
+                       guidance=1.0, null_label=3)
+    assert calls[-1][1].tolist() == [1, 1, 3, 3] and (one.tokens == 1).all()
+    denoise_step(_conditional_fn(calls), z, temperature=0.0, proportion=1.0, labels=0)
+    assert calls[-1][1].tolist() == [0, 0]
+    with pytest.raises(InputError, match="3 class labels for a batch of 2"):
+        denoise_step(_conditional_fn(calls), z, labels=torch.tensor([0, 1, 2]))

@@ -26,7 +26,7 @@ from sundae_core.errors import InputError, MissingAssetError
 from sundae_core.models import load_vqgan
 
 from . import distributed as dist
-from .image_data import HELD_OUT_FRACTION, in_subset, is_validation, list_images, load_rgb
+from .image_data import HELD_OUT_FRACTION, image_paths, in_subset, is_validation, load_rgb
 from .latent_data import write_manifest, write_shard
 
 
@@ -38,7 +38,7 @@ def encode_folder(args) -> int:
     f = vqgan.factor
     if args.resolution % f:
         raise InputError(f"--resolution {args.resolution} must be a multiple of the VQ-GAN factor {f}")
-    files = list_images(args.images)
+    files = image_paths(args.images)
     if args.limit:
         files = files[: args.limit]
     files = [p for p in files if in_subset(p, args.subset)]

@@ -39,8 +39,6 @@ from __future__ import annotations
 
 import argparse
 import colorsys
-import dataclasses
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,8 +49,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from sundae_core.checkpoint import atomic_write
-from sundae_core.cli import run_guarded
+from sundae_core.cli import run_guarded, write_json_report
 from sundae_core.corruption import corrupt
 from sundae_core.errors import InputError
 from sundae_core.graph import default_registry, load_workflow
@@ -60,15 +57,15 @@ from sundae_core.grid import make_grid, save_png, to_uint8
 from sundae_core.images import comfy_to_model, composite, model_to_comfy
 from sundae_core.masks import latent_mask
 from sundae_core.models import default_model_path, inference_dtype, load_prior, load_vqgan
-from sundae_core.sampler import model_logits_fn, sample
+from sundae_core.sampler import SamplerSettingError, SamplerSettings, model_logits_fn, sample
 
 from .build_latents import _folder_labels, folder_classes
-from .evaluate import SampleSource, SamplerSettings, cached_features, content_key, default_cache_dir, folder_images
-from .image_data import HELD_OUT_FRACTION, is_validation, list_images, load_rgb
+from .evaluate import SampleSource, cached_features, content_key, default_cache_dir, folder_images
+from .image_data import HELD_OUT_FRACTION, image_paths, is_validation, load_rgb
 from .inception import PREPROCESS_VERSION, FeatureExtractor, InceptionFeatures, extract_features
 from .linear_probe import fit_linear_probe
 from .lpips import load_lpips
-from .sampler_flags import add_sampler_flags
+from .sampler_flags import add_sampler_flags, settings_from_args
 from .train_vqgan import psnr
 
 WORKFLOW = Path(__file__).resolve().parents[1] / "workflows" / "inpaint_1024.json"
@@ -88,14 +85,11 @@ class InpaintSettings:
     """The inpainting workflow's corrupt rate, sampler settings and composite feather."""
 
     rate: float
-    steps: int
-    temperature: tuple[float, float]
-    proportion: float
-    min_steps: int
-    self_stop: bool
-    guidance: float
-    selection: str
+    sampler: SamplerSettings
     feather: int
+
+    def to_dict(self) -> dict:
+        return {"rate": self.rate, **self.sampler.to_dict(), "feather": self.feather}
 
 
 def workflow_settings(path: str | Path) -> InpaintSettings:
@@ -114,11 +108,11 @@ def workflow_settings(path: str | Path) -> InpaintSettings:
         return found[0]
 
     c, s, m = one("SundaeCorrupt"), one("SundaeSample"), one("SundaeComposite")
-    return InpaintSettings(rate=float(c["rate"]), steps=int(s["steps"]),
-                           temperature=(float(s["temperature_start"]), float(s["temperature_end"])),
-                           proportion=float(s["proportion"]), min_steps=int(s["min_steps"]),
-                           self_stop=bool(s["self_stop"]), guidance=float(s["guidance"]),
-                           selection=str(s["selection"]), feather=int(m["feather"]))
+    try:
+        sampler = SamplerSettings.from_node_inputs(s)
+    except SamplerSettingError as err:
+        raise InputError(f"{path}: the SundaeSample node's {err.setting}: {err}") from None
+    return InpaintSettings(rate=float(c["rate"]), sampler=sampler, feather=int(m["feather"]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,7 +215,7 @@ def completion_accuracy(logits_fn, tokens: torch.Tensor, positions: torch.Tensor
 
 def held_out_subset(root: str | Path, n: int, val_fraction: float) -> list[Path]:
     """`n` held-out images spread evenly over the sorted held-out list (so every group appears)."""
-    files = [f for f in list_images(root) if is_validation(f, val_fraction)]
+    files = [f for f in image_paths(root) if is_validation(f, val_fraction)]
     if not files:
         raise InputError(f"{root} has no held-out images (val_fraction={val_fraction}); use a larger "
                          "--val-fraction or a larger folder")
@@ -272,11 +266,8 @@ def inpainting(args, vqgan, prior, lpips, settings: InpaintSettings, device, pro
             tokens = vqgan.encode(original.to(device))
             repaint = latent_mask(mask, f, tuple(tokens.shape[-2:])).to(device)  # (b h w) the hole's tokens
             noisy = corrupt(tokens, vocab, generator=g, rate=settings.rate).tokens
-            result = sample(logits_fn, torch.where(repaint, noisy, tokens), generator=g, steps=settings.steps,
-                            temperature=settings.temperature, proportion=settings.proportion, repaint=repaint,
-                            guidance=settings.guidance, null_label=prior.null_label,
-                            min_steps=settings.min_steps, self_stop=settings.self_stop,
-                            selection=settings.selection)
+            result = sample(logits_fn, torch.where(repaint, noisy, tokens), settings.sampler, generator=g,
+                            repaint=repaint, null_label=prior.null_label)
             decoded = vqgan.decode(torch.cat([tokens, result.tokens])).cpu()  # recon then inpaint
             hole_acc = completion_accuracy(logits_fn, tokens, repaint, vocab, g)
             scattered = scattered_positions(b, *tokens.shape[-2:], args.hole ** 2, g, device)
@@ -312,7 +303,7 @@ def inpainting(args, vqgan, prior, lpips, settings: InpaintSettings, device, pro
     inpaint = {
         "n": len(rows), "resolution": args.resolution, "hole_tokens": args.hole, "hole_pixels": args.hole * f,
         "ring_pixels": ring, "slack": args.slack, "workflow": str(args.workflow),
-        "workflow_settings": dataclasses.asdict(settings),
+        "workflow_settings": settings.to_dict(),
         "methods": {name: {"lpips": round(mean(f"{name}_lpips"), 4), "psnr": round(mean(f"{name}_psnr"), 3)}
                     for name in METHODS},
         "inpaint_beats_mean_fill": round(float(np.mean([r["inpaint_lpips"] < r["mean_fill_lpips"] for r in rows])), 4),
@@ -333,7 +324,7 @@ def inpainting(args, vqgan, prior, lpips, settings: InpaintSettings, device, pro
 
 def class_accuracy(args, vqgan, prior, extractor: FeatureExtractor, device, out: Path, progress: bool) -> dict:
     root = Path(args.images)
-    files = list_images(root)
+    files = image_paths(root)
     names = folder_classes(files, root)
     classes = prior.config.num_classes
     prior_names = list(getattr(prior.config, "class_names", ()) or ())
@@ -368,12 +359,10 @@ def class_accuracy(args, vqgan, prior, extractor: FeatureExtractor, device, out:
 
     grid = (args.resolution // vqgan.factor,) * 2
     source = SampleSource(prior, vqgan, grid, args.batch_size, device, progress=progress, compile=args.compile)
-    base = SamplerSettings(steps=args.steps, temperature=tuple(args.temperature), proportion=args.proportion,
-                           min_steps=args.min_steps, guidance=args.guidance, selection=args.selection)
+    base = settings_from_args(args)
     per_class, thumbs, all_hits = [], [], []
     for label, name in enumerate(names):
-        settings = dataclasses.replace(base, label=label)
-        images = list(source.images(args.per_class, settings, args.seed + label, name))
+        images = list(source.images(args.per_class, base, args.seed + label, name, label))
         predicted = probe.predict(extract_features(extractor, images, batch_size=args.feature_batch,
                                                    desc=f"{name} features", progress=False))
         hits = predicted == label
@@ -391,8 +380,7 @@ def class_accuracy(args, vqgan, prior, extractor: FeatureExtractor, device, out:
             "sample_accuracy": round(sample_accuracy, 4),
             "ratio_to_real": round(sample_accuracy / real_accuracy, 4) if real_accuracy else None,
             "per_class_samples": args.per_class, "guidance": args.guidance, "seed": args.seed,
-            "sampler": {"steps": base.steps, "temperature": list(base.temperature), "proportion": base.proportion,
-                        "min_steps": base.min_steps, "selection": base.selection},
+            "sampler": base.to_dict(),
             "per_class": per_class, "grid": str(path)}
 
 
@@ -472,8 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
     cls.add_argument("--classes", action="store_true",
                      help="score guided class-conditional samples with a linear probe on Inception features")
     cls.add_argument("--per-class", type=int, default=10, help="samples drawn per class (default 10)")
-    cls.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale (default 3)")
-    add_sampler_flags(cls)
+    add_sampler_flags(cls, defaults=SamplerSettings(guidance=3.0))
     cls.add_argument("--l2", type=float, default=1e-2, help="L2 weight of the linear probe (default 0.01)")
     cls.add_argument("--cache-dir", help=f"where real image features are cached (default {default_cache_dir()})")
     cls.add_argument("--feature-batch", type=int, default=32, help="images per Inception batch (default 32)")
@@ -503,6 +490,8 @@ def main(argv: list[str] | None = None, extractor: FeatureExtractor | None = Non
 
     def body() -> int:
         _check_args(args)
+        if args.classes:
+            settings_from_args(args)  # bad sampler flags fail before the models load
         device = torch.device(args.device)
         progress = not args.no_progress
         out = Path(args.out)
@@ -543,9 +532,8 @@ def main(argv: list[str] | None = None, extractor: FeatureExtractor | None = Non
             path = save_png(palette(colours), out / "code_palette.png")
             report["code_colours"] = {**colour_report(colours), "palette": str(path)}
 
-        atomic_write(out / REPORT, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2)))
         print(summary(report))
-        print(f"wrote {out / REPORT}")
+        write_json_report(out / REPORT, report)
         return 0
 
     return run_guarded(body)

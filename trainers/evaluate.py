@@ -27,10 +27,8 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import hashlib
 import io
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -43,18 +41,19 @@ from PIL import Image
 from tqdm import tqdm
 
 from sundae_core.checkpoint import atomic_write
-from sundae_core.cli import run_guarded
+from sundae_core.cli import run_guarded, write_json_report
 from sundae_core.compiled import compiled_decode_fn
 from sundae_core.errors import InputError
 from sundae_core.grid import to_uint8
 from sundae_core.models import inference_dtype, load_prior, load_vqgan
-from sundae_core.sampler import model_logits_fn, random_tokens, sample
+from sundae_core.sampler import SamplerSettingError, SamplerSettings, model_logits_fn, random_tokens, sample
 
-from .image_data import HELD_OUT_FRACTION, is_validation, list_images, load_rgb
+from .image_data import HELD_OUT_FRACTION, image_paths, is_validation, load_rgb
 from .inception import PREPROCESS_VERSION, FeatureExtractor, InceptionFeatures, extract_features
+from .latent_data import grey_level_images
 from .line_plot import Panel, draw_panels
 from .metrics import Metrics, all_metrics, feature_stats
-from .sampler_flags import add_sampler_flags
+from .sampler_flags import add_sampler_flags, settings_from_args
 
 SWEEPS = {
     "proportion": ("fig8_proportion.png", "Figure 8: sample quality against the sample proportion p"),
@@ -68,22 +67,29 @@ CSV_FIELDS = ("sweep", "value", "steps", "temperature_start", "temperature_end",
               "mean_steps_used", "seconds")
 
 
-@dataclass(frozen=True)
-class SamplerSettings:
-    steps: int = 100
-    temperature: tuple[float, float] = (1.0, 0.7)
-    proportion: float = 0.5
-    min_steps: int = 10
-    guidance: float = 0.0
-    label: int | None = None  # None: uniform random labels for a class-conditional prior
-    selection: str = "random"
+def swept(settings: SamplerSettings, name: str, value: float) -> SamplerSettings:
+    """`settings` with one swept value: steps T, a constant temperature tau, or proportion p."""
+    if name == "steps":
+        return settings.replace(steps=int(value))
+    if name == "temperature":
+        return settings.replace(temperature=float(value))
+    return settings.replace(proportion=float(value))
 
-    def with_sweep(self, name: str, value: float) -> "SamplerSettings":
-        if name == "steps":
-            return dataclasses.replace(self, steps=int(value))
-        if name == "temperature":
-            return dataclasses.replace(self, temperature=(float(value), float(value)))
-        return dataclasses.replace(self, proportion=float(value))
+
+def sample_points(base: SamplerSettings, sweeps: list[tuple[str, list[float]]]
+                  ) -> list[tuple[str | None, float | None, SamplerSettings]]:
+    """(sweep name, value, settings) of every sampling run: the base alone without sweeps. Every
+    point is validated here, before any model is loaded or feature extracted."""
+    if not sweeps:
+        return [(None, None, base)]
+    points = []
+    for name, values in sweeps:
+        for value in values:
+            try:
+                points.append((name, value, swept(base, name, value)))
+            except SamplerSettingError as err:
+                raise InputError(f"--sweep {name}={value:g}: {err}") from None
+    return points
 
 
 # ---------------------------------------------------------------------------------------------
@@ -93,7 +99,7 @@ class SamplerSettings:
 def reference_files(root: str | Path, split: str, val_fraction: float, limit: int = 0) -> list[Path]:
     """The reference images: the held-out split (as the trainers split by name hash), the
     training split, or all; optionally only the first `limit` (sorted by path)."""
-    files = list_images(root)
+    files = image_paths(root)
     if split != "all":
         files = [f for f in files if is_validation(f, val_fraction) == (split == "val")]
     if limit:
@@ -151,12 +157,6 @@ def folder_images(files: list[Path], size: int) -> Iterator[np.ndarray]:
         yield load_rgb(f, size)
 
 
-def pixel_decode(tokens: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """Grey-level tokens (b h w) -> images (b 3 h w) in [-1, 1] (MNIST-style pixel priors)."""
-    x = tokens.float() / (vocab_size - 1) * 2 - 1
-    return x[:, None].expand(-1, 3, -1, -1)
-
-
 class SampleSource:
     """Draws samples from a prior (+ VQ-GAN decoder) in batches; remembers time and steps used."""
 
@@ -171,7 +171,10 @@ class SampleSource:
         self.seconds = 0.0
         self.steps_used: list[int] = []
 
-    def images(self, n: int, settings: SamplerSettings, seed: int, tag: str) -> Iterator[np.ndarray]:
+    def images(self, n: int, settings: SamplerSettings, seed: int, tag: str,
+               label: int | None = None) -> Iterator[np.ndarray]:
+        """n samples drawn with `settings`; a class-conditional prior gets `label` for every
+        sample, or uniform random labels when it is None."""
         c = self.prior.config
         g = torch.Generator(self.device).manual_seed(seed)
         self.seconds, self.steps_used = 0.0, []
@@ -182,15 +185,13 @@ class SampleSource:
                 start = time.perf_counter()
                 labels = None
                 if c.num_classes:
-                    labels = (torch.full((b,), settings.label, device=self.device) if settings.label is not None
+                    labels = (torch.full((b,), label, device=self.device) if label is not None
                               else torch.randint(0, c.num_classes, (b,), generator=g, device=self.device))
                 z = random_tokens(b, *self.grid, c.vocab_size, generator=g, device=self.device)
                 with torch.inference_mode():
-                    out = sample(self.logits_fn, z, generator=g, steps=settings.steps,
-                                 temperature=settings.temperature, proportion=settings.proportion,
-                                 labels=labels, guidance=settings.guidance, null_label=self.prior.null_label,
-                                 min_steps=settings.min_steps, selection=settings.selection)
-                    pixels = (pixel_decode(out.tokens, c.vocab_size) if self.vqgan is None
+                    out = sample(self.logits_fn, z, settings, generator=g, labels=labels,
+                                 null_label=self.prior.null_label)
+                    pixels = (grey_level_images(out.tokens, c.vocab_size) if self.vqgan is None
                               else self.decode(out.tokens))
                 arr = to_uint8(pixels)
                 self.seconds += time.perf_counter() - start
@@ -266,9 +267,10 @@ def write_sweep_outputs(out: Path, rows: list[dict], settings: SamplerSettings) 
         mine = [r for r in rows if r["sweep"] == name]
         if not mine:
             continue
-        fixed = {"steps": f"T={settings.steps}",
-                 "temperature": f"tau={settings.temperature[0]:g}->{settings.temperature[1]:g}",
-                 "proportion": f"p={settings.proportion:g}"}
+        s = settings.to_dict()
+        fixed = {"steps": f"T={s['steps']}",
+                 "temperature": f"tau={s['temperature_start']:g}->{s['temperature_end']:g}",
+                 "proportion": f"p={s['proportion']:g}"}
         fixed.pop(name)
         n = mine[0]["n_fake"]
         panels = [Panel(label, [r["value"] for r in mine], [r[key] for r in mine], xlabel=name,
@@ -290,8 +292,8 @@ def parse_sweep(spec: str) -> tuple[str, list[float]]:
         parsed = [float(v) for v in values.split(",") if v.strip()]
     except ValueError:
         raise InputError(f"--sweep {spec!r}: values must be numbers separated by commas") from None
-    if name == "steps" and any(v < 1 or v != int(v) for v in parsed):
-        raise InputError(f"--sweep {spec!r}: steps must be whole numbers >= 1")
+    if name == "steps" and not all(v.is_integer() for v in parsed):  # the range: sample_points
+        raise InputError(f"--sweep {spec!r}: steps must be whole numbers")
     return name, parsed
 
 
@@ -310,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="\n".join(__doc__.splitlines()[1:]))
     src = p.add_argument_group("what to score")
-    src.add_argument("--images", help="folder of images to score (png/jpg/webp, searched recursively)")
+    src.add_argument("--images", help="folder of images to score (png, jpg, webp, ..., searched recursively)")
     src.add_argument("--prior", help="prior checkpoint (.safetensors) to sample from")
     src.add_argument("--vqgan", help="VQ-GAN checkpoint that decodes the prior's tokens (and for --recon)")
     src.add_argument("--recon", action="store_true",
@@ -332,7 +334,6 @@ def build_parser() -> argparse.ArgumentParser:
     smp.add_argument("--n", type=int, default=1000, help="number of samples per setting (default 1000)")
     smp.add_argument("--batch-size", type=int, default=16, help="samples drawn (and images reconstructed) at once")
     add_sampler_flags(smp)
-    smp.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance scale (class priors)")
     smp.add_argument("--label", type=int, help="class label for every sample (default: uniform random labels)")
     smp.add_argument("--grid", help="token grid HxW (default: the VQ-GAN's resolution / its factor)")
     smp.add_argument("--resolution", type=int,
@@ -372,6 +373,9 @@ def main(argv: list[str] | None = None, extractor: FeatureExtractor | None = Non
     def body() -> int:
         sweeps = [parse_sweep(s) for s in args.sweep]
         _check_args(args)
+        # every sampler setting of every sweep point is checked before any work
+        base = settings_from_args(args) if args.prior else None
+        points = sample_points(base, sweeps) if base is not None else []
         device = torch.device(args.device)
         progress = not args.no_progress
         out = Path(args.out)
@@ -381,7 +385,7 @@ def main(argv: list[str] | None = None, extractor: FeatureExtractor | None = Non
         vqgan = load_vqgan(args.vqgan, device=device, dtype=inference_dtype(device)) if args.vqgan else None
         resolution = args.resolution or (vqgan.config.resolution if vqgan is not None else None)
         prior, grid = _load_prior(args, vqgan, resolution, device) if args.prior else (None, None)
-        image_files = list_images(args.images) if args.images else []
+        image_files = image_paths(args.images) if args.images else []
         canvas = args.ref_resolution or _canvas(vqgan, resolution, grid, image_files, ext.input_size)
 
         # Reference features, cached by content: the reference images are brought to the canvas
@@ -424,23 +428,15 @@ def main(argv: list[str] | None = None, extractor: FeatureExtractor | None = Non
         if prior is not None:
             source = SampleSource(prior, vqgan, grid, args.batch_size, device,
                                   out / "samples" if args.save_samples else None, progress, compile=args.compile)
-            rows.extend(_score_samples(ctx, source, args, sweeps))
+            rows.extend(_score_samples(ctx, source, args, points))
             if sweeps:
-                for path in write_sweep_outputs(out, [r for r in rows if "sweep" in r], _settings(args)):
+                for path in write_sweep_outputs(out, [r for r in rows if "sweep" in r], base):
                     print(f"wrote {path}")
 
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write(out / "eval.json", lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2)))
-        print(f"wrote {out / 'eval.json'}")
+        write_json_report(out / "eval.json", report)
         return 0
 
     return run_guarded(body)
-
-
-def _settings(args: argparse.Namespace) -> SamplerSettings:
-    return SamplerSettings(steps=args.steps, temperature=tuple(args.temperature), proportion=args.proportion,
-                           min_steps=args.min_steps, guidance=args.guidance, label=args.label,
-                           selection=args.selection)
 
 
 def _canvas(vqgan, resolution, grid, image_files: list[Path], fallback: int) -> int:
@@ -480,23 +476,15 @@ def _load_prior(args, vqgan, resolution, device) -> tuple[torch.nn.Module, tuple
     return prior, grid
 
 
-def _score_samples(ctx: Context, source: SampleSource, args, sweeps) -> list[dict]:
-    base = _settings(args)
-    if sweeps:
-        points = [(name, v, base.with_sweep(name, v)) for name, values in sweeps for v in values]
-    else:
-        points = [(None, None, base)]
+def _score_samples(ctx: Context, source: SampleSource, args, points) -> list[dict]:
     rows = []
     for sweep, value, settings in points:
         tag = "samples" if sweep is None else f"{sweep}={value:g}"
         # the sampling bar shows progress; features are extracted as the samples arrive
-        feats = ctx.features(source.images(args.n, settings, args.seed, tag), args.n, f"{tag} features",
-                             progress=False)
-        extra = {"prior": str(args.prior), "grid": list(source.grid), "steps": settings.steps,
-                 "temperature_start": settings.temperature[0], "temperature_end": settings.temperature[1],
-                 "proportion": settings.proportion, "min_steps": settings.min_steps, "guidance": settings.guidance,
-                 "selection": settings.selection, "compile": args.compile,
-                 "label": settings.label, "seed": args.seed,
+        feats = ctx.features(source.images(args.n, settings, args.seed, tag, args.label), args.n,
+                             f"{tag} features", progress=False)
+        extra = {"prior": str(args.prior), "grid": list(source.grid), **settings.to_dict(),
+                 "compile": args.compile, "label": args.label, "seed": args.seed,
                  "mean_steps_used": round(float(np.mean(source.steps_used)), 2),
                  "seconds": round(source.seconds, 2), "seconds_per_sample": round(source.seconds / args.n, 4)}
         if sweep is not None:

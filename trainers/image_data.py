@@ -19,9 +19,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from sundae_core.errors import InputError
-from sundae_core.image_decode import open_image, to_8bit
+from sundae_core.image_decode import IMAGE_SUFFIXES, is_image_file, open_image, to_8bit
 
-EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp"}
 # The held-out share of every image folder; the embedded default model's evaluation uses it.
 HELD_OUT_FRACTION = 0.10
 # Emoji skin-tone modifiers and the variation selector: variants of one emoji differ only in these.
@@ -44,13 +43,15 @@ class DataConfig:
     min_subject: float = 0.0
 
 
-def list_images(root: str | Path) -> list[Path]:
+def image_paths(root: str | Path) -> list[Path]:
+    """Every picture under `root`, subfolders included, sorted by path; InputError when the folder
+    is missing or holds none. (LoadImage's `graph.image_files.image_names` lists one folder's names.)"""
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"image folder {root} does not exist (set data.path)")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in EXTENSIONS)
+    files = sorted(p for p in root.rglob("*") if is_image_file(p))
     if not files:
-        raise InputError(f"image folder {root} holds no .png/.jpg/.jpeg/.webp files")
+        raise InputError(f"image folder {root} holds no {'/'.join(IMAGE_SUFFIXES)} files")
     return files
 
 
@@ -106,7 +107,7 @@ class ImageSet:
     """All images of one split in RAM as uint8 (n h w 3)."""
 
     def __init__(self, config: DataConfig, split: str, progress: bool = True):
-        files = list_images(config.path)
+        files = image_paths(config.path)
         if config.limit:
             files = files[: config.limit]
         want_val = split == "val"

@@ -26,6 +26,13 @@ class LatentDataConfig:
     path: str = ""
 
 
+def grey_level_images(tokens: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """The "pixels" decoder: grey-level tokens (b h w) in 0..vocab_size-1 -> images (b 3 h w) in
+    [-1, 1] (MNIST-style pixel priors; the one decoding sample grids and evaluations share)."""
+    x = tokens.float() / (vocab_size - 1) * 2 - 1
+    return x[:, None].expand(-1, 3, -1, -1)
+
+
 def write_shard(path: Path, tokens: torch.Tensor, labels: torch.Tensor | None, vocab_size: int) -> None:
     dtype = torch.int16 if vocab_size <= 32767 else torch.int32
     tensors = {"tokens": tokens.to(dtype)}

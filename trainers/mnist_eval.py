@@ -15,7 +15,6 @@ Outputs in --out: mnist_eval.json, and grid_guidance_<g>.png per scale (one row 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -23,17 +22,17 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from sundae_core.checkpoint import atomic_write, read_metadata
-from sundae_core.cli import run_guarded
+from sundae_core.checkpoint import read_metadata
+from sundae_core.cli import run_guarded, write_json_report
 from sundae_core.config import to_dict
 from sundae_core.errors import InputError
 from sundae_core.grid import save_grid
 from sundae_core.models import inference_dtype, load_prior
-from sundae_core.sampler import model_logits_fn, random_tokens, sample
+from sundae_core.sampler import SamplerSettingError, SamplerSettings, model_logits_fn, random_tokens, sample
 
 from .build_latents import mnist_arrays
-from .evaluate import pixel_decode
-from .sampler_flags import add_sampler_flags
+from .latent_data import grey_level_images
+from .sampler_flags import add_sampler_flags, settings_from_args
 from .mnist_classifier import (TrainedClassifier, TrainSettings, load_classifier, predict, save_classifier,
                                to_pixels, train_classifier)
 
@@ -60,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     smp.add_argument("--per-class", type=int, default=50, help="samples per class and guidance scale (default 50)")
     smp.add_argument("--guidance", type=float, nargs="+", default=[0.0],
                      help="classifier-free guidance scales, each evaluated in turn (e.g. 0 1 3; default 0)")
-    add_sampler_flags(smp)
+    add_sampler_flags(smp, guidance=False)
     smp.add_argument("--batch-size", type=int, default=100, help="samples drawn at once (default 100)")
     smp.add_argument("--seed", type=int, default=0, help="seed of the samples and of classifier training (default 0)")
     out = p.add_argument_group("output")
@@ -72,12 +71,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def check_args(args: argparse.Namespace) -> None:
-    for name in ("per_class", "steps", "batch_size", "grid_columns", "grid_scale", "classifier_epochs"):
+def check_args(args: argparse.Namespace) -> list[SamplerSettings]:
+    """Refuse bad flags before any work; the sampler settings of each --guidance scale."""
+    for name in ("per_class", "batch_size", "grid_columns", "grid_scale", "classifier_epochs"):
         if getattr(args, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.min_steps < 0 or args.limit < 0 or args.threads < 0:
-        raise InputError("--min-steps, --limit and --threads must be >= 0")
+    if args.limit < 0 or args.threads < 0:
+        raise InputError("--limit and --threads must be >= 0")
+    settings = []
+    for guidance in args.guidance:
+        try:
+            settings.append(settings_from_args(args, guidance=guidance))
+        except SamplerSettingError as err:
+            raise InputError(f"--guidance {guidance:g}: {err}") from None
+    return settings
 
 
 def load_mnist_prior(path: str):
@@ -108,20 +115,19 @@ def get_classifier(args: argparse.Namespace, progress: bool) -> tuple[TrainedCla
     return trained, True
 
 
-def draw(prior, labels: torch.Tensor, guidance: float, args: argparse.Namespace,
+def draw(prior, labels: torch.Tensor, settings: SamplerSettings, args: argparse.Namespace,
          progress: bool) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Samples for `labels` (n,) -> (tokens (n h w), steps_used (n,), seconds)."""
     g = torch.Generator().manual_seed(args.seed)
     logits_fn = model_logits_fn(prior, compile=args.compile)
     tokens, steps_used, seconds = [], [], 0.0
-    with tqdm(total=len(labels), desc=f"sampling guidance {guidance:g}", unit="img", disable=not progress) as bar:
+    with tqdm(total=len(labels), desc=f"sampling guidance {settings.guidance:g}", unit="img",
+              disable=not progress) as bar:
         for chunk in labels.split(args.batch_size):
             start = time.perf_counter()
             z = random_tokens(len(chunk), SIDE, SIDE, VOCAB, generator=g)
             with torch.inference_mode():
-                out = sample(logits_fn, z, generator=g, steps=args.steps, temperature=tuple(args.temperature),
-                             proportion=args.proportion, labels=chunk, guidance=guidance,
-                             null_label=prior.null_label, min_steps=args.min_steps, selection=args.selection,
+                out = sample(logits_fn, z, settings, generator=g, labels=chunk, null_label=prior.null_label,
                              callback=lambda info: bar.set_postfix(step=info["step"],
                                                                    active=int(info["active"].sum())))
             seconds += time.perf_counter() - start
@@ -147,7 +153,7 @@ def score(predicted: torch.Tensor, labels: torch.Tensor, steps_used: torch.Tenso
 def write_grid(tokens: torch.Tensor, per_class: int, columns: int, scale: int, path: Path) -> Path:
     """One row per class: its first `columns` samples, upscaled `scale` x (nearest)."""
     rows = tokens.view(CLASSES, per_class, SIDE, SIDE)[:, :columns].flatten(0, 1)
-    images = F.interpolate(pixel_decode(rows, VOCAB), scale_factor=scale, mode="nearest")
+    images = F.interpolate(grey_level_images(rows, VOCAB), scale_factor=scale, mode="nearest")
     return save_grid(images, path, nrow=min(columns, per_class))
 
 
@@ -155,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
-        check_args(args)
+        settings = check_args(args)
         if args.threads:
             torch.set_num_threads(args.threads)
         progress = not args.no_progress
@@ -174,16 +180,15 @@ def main(argv: list[str] | None = None) -> int:
             "classifier": {"path": str(args.classifier), "test_accuracy": round(classifier.test_accuracy, 4),
                            "test_images": classifier.test_images, "train_seconds": round(classifier.train_seconds, 2),
                            "trained_now": trained_now, "record": classifier.record},
-            "sampler": {"per_class": args.per_class, "n": len(labels), "steps": args.steps,
-                        "temperature": list(args.temperature), "proportion": args.proportion,
-                        "min_steps": args.min_steps, "self_stop": True, "seed": args.seed,
-                        "selection": args.selection,
+            "sampler": {"per_class": args.per_class, "n": len(labels), **settings[0].to_dict(),
+                        "guidance": list(args.guidance), "seed": args.seed,
                         "batch_size": args.batch_size, "threads": torch.get_num_threads()},
             "results": []}
-        for guidance in args.guidance:
-            tokens, steps_used, seconds = draw(prior, labels, guidance, args, progress)
+        for setting in settings:
+            guidance = setting.guidance
+            tokens, steps_used, seconds = draw(prior, labels, setting, args, progress)
             predicted = predict(classifier.model, to_pixels(tokens))
-            row = {"guidance": guidance, **score(predicted, labels, steps_used, args.steps),
+            row = {"guidance": guidance, **score(predicted, labels, steps_used, setting.steps),
                    "seconds": round(seconds, 2), "seconds_per_sample": round(seconds / len(labels), 4)}
             grid = write_grid(tokens, args.per_class, args.grid_columns, args.grid_scale,
                               out / f"grid_guidance_{guidance:g}.png")
@@ -194,8 +199,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{' '.join(f'{a:.2f}' for a in row['per_class_accuracy'])}); steps used mean {s['mean']} "
                   f"min {s['min']} max {s['max']} of {s['budget']} ({s['self_stopped']:.0%} self-stopped); "
                   f"{seconds:.1f} s for {len(labels)} samples")
-        atomic_write(out / "mnist_eval.json", lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2)))
-        print(f"wrote {out / 'mnist_eval.json'}")
+        write_json_report(out / "mnist_eval.json", report)
         return 0
 
     return run_guarded(body)

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from sundae_core.checkpoint import existing_file
 from sundae_core.errors import CheckpointError
 
 
@@ -137,9 +138,7 @@ def loads_numpy_pickle(data: bytes, *, source: str = "pickle", encoding: str = "
 
 def load_numpy_pickle(path: str | Path, *, encoding: str = "ASCII") -> Any:
     """`loads_numpy_pickle` on a file's contents."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path} does not exist or is not a file")
+    path = existing_file(path, "pickle")
     return loads_numpy_pickle(path.read_bytes(), source=str(path), encoding=encoding)
 
 
@@ -187,11 +186,7 @@ def load_torch_checkpoint(path: str | Path) -> TorchCheckpoint:
     as an inert `Opaque` instance and is listed in `.opaque`. Globals from `os`, `sys`, `posix`
     and `nt` are refused outright by torch.
     """
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} is not a file")
+    path = existing_file(path)
     is_zip = zipfile.is_zipfile(path)
     with open(path, "rb") as f:
         legacy = f.read(2) == b"\x80\x02"  # pre-1.6 torch.save: a protocol-2 pickle stream

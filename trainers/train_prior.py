@@ -31,12 +31,12 @@ from sundae_core.corruption import BlockShapes
 from sundae_core.errors import ConfigError
 from sundae_core.grid import save_grid
 from sundae_core.models import load_vqgan, save_model
-from sundae_core.sampler import model_logits_fn, random_tokens, sample
+from sundae_core.sampler import SamplerSettingError, SamplerSettings, model_logits_fn, random_tokens, sample
 from sundae_core.unroll import unrolled_loss
 
 from . import distributed as dist
 from .ema import EMA
-from .latent_data import LatentDataConfig, TokenSet
+from .latent_data import LatentDataConfig, TokenSet, grey_level_images
 from .run_folder import MetricLog, trainer_main, write_config
 from .run_state import init_weights, load_state, save_state
 
@@ -63,6 +63,7 @@ class PriorTrainConfig:
     val_every: int = 500
     val_batches: int = 4
     sample_every: int = 1000
+    # the sample grids' sampler (the config keys predate SamplerSettings; sampler_settings() maps them)
     sample_steps: int = 50
     sample_temperature: tuple[float, ...] = (1.0, 0.7)
     sample_proportion: float = 0.5
@@ -73,6 +74,16 @@ class PriorTrainConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.block_corruption <= 1:
             raise ConfigError(f"train.block_corruption is a share of samples in [0, 1], got {self.block_corruption}")
+        self.sampler_settings()  # a bad train.sample_* value fails when the config loads
+
+    def sampler_settings(self) -> SamplerSettings:
+        """The sampler of the sample grids, from train.sample_steps / sample_temperature /
+        sample_proportion (the rest: SamplerSettings' defaults)."""
+        try:
+            return SamplerSettings(steps=self.sample_steps, temperature=tuple(self.sample_temperature),
+                                   proportion=self.sample_proportion)
+        except SamplerSettingError as err:
+            raise ConfigError(f"train.sample_{err.setting}: {err}") from None
 
 
 @dataclass(frozen=True)
@@ -95,8 +106,7 @@ def lr_at(step: int, tc: PriorTrainConfig) -> float:
 def decode_tokens(tokens: torch.Tensor, manifest: dict, vqgan) -> torch.Tensor:
     """tokens -> images (b c h w) in [-1, 1]: through the VQ-GAN, or as grey pixel values."""
     if manifest.get("decoder") == "pixels":
-        x = tokens.float() / (manifest["vocab_size"] - 1) * 2 - 1
-        return x[:, None].expand(-1, 3, -1, -1)
+        return grey_level_images(tokens, manifest["vocab_size"])
     with torch.inference_mode():
         return vqgan.decode(tokens)
 
@@ -111,9 +121,8 @@ def sample_grid(model, manifest, vqgan, tc: PriorTrainConfig, path: Path, seed: 
     labels = torch.arange(rows).repeat_interleave(per_row) if n_cls else None
     z = random_tokens(rows * per_row, manifest["height"], manifest["width"], manifest["vocab_size"], generator=g)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=tc.bf16):
-        out = sample(model_logits_fn(model), z, generator=g, steps=tc.sample_steps,
-                     temperature=tuple(tc.sample_temperature), proportion=tc.sample_proportion,
-                     labels=labels, null_label=model.null_label)
+        out = sample(model_logits_fn(model), z, tc.sampler_settings(), generator=g, labels=labels,
+                     null_label=model.null_label)
     save_grid(decode_tokens(out.tokens, manifest, vqgan), path, nrow=per_row)
     model.train()
 

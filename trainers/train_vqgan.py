@@ -29,7 +29,7 @@ from .image_data import DataConfig, ImageSet
 from .lpips import LPIPS, load_lpips
 from .run_folder import MetricLog, trainer_main, write_config
 from .run_state import init_weights, load_state, save_state
-from .vqgan_losses import adaptive_weight, hinge_d_loss
+from .vqgan_losses import generator_loss, hinge_d_loss
 
 
 @dataclass(frozen=True)
@@ -115,19 +115,17 @@ def train_step(model: VQGAN, disc: PatchDiscriminator, lpips: LPIPS, opt_ae: tor
         z = model.encode_latents(x)
         q = model.quantize_latents(z)
         rec = model.decode_latents(q.z_q)
-        l1 = (x - rec.float()).abs().mean()
-        perceptual = lpips(x, rec.float()).mean() if tc.perceptual_weight else torch.zeros(())
-        nll = l1 + tc.perceptual_weight * perceptual
+        logits_fake = None
         if gan_on:
             disc.requires_grad_(False)  # the generator step needs no discriminator gradients
-            g_loss = -disc(rec).float().mean()
+            logits_fake = disc(rec)
             disc.requires_grad_(True)
-            weight = adaptive_weight(nll, g_loss, model.last_layer(), tc.disc_weight)
-        else:
-            g_loss, weight = torch.zeros(()), torch.zeros(())
-        loss = nll + weight * g_loss + q.loss
+        g = generator_loss(x, rec, q.loss, perceptual=lpips if tc.perceptual_weight else None,
+                           logits_fake=logits_fake, last_layer_weight=model.last_layer(),
+                           perceptual_weight=tc.perceptual_weight, codebook_weight=1.0,
+                           disc_weight=tc.disc_weight, gan_factor=1.0 if gan_on else 0.0)
     opt_ae.zero_grad(set_to_none=True)
-    loss.backward()
+    g.total.backward()
     sync(model)
     opt_ae.step()
     d_loss = torch.zeros(())
@@ -138,7 +136,7 @@ def train_step(model: VQGAN, disc: PatchDiscriminator, lpips: LPIPS, opt_ae: tor
         d_loss.backward()
         sync(disc)
         opt_d.step()
-    return StepResult(z, q, l1, perceptual, g_loss, weight, d_loss)
+    return StepResult(z, q, g.l1, g.perceptual, g.gan, g.gan_weight, d_loss)
 
 
 def train(config: VQGANRunConfig, run_dir: Path, progress: bool = True) -> Path:

@@ -102,12 +102,15 @@ def generator_loss(images: torch.Tensor, reconstructions: torch.Tensor, codebook
     rec = l1 + perceptual_weight * p
     zero = x.new_zeros(())
     gan, weight = zero, zero
-    total = rec + codebook_weight * codebook_loss.float()
+    total = rec
     if gan_factor > 0 and logits_fake is not None:
         if last_layer_weight is None:
             raise InputError("generator_loss with a GAN term needs last_layer_weight (vqgan.last_layer())")
         gan = g_loss(logits_fake)
         weight = adaptive_weight(rec, gan, last_layer_weight, disc_weight)
         total = total + weight * gan_factor * gan
+    # the codebook term last: `train_step` has always summed in this order (float sums are
+    # order-sensitive in their last bits)
+    total = total + codebook_weight * codebook_loss.float()
     return GeneratorLoss(total, l1.detach(), p.detach(), rec.detach(), gan.detach(), weight,
                          codebook_loss.detach().float())

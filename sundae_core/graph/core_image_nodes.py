@@ -18,7 +18,7 @@ from PIL import Image
 from ..errors import InputError
 from ..limits import check_pixels, pixel_problem
 from .context import current_or_default
-from .image_files import (check_prefix, image_to_pil, inside, list_images, load_image, pil_to_image, save_images,
+from .image_files import (check_prefix, image_names, image_to_pil, inside, load_image, pil_to_image, save_images,
                           split_annotation)
 
 UPSCALE_METHODS = ["nearest-exact", "bilinear", "area", "bicubic", "lanczos"]
@@ -108,7 +108,7 @@ class LoadImage:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"image": (list_images(current_or_default().input_dir), {"image_upload": True})}}
+        return {"required": {"image": (image_names(current_or_default().input_dir), {"image_upload": True})}}
 
     @classmethod
     def VALIDATE_INPUTS(cls, image):

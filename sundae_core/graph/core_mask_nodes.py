@@ -13,7 +13,7 @@ from ..errors import InputError
 from ..limits import check_pixels, pixel_problem
 from .context import current_or_default
 from .core_image_nodes import check_input_image, input_path
-from .image_files import list_images, load_channel
+from .image_files import image_names, load_channel
 
 CHANNELS = ["red", "green", "blue", "alpha"]
 _POSITION = {"default": 0, "min": 0, "max": 16384, "step": 1}
@@ -46,7 +46,7 @@ class LoadImageMask:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "image": (list_images(current_or_default().input_dir), {"image_upload": True}),
+            "image": (image_names(current_or_default().input_dir), {"image_upload": True}),
             "channel": (["alpha", "red", "green", "blue"],),
         }}
 

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from ..errors import SundaeError
 from .context import RunContext, active
 from .formats import Workflow, load_workflow, read_json
-from .overrides import apply_overrides
+from .overrides import set_node_inputs
 from .problems import NodeExecutionError, Problem, WorkflowError
 from .registry import Registry, default_registry
 from .validate import Plan, PlannedNode, plan_workflow
@@ -43,7 +43,7 @@ def prepare(source: str | Path | Mapping, overrides: Sequence[str] = (),
     registry = registry or default_registry()
     definitions = registry.definitions()
     workflow = load_workflow(source, definitions)
-    apply_overrides(workflow, overrides, registry, definitions)
+    set_node_inputs(workflow, overrides, registry, definitions)
     return workflow, plan_workflow(workflow, registry, definitions)
 
 

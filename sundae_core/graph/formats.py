@@ -7,7 +7,8 @@ the way ComfyUI's frontend does it (`graphToPrompt`):
 - muted nodes (mode 2) are dropped, and so is every input linked to them;
 - a bypassed node (mode 4) is dropped and each link from it is rerouted to its own input of the
   same type (the input at the link's slot first, then the others in order);
-- widget values come from `widgets_values` by position, per the rules in docs/comfyui.md.
+- widget values come from `widgets_values` by position, per the rules in docs/architecture.md
+  ("Widget values").
 Problems that depend on node definitions (unknown types, missing inputs) are left to validation;
 `notes` records why an input was dropped so that validation can say so. A node's `mode` must be
 an integer 0..4 (a string such as "bypass" is refused rather than run), and its `widgets_values`

@@ -23,10 +23,9 @@ from PIL import Image, ImageOps, ImageSequence
 from PIL.PngImagePlugin import PngInfo
 
 from ..errors import InputError
-from ..image_decode import open_image, to_8bit
+from ..image_decode import is_image_file, open_image, to_8bit
 from ..limits import check_pixels
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 ANNOTATION = re.compile(r"^(.*) \[(input|output|temp)\]$")
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 # All text chunks of one PNG together (ComfyUI embeds the whole prompt in every image of a batch,
@@ -54,10 +53,12 @@ def split_annotation(name: str) -> tuple[str, str | None]:
     return (match.group(1), match.group(2)) if match else (name, None)
 
 
-def list_images(folder: Path) -> list[str]:
+def image_names(folder: Path) -> list[str]:
+    """The names of the pictures directly in `folder` (LoadImage's choices); [] if it is missing.
+    (The trainers' `image_data.image_paths` is the recursive one that refuses an empty folder.)"""
     if not Path(folder).is_dir():
         return []
-    return sorted(p.name for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(p.name for p in Path(folder).iterdir() if is_image_file(p))
 
 
 def pil_to_image(picture: Image.Image) -> torch.Tensor:

@@ -37,7 +37,7 @@ def find_node(prompt: dict[str, dict[str, Any]], ref: str) -> str:
     raise InvalidWorkflowError(f"--set: no node with id or title {ref!r}")
 
 
-def apply_overrides(workflow: Workflow, overrides: Sequence[str], registry: Registry,
+def set_node_inputs(workflow: Workflow, overrides: Sequence[str], registry: Registry,
                     definitions: Mapping[str, Mapping] | None = None) -> None:
     """Set the inputs in place; `definitions` (the registry's `/object_info`) if already computed."""
     definitions = definitions or {}

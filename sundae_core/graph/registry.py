@@ -38,7 +38,8 @@ class InputSpec:
 
     @property
     def widget_slots(self) -> int:
-        """How many `widgets_values` entries the frontend writes for this input (see comfyui.md)."""
+        """How many `widgets_values` entries the frontend writes for this input (docs/architecture.md,
+        "Widget values")."""
         if not self.is_widget:
             return 0
         extra = 0

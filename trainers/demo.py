@@ -1,13 +1,17 @@
-"""The main job on the embedded default models: unconditional samples, the denoising chain of
-one sample, and the shipped 1024 x 1024 inpainting workflow, with timings.
+"""`sundae-demo`: the main job on the embedded default models: unconditional samples, the
+denoising chain of one sample, and the shipped 1024 x 1024 inpainting workflow, with timings.
 
-    python -m sundae_core.demo --output-dir output/demo
+    python -m trainers.demo --output-dir output/demo
+
+An application over the library, so it lives beside the other CLIs: it reads `workflows/` from
+the repository clone, which the installed `sundae_core` package does not contain. The sampler
+flags are the shared ones (trainers/sampler_flags.py), at 50 steps; --seed seeds the samples and
+every SundaeSample node of the workflow.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -16,13 +20,17 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .cli import run_guarded
-from .errors import MissingAssetError
-from .grid import make_grid, save_png
-from .models import default_model_path, inference_dtype, load_prior, load_vqgan
-from .sampler import model_logits_fn, random_tokens, sample
+from sundae_core.cli import run_guarded, write_json_report
+from sundae_core.errors import MissingAssetError
+from sundae_core.graph import default_registry, load_workflow, run_workflow
+from sundae_core.grid import make_grid, save_png
+from sundae_core.models import default_model_path, inference_dtype, load_prior, load_vqgan
+from sundae_core.sampler import SamplerSettings, model_logits_fn, random_tokens, sample
+
+from .sampler_flags import add_sampler_flags, settings_from_args
 
 WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
+DEMO_SAMPLER = SamplerSettings(steps=50)  # the demo's defaults: the paper's sampler at 50 steps
 
 
 def thumbnails(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -30,16 +38,14 @@ def thumbnails(images: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
 
 
-def run_samples(out: Path, args, vqgan, prior, device) -> dict:
+def run_samples(out: Path, args, settings: SamplerSettings, vqgan, prior, device) -> dict:
     g = torch.Generator(device).manual_seed(args.seed)
     h = w = args.grid
     z = random_tokens(args.samples, h, w, prior.config.vocab_size, generator=g, device=device)
-    keep = max(1, args.steps // 8)
+    keep = max(1, settings.steps // 8)
     start = time.perf_counter()
     with torch.inference_mode():
-        result = sample(model_logits_fn(prior), z, generator=g, steps=args.steps,
-                        temperature=(args.temperature_start, args.temperature_end),
-                        proportion=args.proportion, min_steps=args.min_steps, history_every=keep)
+        result = sample(model_logits_fn(prior, compile=args.compile), z, settings, generator=g, history_every=keep)
         prior_s = time.perf_counter() - start
         images = torch.cat([vqgan.decode(result.tokens[i:i + 1]) for i in range(args.samples)])
     total_s = time.perf_counter() - start
@@ -53,14 +59,19 @@ def run_samples(out: Path, args, vqgan, prior, device) -> dict:
             "seconds_per_image": round(total_s / args.samples, 2)}
 
 
-def run_inpainting(out: Path, args) -> dict:
-    from .graph.execute import run_workflow
+def sampler_seeds(workflow: Path, seed: int) -> list[str]:
+    """`--set` overrides giving every SundaeSample node of `workflow` the seed `seed` (found by
+    type, so the workflow's node ids may change)."""
+    prompt = load_workflow(workflow, default_registry().definitions()).prompt
+    return [f"{node_id}.seed={seed}" for node_id, node in prompt.items() if node["class_type"] == "SundaeSample"]
 
+
+def run_inpainting(out: Path, args) -> dict:
     workflow = WORKFLOWS / "inpaint_1024.json"
     if not workflow.is_file():
         raise MissingAssetError(f"{workflow} is missing: run the demo from a clone of the repository")
     start = time.perf_counter()
-    result = run_workflow(workflow, output_dir=out / "workflow", overrides=[f"7.seed={args.seed}"],
+    result = run_workflow(workflow, output_dir=out / "workflow", overrides=sampler_seeds(workflow, args.seed),
                           progress=not args.no_progress)
     seconds = time.perf_counter() - start
     source = Image.open(WORKFLOWS / "input" / "inpaint_1024.png").convert("RGBA")
@@ -76,39 +87,44 @@ def run_inpainting(out: Path, args) -> dict:
     return {"workflow": str(workflow), "seconds": round(seconds, 2), "result": str(result.files[-1])}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sundae-demo", description=__doc__.splitlines()[0])
     parser.add_argument("--output-dir", default="output/demo", help="where images and timings.json go")
-    parser.add_argument("--seed", type=int, default=0, help="seed of every random choice")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the samples and of the inpainting workflow's sampler")
     parser.add_argument("--samples", type=int, default=4, help="unconditional samples to draw")
     parser.add_argument("--grid", type=int, default=32, help="token grid side (32 -> 1024 px)")
-    parser.add_argument("--steps", type=int, default=50, help="at most this many denoising steps")
-    parser.add_argument("--min-steps", type=int, default=10, help="no self-stopping before this step")
-    parser.add_argument("--temperature-start", type=float, default=1.0, help="temperature at the first step")
-    parser.add_argument("--temperature-end", type=float, default=0.7, help="temperature at the last step")
-    parser.add_argument("--proportion", type=float, default=0.5, help="share of positions updated per step")
+    add_sampler_flags(parser.add_argument_group("sampling (the unconditional samples)"), defaults=DEMO_SAMPLER,
+                      guidance=False)
     parser.add_argument("--vqgan", help="VQ-GAN checkpoint (default: the embedded one)")
     parser.add_argument("--prior", help="prior checkpoint (default: the embedded one)")
     parser.add_argument("--skip-inpaint", action="store_true", help="only draw samples")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     def body() -> int:
+        settings = settings_from_args(args)
         out = Path(args.output_dir)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = inference_dtype(device)
         vqgan = load_vqgan(args.vqgan or default_model_path("vqgan"), device, dtype)
         prior = load_prior(args.prior or default_model_path("prior"), device, dtype)
-        report = {"samples": run_samples(out, args, vqgan, prior, device)}
+        report = {"samples": run_samples(out, args, settings, vqgan, prior, device),
+                  "sampler": settings.to_dict()}
         if not args.skip_inpaint:
             report["inpainting"] = run_inpainting(out, args)
-        (out / "timings.json").write_text(json.dumps(report, indent=1))
-        print(f"samples:           {out / 'samples.png'} ({report['samples']['seconds_per_image']} s per 1024 px image)")
+        drawn = report["samples"]
+        print(f"samples:           {out / 'samples.png'} ({drawn['seconds_per_image']} s per "
+              f"{drawn['image_size']} px image)")
         print(f"denoising chain:   {out / 'denoising_chain.png'}")
         if "inpainting" in report:
             print(f"inpainting:        {out / 'inpaint_before_after.png'} ({report['inpainting']['seconds']} s, "
                   f"workflow output {report['inpainting']['result']})")
-        print(f"timings:           {out / 'timings.json'}")
+        write_json_report(out / "timings.json", report)
         return 0
 
     return run_guarded(body)

@@ -1,0 +1,42 @@
+"""`sundae-demo` (trainers/demo.py): samples through the shared sampler flags, and the inpainting
+workflow's sampler found by node type, not by a hard-coded id (its 50-step default:
+test_sampler_flags.py)."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from sundae_core.config import HourglassConfig, VQGANConfig
+from sundae_core.graph import default_registry, load_workflow
+from sundae_core.hourglass import HourglassTransformer
+from sundae_core.models import save_model
+from sundae_core.vqgan import VQGAN
+from trainers import demo
+
+
+def test_samples_and_chain_with_tiny_models(tmp_path, capsys):
+    torch.manual_seed(0)
+    save_model(tmp_path / "vq.safetensors", VQGAN(VQGANConfig(
+        resolution=16, ch=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), z_channels=4, embed_dim=4,
+        n_embed=16, mid_attention=False)))
+    save_model(tmp_path / "prior.safetensors", HourglassTransformer(HourglassConfig(
+        vocab_size=16, dim=16, heads=2, depth=(1, 1, 1))))
+    out = tmp_path / "demo"
+    argv = ["--vqgan", str(tmp_path / "vq.safetensors"), "--prior", str(tmp_path / "prior.safetensors"),
+            "--output-dir", str(out), "--samples", "2", "--grid", "4", "--steps", "4", "--min-steps", "4",
+            "--skip-inpaint", "--no-progress"]
+    assert demo.main(argv) == 0
+    report = json.loads((out / "timings.json").read_text())
+    assert report["sampler"]["steps"] == 4 and report["samples"]["image_size"] == 8
+    assert (out / "samples.png").is_file() and (out / "denoising_chain.png").is_file()
+    assert f"wrote {out / 'timings.json'}" in capsys.readouterr().out
+    assert demo.main([*argv, "--proportion", "2"]) == 1
+    assert capsys.readouterr().err.startswith("error: --proportion: sampler proportion 2.0 is outside [0, 1]")
+
+
+def test_the_seed_goes_to_every_sundae_sample_node_of_the_workflow():
+    prompt = load_workflow(demo.WORKFLOWS / "inpaint_1024.json", default_registry().definitions()).prompt
+    samplers = [i for i, node in prompt.items() if node["class_type"] == "SundaeSample"]
+    assert samplers and demo.sampler_seeds(demo.WORKFLOWS / "inpaint_1024.json", 5) == [f"{i}.seed=5" for i in samplers]

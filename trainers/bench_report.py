@@ -1,0 +1,166 @@
+"""The benchmark's report: SUNDAE / AR latency ratios, the Markdown tables of bench.md, and the
+target lines (issues 5 and 8)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from .bench_cases import SAMPLER_TAU
+
+
+def _fmt(value, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def ratios(report: dict) -> list[dict]:
+    """SUNDAE / AR latency per model, batch and T: measured full sampling at batch 1 where the
+    sample section ran it, else T x the measured step latency."""
+    out = []
+    steps = {(r["model"], r["batch"]): r["median_s"] for r in report["step"] if r["case"] == "prior"
+             and r["dtype"] == "bf16"}
+    sampled = {}
+    for r in sorted(report["sample"], key=lambda r: -r["prior_s"]):  # the fastest measured sample wins
+        sampled[(r["model"], r["steps"])] = r["prior_s"]
+    for ar in report["ar"]:
+        for t in report["settings"]["sample_steps"]:
+            measured = sampled.get((ar["model"], t)) if ar["batch"] == 1 else None
+            est = steps.get((ar["model"], ar["batch"]))
+            sundae = measured if measured is not None else (t * est if est is not None else None)
+            if sundae is None:
+                continue
+            out.append({"model": ar["model"], "batch": ar["batch"], "steps": t, "sundae_s": sundae,
+                        "sundae_source": "measured sample" if measured is not None else "T x step latency",
+                        "ar_s": ar["median_s"], "ratio": sundae / ar["median_s"]})
+    return out
+
+
+def _table(title: str, rows: list[dict], columns: list[tuple[str, Callable[[dict], object]]]) -> list[str]:
+    """A Markdown section: `## title` and one line per row; nothing when there are no rows."""
+    if not rows:
+        return []
+    lines = [f"## {title}", "", "| " + " | ".join(h for h, _ in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(str(cell(r)) for _, cell in columns) + " |" for r in rows]
+    return lines + [""]
+
+
+def markdown(report: dict) -> str:
+    env, peak = report["environment"], report["peak_flop_per_s"]
+    lines = [f"# SUNDAE benchmark ({env['device']}, {env['threads']} threads, torch {env['torch']})", "",
+             f"- command: `{env['command']}`",
+             f"- CPU: {env['cpu']}; load average before / after: {env['load_before']} / {env['load_after']}",
+             f"- measured matmul peak: bf16 {_fmt(peak.get('bf16', 0) / 1e9, 0)} GFLOP/s, "
+             f"fp32 {_fmt(peak.get('fp32', 0) / 1e9, 0)} GFLOP/s",
+             f"- random weights; timings are medians of synchronised runs after a warm-up; memory is the "
+             f"peak RSS above the level before each case (see `trainers/bench_timing.py`); process high-water "
+             f"{_fmt(report['max_rss_mb'], 0)} MB; total wall time {_fmt(report['wall_s'], 0)} s", ""]
+    grid = lambda r: f"{r['grid'][0]}x{r['grid'][1]}"
+    pct = lambda key: lambda r: _fmt(100 * (r[key] or 0))
+    mb = lambda r: _fmt(r["peak_mem_mb"], 0)
+    lines += _table("Denoising step (forward + sampler)", report["step"], [
+        ("network", lambda r: f"{'hourglass' if r['case'] == 'prior' else 'vanilla'} {r['depth']}"),
+        ("model", lambda r: r["model"]), ("grid", grid), ("dtype", lambda r: r["dtype"]),
+        ("batch", lambda r: r["batch"]), ("step ms", lambda r: _fmt(r["median_s"] * 1e3)),
+        ("sampler ms", lambda r: _fmt(r["sampler_s"] * 1e3)), ("tokens/s", lambda r: _fmt(r["tokens_per_s"], 0)),
+        ("GFLOP", lambda r: _fmt(r["flops"] / 1e9)), ("GFLOP/s", lambda r: _fmt(r["flop_per_s"] / 1e9, 0)),
+        ("% bf16 peak", pct("frac_bf16_peak")), ("% own-dtype peak", pct("frac_dtype_peak")), ("peak MB", mb)])
+    lines += _table("Full sample, batch 1, bf16 (prior T steps + VQ-GAN decode)", report["sample"], [
+        ("model", lambda r: r["model"]), ("output", lambda r: r["output"]), ("mode", lambda r: r.get("mode", "eager")),
+        ("T", lambda r: r["steps"]), ("warm-up s", lambda r: _fmt(r.get("warm_up_s"), 1)),
+        ("total s", lambda r: _fmt(r["median_s"], 2)), ("prior s", lambda r: _fmt(r["prior_s"], 2)),
+        ("decode s", lambda r: _fmt(r["decode_s"], 2)), ("TFLOP", lambda r: _fmt(r["flops"] / 1e12, 2)),
+        ("GFLOP/s", lambda r: _fmt(r["flop_per_s"] / 1e9, 0)), ("FLOP bound s", lambda r: _fmt(r["bound_s"], 2)),
+        ("total / bound", lambda r: _fmt(r["over_bound"], 2)), ("peak MB", mb)])
+    lines += _table("Autoregressive baseline (KV cache, bf16)", report["ar"], [
+        ("model", lambda r: r["model"]), ("layers", lambda r: r["layers"]), ("tokens", lambda r: r["tokens"]),
+        ("batch", lambda r: r["batch"]), ("AR s", lambda r: _fmt(r["median_s"], 2)),
+        ("tokens/s", lambda r: _fmt(r["tokens_per_s"], 0)), ("GFLOP/s", lambda r: _fmt(r["flop_per_s"] / 1e9, 0)),
+        ("peak MB", mb)])
+    lines += _table("SUNDAE / AR latency", report["ratios"], [
+        ("model", lambda r: r["model"]), ("batch", lambda r: r["batch"]), ("T", lambda r: r["steps"]),
+        ("SUNDAE s", lambda r: _fmt(r["sundae_s"], 2)), ("source", lambda r: r["sundae_source"]),
+        ("AR s", lambda r: _fmt(r["ar_s"], 2)), ("SUNDAE / AR", lambda r: _fmt(r["ratio"], 2))])
+    lines += _table("Prior training (bf16 autocast, AdamW)", report["train"], [
+        ("model", lambda r: r["model"]), ("grid", grid), ("batch", lambda r: r["batch"]),
+        ("unroll", lambda r: r["unroll"]), ("s / step", lambda r: _fmt(r["median_s"], 2)),
+        ("tokens/s", lambda r: _fmt(r["tokens_per_s"], 0)), ("model TFLOP / step", lambda r: _fmt(r["flops"] / 1e12, 2)),
+        ("MFU % of bf16 peak", pct("mfu")), ("peak MB", mb)])
+    lines += _table("VQ-GAN training step (generator with LPIPS + adaptive-weight GAN, then discriminator; Adam)",
+                    report["vqgan_train"], [
+        ("config", lambda r: r["config"]), ("precision", lambda r: r["precision"]), ("batch", lambda r: r["batch"]),
+        ("crop", lambda r: r["crop"]), ("LPIPS", lambda r: r["lpips"]), ("s / step", lambda r: _fmt(r["median_s"], 2)),
+        ("images/s", lambda r: _fmt(r["images_per_s"], 1)), ("speed vs fp32", lambda r: _fmt(r["speed_vs_fp32"], 2)),
+        ("peak MB", mb)])
+    lines += _table("VQ-GAN encode / decode, batch 1, bf16 weights, inference_mode", report["vqgan_codec"], [
+        ("model", lambda r: r["model"]), ("image", lambda r: r["image"]),
+        ("tokens", lambda r: f"{r['tokens'][0]}x{r['tokens'][1]}"), ("params M", lambda r: _fmt(r["params_m"], 2)),
+        ("encode s", lambda r: _fmt(r["encode_s"], 3)), ("decode s", lambda r: _fmt(r["decode_s"], 3)),
+        ("decode GFLOP", lambda r: _fmt(r["decode_flops"] / 1e9, 0)),
+        ("decode GFLOP/s", lambda r: _fmt(r["decode_flop_per_s"] / 1e9, 0)),
+        ("decode peak MB (model + decode)", lambda r: _fmt(r["decode_peak_mem_mb"], 0)),
+        ("encode peak MB (above model)", lambda r: _fmt(r["encode_peak_mem_mb"], 0)),
+        ("process RSS at decode MB", lambda r: _fmt(r["decode_process_rss_mb"], 0))])
+    lines += _table(f"Sampler: one proposal per position (tau = {SAMPLER_TAU}), median of runs", report["sampler"], [
+        ("model", lambda r: r["model"]), ("logits", lambda r: f"{r['shape'][0]} x {r['shape'][1]}"),
+        ("dtype", lambda r: r["dtype"]), ("method", lambda r: r["method"]),
+        ("ms", lambda r: _fmt(r["median_s"] * 1e3, 2)), ("min ms", lambda r: _fmt(r["min_s"] * 1e3, 2)),
+        ("speed vs Categorical", lambda r: _fmt(r["speed_vs_categorical"], 2))])
+    targets = report["targets"]
+    if targets:
+        lines += ["## Targets (issues 5 and 8)", ""] + [f"- {t}" for t in targets] + [""]
+    return "\n".join(lines)
+
+
+def targets(report: dict) -> list[str]:
+    out = []
+    for r in report["sample"]:
+        if r["over_bound"] is not None:
+            verdict = "meets" if r["over_bound"] <= 1.5 else "misses"
+            out.append(f"{r['model']} full sample ({r.get('mode', 'eager')}) at T = {r['steps']}: {r['median_s']:.2f} s = "
+                       f"{r['over_bound']:.2f}x its FLOP bound ({verdict} the 1.5x target)")
+    for r in report["train"]:
+        if r["mfu"] is not None:
+            verdict = "meets" if r["mfu"] >= 0.35 else "misses"
+            out.append(f"{r['model']} training MFU {100 * r['mfu']:.1f} % ({verdict} the 35 % target)")
+    for r in report["ratios"]:
+        faster = "SUNDAE faster" if r["ratio"] < 1 else "AR faster"
+        out.append(f"{r['model']} batch {r['batch']}: SUNDAE T = {r['steps']} / AR = {r['ratio']:.2f} ({faster})")
+    return out + vqgan_targets(report) + sampler_targets(report)
+
+
+def vqgan_targets(report: dict) -> list[str]:
+    out = []
+    for r in report["vqgan_train"]:
+        if r["precision"] != "fp32":
+            out.append(f"VQ-GAN training ({r['config']}, batch {r['batch']}, {r['crop']} px): {r['images_per_s']:.1f} "
+                       f"images/s in {r['precision']} = {r['speed_vs_fp32']:.2f}x fp32")
+    for r in report["vqgan_codec"]:
+        verdict = "fits" if r["decode_fits_8gb"] else "does not fit"
+        process = (f"; the whole process peaked at {r['decode_process_rss_mb']:,.0f} MB"
+                   if r["decode_process_rss_mb"] is not None else "")
+        out.append(f"{r['model']} VQ-GAN {r['image']} decode: {r['decode_s']:.3f} s, peak "
+                   f"+{r['decode_peak_mem_mb']:,.0f} MB for model and decode ({verdict} in 8 GB){process}")
+    return out
+
+
+def sampler_targets(report: dict) -> list[str]:
+    """A default Categorical draw is not cheap next to the network (docs/architecture.md, "Sampler
+    cost"); what do ours and the whole sampler step cost next to a network step?"""
+    out = []
+    steps = {(r["model"], r["dtype"]): r["median_s"] for r in report["step"]
+             if r["case"] == "prior" and r["batch"] == 1}
+    for dtype in dict.fromkeys(r["dtype"] for r in report["sampler"]):
+        rows = {r["method"]: r for r in report["sampler"] if r["dtype"] == dtype}
+        base, ours = rows["torch Categorical"], rows["inverse-CDF (ours)"]
+        step = rows["denoise_step, p = 0.5 (ours)"]
+        n, v = base["shape"]
+        line = (f"proposals over {n} x {v} {dtype} logits: Categorical {base['median_s'] * 1e3:.2f} ms, ours "
+                f"{ours['median_s'] * 1e3:.2f} ms ({ours['speed_vs_categorical']:.1f}x faster), Gumbel-max "
+                f"{rows['Gumbel-max']['median_s'] * 1e3:.2f} ms; our whole sampler step "
+                f"{step['median_s'] * 1e3:.2f} ms")
+        network_step = steps.get((base["model"], "bf16"))
+        if network_step:
+            line += f" = {100 * step['median_s'] / network_step:.1f} % of the {base['model']} bf16 batch-1 step"
+        out.append(line)
+    return out

@@ -1,0 +1,167 @@
+"""The benchmark's timing and memory harness: synchronised median timings after a warm-up, peak
+memory of a case, and the machine's measured matmul peak every utilisation figure is relative to.
+
+Timing: a case is warmed up, then the median of several synchronised runs is reported (with the
+minimum). Memory: the peak resident set size (RSS) above the level just before the case, polled
+every 2 ms from /proc/self/statm by a thread while the model is built and the warm-up run (the same
+code path as the timed runs) executes; the poller is stopped before the timed runs so it cannot
+slow them. Freed memory is returned to the OS (malloc_trim) between cases; allocator caching can
+still hide a little reuse, so read the numbers as +-5 %. On CUDA the peak is
+torch.cuda.max_memory_allocated.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import gc
+import os
+import resource
+import statistics
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclass
+class Timing:
+    median_s: float
+    min_s: float
+    runs: list[float]
+
+
+def time_runs(fn: Callable[[], object], device: torch.device, repeats: int) -> Timing:
+    """Median of `repeats` synchronised runs of fn (warm it up before calling this)."""
+    runs = []
+    for _ in range(max(1, repeats)):
+        sync(device)
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        runs.append(time.perf_counter() - start)
+    return Timing(statistics.median(runs), min(runs), [round(r, 6) for r in runs])
+
+
+def warm_up(fn: Callable[[], object], device: torch.device) -> float:
+    """Run fn once (first-call costs: allocation, kernel selection); returns its seconds."""
+    start = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - start
+
+
+def repeats_for(warm_s: float, repeats: int, budget_s: float) -> int:
+    """Fewer repeats (at least 3) for cases whose single run would blow the per-case budget."""
+    if warm_s * repeats <= budget_s:
+        return repeats
+    return max(3, min(repeats, int(budget_s / max(warm_s, 1e-9))))
+
+
+def rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):  # not Linux: fall back to the high-water mark
+        return max_rss_bytes()
+
+
+def max_rss_bytes() -> int:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+def release_memory() -> None:
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+class MemoryProbe:
+    """Peak memory above the level at entry: polled RSS on CPU, allocator peak on CUDA."""
+
+    def __init__(self, device: torch.device, interval_s: float = 0.002):
+        self.device, self.interval = device, interval_s
+        self.peak_bytes = 0
+
+    def __enter__(self) -> "MemoryProbe":
+        release_memory()
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.base = torch.cuda.memory_allocated(self.device)
+            return self
+        self.base = self.peak = rss_bytes()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, rss_bytes())
+            time.sleep(self.interval)
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            self.peak_bytes = torch.cuda.max_memory_allocated(self.device) - self.base
+            return
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_bytes())
+        self.peak_bytes = self.peak - self.base
+
+    @property
+    def mb(self) -> float:
+        return round(self.peak_bytes / 2**20, 1)
+
+
+def build(make: Callable[[], torch.nn.Module], device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    """An inference model built once: made with a fixed seed, cast, eval mode, no gradients."""
+    torch.manual_seed(0)
+    return make().to(device=device, dtype=dtype).eval().requires_grad_(False)
+
+
+@dataclass
+class Bench:
+    device: torch.device
+    repeats: int
+    long_repeats: int
+    budget_s: float
+    peak: dict[str, float] = dataclasses.field(default_factory=dict)  # dtype -> FLOP/s
+    log: Callable[[str], None] = print
+
+    def fraction(self, flop_per_s: float, dtype: str = "bf16") -> float | None:
+        peak = self.peak.get(dtype)
+        return round(flop_per_s / peak, 4) if peak else None
+
+
+def measure_peak(bench: Bench, sizes: tuple[int, ...]) -> list[dict]:
+    rows = []
+    for name, dtype in DTYPES.items():
+        best = 0.0
+        for n in sizes:
+            a = torch.randn(n, n, device=bench.device).to(dtype)
+            b = torch.randn(n, n, device=bench.device).to(dtype)
+            c = torch.empty(n, n, device=bench.device, dtype=dtype)
+            fn = lambda: torch.mm(a, b, out=c)
+            fn()
+            t = time_runs(fn, bench.device, bench.repeats)
+            rate = 2 * n ** 3 / t.median_s
+            rows.append({"dtype": name, "n": n, "median_s": t.median_s, "min_s": t.min_s, "runs": t.runs,
+                         "flop_per_s": rate})
+            best = max(best, rate)
+        bench.peak[name] = best
+        bench.log(f"peak {name}: {best / 1e9:.0f} GFLOP/s")
+    return rows
