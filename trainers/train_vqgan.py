@@ -168,6 +168,9 @@ def train(config: VQGANRunConfig, run_dir: Path, progress: bool = True) -> Path:
         start = load_state(state_path, modules=modules, optimizers=optimizers, generators=generators)
         if world > 1:  # each rank's data stream differs; re-derive it from the resumed step
             data_gen.manual_seed(tc.seed * 1000 + rank + 7919 * start)
+        for opt in optimizers.values():  # the config's rate wins, so --set train.lr=... on resume acts
+            for group in opt.param_groups:
+                group["lr"] = tc.lr
     dist.broadcast_module(model)
     dist.broadcast_module(disc)
     train_set = ImageSet(config.data, "train", progress=progress and dist.is_main())
