@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 . scripts/setup_env.sh
-python -m trainers.demo --output-dir output/demo "$@"
+python -m trainers.sampling.demo --output-dir output/demo "$@"

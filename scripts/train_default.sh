@@ -10,35 +10,39 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # Data: Fluent Emoji 3D (MIT, 3391 images of 256 x 256 px) and emoji-datasource 16.0.0 (MIT,
 # the Unicode group of every emoji), from the npm registry; curated into 1869 emoji (skin tones
-# collapsed) in 9 group folders, 10 % held out by trainers/image_data.is_validation.
+# collapsed) in 9 group folders, 10 % held out by trainers/data/image_data.is_validation.
 mkdir -p data/assets && (cd data/assets && npm install --silent @lobehub/fluent-emoji-3d@1.1.0 emoji-datasource@16.0.0)
-python -m trainers.prepare_emoji --assets data/assets/node_modules --out data/emoji_groups
+python -m trainers.data.prepare_emoji --assets data/assets/node_modules --out data/emoji_groups
 
 # 1. f = 32 VQ-GAN (FSQ, per-position norm) on 256 px crops of the art scaled to 1024 px, one
 #    thread (the other core stays free for the prior). Stopped at the step the model card names;
 #    then the encoder is frozen, so the tokens (and the prior trained on them) stay valid while
 #    the decoder goes on with the GAN phase.
-OMP_NUM_THREADS=1 python -m trainers.train_vqgan --config configs/vqgan_emoji_f32.yaml --run-dir runs/vqgan_emoji
+OMP_NUM_THREADS=1 python -m trainers.training.train_vqgan --config configs/vqgan_emoji_f32.yaml \
+    --run-dir runs/vqgan_emoji
 mkdir -p runs/frozen && cp runs/vqgan_emoji/model.safetensors runs/frozen/vqgan_encoder.safetensors
 
 # 2. latent dataset: every image and its mirror image at 1024 px, labelled by group folder
-torchrun --nproc-per-node 2 -m trainers.build_latents --vqgan runs/frozen/vqgan_encoder.safetensors \
+torchrun --nproc-per-node 2 -m trainers.data.build_latents --vqgan runs/frozen/vqgan_encoder.safetensors \
     --images data/emoji_groups --resolution 1024 --out data/emoji_latents --labels-from-folders
 
 # 3. in parallel, one thread each: the decoder with the GAN phase (encoder frozen), and the prior
-OMP_NUM_THREADS=1 python -m trainers.train_vqgan --run-dir runs/vqgan_emoji \
+OMP_NUM_THREADS=1 python -m trainers.training.train_vqgan --run-dir runs/vqgan_emoji \
     --set train.freeze_encoder=true --set train.disc_start=1000 &
-OMP_NUM_THREADS=1 python -m trainers.train_prior --config configs/prior_emoji.yaml --run-dir runs/prior_emoji \
-    --set train.vqgan=runs/frozen/vqgan_encoder.safetensors
+OMP_NUM_THREADS=1 python -m trainers.training.train_prior --config configs/prior_emoji.yaml \
+    --run-dir runs/prior_emoji --set train.vqgan=runs/frozen/vqgan_encoder.safetensors
 wait
 
 # FINETUNE (a later session without runs/): new runs that start from the shipped weights, e.g.
-#   OMP_NUM_THREADS=1 python -m trainers.train_prior --config configs/prior_emoji.yaml --run-dir runs/prior_ft \
-#       --set train.init=sundae_core/default_models/prior.safetensors --set train.warmup=20
+#   OMP_NUM_THREADS=1 python -m trainers.training.train_prior --config configs/prior_emoji.yaml \
+#       --run-dir runs/prior_ft --set train.init=sundae_core/default_models/prior.safetensors \
+#       --set train.warmup=20
 #   (the VQ-GAN alike, with --set train.freeze_encoder=true so the tokens stay valid)
 
 # 4. ship both in bf16
-python -m trainers.export_model runs/vqgan_emoji/model.safetensors sundae_core/default_models/vqgan.safetensors \
-    --bf16 --note data="Fluent Emoji 3D 1.1.0 (MIT), 1869 emoji, 10 % held out"
-python -m trainers.export_model runs/prior_emoji/model.safetensors sundae_core/default_models/prior.safetensors \
-    --bf16 --note data="Fluent Emoji 3D 1.1.0 (MIT) tokens + flips, 9 Unicode groups (emoji-datasource 16.0.0)"
+python -m trainers.checkpoints.export_model runs/vqgan_emoji/model.safetensors \
+    sundae_core/default_models/vqgan.safetensors --bf16 \
+    --note data="Fluent Emoji 3D 1.1.0 (MIT), 1869 emoji, 10 % held out"
+python -m trainers.checkpoints.export_model runs/prior_emoji/model.safetensors \
+    sundae_core/default_models/prior.safetensors --bf16 \
+    --note data="Fluent Emoji 3D 1.1.0 (MIT) tokens + flips, 9 Unicode groups (emoji-datasource 16.0.0)"

@@ -181,7 +181,7 @@ def load_state_strict(module: torch.nn.Module, tensors: dict[str, torch.Tensor],
 
 def existing_file(path: str | Path, what: str = "checkpoint") -> Path:
     """`path` as a Path, or a CheckpointError saying it does not exist or is not a file; the one
-    check every weight loader (safetensors here, pickles in trainers/safe_pickle.py) makes first."""
+    check every weight loader (safetensors here, pickles in trainers/checkpoints/safe_pickle.py) makes first."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{what} {path} does not exist")

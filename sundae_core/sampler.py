@@ -3,7 +3,7 @@ z' ~ Categorical(softmax(f(z) / tau)) and let each position take its proposal wi
 
 The surface, after k-diffusion's small explicit samplers: one frozen `SamplerSettings` holds every
 knob of a run, with its defaults and its limits (`LIMITS`) defined once here; the ComfyUI nodes
-take their defaults, minima and maxima from it, the CLIs their flags (trainers/sampler_flags.py),
+take their defaults, minima and maxima from it, the CLIs their flags (trainers/sampling/sampler_flags.py),
 the prior trainer its sample grids. `sample(logits_fn, tokens, settings, ...)` runs it (the
 settings were validated when built, not per step); `denoise_step` is the one-step primitive and
 checks its own arguments against the same limits.

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainers.latent_data import write_manifest, write_shard
+from trainers.data.latent_data import write_manifest, write_shard
 
 
 def write_latents(root: Path, *, vocab_size: int = 16, height: int = 4, width: int = 4, n: int = 32,

@@ -11,11 +11,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from sundae_core.config import DepthLevels, HourglassConfig, parse_depth, to_dict
 from sundae_core.presets import PRESETS
-from trainers import benchmark
-from trainers.bench_ar import ARDecoder, ar_flops, vanilla_config
-from trainers.bench_cases import gumbel_max, proposal_samplers
-from trainers.bench_timing import repeats_for
-from trainers.bench_vqgan import TINY_VQGAN_RUN
+from trainers.benchmark import cli as benchmark
+from trainers.benchmark.bench_ar import ARDecoder, ar_flops, vanilla_config
+from trainers.benchmark.bench_cases import gumbel_max, proposal_samplers
+from trainers.benchmark.bench_timing import repeats_for
+from trainers.benchmark.bench_vqgan import TINY_VQGAN_RUN
 
 
 def test_quick_run_on_tiny_configs_writes_every_section(tmp_path, capsys):

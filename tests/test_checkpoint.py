@@ -19,7 +19,7 @@ from sundae_core.errors import CheckpointError
 from sundae_core.hourglass import HourglassTransformer
 from sundae_core.models import load_prior, load_vqgan, save_model
 from sundae_core.vqgan import VQGAN
-from trainers import train_prior
+from trainers.training import train_prior
 
 TINY_PRIOR = HourglassConfig(vocab_size=16, dim=16, heads=2, depth=(1, 1, 1), num_classes=3)
 TINY_VQGAN = VQGANConfig(resolution=16, ch=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(),

@@ -21,7 +21,8 @@ from sundae_core.hourglass import HourglassTransformer
 from sundae_core.models import load_prior
 from sundae_core.unroll import unrolled_loss
 from sundae_nodes import NODE_CLASS_MAPPINGS as N
-from trainers import build_latents, train_prior
+from trainers.data import build_latents
+from trainers.training import train_prior
 
 V = 16
 

@@ -1,4 +1,4 @@
-"""`sundae-demo` (trainers/demo.py): samples through the shared sampler flags, and the inpainting
+"""`sundae-demo` (trainers/sampling/demo.py): samples through the shared sampler flags, and the inpainting
 workflow's sampler found by node type, not by a hard-coded id (its 50-step default:
 test_sampler_flags.py)."""
 
@@ -13,7 +13,7 @@ from sundae_core.graph import default_registry, load_workflow
 from sundae_core.hourglass import HourglassTransformer
 from sundae_core.models import save_model
 from sundae_core.vqgan import VQGAN
-from trainers import demo
+from trainers.sampling import demo
 
 
 def test_samples_and_chain_with_tiny_models(tmp_path, capsys):

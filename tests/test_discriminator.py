@@ -3,8 +3,8 @@ import torch
 from torch import nn
 
 from sundae_core.errors import ConfigError, InputError
-from trainers.discriminator import DiscriminatorConfig, PatchDiscriminator
-from trainers.vqgan_losses import (ADAPTIVE_WEIGHT_MAX, adaptive_weight, disc_factor, g_loss, generator_loss,
+from trainers.training.discriminator import DiscriminatorConfig, PatchDiscriminator
+from trainers.training.vqgan_losses import (ADAPTIVE_WEIGHT_MAX, adaptive_weight, disc_factor, g_loss, generator_loss,
                                    hinge_d_loss, vanilla_d_loss)
 
 

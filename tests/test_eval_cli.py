@@ -18,7 +18,7 @@ from sundae_core.errors import MissingAssetError
 from sundae_core.hourglass import HourglassTransformer
 from sundae_core.models import save_model
 from sundae_core.vqgan import VQGAN
-from trainers import evaluate, inception
+from trainers.evaluation import evaluate, inception
 
 
 class TinyFeatures:

@@ -17,9 +17,9 @@ from sundae_core.errors import InputError
 from sundae_core.models import save_model
 from sundae_core.sampler import SamplerSettings
 from sundae_core.vqgan import VQGAN
-from trainers import eval_default
-from trainers.image_data import is_validation
-from trainers.linear_probe import fit_linear_probe
+from trainers.evaluation import eval_default
+from trainers.data.image_data import is_validation
+from trainers.evaluation.linear_probe import fit_linear_probe
 
 GROUPS = ("animals", "food")
 VAL_FRACTION = 0.5

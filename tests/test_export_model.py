@@ -4,7 +4,7 @@ from sundae_core.checkpoint import load_checkpoint, read_metadata
 from sundae_core.config import HourglassConfig
 from sundae_core.hourglass import HourglassTransformer
 from sundae_core.models import load_prior, save_model
-from trainers import export_model
+from trainers.checkpoints import export_model
 
 
 def test_export_casts_to_bf16_and_keeps_config_and_notes(tmp_path, capsys):

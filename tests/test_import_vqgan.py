@@ -7,7 +7,7 @@ import yaml
 from sundae_core.config import VQGANConfig, to_dict
 from sundae_core.models import load_vqgan
 from sundae_core.vqgan import VQGAN
-from trainers.import_vqgan import config_from_yaml, main
+from trainers.checkpoints.import_vqgan import config_from_yaml, main
 
 # ch 32 keeps GroupNorm(32) valid; attention at feature size 16 of resolution 32 = level 1.
 CONFIG = VQGANConfig(resolution=32, ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(16,),

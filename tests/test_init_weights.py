@@ -7,7 +7,7 @@ from sundae_core.config import HourglassConfig
 from sundae_core.errors import CheckpointError
 from sundae_core.hourglass import HourglassTransformer
 from sundae_core.models import save_model
-from trainers.run_state import init_weights
+from trainers.training.run_state import init_weights
 
 CONFIG = HourglassConfig(vocab_size=16, dim=16, heads=1, depth=(1, 1, 1), shorten=4, num_classes=3)
 

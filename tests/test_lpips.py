@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from sundae_core.errors import InputError, MissingAssetError
-from trainers.lpips import INSTALL, LPIPS, load_lpips, lpips_weights_path
-from trainers.safe_pickle import load_numpy_pickle
+from trainers.training.lpips import INSTALL, LPIPS, load_lpips, lpips_weights_path
+from trainers.checkpoints.safe_pickle import load_numpy_pickle
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from sundae_core.errors import InputError
 from sundae_core.hourglass import HourglassTransformer, flops, param_count
 from sundae_core.presets import MEGAPIXEL_VQGAN, PRESET_GRIDS, PRESETS
-from trainers.metrics import (FeatureStats, all_metrics, feature_stats, fid, frechet_distance, kid,
+from trainers.evaluation.metrics import (FeatureStats, all_metrics, feature_stats, fid, frechet_distance, kid,
                               manifold_metrics, trace_sqrt_product)
 
 

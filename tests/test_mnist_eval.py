@@ -13,8 +13,8 @@ from sundae_core.checkpoint import read_metadata
 from sundae_core.config import HourglassConfig
 from sundae_core.hourglass import HourglassTransformer
 from sundae_core.models import save_model
-from trainers import mnist_eval
-from trainers.mnist_classifier import ClassifierConfig, MnistClassifier, TrainedClassifier, save_classifier
+from trainers.evaluation import mnist_eval
+from trainers.evaluation.mnist_classifier import ClassifierConfig, MnistClassifier, TrainedClassifier, save_classifier
 
 
 def tiny_prior(path, num_classes: int = 10):

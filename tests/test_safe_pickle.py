@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sundae_core.errors import CheckpointError
-from trainers.safe_pickle import (Opaque, UnsafePickleError, load_numpy_pickle, load_torch_checkpoint,
+from trainers.checkpoints.safe_pickle import (Opaque, UnsafePickleError, load_numpy_pickle, load_torch_checkpoint,
                                   loads_numpy_pickle)
 
 
@@ -74,7 +74,7 @@ def test_shared_references_are_checked_once_and_cycles_refused(monkeypatch):
             raise AssertionError("the check walks the same objects again and again")
         return isinstance(obj, kinds)
 
-    import trainers.safe_pickle as safe_pickle
+    import trainers.checkpoints.safe_pickle as safe_pickle
 
     monkeypatch.setattr(safe_pickle, "isinstance", counting_isinstance, raising=False)
     out = loads_numpy_pickle(blob)

@@ -10,8 +10,9 @@ import pytest
 from nodes.sampling import SundaeDenoiseStep, SundaeSample
 from sundae_core.errors import InputError
 from sundae_core.sampler import DEFAULT_SETTINGS, LIMITS, SamplerSettings
-from trainers import demo, eval_default, evaluate, mnist_eval
-from trainers.sampler_flags import add_sampler_flags, settings_from_args
+from trainers.sampling import demo
+from trainers.evaluation import eval_default, evaluate, mnist_eval
+from trainers.sampling.sampler_flags import add_sampler_flags, settings_from_args
 
 
 def test_node_widgets_take_their_defaults_and_limits_from_the_settings():
@@ -72,7 +73,7 @@ def test_mnist_eval_refuses_a_bad_guidance_scale_before_any_work(tmp_path, capsy
 def test_the_prior_trainers_sample_keys_build_the_settings_and_are_checked_when_loaded():
     from sundae_core.config import from_dict
     from sundae_core.errors import ConfigError
-    from trainers.train_prior import PriorRunConfig
+    from trainers.training.train_prior import PriorRunConfig
 
     run = from_dict(PriorRunConfig, {"train": {"sample_steps": 20, "sample_temperature": [1.0, 0.3],
                                                "sample_proportion": 0.4}})

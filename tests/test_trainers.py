@@ -23,10 +23,10 @@ from sundae_core.config import HourglassConfig, VQGANConfig, from_dict
 from sundae_core.hourglass import HourglassTransformer
 from sundae_core.models import load_prior, load_vqgan
 from sundae_core.vqgan import VQGAN
-from trainers import train_prior, train_vqgan
-from trainers.discriminator import DiscriminatorConfig, PatchDiscriminator
-from trainers.distributed import weights_digest
-from trainers.image_data import is_validation
+from trainers.training import train_prior, train_vqgan
+from trainers.training.discriminator import DiscriminatorConfig, PatchDiscriminator
+from trainers.training.distributed import weights_digest
+from trainers.data.image_data import is_validation
 
 REPO = Path(__file__).resolve().parents[1]
 VAL_FRACTION = 0.25
@@ -143,7 +143,8 @@ def test_a_sigkilled_vqgan_run_resumes_from_its_last_checkpoint(tmp_path, vqgan_
     run = tmp_path / "run"
     command = ["--config", str(vqgan_config), "--run-dir", str(run), "--no-progress",
                "--set", "train.ckpt_every=1"]
-    proc = subprocess.Popen([sys.executable, "-m", "trainers.train_vqgan", *command, "--set", "train.steps=1000"],
+    proc = subprocess.Popen([sys.executable, "-m", "trainers.training.train_vqgan", *command,
+                             "--set", "train.steps=1000"],
                             cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.time() + 120
@@ -246,10 +247,10 @@ def test_torchrun_prior_keeps_identical_weights_on_both_ranks(tmp_path, latents)
             *_sets(PRIOR_SETTINGS + [f"data.path={data}", "model.num_classes=3", "train.ckpt_every=2"])]
     config = HourglassConfig(vocab_size=16, dim=16, heads=2, depth=(1, 1, 1), num_classes=3)
     modules = lambda: {"model": HourglassTransformer(config), "ema": HourglassTransformer(config)}
-    _torchrun("trainers.train_prior", args + _sets(["train.steps=3"]))
+    _torchrun("trainers.training.train_prior", args + _sets(["train.steps=3"]))
     _assert_ranks_agreed(run, 3, modules())
     # resumed under torchrun, the ranks still agree
-    _torchrun("trainers.train_prior", args + _sets(["train.steps=4"]))
+    _torchrun("trainers.training.train_prior", args + _sets(["train.steps=4"]))
     _assert_ranks_agreed(run, 4, modules())
     assert [r["step"] for r in _log(run) if "loss" in r] == [1, 2, 3, 4]
 
@@ -257,7 +258,7 @@ def test_torchrun_prior_keeps_identical_weights_on_both_ranks(tmp_path, latents)
 @pytest.mark.torchrun
 def test_torchrun_vqgan_keeps_identical_weights_on_both_ranks(tmp_path, vqgan_config):
     run = tmp_path / "vqgan"
-    _torchrun("trainers.train_vqgan", ["--config", str(vqgan_config), "--run-dir", str(run), "--no-progress",
+    _torchrun("trainers.training.train_vqgan", ["--config", str(vqgan_config), "--run-dir", str(run), "--no-progress",
                                        *_sets(["train.steps=3", "train.disc_start=1",
                                                "train.restart_dead_codes_every=2"])])
     assert any("restarted_codes" in r for r in _log(run))
@@ -329,7 +330,7 @@ def test_an_absurd_model_section_is_refused_before_training_starts(tmp_path, lat
 
 def test_training_images_are_checked_against_the_pixel_ceiling_and_16_bit_is_scaled(tmp_path, monkeypatch):
     from sundae_core.errors import InputError
-    from trainers.image_data import load_rgb
+    from trainers.data.image_data import load_rgb
 
     Image.fromarray(np.full((4, 6), 32896, dtype=np.uint16)).save(tmp_path / "deep.png")
     assert load_rgb(tmp_path / "deep.png", 4)[0, 0].tolist() == [128, 128, 128]

@@ -19,7 +19,7 @@ import torch
 
 from sundae_core.config import VQGANConfig, load_yaml
 from sundae_core.vqgan import VQGAN
-from trainers.train_vqgan import VQGANRunConfig, VQTrainConfig, train_step
+from trainers.training.train_vqgan import VQGANRunConfig, VQTrainConfig, train_step
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "vqgan_emoji_f32.yaml"
 # Saturated primaries and secondaries, black, and one unsaturated orange, in [-1, 1].

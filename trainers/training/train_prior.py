@@ -1,7 +1,7 @@
 """Train the SUNDAE prior (2D hourglass transformer) on a latent dataset.
 
     sundae-train-prior --config configs/prior_emoji.yaml --run-dir runs/prior
-    torchrun --nproc-per-node 2 -m trainers.train_prior --config ... --run-dir ...
+    torchrun --nproc-per-node 2 -m trainers.training.train_prior --config ... --run-dir ...
 
 AdamW with warmup and cosine/linear decay, gradient clipping, an EMA copy of the weights, bf16
 autocast, label dropout to the null class (for classifier-free guidance), validation loss,
@@ -34,9 +34,9 @@ from sundae_core.models import load_vqgan, save_model
 from sundae_core.sampler import SamplerSettingError, SamplerSettings, model_logits_fn, random_tokens, sample
 from sundae_core.unroll import unrolled_loss
 
+from ..data.latent_data import LatentDataConfig, TokenSet, grey_level_images
 from . import distributed as dist
 from .ema import EMA
-from .latent_data import LatentDataConfig, TokenSet, grey_level_images
 from .run_folder import MetricLog, trainer_main, write_config
 from .run_state import init_weights, load_state, save_state
 

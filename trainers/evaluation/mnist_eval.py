@@ -30,9 +30,9 @@ from sundae_core.grid import save_grid
 from sundae_core.models import inference_dtype, load_prior
 from sundae_core.sampler import SamplerSettingError, SamplerSettings, model_logits_fn, random_tokens, sample
 
-from .build_latents import mnist_arrays
-from .latent_data import grey_level_images
-from .sampler_flags import add_sampler_flags, settings_from_args
+from ..data.build_latents import mnist_arrays
+from ..data.latent_data import grey_level_images
+from ..sampling.sampler_flags import add_sampler_flags, settings_from_args
 from .mnist_classifier import (TrainedClassifier, TrainSettings, load_classifier, predict, save_classifier,
                                to_pixels, train_classifier)
 
@@ -40,7 +40,7 @@ SIDE, VOCAB, CLASSES = 28, 256, 10
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m trainers.mnist_eval", description=__doc__.splitlines()[0],
+    p = argparse.ArgumentParser(prog="python -m trainers.evaluation.mnist_eval", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="\n".join(__doc__.splitlines()[1:]))
     p.add_argument("--prior", required=True, help="class-conditional MNIST pixel prior (.safetensors)")

@@ -15,7 +15,7 @@ One command, one process, random weights (speed does not depend on training). Se
 5. train: prior training steps (bf16 autocast over fp32 weights, AdamW, clipping: what
    `sundae-train-prior` runs) with a 2-step unroll; MFU = 3 x forward FLOPs x unroll steps /
    step time / bf16 peak.
-6. vqgan: VQ-GAN training steps (`trainers.train_vqgan.train_step` past disc_start: the
+6. vqgan: VQ-GAN training steps (`trainers.training.train_vqgan.train_step` past disc_start: the
    generator step with L1 + LPIPS + codebook loss + adaptive-weight PatchGAN term, then the
    discriminator step) at a run config's batch size and crop, bf16 autocast against fp32, in
    images/s; and encode / decode of one 1024 x 1024 image (bf16 weights, inference_mode) by that

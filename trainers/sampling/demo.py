@@ -1,11 +1,11 @@
 """`sundae-demo`: the main job on the embedded default models: unconditional samples, the
 denoising chain of one sample, and the shipped 1024 x 1024 inpainting workflow, with timings.
 
-    python -m trainers.demo --output-dir output/demo
+    python -m trainers.sampling.demo --output-dir output/demo
 
 An application over the library, so it lives beside the other CLIs: it reads `workflows/` from
 the repository clone, which the installed `sundae_core` package does not contain. The sampler
-flags are the shared ones (trainers/sampler_flags.py), at 50 steps; --seed seeds the samples and
+flags are the shared ones (trainers/sampling/sampler_flags.py), at 50 steps; --seed seeds the samples and
 every SundaeSample node of the workflow.
 """
 
@@ -29,7 +29,7 @@ from sundae_core.sampler import SamplerSettings, model_logits_fn, random_tokens,
 
 from .sampler_flags import add_sampler_flags, settings_from_args
 
-WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
+WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
 DEMO_SAMPLER = SamplerSettings(steps=50)  # the demo's defaults: the paper's sampler at 50 steps
 
 

@@ -1,7 +1,8 @@
 """Copy a trained model checkpoint for shipping: optionally cast to bf16 (half the size; the
 samplers run models in bf16 anyway), keep its config, add provenance metadata.
 
-    python -m trainers.export_model runs/prior/model.safetensors sundae_core/default_models/prior.safetensors --bf16
+    python -m trainers.checkpoints.export_model runs/prior/model.safetensors \
+        sundae_core/default_models/prior.safetensors --bf16
 """
 
 from __future__ import annotations

@@ -59,16 +59,16 @@ from sundae_core.masks import latent_mask
 from sundae_core.models import default_model_path, inference_dtype, load_prior, load_vqgan
 from sundae_core.sampler import SamplerSettingError, SamplerSettings, model_logits_fn, sample
 
-from .build_latents import _folder_labels, folder_classes
+from ..data.build_latents import _folder_labels, folder_classes
+from ..data.image_data import HELD_OUT_FRACTION, image_paths, is_validation, load_rgb
+from ..sampling.sampler_flags import add_sampler_flags, settings_from_args
+from ..training.lpips import load_lpips
+from ..training.train_vqgan import psnr
 from .evaluate import SampleSource, cached_features, content_key, default_cache_dir, folder_images
-from .image_data import HELD_OUT_FRACTION, image_paths, is_validation, load_rgb
 from .inception import PREPROCESS_VERSION, FeatureExtractor, InceptionFeatures, extract_features
 from .linear_probe import fit_linear_probe
-from .lpips import load_lpips
-from .sampler_flags import add_sampler_flags, settings_from_args
-from .train_vqgan import psnr
 
-WORKFLOW = Path(__file__).resolve().parents[1] / "workflows" / "inpaint_1024.json"
+WORKFLOW = Path(__file__).resolve().parents[2] / "workflows" / "inpaint_1024.json"
 REPORT = "eval_default.json"
 BACKGROUND = 250  # a pixel whose channels are all >= this (of 255) is white background
 DOMINANCE = 0.05  # a code is red-dominant when its mean red beats green and blue by this much

