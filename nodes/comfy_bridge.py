@@ -105,9 +105,13 @@ class Progress:
 
     `preview(tokens) -> PIL.Image` is only called inside ComfyUI with previews on (a node without a
     preview function sends none: that is how a workflow turns them off). A preview is decoded only
-    when every preview so far plus this one (estimated by the last one's cost, or by the first
-    step's time before any) stays within PREVIEW_SHARE of the time spent sampling, and at most
-    every PREVIEW_EVERY_S. `finish()` fills the bar when sampling stops early.
+    when every preview so far plus this one stays within PREVIEW_SHARE of the time spent sampling,
+    and at most every PREVIEW_EVERY_S. This one's cost is estimated by the last preview's; before
+    any, by the decode time the preview function measured earlier (`preview.expected_seconds
+    (tokens)`, see pixels.PreviewDecoder), and only when nothing was ever measured by the first
+    step's time. No preview is decoded at the last step (the step count, or sampling that stopped
+    itself): VQ Decode decodes those very tokens next. `finish()` fills the bar when sampling
+    stops early.
     """
 
     def __init__(self, total: int, preview: Callable[[torch.Tensor], Any] | None = None):
@@ -123,11 +127,13 @@ class Progress:
         self.last_preview: float | None = None
 
     def update(self, value: int, tokens: torch.Tensor | None = None) -> None:
+        """Progress to `value` of `total` steps; `tokens`: the state to preview (None: no preview)."""
         interrupt_point()
         if self.bar is None:
             report_progress(value, self.total)
             return
-        image = self._preview(tokens) if tokens is not None and self.preview is not None else None
+        last = value >= self.total
+        image = self._preview(tokens) if tokens is not None and self.preview is not None and not last else None
         self.bar.update_absolute(value, self.total, image)
 
     def finish(self) -> None:
@@ -144,7 +150,7 @@ class Progress:
             self.first_step = sampling
         if self.last_preview is not None and now - self.last_preview < PREVIEW_EVERY_S:
             return None
-        estimate = self.preview_cost if self.preview_cost is not None else self.first_step
+        estimate = self.preview_cost if self.preview_cost is not None else self._measured(tokens)
         if self.preview_time + estimate > PREVIEW_SHARE * sampling:
             return None
         picture = self.preview(tokens)
@@ -153,6 +159,13 @@ class Progress:
         self.preview_time += self.preview_cost
         return ("JPEG", picture, self.preview_size)
 
+    def _measured(self, tokens: torch.Tensor) -> float:
+        known = getattr(self.preview, "expected_seconds", None)
+        seconds = known(tokens) if callable(known) else None
+        return seconds if seconds is not None else self.first_step
+
     def sampler_callback(self, info: dict) -> None:
-        """Adapter for sundae_core.sampler.sample's `callback(info)`."""
-        self.update(info["step"], info["tokens"])
+        """Adapter for sundae_core.sampler.sample's `callback(info)`; a step after which every sample
+        has stopped itself is the last: no preview of it."""
+        stopped = self.preview is not None and "active" in info and not bool(info["active"].any())
+        self.update(info["step"], None if stopped else info["tokens"])

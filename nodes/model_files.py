@@ -8,7 +8,8 @@ then the embedded `sundae_core/default_models/`.
 The loader COMBOs offer `default` plus every `.safetensors` file in those folders whose header
 says it is of the right kind. `default` means `vqgan.safetensors` / `prior.safetensors` from the
 first folder that has one, so dropping your own pair into a model folder replaces the embedded
-models in every shipped workflow.
+models in every shipped workflow; that file is listed once, as `default`, not also under its own
+name (which names the same file).
 """
 
 from __future__ import annotations
@@ -48,15 +49,20 @@ def _kind(path: Path, mtime_ns: int, size: int) -> str | None:
 
 
 def list_models(kind: str) -> list[str]:
-    """COMBO options: `default`, then relative paths of checkpoints of `kind` in all folders."""
-    names = []
+    """COMBO options: `default`, then relative paths of checkpoints of `kind` in all folders.
+    `<kind>.safetensors` at the top of a folder is what `default` names (the first folder's that
+    has one wins either way), so it is not listed again under its own name."""
+    names, same_as_default = [], f"{kind}.safetensors"
     for folder in model_folders():
         if not folder.is_dir():
             continue
         for path in sorted(folder.rglob("*.safetensors")):
-            stat = path.stat()
+            try:
+                stat = path.stat()
+            except OSError:  # a dangling symlink, a file gone meanwhile: not offered (choosing it says why)
+                continue
             name = path.relative_to(folder).as_posix()
-            if name not in names and _kind(path, stat.st_mtime_ns, stat.st_size) == kind:
+            if name != same_as_default and name not in names and _kind(path, stat.st_mtime_ns, stat.st_size) == kind:
                 names.append(name)
     return [DEFAULT] + names
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Callable
+import time
+from weakref import WeakKeyDictionary
 
 import torch
 from PIL import Image
@@ -10,18 +11,48 @@ from PIL import Image
 from sundae_core.graph.image_files import image_to_pil
 from sundae_core.images import composite, model_to_comfy, outpaint_canvas
 from sundae_core.limits import pixel_problem
+from sundae_core.token_version import check_tokens
 
+from .model_files import default_vqgan_factor
 from .node_inputs import CATEGORY, TOKENS, VQGAN_INPUT, model_device, socket
+
+# Seconds one sample took to decode, per VQ-GAN and token grid (h, w), measured by every decode
+# here (previews and VQ Decode): a sampling run budgets its first preview with it (comfy_bridge.
+# Progress) instead of guessing from a sampling step. Weak keys: an unloaded model is forgotten.
+_DECODE_SECONDS: WeakKeyDictionary = WeakKeyDictionary()
 
 
 def decode(vqgan, tokens: torch.Tensor) -> torch.Tensor:
-    """tokens (b h w) -> IMAGE (b H W c) float32 on CPU."""
-    return model_to_comfy(vqgan.decode(tokens.to(model_device(vqgan))))
+    """tokens (b h w) -> IMAGE (b H W c) float32 on CPU; the time it took is remembered."""
+    started = time.perf_counter()
+    image = model_to_comfy(vqgan.decode(tokens.to(model_device(vqgan))))  # on the CPU: synchronised
+    per_sample = (time.perf_counter() - started) / max(tokens.shape[0], 1)
+    try:
+        _DECODE_SECONDS.setdefault(vqgan, {})[tuple(tokens.shape[-2:])] = per_sample
+    except TypeError:  # a stand-in model that cannot be weakly referenced: nothing remembered
+        pass
+    return image
 
 
-def preview_decoder(vqgan) -> Callable[[torch.Tensor], Image.Image]:
-    """For progress previews: the first sample of a token batch, decoded."""
-    return lambda tokens: image_to_pil(decode(vqgan, tokens[:1])[0])
+class PreviewDecoder:
+    """For progress previews: the first sample of a token batch, decoded; `expected_seconds` is
+    what the last decode of that grid size by this VQ-GAN took (None before any)."""
+
+    def __init__(self, vqgan):
+        self.vqgan = vqgan
+
+    def __call__(self, tokens: torch.Tensor) -> Image.Image:
+        return image_to_pil(decode(self.vqgan, tokens[:1])[0])
+
+    def expected_seconds(self, tokens: torch.Tensor) -> float | None:
+        try:
+            return _DECODE_SECONDS.get(self.vqgan, {}).get(tuple(tokens.shape[-2:]))
+        except TypeError:
+            return None
+
+
+def preview_decoder(vqgan) -> PreviewDecoder:
+    return PreviewDecoder(vqgan)
 
 
 class SundaeVQDecode:
@@ -37,6 +68,7 @@ class SundaeVQDecode:
         return {"required": {"vqgan": VQGAN_INPUT, "tokens": socket(TOKENS, "The tokens to decode.")}}
 
     def decode(self, vqgan, tokens):
+        check_tokens(tokens, vqgan.token_version, "this VQ-GAN")
         return (decode(vqgan, tokens),)
 
 
@@ -74,7 +106,8 @@ class SundaeOutpaintCanvas:
 
     @classmethod
     def INPUT_TYPES(cls):
-        margin = {"default": 0, "min": 0, "max": 4096, "step": 16}
+        f = default_vqgan_factor()  # margins step in multiples of the default VQ-GAN's factor (32)
+        margin = {"default": 0, "min": 0, "max": 4096 // f * f, "step": f}
         return {"required": {
             "image": ("IMAGE", {"tooltip": "The image to extend; its size must be a multiple of the VQ-GAN factor."}),
             "vqgan": VQGAN_INPUT,

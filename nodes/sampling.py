@@ -5,6 +5,8 @@ from __future__ import annotations
 from sundae_core.sampler import (DEFAULT_SETTINGS, LIMITS, MEANINGS, SELECTIONS, SamplerSettings, denoise_step,
                                   model_logits_fn, sample)
 
+from sundae_core.token_version import check_pair, check_tokens, tag, version_of
+
 from .comfy_bridge import Progress, warn
 from .pixels import preview_decoder
 from .node_inputs import (CATEGORY, CLASS_INPUT, MASK_INPUT, PRIOR_INPUT, TOKENS, VQGAN_INPUT,
@@ -15,6 +17,16 @@ NOTHING_TO_REPAINT = (
     "SUNDAE Sample: the latent mask marks no token to repaint, so sampling was skipped and the tokens "
     "come back unchanged. An image without transparency gives an empty mask: paint the area to "
     "change in ComfyUI's mask editor (or erase it to transparent) and run again.")
+
+
+def _check_versions(prior, tokens, vqgan=None) -> str:
+    """TokenVersionError when the tokens (or the preview VQ-GAN) belong to another VQ-GAN than the one
+    the prior was trained on; else the version the output tokens carry."""
+    version = prior.config.token_version
+    check_tokens(tokens, version, "this prior")
+    if vqgan is not None:
+        check_pair(vqgan.token_version, version, "SUNDAE Sample's preview VQ-GAN: ")
+    return version_of(tokens) or version
 
 
 def _shared_inputs(tokens_tooltip: str) -> dict:
@@ -88,8 +100,9 @@ class SundaeSample:
             steps=steps, temperature_start=temperature_start, temperature_end=temperature_end,
             proportion=proportion, self_stop=self_stop, min_steps=min_steps, guidance=guidance,
             selection=selection))
+        version = _check_versions(prior, tokens, vqgan)
         device = model_device(prior)
-        tokens = tokens.to(device)
+        tokens = tag(tokens.to(device), version)
         repaint = check_mask(latent_mask, tokens)
         progress = Progress(steps, preview_decoder(vqgan) if vqgan is not None else None)
         if repaint is not None and not bool(repaint.any()):
@@ -100,7 +113,7 @@ class SundaeSample:
                         repaint=repaint, labels=class_label, null_label=prior.null_label,
                         callback=progress.sampler_callback)
         progress.finish()  # a self-stopped run ends before `steps`
-        return (result.tokens,)
+        return (tag(result.tokens, version),)
 
 
 class SundaeDenoiseStep:
@@ -127,10 +140,11 @@ class SundaeDenoiseStep:
 
     def step(self, prior, tokens, seed, temperature, proportion, guidance, selection,
              latent_mask=None, class_label=None):
+        version = _check_versions(prior, tokens)
         device = model_device(prior)
         tokens = tokens.to(device)
         result = denoise_step(model_logits_fn(prior), tokens, generator=generator_for(seed, device),
                               temperature=temperature, proportion=proportion,
                               repaint=check_mask(latent_mask, tokens), labels=class_label, guidance=guidance,
                               null_label=prior.null_label, selection=selection)
-        return (result.tokens,)
+        return (tag(result.tokens, version),)

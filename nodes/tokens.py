@@ -10,6 +10,7 @@ from sundae_core.images import check_multiple, comfy_to_model
 from sundae_core.limits import check_pixels, pixel_problem
 from sundae_core.masks import latent_mask
 from sundae_core.sampler import random_tokens
+from sundae_core.token_version import check_tokens, tag, version_of
 
 from .model_files import default_vqgan_factor
 from .node_inputs import (CATEGORY, CLASS, LATENT_MASK, MASK_INPUT, PRIOR_INPUT, TOKENS, VQGAN_INPUT,
@@ -34,7 +35,7 @@ class SundaeVQEncode:
 
     def encode(self, vqgan, image):
         check_multiple(image.shape[2], image.shape[1], vqgan.factor, "the image to encode")
-        return (vqgan.encode(comfy_to_model(image).to(model_device(vqgan))),)
+        return (tag(vqgan.encode(comfy_to_model(image).to(model_device(vqgan))), vqgan.token_version),)
 
 
 class SundaeRandomTokens:
@@ -68,8 +69,9 @@ class SundaeRandomTokens:
         check_multiple(width, height, f, "the Random Tokens size")
         check_pixels(width, height, batch_size, "Random Tokens image")
         device = model_device(vqgan)
-        return (random_tokens(batch_size, height // f, width // f, vqgan.vocab_size,
-                              generator=generator_for(seed, device), device=device),)
+        tokens = random_tokens(batch_size, height // f, width // f, vqgan.vocab_size,
+                               generator=generator_for(seed, device), device=device)
+        return (tag(tokens, vqgan.token_version),)
 
 
 class SundaeLatentMask:
@@ -115,9 +117,11 @@ class SundaeCorrupt:
         }, "optional": {"latent_mask": MASK_INPUT}}
 
     def corrupt(self, vqgan, tokens, rate, seed, latent_mask=None):
+        check_tokens(tokens, vqgan.token_version, "this VQ-GAN")
         mask = check_mask(latent_mask, tokens)
         noisy = corrupt(tokens, vqgan.vocab_size, generator=generator_for(seed, tokens.device), rate=rate).tokens
-        return (noisy if mask is None else torch.where(mask, noisy, tokens),)
+        out = noisy if mask is None else torch.where(mask, noisy, tokens)
+        return (tag(out, version_of(tokens) or vqgan.token_version),)
 
 
 class SundaeClassLabel:

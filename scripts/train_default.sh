@@ -1,51 +1,55 @@
 #!/usr/bin/env bash
-# The exact commands that trained the embedded default models (sundae_core/default_models/), as
-# run on a 2-core CPU (see sundae_core/default_models/MODEL_CARD.md for times and metrics).
-# Every training command resumes when re-run. Training is a campaign across sessions: a later
-# session resumes from runs/ when the folder is still there, or fine-tunes from the committed
-# weights (the FINETUNE lines) when it is not.
+# The commands that train the embedded default models (sundae_core/default_models/), as run on a
+# 2-core CPU (sundae_core/default_models/MODEL_CARD.md has the times and the figures). Training is
+# a campaign across sessions: run folders live outside the checkout ($SUNDAE_RUNS, default
+# ~/sundae/runs) so a new work tree does not lose them, and every training command resumes when
+# re-run. A session without them fine-tunes from the committed weights (the FINETUNE lines).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 . scripts/setup_env.sh
+RUNS=${SUNDAE_RUNS:-$HOME/sundae/runs}
+DATA=${SUNDAE_DATA:-$HOME/sundae/data}
 
 # Data: Fluent Emoji 3D (MIT, 3391 images of 256 x 256 px) and emoji-datasource 16.0.0 (MIT,
 # the Unicode group of every emoji), from the npm registry; curated into 1869 emoji (skin tones
 # collapsed) in 9 group folders, 10 % held out by trainers/data/image_data.is_validation.
-mkdir -p data/assets && (cd data/assets && npm install --silent @lobehub/fluent-emoji-3d@1.1.0 emoji-datasource@16.0.0)
-python -m trainers.data.prepare_emoji --assets data/assets/node_modules --out data/emoji_groups
+mkdir -p "$DATA/assets" && (cd "$DATA/assets" && npm install --silent @lobehub/fluent-emoji-3d@1.1.0 emoji-datasource@16.0.0)
+python -m trainers.data.prepare_emoji --assets "$DATA/assets/node_modules" --out "$DATA/emoji_groups"
 
-# 1. f = 32 VQ-GAN (FSQ, per-position norm) on 256 px crops of the art scaled to 1024 px, one
-#    threads. Stopped (Ctrl-C; it resumes from its last checkpoint) at the step the model card
-#    names, early, so the prior gets most of the CPU time; then the encoder is frozen, so the
-#    tokens (and the prior trained on them) stay valid while the decoder goes on with the GAN.
+# 1. The f = 32 VQ-GAN, token version 2 (colour-true): fine-tuned from the first default's weights
+#    (git show 281cf39:sundae_core/default_models/vqgan.safetensors) with half the crops
+#    recoloured and 15 % saturated synthetic canvases (configs/vqgan_emoji_f32.yaml), L1 + LPIPS,
+#    no GAN yet; stopped at the step the model card names, checked with sundae-eval-vqgan, then
+#    its encoder is frozen for good: the prior's tokens come from it.
+mkdir -p "$RUNS" && git show 281cf39:sundae_core/default_models/vqgan.safetensors > "$RUNS/vqgan_v1.safetensors"
 OMP_NUM_THREADS=2 python -m trainers.training.train_vqgan --config configs/vqgan_emoji_f32.yaml \
-    --run-dir runs/vqgan_emoji
-mkdir -p runs/frozen && cp runs/vqgan_emoji/model.safetensors runs/frozen/vqgan_encoder.safetensors
-
-# 2. latent dataset: every image and its mirror image at 1024 px, labelled by group folder
-torchrun --nproc-per-node 2 -m trainers.data.build_latents --vqgan runs/frozen/vqgan_encoder.safetensors \
-    --images data/emoji_groups --resolution 1024 --out data/emoji_latents --labels-from-folders
-
-# 3. in parallel, one thread each: the decoder with the GAN phase (encoder frozen), and the prior
-OMP_NUM_THREADS=1 python -m trainers.training.train_vqgan --run-dir runs/vqgan_emoji \
-    --set train.freeze_encoder=true --set train.disc_start=600 &
-wait
-# The shipped prior: torchrun with 2 ranks of one thread (4.4 s per global batch of 16, against
-# 8.2 s for one process beside the decoder run), stopped at step 150 in the first session.
-OMP_NUM_THREADS=1 torchrun --nproc-per-node 2 -m trainers.training.train_prior --config configs/prior_emoji.yaml \
-    --run-dir runs/prior_emoji --set train.vqgan=runs/frozen/vqgan_encoder.safetensors \
-    --set train.batch_size=8 --set train.sample_every=200 --set train.val_every=200
-
-# FINETUNE (a later session without runs/): new runs that start from the shipped weights, e.g.
-#   OMP_NUM_THREADS=1 python -m trainers.training.train_prior --config configs/prior_emoji.yaml \
-#       --run-dir runs/prior_ft --set train.init=sundae_core/default_models/prior.safetensors \
-#       --set train.warmup=20
-#   (the VQ-GAN alike, with --set train.freeze_encoder=true so the tokens stay valid)
-
-# 4. ship both in bf16
-python -m trainers.checkpoints.export_model runs/frozen/vqgan_encoder.safetensors \
+    --run-dir "$RUNS/vqgan_ct" --set data.path="$DATA/emoji_groups" \
+    --set train.init="$RUNS/vqgan_v1.safetensors" --set train.lr=0.00015 --set train.disc_start=100000 \
+    --set train.steps=8000 --set train.sample_every=200
+sundae-eval-vqgan --vqgan "$RUNS/vqgan_ct/model.safetensors" --images "$DATA/emoji_groups" --out "$RUNS/eval_vqgan"
+python -m trainers.checkpoints.export_model "$RUNS/vqgan_ct/model.safetensors" \
     sundae_core/default_models/vqgan.safetensors --bf16 \
     --note data="Fluent Emoji 3D 1.1.0 (MIT), 1869 emoji, 10 % held out"
-python -m trainers.checkpoints.export_model runs/prior_emoji/model.safetensors \
+
+# 2. The latent dataset, from the shipped (bf16) encoder: every image and its mirror image at
+#    1024 px, labelled by group folder; the manifest records the token version.
+torchrun --nproc-per-node 2 -m trainers.data.build_latents --vqgan sundae_core/default_models/vqgan.safetensors \
+    --images "$DATA/emoji_groups" --resolution 1024 --out "$DATA/emoji_latents_v2" --labels-from-folders
+
+# 3. The prior campaign: one process, two threads, the step compiled (train.compile: true);
+#    re-run the same command in every session to resume.
+OMP_NUM_THREADS=2 python -m trainers.training.train_prior --config configs/prior_emoji.yaml \
+    --run-dir "$RUNS/prior_v2" --set data.path="$DATA/emoji_latents_v2"
+python -m trainers.checkpoints.export_model "$RUNS/prior_v2/model.safetensors" \
     sundae_core/default_models/prior.safetensors --bf16 \
     --note data="Fluent Emoji 3D 1.1.0 (MIT) tokens + flips, 9 Unicode groups (emoji-datasource 16.0.0)"
+
+# FINETUNE (a session without $RUNS/prior_v2): a new run that starts from the shipped prior, on the
+# same tokens (the latent dataset is rebuilt by step 2 from the shipped VQ-GAN):
+#   OMP_NUM_THREADS=2 python -m trainers.training.train_prior --config configs/prior_emoji.yaml \
+#       --run-dir "$RUNS/prior_v2_ft" --set data.path="$DATA/emoji_latents_v2" \
+#       --set train.init=sundae_core/default_models/prior.safetensors --set train.warmup=20
+# The decoder may keep training without changing the tokens (the GAN phase has not run yet):
+#   OMP_NUM_THREADS=2 python -m trainers.training.train_vqgan --run-dir "$RUNS/vqgan_decoder" \
+#       --config configs/vqgan_emoji_f32.yaml --set data.path="$DATA/emoji_groups" \
+#       --set train.init=sundae_core/default_models/vqgan.safetensors --set train.freeze_encoder=true

@@ -14,7 +14,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 from safetensors import SafetensorError
@@ -72,10 +72,12 @@ def _naming(err: OSError, path: Path) -> OSError:
     return OSError(err.errno, err.strerror, str(path)) if err.errno is not None else err
 
 
-def remove_stale_temporaries(folder: str | Path) -> list[Path]:
-    """Delete the temporaries that atomic_write calls killed mid-write left in `folder` (and its
-    subfolders). Only for folders one process owns, such as a resumed run's folder."""
-    stale = sorted(Path(folder).rglob(".*.tmp"))
+def remove_stale_temporaries(folder: str | Path, names: Iterable[str]) -> list[Path]:
+    """Delete the temporaries that atomic_write calls killed mid-write left in `folder` for the
+    files whose names match the glob patterns `names` (e.g. "state*.safetensors"). Nothing else
+    and no subfolder: the folder may hold hidden .tmp files of other programs."""
+    folder = Path(folder)
+    stale = sorted({p for name in names for p in folder.glob(f".{name}.*.tmp") if not p.is_dir()})
     for p in stale:
         p.unlink(missing_ok=True)
     return stale

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .checkpoint import atomic_write
-from .errors import SundaeError
+from .errors import SundaeError, one_line
 
 WARNINGS = logging.getLogger("sundae")
 
@@ -22,7 +22,7 @@ class _WarningLines(logging.Handler):
         super().__init__(logging.WARNING)
 
     def emit(self, record: logging.LogRecord) -> None:
-        print(f"{record.levelname.lower()}: {' '.join(record.getMessage().split())}", file=sys.stderr)
+        print(f"{record.levelname.lower()}: {one_line(record.getMessage())}", file=sys.stderr)
 
 
 def show_warnings() -> None:
@@ -39,10 +39,10 @@ def run_guarded(body: Callable[[], int | None]) -> int:
     try:
         return int(body() or 0)
     except SundaeError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 1
     except OSError as err:  # a read-only folder, a full disk: the environment, not a bug
-        print(f"error: {describe_os_error(err)}", file=sys.stderr)
+        print(f"error: {one_line(describe_os_error(err))}", file=sys.stderr)
         return 1
     except MemoryError:
         print("error: out of memory; use smaller sizes or batches", file=sys.stderr)

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from . import bounded_yaml
 from .errors import ConfigError
 
 T = TypeVar("T")
@@ -97,6 +98,9 @@ class HourglassConfig:
     # Names of classes 0..num_classes-1 for messages (empty: unnamed). Checkpoints made before
     # this field load with it empty.
     class_names: tuple[str, ...] = ()
+    # The token version (sundae_core.token_version) of the VQ-GAN whose tokens the prior learnt,
+    # set by the prior trainer from the latent dataset; "" = unknown (made before versions existed).
+    token_version: str = ""
 
     def __post_init__(self) -> None:
         if self.class_names and len(self.class_names) != self.num_classes:
@@ -242,7 +246,7 @@ def load_yaml(path: str | Path, cls: type[T]) -> T:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = bounded_yaml.safe_load(path.read_bytes()) or {}  # aliases and size bounded
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({err})") from None
     except RecursionError:  # a hostile file nested thousands of levels deep
@@ -271,7 +275,9 @@ def apply_overrides(config: T, overrides: list[str] | tuple[str, ...]) -> T:
         if keys[-1] not in node:
             raise ConfigError(f"override {item!r}: unknown key {keys[-1]!r}; known: {', '.join(node)}")
         try:
-            node[keys[-1]] = yaml.safe_load(raw)
+            node[keys[-1]] = bounded_yaml.safe_load(raw)
+        except bounded_yaml.YAMLShapeError as err:
+            raise ConfigError(f"override {dotted.strip()}: {err}") from None
         except RecursionError:
             raise ConfigError(f"override {item!r}: value nested too deeply") from None
         except yaml.YAMLError:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from .config import HourglassConfig, VQGANConfig
 from .errors import InputError
 
 
@@ -40,6 +41,11 @@ IMAGE_PIXELS = Ceiling("SUNDAE_MAX_IMAGE_PIXELS", 8192 * 8192, "pixels")
 BATCH_PIXELS = Ceiling("SUNDAE_MAX_BATCH_PIXELS", 2 ** 28, "pixels")
 # Parameters of one model, counted in float32 bytes (the largest preset is well under 1 GiB).
 MODEL_BYTES = Ceiling("SUNDAE_MAX_MODEL_BYTES", 16 * 2 ** 30, "bytes")
+# Blocks of one model, counted from its config before anything is built: building even the
+# shape-only skeleton costs time and memory per block, however small each one is (a 50 KB
+# checkpoint asking for depth [1, 100000, 1] ran for minutes and took 1.3 GB before the byte
+# ceiling could say no). The presets count at most 24 (prior) and 37 (VQ-GAN) blocks.
+MODEL_BLOCKS = Ceiling("SUNDAE_MAX_MODEL_BLOCKS", 1024, "blocks")
 
 
 def pixel_problem(width: int, height: int, batch: int = 1, what: str = "image") -> str | None:
@@ -68,3 +74,25 @@ def model_bytes_problem(parameter_bytes: int, what: str) -> str | None:
         return None
     return (f"{what} asks for {parameter_bytes / 2 ** 30:,.1f} GiB of parameters, over the ceiling of "
             f"{ceiling / 2 ** 30:,.1f} GiB; check its sizes (dim, ch, vocab), or raise ${MODEL_BYTES.env}")
+
+
+def model_blocks(config: VQGANConfig | HourglassConfig) -> int:
+    """Blocks the model of `config` would have, from the config's numbers alone: transformer blocks
+    plus each shortening's down- and upsampler (prior); residual blocks, resamplers and the middle
+    blocks of encoder and decoder (VQ-GAN; attention blocks, at most one per residual block, are
+    not counted)."""
+    if isinstance(config, HourglassConfig):
+        levels = config.depth_levels()
+        return levels.total + 2 * len(levels.shortened)
+    count, per_level = len(config.ch_mult), max(config.num_res_blocks, 0)
+    return count * per_level + count * (per_level + 1) + 2 * (count - 1) + 4
+
+
+def model_blocks_problem(config: VQGANConfig | HourglassConfig, what: str) -> str | None:
+    """Why a config asks for too many blocks to build, or None when it fits."""
+    blocks, ceiling = model_blocks(config), MODEL_BLOCKS.value()
+    if blocks <= ceiling:
+        return None
+    sizes = ("depth" if isinstance(config, HourglassConfig) else "ch_mult (levels) and num_res_blocks")
+    return (f"{what} asks for {blocks:,} blocks, over the ceiling of {ceiling:,}; check its {sizes}, or "
+            f"raise ${MODEL_BLOCKS.env}")

@@ -11,12 +11,14 @@ from torch.overrides import TorchFunctionMode
 from . import bounded_json
 from .checkpoint import CONFIG_KEY, KIND_KEY, check_state, load_checkpoint, read_metadata, save_checkpoint
 from .config import HourglassConfig, VQGANConfig, from_dict, to_dict
-from .errors import CheckpointError, ConfigError, MissingAssetError
+from .errors import CheckpointError, ConfigError, InputError, MissingAssetError
 from .hourglass import HourglassTransformer
-from .limits import model_bytes_problem
+from .limits import model_blocks_problem, model_bytes_problem
+from .token_version import check_pair
 from .vqgan import VQGAN
 
 KINDS = {"vqgan": (VQGANConfig, VQGAN), "prior": (HourglassConfig, HourglassTransformer)}
+TOKEN_VERSION_KEY = "sundae.token_version"  # header copy of the token version, for people and tools
 DEFAULT_DIR = Path(__file__).parent / "default_models"
 
 
@@ -39,7 +41,20 @@ def kind_of(model: nn.Module) -> str:
 def save_model(path: str | Path, model: nn.Module, metadata: dict[str, str] | None = None) -> None:
     """Save weights (fp32 unless they are bf16 already) with the model's config embedded."""
     state = {k: v for k, v in model.state_dict().items()}
+    metadata = dict(metadata or {})
+    version = model.token_version if isinstance(model, VQGAN) else model.config.token_version
+    if version:
+        metadata[TOKEN_VERSION_KEY] = version
     save_checkpoint(path, state, kind=kind_of(model), config=to_dict(model.config), metadata=metadata)
+
+
+def check_models_fit(vqgan: VQGAN, prior: HourglassTransformer, where: str = "") -> None:
+    """InputError unless `prior` was trained on `vqgan`'s tokens: the same vocabulary and, when the
+    prior records one, the same token version (sundae_core.token_version)."""
+    if vqgan.vocab_size != prior.config.vocab_size:
+        raise InputError(f"{where}the prior's vocabulary ({prior.config.vocab_size} tokens) is not the VQ-GAN's "
+                         f"({vqgan.vocab_size}): these models were not trained together")
+    check_pair(vqgan.token_version, prior.config.token_version, where)
 
 
 def model_class(config: VQGANConfig | HourglassConfig) -> type[nn.Module]:
@@ -74,7 +89,11 @@ def parameter_bytes(model: nn.Module) -> int:
 
 def check_model_size(config: VQGANConfig | HourglassConfig, what: str) -> nn.Module:
     """ConfigError when `config` would build a model over the size ceiling (sundae_core.limits);
-    else its meta-device skeleton. Checked before any training or loading allocates it."""
+    else its meta-device skeleton. Checked before any training or loading allocates it; an absurd
+    block count (depth [1, 100000, 1]) is refused from the config alone, before the skeleton."""
+    problem = model_blocks_problem(config, what)
+    if problem:
+        raise ConfigError(problem)
     model = skeleton(config)
     problem = model_bytes_problem(parameter_bytes(model), what)
     if problem:

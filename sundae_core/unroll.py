@@ -30,21 +30,36 @@ class UnrolledLoss:
     accuracy: torch.Tensor  # first step's token accuracy, a cheap training signal
 
 
-def unrolled_loss(logits_fn: LogitsFn, tokens: torch.Tensor, vocab_size: int, *, steps: int = 2,
+StepLoss = Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def step_loss_fn(logits_fn: LogitsFn) -> StepLoss:
+    """(z, labels, targets) -> (logits (b h w v), cross-entropy against targets): one unrolled step.
+    Trainers may pass a compiled version of this (trainers/training/prior_step.py), which fuses the
+    1000-way log-softmax with the network's last matmul."""
+    def step_loss(z: torch.Tensor, labels: torch.Tensor | None, targets: torch.Tensor):
+        logits = logits_fn(z, labels)
+        return logits, F.cross_entropy(rearrange(logits, "b h w v -> (b h w) v").float(), targets.flatten())
+
+    return step_loss
+
+
+def unrolled_loss(logits_fn: LogitsFn | None, tokens: torch.Tensor, vocab_size: int, *, steps: int = 2,
                   generator: torch.Generator | None = None,
                   labels: torch.Tensor | None = None, block_share: float = 0.0,
-                  block_shapes: BlockShapes = BlockShapes()) -> UnrolledLoss:
+                  block_shapes: BlockShapes = BlockShapes(), step_loss: StepLoss | None = None) -> UnrolledLoss:
     """tokens (b h w) clean targets; returns the mean cross-entropy over `steps` unrolled steps.
 
-    block_share, block_shapes: block corruption for step 1, as in `corruption.corrupt`."""
+    block_share, block_shapes: block corruption for step 1, as in `corruption.corrupt`.
+    step_loss: computes each step's logits and cross-entropy (default: `step_loss_fn(logits_fn)`)."""
     if steps < 1:
         raise ValueError("unrolled_loss needs steps >= 1")
+    step_loss = step_loss or step_loss_fn(logits_fn)
     z = corrupt(tokens, vocab_size, generator=generator, block_share=block_share,
                 block_shapes=block_shapes).tokens
     per_step, accuracy = [], None
     for i in range(steps):
-        logits = logits_fn(z, labels)  # (b h w v)
-        ce = F.cross_entropy(rearrange(logits, "b h w v -> (b h w) v").float(), tokens.flatten())
+        logits, ce = step_loss(z, labels, tokens)  # logits (b h w v)
         per_step.append(ce)
         if i == 0:
             accuracy = (logits.detach().argmax(-1) == tokens).float().mean()

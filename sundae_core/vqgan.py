@@ -16,6 +16,7 @@ from torch import nn
 from .config import VQGANConfig
 from .errors import InputError
 from .quantize import Quantized, ScalarQuantizer, VectorQuantizer
+from .token_version import ENCODING_PARTS, compute_token_version
 
 
 class ChannelNorm(nn.Module):
@@ -239,6 +240,19 @@ class VQGAN(nn.Module):
     @property
     def vocab_size(self) -> int:
         return self.config.n_embed
+
+    @property
+    def token_version(self) -> str:
+        """Digest of the weights that turn pixels into ids (sundae_core.token_version). Cached, and
+        recomputed once those weights change (an optimiser step bumps their version counters)."""
+        parts = [t for name, t in self.state_dict(keep_vars=True).items() if name.startswith(ENCODING_PARTS)]
+        # inference tensors (a model loaded under inference_mode) keep no version counter; nothing
+        # trains them, so their storage and dtype identify them
+        key = tuple((t.data_ptr(), t.dtype, -1 if t.is_inference() else t._version) for t in parts)
+        if getattr(self, "_token_version_key", None) != key:
+            self._token_version = compute_token_version(self)
+            self._token_version_key = key
+        return self._token_version
 
     def _check_images(self, images: torch.Tensor) -> None:
         if images.ndim != 4 or images.shape[1] != self.config.in_channels:

@@ -114,3 +114,17 @@ def test_a_deeply_nested_yaml_config_is_one_config_error(tmp_path):
     path.write_text("[" * 5000 + "]" * 5000)
     with pytest.raises(ConfigError, match="nested too deeply|not valid YAML"):
         load_yaml(path, VQGANConfig)
+
+
+def test_trainer_configs_refuse_alias_bombs_before_expanding_them(tmp_path):
+    """A 300-byte YAML whose aliases expand to 9**6 values is refused in one line, not expanded."""
+    from sundae_core.config import load_yaml
+    from trainers.training.train_prior import PriorRunConfig
+
+    lines = ["a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1]"]
+    for prev, name in zip("abcde", "bcdef"):
+        lines.append(f"{name}: &{name} [{', '.join(['*' + prev] * 9)}]")
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError, match="aliases expand"):
+        load_yaml(path, PriorRunConfig)

@@ -211,9 +211,9 @@ def test_label_errors_name_the_classes():
 
 
 class _FakeVQGAN:
-    """Stands in for a VQ-GAN: build_latents only needs factor, vocab_size and encode."""
+    """Stands in for a VQ-GAN: build_latents only needs factor, vocab_size, token_version and encode."""
 
-    factor, vocab_size = 8, V
+    factor, vocab_size, token_version = 8, V, "fake00000000"
 
     def encode(self, x):
         return (x.mean(dim=1)[:, ::8, ::8] > 0).long()  # (b h/8 w/8) tokens
@@ -232,6 +232,7 @@ def test_build_latents_writes_the_class_names(tmp_path, monkeypatch, capsys):
     assert build_latents.main(args + ["--out", str(out), "--labels-from-folders"]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["class_names"] == ["animals_nature", "flags", "smileys"] and manifest["num_classes"] == 3
+    assert manifest["token_version"] == "fake00000000"  # the prior trainer records it
     assert build_latents.main(args + ["--out", str(tmp_path / "plain")]) == 0
     assert json.loads((tmp_path / "plain" / "manifest.json").read_text())["num_classes"] == 0
     # an image outside the class folders is a clear error, not a KeyError
@@ -253,13 +254,15 @@ def test_prior_training_with_blocks_takes_the_class_names_of_the_dataset(tmp_pat
     data = latents(num_classes=3, decoder="pixels")
     manifest = json.loads((data / "manifest.json").read_text())
     manifest["class_names"] = ["activities", "animals_nature", "flags"]
+    manifest["token_version"] = "0123456789ab"
     (data / "manifest.json").write_text(json.dumps(manifest))
     run = tmp_path / "prior"
     command = ["--run-dir", str(run), "--no-progress",
                *_sets(TRAIN + [f"data.path={data}", "model.num_classes=3", "train.block_corruption=0.5",
                                "train.block_shapes.max_shapes=1"])]
     assert train_prior.main(command) == 0
-    assert load_prior(run / "model.safetensors").config.class_names == tuple(manifest["class_names"])
+    trained = load_prior(run / "model.safetensors").config
+    assert trained.class_names == tuple(manifest["class_names"]) and trained.token_version == "0123456789ab"
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["model"]["class_names"] == [] and saved["train"]["block_corruption"] == 0.5
     rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]

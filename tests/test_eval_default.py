@@ -4,6 +4,7 @@ feature and LPIPS stand-ins injected (the real networks are tested in their own 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -191,3 +192,24 @@ def test_a_prior_that_names_its_classes_sets_the_label_order(setup, tmp_path):
     code, report = run(setup, tmp_path, *argv, prior=str(tmp_path / "named.safetensors"))
     assert code == 0
     assert [row["name"] for row in report["class_accuracy"]["per_class"]] == list(GROUPS[::-1])
+
+
+def test_eval_vqgan_reports_flat_colours_holes_and_hue_spread(setup, tmp_path):
+    from trainers.evaluation import eval_vqgan
+
+    out = tmp_path / "vq"
+    argv = ["--vqgan", str(setup / "vq.safetensors"), "--images", str(setup / "images"), "--val-fraction",
+            str(VAL_FRACTION), "--resolution", "64", "--n", "3", "--hole", "8", "--batch-size", "2",
+            "--grid-images", "2", "--thumb", "32", "--out", str(out), "--no-progress"]
+    assert eval_vqgan.main(argv, lpips=fake_lpips) == 0
+    report = json.loads((out / eval_vqgan.REPORT).read_text())
+    flat = report["flat_colours"]
+    assert set(flat) == set(eval_vqgan.FLAT_COLOURS) and len(report["token_version"]) == 12
+    assert report["worst_flat_colour_error"] == max(v["mean_colour_error"] for v in flat.values())
+    holes = report["holes"]
+    assert holes["n"] == 3 and set(holes["methods"]) == {"reconstruction", "mean_fill"}
+    codes = report["code_colours"]
+    assert codes["n_codes"] == 16 and 0 <= codes["hue_sectors_used"] <= 12
+    assert sum(codes.get("codes_per_hue_sector", [])) == codes["non_grey_codes"]
+    for picture in report["pictures"].values():
+        assert Path(picture).is_file()

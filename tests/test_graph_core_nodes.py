@@ -133,7 +133,7 @@ def test_save_image_creates_files_exclusively_and_never_overwrites_another_write
     other.parent.mkdir(parents=True)
     other.write_bytes(b"another process's image")
     # another process claimed 00001 after this one counted the folder: the race of two sundae-runs
-    monkeypatch.setattr(image_files, "_next_counter", lambda folder, stem: 1)
+    monkeypatch.setattr(image_files, "_next_counter", lambda folder, stem, writes=None: 1)
     written = SaveImage().save_images(torch.rand(2, 4, 4, 3), "run")["ui"]["images"]
     assert [w["filename"] for w in written] == ["run_00002_.png", "run_00003_.png"]
     assert other.read_bytes() == b"another process's image"

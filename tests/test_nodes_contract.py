@@ -137,6 +137,49 @@ def test_previews_cost_at_most_a_tenth_of_sampling_time(fake_comfy, monkeypatch)
     assert sum(1 for _, _, preview in fake_comfy.updates if preview) == len(decoded)
 
 
+def test_no_preview_is_decoded_at_the_last_step(fake_comfy, monkeypatch):
+    """VQ Decode decodes the final tokens right after sampling: a preview of them is wasted."""
+    monkeypatch.setattr(comfy_bridge, "PREVIEW_EVERY_S", 0.0)
+    monkeypatch.setattr(comfy_bridge, "PREVIEW_SHARE", float("inf"))
+    decoded = []
+    progress = comfy_bridge.Progress(3, preview=lambda tokens: decoded.append(1) or Image.new("RGB", (4, 4)))
+    for step in (1, 2, 3):
+        progress.update(step, torch.zeros(1, 2, 2))
+    assert len(decoded) == 2 and fake_comfy.updates[-1] == (3, 3, None)
+    progress = comfy_bridge.Progress(50, preview=lambda tokens: decoded.append(1) or Image.new("RGB", (4, 4)))
+    tokens = torch.zeros(1, 2, 2)
+    progress.sampler_callback({"step": 1, "total": 50, "tokens": tokens, "active": torch.tensor([True])})
+    progress.sampler_callback({"step": 2, "total": 50, "tokens": tokens, "active": torch.tensor([False])})
+    assert len(decoded) == 3 and fake_comfy.updates[-1] == (2, 50, None)  # every sample stopped itself
+
+
+def test_the_first_preview_is_budgeted_with_the_measured_decode_time(fake_comfy, monkeypatch):
+    from sundae_nodes import pixels
+
+    clock = types.SimpleNamespace(now=0.0)
+    fake_time = types.SimpleNamespace(monotonic=lambda: clock.now, perf_counter=lambda: clock.now)
+    monkeypatch.setattr(comfy_bridge, "time", fake_time)
+    monkeypatch.setattr(pixels, "time", fake_time, raising=False)
+    vqgan = _tiny_models()[0]
+    real_decode = vqgan.decode
+
+    def slow_decode(tokens):  # a megapixel decode: 1 s, against 0.1 s per sampling step
+        clock.now += 1.0
+        return real_decode(tokens)
+
+    vqgan.decode = slow_decode
+    tokens = torch.zeros(1, 4, 4, dtype=torch.long)
+    with torch.inference_mode():
+        NODE_CLASS_MAPPINGS["SundaeVQDecode"]().decode(vqgan, tokens)  # an earlier run's decode: measured
+        progress = comfy_bridge.Progress(30, preview=pixels.preview_decoder(vqgan))
+        for step in range(1, 31):
+            clock.now += 0.1
+            progress.update(step, tokens)
+    # 3 s of sampling leave 0.3 s for previews: a 1 s decode does not fit (budgeting it as one
+    # 0.1 s step decoded it after 1 s of sampling, and previews took a quarter of the run)
+    assert not any(preview for _, _, preview in fake_comfy.updates)
+
+
 def test_previews_honour_comfyuis_preview_method(fake_comfy, monkeypatch):
     args = types.SimpleNamespace(preview_method=types.SimpleNamespace(value="none"), preview_size=256)
     monkeypatch.setitem(sys.modules, "comfy.cli_args", types.SimpleNamespace(args=args))

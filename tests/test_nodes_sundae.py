@@ -42,8 +42,10 @@ def prior(model_dir):
 
 
 def test_model_folder_listing_and_resolution(model_dir):
-    assert list_models("prior") == ["default", "more/uncond.safetensors", "prior.safetensors"]
-    assert list_models("vqgan") == ["default", "vqgan.safetensors"]
+    # prior.safetensors / vqgan.safetensors are what `default` loads: listed once, as `default`
+    assert list_models("prior") == ["default", "more/uncond.safetensors"]
+    assert list_models("vqgan") == ["default"]
+    assert resolve_model("prior.safetensors", "prior") == resolve_model("default", "prior")
     assert resolve_model("default", "prior") == (model_dir / "prior.safetensors").resolve()
     assert N["SundaePriorLoader"].INPUT_TYPES()["required"]["prior_name"][0] == list_models("prior")
     assert N["SundaeVQGANLoader"].IS_CHANGED("x") == ""
@@ -148,6 +150,28 @@ def test_loader_stamps_name_the_model_and_its_content_never_its_path(model_dir, 
     before = N["SundaePriorLoader"].IS_CHANGED("default")
     copy.write_bytes((model_dir / "more" / "uncond.safetensors").read_bytes())  # retrained: new content
     assert N["SundaePriorLoader"].IS_CHANGED("default") != before
+
+
+def test_the_embedded_default_is_listed_once_and_a_dangling_link_is_skipped(model_dir, tmp_path, monkeypatch):
+    import os
+
+    monkeypatch.delenv("SUNDAE_MODEL_DIR")
+    assert list_models("vqgan") == ["default"] and list_models("prior") == ["default"]
+    folder = tmp_path / "models"
+    folder.mkdir()
+    os.symlink(tmp_path / "gone.safetensors", folder / "broken.safetensors")
+    monkeypatch.setenv("SUNDAE_MODEL_DIR", str(folder))
+    assert list_models("prior") == ["default"] and N["SundaePriorLoader"].INPUT_TYPES()
+    with pytest.raises(MissingAssetError):
+        resolve_model("broken.safetensors", "prior")
+
+
+def test_outpaint_margins_step_by_the_default_vqgan_factor(model_dir, monkeypatch):
+    margin = N["SundaeOutpaintCanvas"].INPUT_TYPES()["required"]["left"][1]
+    assert margin["step"] == 4 and margin["max"] % 4 == 0  # the folder's default: f = 4
+    monkeypatch.delenv("SUNDAE_MODEL_DIR")  # the embedded default VQ-GAN: f = 32, not 16
+    margin = N["SundaeOutpaintCanvas"].INPUT_TYPES()["required"]["bottom"][1]
+    assert margin["step"] == 32 and margin["default"] == 0
 
 
 def test_random_tokens_widgets_follow_the_default_vqgan_factor(model_dir, monkeypatch):

@@ -23,7 +23,7 @@ from sundae_core.config import HourglassConfig, VQGANConfig, from_dict
 from sundae_core.hourglass import HourglassTransformer
 from sundae_core.models import load_prior, load_vqgan
 from sundae_core.vqgan import VQGAN
-from trainers.training import train_prior, train_vqgan
+from trainers.training import prior_step, train_prior, train_vqgan
 from trainers.training.discriminator import DiscriminatorConfig, PatchDiscriminator
 from trainers.training.distributed import weights_digest
 from trainers.data.image_data import is_validation
@@ -176,18 +176,18 @@ def test_prior_training_with_labels_label_dropout_and_resume(tmp_path, latents, 
     data = latents(num_classes=3, decoder="pixels")
     run = tmp_path / "prior"
     seen = []
-    real = train_prior.unrolled_loss
+    real = prior_step.unrolled_loss
 
     def spy(logits_fn, tokens, vocab_size, **kw):
         if kw["labels"] is not None:
             seen.append(kw["labels"].clone())
         return real(logits_fn, tokens, vocab_size, **kw)
 
-    monkeypatch.setattr(train_prior, "unrolled_loss", spy)
+    monkeypatch.setattr(prior_step, "unrolled_loss", spy)  # the training step's loss (not validation's)
     command = ["--run-dir", str(run), "--no-progress",
                *_sets(PRIOR_SETTINGS + [f"data.path={data}", "model.num_classes=3", "train.label_dropout=0.5"])]
     assert train_prior.main(command + _sets(["train.steps=3"])) == 0
-    labels = torch.cat(seen[:3])  # training batches (validation calls come after)
+    labels = torch.cat(seen[:3])  # the three training batches
     assert labels.numel() == 24 and (labels == 3).any() and (labels < 3).any()  # some dropped to null
     assert int(labels.max()) <= 3 and int(labels.min()) >= 0
     model = load_prior(run / "model.safetensors")

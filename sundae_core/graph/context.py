@@ -16,6 +16,20 @@ from typing import Any, Callable, Iterator
 
 
 @dataclass
+class RunWrites:
+    """What one run has written so far, so its cost per image stays flat however many it saves
+    (image_files): the bytes of PNG text chunks (prompt, workflow), capped per run; each embedded
+    object's JSON, made once per run (keyed by id, the object kept alive beside it); the text keys
+    already reported left out; and per folder, the highest `<stem>_<counter>_.png` counter of each
+    stem, read from the folder once per run instead of once per saved batch."""
+
+    text_bytes: int = 0
+    encoded: dict[int, tuple[Any, str]] = field(default_factory=dict)
+    left_out: set[str] = field(default_factory=set)
+    counters: dict[Path, dict[str, int]] = field(default_factory=dict)
+
+
+@dataclass
 class RunContext:
     input_dir: Path
     output_dir: Path
@@ -23,6 +37,15 @@ class RunContext:
     prompt: dict[str, Any] = field(default_factory=dict)  # the API prompt, embedded by SaveImage
     workflow: dict[str, Any] | None = None  # the UI workflow when the run started from one
     on_progress: Callable[[int, int], None] | None = None  # (value, total) of the running node
+    writes: RunWrites = field(default_factory=RunWrites)
+
+    def write_anchor(self, folder: Path) -> Path:
+        """The folder whose resolved path every file written into `folder` must stay inside: the
+        output folder for any folder named below it (the default temp folder, output/temp, so a
+        `temp` symlink out of the output folder is refused like a SaveImage prefix through one),
+        else `folder` itself (a temp folder the caller chose elsewhere)."""
+        folder, output = Path(folder).absolute(), Path(self.output_dir).absolute()
+        return output if folder == output or output in folder.parents else folder
 
 
 _current: ContextVar[RunContext | None] = ContextVar("sundae_run_context", default=None)

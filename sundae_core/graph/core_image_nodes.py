@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 import string
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +18,7 @@ from PIL import Image
 
 from ..errors import InputError
 from ..limits import check_pixels, pixel_problem
-from .context import current_or_default
+from .context import RunContext, current_or_default
 from .image_files import (check_prefix, image_names, image_to_pil, inside, load_image, pil_to_image, save_images,
                           split_annotation)
 
@@ -118,9 +119,21 @@ class LoadImage:
         return load_image(input_path(image))
 
 
-def _save(images: torch.Tensor, root, prefix: str, folder_type: str, prompt, extra_pnginfo, level: int):
+def write_folder(folder_type: str, context: RunContext | None = None) -> tuple[Path, Path]:
+    """(folder, anchor) of the run in progress for "output" or "temp": where SaveImage / PreviewImage
+    write, and the folder each file must resolve inside (image_files.check_prefix)."""
+    context = context or current_or_default()
+    folder = context.output_dir if folder_type == "output" else context.temp_dir
+    return folder, context.write_anchor(folder)
+
+
+def _save(images: torch.Tensor, folder_type: str, prefix: str, prompt, extra_pnginfo, level: int):
     text = ({"prompt": prompt} if prompt is not None else {}) | dict(extra_pnginfo or {})
-    return {"ui": {"images": save_images(images, root, prefix, folder_type, text, level)}}
+    context = current_or_default()
+    folder, anchor = write_folder(folder_type, context)
+    written = save_images(images, folder, prefix, folder_type, text, level, anchor=anchor,
+                          writes=context.writes)
+    return {"ui": {"images": written}}
 
 
 class SaveImage:
@@ -134,7 +147,8 @@ class SaveImage:
     def VALIDATE_VALUES(cls, filename_prefix):
         """A prefix leaving the output folder or holding a newline is refused before anything runs."""
         try:
-            check_prefix(current_or_default().output_dir, filename_prefix)
+            folder, anchor = write_folder("output")
+            check_prefix(folder, filename_prefix, anchor)
         except InputError as err:
             return str(err)
         return True
@@ -149,7 +163,7 @@ class SaveImage:
         }, "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}}
 
     def save_images(self, images, filename_prefix="ComfyUI", prompt=None, extra_pnginfo=None):
-        return _save(images, current_or_default().output_dir, filename_prefix, "output", prompt, extra_pnginfo, 4)
+        return _save(images, "output", filename_prefix, prompt, extra_pnginfo, 4)
 
 
 class PreviewImage:
@@ -167,8 +181,7 @@ class PreviewImage:
 
     def save_images(self, images, prompt=None, extra_pnginfo=None):
         suffix = "".join(secrets.choice(string.ascii_lowercase) for _ in range(5))
-        return _save(images, current_or_default().temp_dir, f"ComfyUI_temp_{suffix}", "temp",
-                     prompt, extra_pnginfo, 1)
+        return _save(images, "temp", f"ComfyUI_temp_{suffix}", prompt, extra_pnginfo, 1)
 
 
 class EmptyImage:

@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from tqdm import tqdm
 
-from ..errors import SundaeError
+from ..errors import SundaeError, one_line
 from .context import RunContext, active
 from .formats import Workflow, load_workflow, read_json
 from .overrides import set_node_inputs
@@ -84,7 +84,7 @@ def execute(plan: Plan, context: RunContext, progress: bool = True) -> RunResult
         context.on_progress = steps.update
         for node_id in plan.order:
             node = plan.nodes[node_id]
-            bar.set_description(node.title)
+            bar.set_description(one_line(node.title, 60))  # a title is the workflow's text: no raw escapes
             outputs, ui = _run_node(node, result.values, context)
             result.values[node_id] = outputs
             if ui:

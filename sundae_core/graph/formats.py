@@ -204,7 +204,7 @@ def ui_to_api(ui: Mapping[str, Any], definitions: Mapping[str, Mapping]) -> Work
     if problems:
         raise InvalidWorkflowError(problems)
     subgraphs = _subgraph_ids(ui)
-    prompt, notes = {}, {}
+    prompt, notes, resolved = {}, {}, {}
     for node_id, node in sorted(nodes.items(), key=lambda item: _order_key(item[1])):
         if node["type"] in VIRTUAL_TYPES or _mode(node) in (MUTED, BYPASSED):
             continue
@@ -220,7 +220,7 @@ def ui_to_api(ui: Mapping[str, Any], definitions: Mapping[str, Mapping]) -> Work
                 problems.append(Problem(f"input {slot['name']!r} has a malformed link {slot['link']!r}",
                                         node_id, _title(node, definitions)))
                 continue
-            source, why = _resolve(links.get(slot["link"]), slot.get("type"), nodes, links)
+            source, why = _resolve(links.get(slot["link"]), slot.get("type"), nodes, links, resolved)
             if source is not None:
                 inputs[slot["name"]] = [source[0], source[1]]
             elif why:
@@ -299,18 +299,34 @@ def _slot_names(specs: list) -> str:
     return ", ".join(names) or "none"
 
 
-def _resolve(link: _Link | None, want_type: Any, nodes: Mapping[str, Mapping],
-             links: Mapping[Any, _Link]) -> tuple[tuple[str, int] | None, str | None]:
+def _resolve(link: _Link | None, want_type: Any, nodes: Mapping[str, Mapping], links: Mapping[Any, _Link],
+             resolved: dict | None = None) -> tuple[tuple[str, int] | None, str | None]:
     """Follow a link through reroutes and bypassed nodes to the node that produces the value.
 
     Returns ((origin, slot), None), or (None, reason) when the input must be dropped, or
-    (None, None) when the widget value stays (a PrimitiveNode feeds it).
+    (None, None) when the widget value stays (a PrimitiveNode feeds it). `resolved` memoises the
+    answer for every link walked (the walk from a link depends only on it and `want_type`), so N
+    inputs along a chain of N reroutes cost N steps, not N**2.
     """
+    resolved = {} if resolved is None else resolved
+    walked: list[tuple[_Link, Any]] = []
+    answer = _walk(link, want_type, nodes, links, resolved, walked)
+    for key in walked:
+        resolved[key] = answer
+    return answer
+
+
+def _walk(link: _Link | None, want_type: Any, nodes: Mapping[str, Mapping], links: Mapping[Any, _Link],
+          resolved: Mapping, walked: list) -> tuple[tuple[str, int] | None, str | None]:
     seen = set()
+    tag = want_type if isinstance(want_type, (str, int, type(None))) else repr(want_type)  # hashable
     while link is not None:
+        if (link, tag) in resolved:
+            return resolved[(link, tag)]
         if link in seen:
             return None, "its link loops through reroutes or bypassed nodes"
         seen.add(link)
+        walked.append((link, tag))
         origin = nodes.get(link.origin)
         if origin is None:
             return (link.origin, link.origin_slot), None  # dropped later, with its reason

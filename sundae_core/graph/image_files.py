@@ -3,10 +3,13 @@
 IMAGE tensors are `(b h w c)` float32 in [0, 1]; MASK tensors `(b h w)`, 1 = the area to change.
 Every path a workflow names is resolved inside its folder (input, output or temp); a name that
 would land outside it (`../x`, an absolute path, a symlink out) or holds a control character (a
-newline) is refused. Pictures are decoded through sundae_core.image_decode (pixel ceiling from
-the header, 16-bit scaled properly). Saved files are created exclusively, so two processes
-writing the same prefix never overwrite each other's images; the text chunks embedded in them
-(the prompt, the UI workflow) are capped at MAX_PNG_TEXT_BYTES.
+newline) is refused. Files are written only through `check_prefix`, one rule for SaveImage and
+PreviewImage alike: the file must also stay inside the folder's anchor (RunContext.write_anchor:
+the output folder for the default temp folder output/temp, so a `temp` symlink leading out is
+refused). Pictures are decoded through sundae_core.image_decode (pixel ceiling from the header,
+16-bit scaled properly). Saved files are created exclusively, so two processes writing the same
+prefix never overwrite each other's images; the text chunks embedded in them (the prompt, the UI
+workflow) are capped at MAX_PNG_TEXT_BYTES per image and MAX_RUN_PNG_TEXT_BYTES per run.
 """
 
 from __future__ import annotations
@@ -25,12 +28,20 @@ from PIL.PngImagePlugin import PngInfo
 from ..errors import InputError
 from ..image_decode import is_image_file, open_image, to_8bit
 from ..limits import check_pixels
+from .context import RunWrites
 
 ANNOTATION = re.compile(r"^(.*) \[(input|output|temp)\]$")
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+_COUNTED = re.compile(r"(.*)_(\d+)_?\.png")  # a saved image: <stem>_<counter>_.png
 # All text chunks of one PNG together (ComfyUI embeds the whole prompt in every image of a batch,
 # so a 10 MB workflow x batch 20 once wrote 201 MB); a chunk that does not fit is left out.
 MAX_PNG_TEXT_BYTES = 2 * 2 ** 20
+# All text chunks of one run together (RunContext.writes). The choice: keep ComfyUI's rule that
+# every image carries the prompt and workflow (so any one of them reopens the graph), and cap the
+# run's total; images saved after the cap is reached carry no text. A 1.9 MB workflow at batch 100
+# once wrote 182 MB of text; an ordinary 50 KB workflow and its prompt still go into the first
+# few hundred images.
+MAX_RUN_PNG_TEXT_BYTES = 16 * MAX_PNG_TEXT_BYTES
 
 log = logging.getLogger("sundae")
 
@@ -119,54 +130,89 @@ def load_channel(path: Path, channel: str) -> torch.Tensor:
     return 1.0 - mask if band == "A" else mask
 
 
-def check_prefix(root: Path, prefix: Any) -> Path:
+def check_prefix(root: Path, prefix: Any, anchor: Path | None = None) -> Path:
     """The file stem a SaveImage prefix names inside `root`; InputError if it leaves the folder,
-    names no file or holds a control character. Used by validation and by saving alike."""
+    names no file or holds a control character, or if it resolves outside `anchor` (a folder
+    `root` lies in, see RunContext.write_anchor: a symlinked `root` must not lead out of it). The
+    one rule for every file the executor writes, used by validation and by saving alike."""
     if not isinstance(prefix, str):
         raise InputError(f"filename_prefix must be text, got {prefix!r}")
-    root = Path(root).resolve()
     target = inside(root, prefix, "filename_prefix")
-    if target == root or not target.name:
+    if target == Path(root).resolve() or not target.name:
         raise InputError(f"filename_prefix {prefix!r} names no file; give a name such as 'sundae'")
+    if anchor is not None:
+        fence = Path(anchor).resolve()
+        if fence not in target.parents:
+            raise InputError(f"the folder {root} leads outside {anchor} (through a symlink), so "
+                             f"{prefix!r} would be written to {target.parent}; replace the link with a "
+                             "real folder")
     return target
 
 
 def save_images(images: torch.Tensor, root: Path, prefix: str, folder_type: str,
-                text: Mapping[str, Any], compress_level: int) -> list[dict[str, str]]:
+                text: Mapping[str, Any], compress_level: int, anchor: Path | None = None,
+                writes: RunWrites | None = None) -> list[dict[str, str]]:
     """Write `<prefix>_00001_.png`, ... (counter after the highest already there), text chunks embedded.
 
-    Each file is created exclusively: a name another process took in the meantime is skipped, never
+    `anchor`: see check_prefix. `writes`: what the run wrote so far (RunContext.writes), so the text
+    cap, the JSON made once and the folder read once hold across every image of the run. Each
+    file is created exclusively: a name another process took in the meantime is skipped, never
     overwritten. Returns ComfyUI's ui entries `{filename, subfolder, type}`.
     """
+    target = check_prefix(root, prefix, anchor)
     root = Path(root).resolve()
-    target = check_prefix(root, prefix)
     folder, stem = target.parent, target.name
     folder.mkdir(parents=True, exist_ok=True)
-    counter = _next_counter(folder, stem)
+    writes = RunWrites() if writes is None else writes
+    counter = _next_counter(folder, stem, writes)
     subfolder = "" if folder == root else folder.relative_to(root).as_posix()
-    info = png_text(text)
     written = []
     for batch_number, image in enumerate(images):
         name, counter = _write_new(folder, stem.replace("%batch_num%", str(batch_number)), counter,
-                                   image_to_pil(image), info, compress_level)
+                                   image_to_pil(image), png_text(text, writes=writes), compress_level)
         written.append({"filename": name, "subfolder": subfolder, "type": folder_type})
+        if folder in writes.counters and "%batch_num%" not in stem:
+            writes.counters[folder][stem] = counter
         counter += 1
     return written
 
 
-def png_text(text: Mapping[str, Any], limit: int | None = None) -> PngInfo:
-    """Text chunks as JSON, in order, leaving out any that would take the total over `limit`."""
+def png_text(text: Mapping[str, Any], limit: int | None = None, writes: RunWrites | None = None) -> PngInfo:
+    """Text chunks of one PNG as JSON, in order, leaving out any that would take this PNG's total
+    over `limit` or the run's total (`writes`) over MAX_RUN_PNG_TEXT_BYTES; each left-out key is
+    reported once per run."""
     limit = MAX_PNG_TEXT_BYTES if limit is None else limit
+    writes = RunWrites() if writes is None else writes
     info, used = PngInfo(), 0
     for key, value in text.items():
-        encoded = json.dumps(value)
-        if used + len(key) + len(encoded) > limit:
-            log.warning(f"the {key!r} text ({len(encoded):,} bytes) is not embedded in the saved "
-                        f"PNG: over the {limit:,}-byte cap on a PNG's text")
+        encoded = _json_once(value, writes)
+        size = len(key) + len(encoded)
+        if used + size > limit:
+            why = f"over the {limit:,}-byte cap on a PNG's text"
+        elif writes.text_bytes + size > MAX_RUN_PNG_TEXT_BYTES:
+            why = f"over the {MAX_RUN_PNG_TEXT_BYTES:,}-byte cap on the text of one run's PNGs"
+        else:
+            used += size
+            writes.text_bytes += size
+            info.add_text(key, encoded)
             continue
-        used += len(key) + len(encoded)
-        info.add_text(key, encoded)
+        if key not in writes.left_out:
+            writes.left_out.add(key)
+            log.warning(f"the {key!r} text ({len(encoded):,} bytes) is not embedded in the saved PNG: {why} "
+                        "(said once per run)")
     return info
+
+
+def _json_once(value: Any, writes: RunWrites) -> str:
+    """`json.dumps(value)`, made once per run for each object (10,000 savers of one 4 MB prompt
+    used to serialise it 10,000 times)."""
+    known = writes.encoded.get(id(value))
+    if known is not None and known[0] is value:
+        return known[1]
+    encoded = json.dumps(value)
+    if isinstance(value, (dict, list)):
+        writes.encoded[id(value)] = (value, encoded)
+    return encoded
 
 
 def _write_new(folder: Path, stem: str, counter: int, picture: Image.Image, info: PngInfo,
@@ -188,7 +234,18 @@ def _write_new(folder: Path, stem: str, counter: int, picture: Image.Image, info
         return name, counter
 
 
-def _next_counter(folder: Path, stem: str) -> int:
-    pattern = re.compile(re.escape(stem).replace("%batch_num%", r"\d+") + r"_(\d+)_?\.png")
-    found = [int(m.group(1)) for p in folder.iterdir() if (m := pattern.fullmatch(p.name))]
-    return max(found, default=0) + 1
+def _next_counter(folder: Path, stem: str, writes: RunWrites | None = None) -> int:
+    """One more than the highest counter of `<stem>_<counter>_.png` in `folder`. With `writes`, the
+    folder is read once per run and kept up to date by save_images (10,000 savers into one folder
+    read it 10,000 times); a name another process takes meanwhile is skipped by _write_new."""
+    if writes is None or "%batch_num%" in stem:
+        pattern = re.compile(re.escape(stem).replace("%batch_num%", r"\d+") + r"_(\d+)_?\.png")
+        found = [int(m.group(1)) for p in folder.iterdir() if (m := pattern.fullmatch(p.name))]
+        return max(found, default=0) + 1
+    highest = writes.counters.get(folder)
+    if highest is None:
+        highest = writes.counters[folder] = {}
+        for path in folder.iterdir():
+            if match := _COUNTED.fullmatch(path.name):
+                highest[match.group(1)] = max(highest.get(match.group(1), 0), int(match.group(2)))
+    return highest.get(stem, 0) + 1

@@ -12,6 +12,7 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
+from .. import bounded_yaml
 from .formats import Workflow
 from .problems import InvalidWorkflowError, Problem
 from .registry import Registry, input_specs
@@ -74,6 +75,6 @@ def _set_input(node: dict[str, Any], node_id: str, name: str, raw: str, registry
         node["inputs"][name] = next((c for c in spec.choices or () if str(c) == raw), raw)
         return
     try:
-        node["inputs"][name] = yaml.safe_load(raw)
+        node["inputs"][name] = bounded_yaml.safe_load(raw)  # a "billion laughs" value is refused
     except (yaml.YAMLError, ValueError, OverflowError, RecursionError):  # e.g. "2001-13-01" fails as a date
         node["inputs"][name] = raw

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import SundaeError
+from ..errors import SundaeError, one_line
 
 
 @dataclass(frozen=True)
@@ -37,8 +37,9 @@ class WorkflowError(SundaeError):
         super().__init__("; ".join(str(p) for p in self.problems))
 
     def lines(self) -> list[str]:
-        """One line per problem, for CLIs (messages never span lines)."""
-        return [" ".join(str(p).split()) for p in self.problems]
+        """One line per problem, for CLIs: never spanning lines, never sending control characters
+        (an ANSI escape in a node title) to the terminal, cut when overlong (errors.one_line)."""
+        return [one_line(p) for p in self.problems]
 
 
 class InvalidWorkflowError(WorkflowError):

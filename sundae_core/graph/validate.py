@@ -72,9 +72,22 @@ def plan_workflow(workflow: Workflow, registry: Registry, definitions: Mapping[s
                                 "so nothing would run"))
     if problems:
         raise InvalidWorkflowError(problems)
-    needed = set(outputs).union(*(nx.ancestors(graph, o) for o in outputs))
+    needed = needed_nodes(graph, outputs)
     order = list(nx.lexicographical_topological_sort(graph.subgraph(needed), key=node_sort_key))
     return Plan(planned, order, outputs)
+
+
+def needed_nodes(graph: nx.DiGraph, outputs: list[str]) -> set[str]:
+    """The outputs and everything upstream of any of them, in one walk over the graph: linear in
+    its size however many outputs there are (one ancestor set per output was quadratic, and a
+    20,000-node workflow with 10,000 savers ran out of memory)."""
+    needed, stack = set(outputs), list(outputs)
+    while stack:
+        for source in graph.predecessors(stack.pop()):
+            if source not in needed:
+                needed.add(source)
+                stack.append(source)
+    return needed
 
 
 def _title(node: Mapping[str, Any], registry: Registry) -> str:

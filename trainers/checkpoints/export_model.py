@@ -12,6 +12,7 @@ import argparse
 import torch
 
 from sundae_core.checkpoint import load_checkpoint, save_checkpoint
+from sundae_core.models import TOKEN_VERSION_KEY, load_vqgan
 from sundae_core.cli import run_guarded
 from sundae_core.errors import CheckpointError
 
@@ -31,7 +32,13 @@ def main(argv: list[str] | None = None) -> int:
             raise CheckpointError(f"{args.source}: a {ckpt.kind!r} file; only vqgan and prior models are exported")
         tensors = {k: v.to(torch.bfloat16) if args.bf16 and v.is_floating_point() else v
                    for k, v in ckpt.tensors.items()}
-        meta = {k: v for k, v in ckpt.metadata.items() if not k.startswith("sundae.")}
+        # save_checkpoint writes kind, format and config afresh; the token version is kept (a copy
+        # for people and tools: the weights and the config are what loaders check)
+        meta = {k: v for k, v in ckpt.metadata.items() if not k.startswith("sundae.") or k == TOKEN_VERSION_KEY}
+        version = (load_vqgan(args.source).token_version if ckpt.kind == "vqgan"
+                   else ckpt.config.get("token_version", ""))
+        if version:
+            meta[TOKEN_VERSION_KEY] = version
         for item in args.note:
             key, _, value = item.partition("=")
             meta[key] = value

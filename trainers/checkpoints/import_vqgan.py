@@ -17,15 +17,16 @@ from __future__ import annotations
 
 import argparse
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 
+from sundae_core import bounded_yaml
+from sundae_core.cli import run_guarded
 from sundae_core.config import VQGANConfig, from_dict
-from sundae_core.errors import CheckpointError, ConfigError, SundaeError
+from sundae_core.errors import CheckpointError, ConfigError, SundaeError, one_line
 from sundae_core.models import build_with_weights, save_model
 
 from .safe_pickle import load_torch_checkpoint
@@ -35,6 +36,7 @@ PREFIX = "first_stage_model."
 _FIXED_DDCONFIG = {"double_z": False, "resamp_with_conv": True, "give_pre_end": False, "tanh_out": False}
 _DDCONFIG_FIELDS = ("resolution", "in_channels", "out_ch", "ch", "ch_mult", "num_res_blocks",
                     "attn_resolutions", "z_channels", "dropout")
+WEIGHT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 def extract_state(data: Any, source: str) -> tuple[dict[str, torch.Tensor], int]:
@@ -48,9 +50,18 @@ def extract_state(data: Any, source: str) -> tuple[dict[str, torch.Tensor], int]
         picked = {k[len(PREFIX):]: v for k, v in state.items() if str(k).startswith(PREFIX)}
     else:
         picked = {k: v for k, v in state.items() if not str(k).startswith("loss.")}
-    not_tensors = sorted(str(k) for k, v in picked.items() if not isinstance(v, torch.Tensor))
-    if not_tensors:
-        raise CheckpointError(f"{source}: state_dict entry {not_tensors[0]} is not a tensor")
+    for key, value in picked.items():
+        what = f"{source}: state_dict entry {one_line(repr(key), 100)}"
+        if not isinstance(key, str):
+            raise CheckpointError(f"{what}: keys must be parameter names (text), not {type(key).__name__}")
+        if not isinstance(value, torch.Tensor):
+            raise CheckpointError(f"{what} is not a tensor")
+        if value.layout != torch.strided:
+            raise CheckpointError(f"{what} is stored {str(value.layout).replace('torch.', '')}; save the "
+                                  "weights dense (tensor.to_dense()) before importing")
+        if value.dtype not in WEIGHT_DTYPES:
+            raise CheckpointError(f"{what} is stored as {value.dtype}; only float16, bfloat16, float32 and "
+                                  "float64 weights import")
     return picked, len(state) - len(picked)
 
 
@@ -60,7 +71,9 @@ def config_from_yaml(path: str | Path) -> VQGANConfig:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        doc = yaml.safe_load(path.read_text())
+        doc = bounded_yaml.safe_load(path.read_bytes())  # bytes: yaml reports bad UTF-8 itself
+    except bounded_yaml.YAMLShapeError as err:  # a "billion laughs" file
+        raise ConfigError(f"{path}: {err}") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
     except RecursionError:
@@ -123,6 +136,9 @@ def infer_config(state: dict[str, torch.Tensor], source: str = "checkpoint") -> 
     except KeyError as err:
         raise CheckpointError(f"{source}: not a reference VQ-GAN state dict (no {err.args[0]}); "
                               "pass --config with its YAML if it is one") from None
+    except (ValueError, TypeError, IndexError, ZeroDivisionError):  # a weight of an odd shape
+        raise CheckpointError(f"{source}: cannot read the architecture off the weight shapes (a weight has "
+                              "an unexpected shape); pass --config with its YAML") from None
     if not levels or list(levels) != list(range(len(levels))) or not blocks:
         raise CheckpointError(f"{source}: cannot read the encoder levels off the weights; pass --config")
     return from_dict(VQGANConfig, config, where=source)
@@ -160,18 +176,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Every failure ends as one `error:` line (exit 1; Ctrl-C: exit 130), never a traceback."""
     args = build_parser().parse_args(argv)
+    return run_guarded(lambda: _convert(args))
+
+
+def _convert(args: argparse.Namespace) -> int:
     ckpt = Path(args.checkpoint)
     output = Path(args.output) if args.output else ckpt.with_suffix(".safetensors")
+    if output.exists() and not args.force:
+        raise SundaeError(f"{output} already exists; pass --force to overwrite it")
+    if output.resolve() == ckpt.resolve():
+        raise SundaeError(f"the output {output} would overwrite the input checkpoint")
     try:
-        if output.exists() and not args.force:
-            raise SundaeError(f"{output} already exists; pass --force to overwrite it")
-        if output.resolve() == ckpt.resolve():
-            raise SundaeError(f"the output {output} would overwrite the input checkpoint")
         config, report = import_checkpoint(ckpt, output, args.config)
-    except SundaeError as err:
-        print(f"sundae-import-vqgan: error: {err}", file=sys.stderr)
-        return 1
+    except (ValueError, TypeError, RuntimeError, NotImplementedError, IndexError, KeyError, AttributeError,
+            RecursionError) as err:  # whatever else a strange file makes torch or a check trip on
+        raise CheckpointError(f"{ckpt}: cannot be converted ({type(err).__name__}: {err})") from None
     source = "YAML config" if args.config else "weight shapes"
     print(f"wrote {output}: f={config.factor}, {config.n_embed} codes of width {config.embed_dim} "
           f"(architecture from the {source}; dropped {report['dropped']} non-VQ-GAN keys"

@@ -10,12 +10,21 @@ program. Two loaders here never call anything a file asks for beyond an allowlis
   `weights_only` unpickler rebuilds tensors; classes Lightning leaves in other entries (callback
   state keyed by class, paths, hyper-parameter containers) become inert `Opaque` placeholders
   that record their arguments and run nothing, so the tensors can still be taken out.
+
+Before torch reads anything, `check_torch_file` bounds what reading can cost: a zip entry may
+not inflate past MAX_EXPANSION times its stored size (torch.save stores entries uncompressed; a
+1.45 MB zip bomb once inflated data.pkl to 3.1 GB), a pickle may not exceed MAX_PICKLE_BYTES, and
+no GLOBAL opcode may name a module or class longer than MAX_GLOBAL_NAME characters (torch matches
+regular expressions against error messages quoting the name: a 100 KB name ran for minutes).
 """
 
 from __future__ import annotations
 
 import io
 import pickle
+import pickletools
+import struct
+import warnings
 import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -31,6 +40,12 @@ from sundae_core.errors import CheckpointError
 
 class UnsafePickleError(CheckpointError):
     """A pickle asked for a callable outside the allowlist, or held a non-data object."""
+
+
+MAX_PICKLE_BYTES = 64 * 2 ** 20  # one pickle of a checkpoint (tensors live outside it: a few MB)
+MAX_EXPANSION = 100  # uncompressed / compressed size of one zip entry, beyond 1 MB
+MAX_GLOBAL_NAME = 512  # characters of a GLOBAL's "module name" (real ones are under 100)
+_LEGACY_PICKLES = 5  # magic number, protocol, system info, the object, the storage keys
 
 
 def _numpy_globals() -> dict[tuple[str, str], Any]:
@@ -193,8 +208,11 @@ def load_torch_checkpoint(path: str | Path) -> TorchCheckpoint:
     if not (is_zip or legacy):
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (neither a torch.save zip "
                               "archive nor a legacy torch.save file)")
+    check_torch_file(path, is_zip)
     try:
-        return TorchCheckpoint(torch.load(path, map_location="cpu", weights_only=True), ())
+        with warnings.catch_warnings():  # torch's multi-line note on protocol 4; the refusal below says it
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return TorchCheckpoint(torch.load(path, map_location="cpu", weights_only=True), ())
     except pickle.UnpicklingError as err:
         reason = _torch_reason(err)
     except Exception as err:  # a corrupt file can fail anywhere inside torch.load
@@ -203,9 +221,13 @@ def load_torch_checkpoint(path: str | Path) -> TorchCheckpoint:
         raise UnsafePickleError(
             f"{path}: refused to load: {reason} (a legacy-format checkpoint; re-save it with a current "
             "torch in a trusted environment)")
+    if reason.startswith("Unsupported operand"):  # e.g. 149, FRAME: torch.save(..., pickle_protocol=4)
+        raise CheckpointError(
+            f"{path}: torch's safe loader cannot read it ({reason}: the file was saved with pickle protocol 4 "
+            "or newer); re-save it with torch.save's default protocol in a trusted environment")
     try:
         names = sorted(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
-    except (ValueError, RuntimeError, OSError) as err:
+    except (ValueError, RuntimeError, OSError, pickle.UnpicklingError) as err:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_first_line(err)})") from None
     stand_ins = [(_opaque_class(name), name) for name in names]
     try:
@@ -216,6 +238,60 @@ def load_torch_checkpoint(path: str | Path) -> TorchCheckpoint:
     except Exception as err:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_first_line(err)})") from None
     return TorchCheckpoint(data, tuple(names))
+
+
+def check_torch_file(path: Path, is_zip: bool) -> None:
+    """CheckpointError unless reading `path` costs about its size (see the module docstring):
+    entry sizes come from the zip's directory, before anything is inflated; pickles are read
+    opcode by opcode without being run."""
+    if not is_zip:
+        with open(path, "rb") as file:
+            for _ in range(_LEGACY_PICKLES):
+                if not file.read(1):
+                    return  # fewer pickles than a torch.save file: torch.load will say so
+                file.seek(-1, io.SEEK_CUR)
+                _check_opcodes(file, str(path))
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for entry in archive.infolist():
+                where = f"{path}: entry {_shorten(entry.filename)}"
+                if entry.file_size > MAX_EXPANSION * entry.compress_size + 2 ** 20:
+                    raise CheckpointError(
+                        f"{where} would inflate from {entry.compress_size:,} to {entry.file_size:,} bytes "
+                        "(a zip bomb?); torch.save stores its entries uncompressed")
+                if not entry.filename.endswith(".pkl"):
+                    continue
+                if entry.file_size > MAX_PICKLE_BYTES:
+                    raise CheckpointError(f"{where} is a {entry.file_size:,}-byte pickle, over the "
+                                          f"{MAX_PICKLE_BYTES:,} bytes a checkpoint's pickle may have")
+                with archive.open(entry) as file:  # at most file_size bytes come out, checked above
+                    _check_opcodes(io.BytesIO(file.read(MAX_PICKLE_BYTES)), where)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, RuntimeError, EOFError,
+            ValueError) as err:  # a corrupt archive, an unsupported compression or encryption
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_first_line(err)})") from None
+
+
+def _check_opcodes(file: Any, source: str) -> None:
+    """Walk one pickle's opcodes (nothing is built or run) and refuse an overlong GLOBAL name."""
+    try:
+        for opcode, argument, position in pickletools.genops(file):
+            if opcode.name == "GLOBAL" and len(argument) > MAX_GLOBAL_NAME:
+                raise UnsafePickleError(
+                    f"{source}: refused to load: the pickle names a global of {len(argument):,} characters "
+                    f"at byte {position} ({_shorten(argument)}); real module and class names are short")
+            if opcode.name == "STOP":
+                return
+    except UnsafePickleError:
+        raise
+    except (ValueError, EOFError, struct.error, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{source}: not a readable pickle ({_shorten(_first_line(err))})") from None
+
+
+def _shorten(text: str, limit: int = 80) -> str:
+    """`text` cut to `limit` characters for a message, saying how much was left out."""
+    text = repr(text)[1:-1] if isinstance(text, str) else str(text)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit:,} more characters)"
 
 
 def _torch_reason(err: Exception) -> str:

@@ -6,14 +6,19 @@
 
 Split by source image (a stable hash of its file name), so an image and its flipped copy are
 always on the same side. Shards are written atomically and skipped when present: a killed build
-resumes where it stopped. With --labels-from-folders the manifest also lists "class_names" (the
-sorted folder names, class i = name i), which the prior trainer copies into the model.
+resumes where it stopped. build.json records what the shards were built from (VQ-GAN token
+version, resolution, image list, split); a build into an --out made with other settings is
+refused, so shards and manifest never contradict each other. With --labels-from-folders the
+manifest also lists "class_names" (the sorted folder names, class i = name i), which the prior
+trainer copies into the model.
 """
 
 from __future__ import annotations
 
 import argparse
 import gzip
+import hashlib
+import json
 import pickle
 from pathlib import Path
 
@@ -21,20 +26,23 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from sundae_core.checkpoint import atomic_write
 from sundae_core.cli import run_guarded
 from sundae_core.errors import InputError, MissingAssetError
 from sundae_core.models import load_vqgan
 
 from ..training import distributed as dist
 from .image_data import HELD_OUT_FRACTION, image_paths, in_subset, is_validation, load_rgb
-from .latent_data import write_manifest, write_shard
+from .latent_data import read_manifest, write_manifest, write_shard
+
+BUILD_RECORD = "build.json"
 
 
 def encode_folder(args) -> int:
     rank, world = dist.setup()
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    vqgan = load_vqgan(args.vqgan, dtype=torch.bfloat16)
+    # channels-last: the convolutions skip layout conversions (the same tokens, ~30 % faster on a CPU)
+    vqgan = load_vqgan(args.vqgan, dtype=torch.bfloat16).to(memory_format=torch.channels_last)
     f = vqgan.factor
     if args.resolution % f:
         raise InputError(f"--resolution {args.resolution} must be a multiple of the VQ-GAN factor {f}")
@@ -52,6 +60,12 @@ def encode_folder(args) -> int:
             name = f"{split}-{i // args.shard_size:05d}.safetensors"
             shards[split].append(name)
             plan.append((name, chosen[i:i + args.shard_size]))
+    settings = build_settings(args, vqgan.token_version, files, class_names)
+    check_out_folder(out, settings, str(args.vqgan))
+    if dist.is_main():
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write(out / BUILD_RECORD, lambda tmp: Path(tmp).write_text(json.dumps(settings, indent=1)))
+    dist.barrier()  # the record exists before any shard: a killed build is still checked
     mine = [item for j, item in enumerate(plan) if j % world == rank and not (out / item[0]).is_file()]
     bar = tqdm(total=sum(len(p) for _, p in mine), desc=f"encoding (rank {rank})", disable=args.no_progress)
     for name, paths in mine:
@@ -62,7 +76,7 @@ def encode_folder(args) -> int:
             x = x.permute(0, 3, 1, 2).float() / 127.5 - 1
             with torch.inference_mode():
                 # original then flipped copy of each image, in one batch
-                both = torch.cat([x, x.flip(-1)])
+                both = torch.cat([x, x.flip(-1)]).contiguous(memory_format=torch.channels_last)
                 t = vqgan.encode(both)
             n = len(batch)
             tokens += [torch.stack([t[i], t[n + i]]) for i in range(n)]
@@ -76,11 +90,56 @@ def encode_folder(args) -> int:
         grid = args.resolution // f
         write_manifest(out, {"vocab_size": vqgan.vocab_size, "height": grid, "width": grid,
                              "num_classes": len(class_names), "class_names": class_names,
-                             "decoder": "vqgan", "vqgan": str(args.vqgan), "images": str(args.images),
+                             "decoder": "vqgan", "vqgan": str(args.vqgan), "token_version": vqgan.token_version,
+                             "images": str(args.images),
                              "resolution": args.resolution, "flipped": True, "shards": shards})
         print(f"latent dataset written to {out} ({len(files)} images x 2 flips, {grid}x{grid} tokens)")
     dist.cleanup()
     return 0
+
+
+def build_settings(args, token_version: str, files: list[Path], class_names: list[str]) -> dict:
+    """Everything the shards' contents depend on: which images (their list, not their pixels),
+    the VQ-GAN's encoding (its token version: retraining only the decoder keeps it), the size,
+    the split and the shard grouping."""
+    root = Path(args.images)
+    names = "\n".join(str(p.relative_to(root)) for p in files)
+    return {"token_version": token_version, "resolution": args.resolution, "images": str(root.resolve()),
+            "image_list_sha256": hashlib.sha256(names.encode()).hexdigest(), "image_count": len(files),
+            "val_fraction": args.val_fraction, "shard_size": args.shard_size, "class_names": class_names}
+
+
+def check_out_folder(out: Path, settings: dict, vqgan_path: str) -> None:
+    """InputError when `out` holds shards built with other settings: skipping them as "done"
+    would write a manifest that contradicts them. A dataset built before build.json existed is
+    compared by what its manifest records: resolution, token version or else the VQ-GAN's path."""
+    record, manifest = out / BUILD_RECORD, out / "manifest.json"
+    if record.is_file():
+        try:
+            earlier = json.loads(record.read_text())
+        except ValueError:
+            raise InputError(f"{record} is not readable JSON; delete {out} to rebuild the dataset") from None
+    elif manifest.is_file():
+        earlier = _recorded_in_manifest(out)
+    else:
+        return
+    now = {**settings, "vqgan": vqgan_path}
+    changed = [f"{key} {earlier[key]!r} (now {now[key]!r})" for key in sorted(earlier)
+               if key in now and earlier[key] != now[key]]
+    if changed:
+        raise InputError(f"--out {out} already holds a latent dataset built with other settings: "
+                         f"{'; '.join(changed)}; choose a new --out, or delete {out} to rebuild it")
+
+
+def _recorded_in_manifest(out: Path) -> dict:
+    old = read_manifest(out)
+    if old.get("decoder") != "vqgan":
+        raise InputError(f"--out {out} holds a {old.get('decoder')!r} dataset (e.g. --mnist), not VQ-GAN "
+                         "tokens; choose a new --out")
+    earlier = {k: old[k] for k in ("resolution", "token_version") if old.get(k)}
+    if "token_version" not in earlier and old.get("vqgan"):  # older still: only the file's path
+        earlier["vqgan"] = old["vqgan"]
+    return earlier
 
 
 def folder_classes(files: list[Path], root: Path) -> list[str]:

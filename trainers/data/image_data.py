@@ -21,6 +21,8 @@ from tqdm import tqdm
 from sundae_core.errors import InputError
 from sundae_core.image_decode import IMAGE_SUFFIXES, is_image_file, open_image, to_8bit
 
+from .colour_augment import recolour, synthetic_canvases
+
 # The held-out share of every image folder; the embedded default model's evaluation uses it.
 HELD_OUT_FRACTION = 0.10
 # Emoji skin-tone modifiers and the variation selector: variants of one emoji differ only in these.
@@ -41,6 +43,11 @@ class DataConfig:
     # gives mostly-blank random crops; they teach the encoder to send everything to the
     # background code (the codebook collapsed within 40 steps). 0 = plain random crops.
     min_subject: float = 0.0
+    # Colour levers (colour_augment.py): the share of crops recoloured (channel permutation + hue
+    # rotation) and the share replaced by flat or two-colour saturated canvases. Both 0 = the art
+    # as it is; the art alone left the encoder without green or blue codes.
+    recolour: float = 0.0
+    synthetic: float = 0.0
 
 
 def image_paths(root: str | Path) -> list[Path]:
@@ -151,4 +158,9 @@ class ImageSet:
             out = F.interpolate(out, size=(c.crop, c.crop), mode="bicubic", align_corners=False).clamp(-1, 1)
         if c.flip:
             out = torch.where(flips[:, None, None, None], out.flip(-1), out)
+        if c.recolour > 0:
+            out = recolour(out, c.recolour, generator)
+        if c.synthetic > 0:
+            chosen = torch.rand(batch, generator=generator) < c.synthetic
+            out = torch.where(chosen[:, None, None, None], synthetic_canvases(batch, c.crop, generator), out)
         return out

@@ -56,7 +56,7 @@ from sundae_core.graph import default_registry, load_workflow
 from sundae_core.grid import make_grid, save_png, to_uint8
 from sundae_core.images import comfy_to_model, composite, model_to_comfy
 from sundae_core.masks import latent_mask
-from sundae_core.models import default_model_path, inference_dtype, load_prior, load_vqgan
+from sundae_core.models import check_models_fit, default_model_path, inference_dtype, load_prior, load_vqgan
 from sundae_core.sampler import SamplerSettingError, SamplerSettings, model_logits_fn, sample
 
 from ..data.build_latents import _folder_labels, folder_classes
@@ -501,9 +501,7 @@ def main(argv: list[str] | None = None, extractor: FeatureExtractor | None = Non
         args.prior = args.prior or str(default_model_path("prior"))
         vqgan = load_vqgan(args.vqgan, device=device, dtype=dtype)
         prior = load_prior(args.prior, device=device, dtype=dtype)
-        if vqgan.vocab_size != prior.config.vocab_size:
-            raise InputError(f"prior vocabulary {prior.config.vocab_size} != VQ-GAN codebook {vqgan.vocab_size}: "
-                             "these models were not trained together")
+        check_models_fit(vqgan, prior, f"--prior {args.prior} with --vqgan {args.vqgan}: ")
         if args.resolution % vqgan.factor:
             raise InputError(f"--resolution {args.resolution} is not a multiple of the VQ-GAN factor {vqgan.factor}")
         if args.classes and not prior.config.num_classes:

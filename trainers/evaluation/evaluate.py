@@ -45,7 +45,7 @@ from sundae_core.cli import run_guarded, write_json_report
 from sundae_core.compiled import compiled_decode_fn
 from sundae_core.errors import InputError
 from sundae_core.grid import to_uint8
-from sundae_core.models import inference_dtype, load_prior, load_vqgan
+from sundae_core.models import check_models_fit, inference_dtype, load_prior, load_vqgan
 from sundae_core.sampler import SamplerSettingError, SamplerSettings, model_logits_fn, random_tokens, sample
 
 from ..data.image_data import HELD_OUT_FRACTION, image_paths, is_validation, load_rgb
@@ -462,9 +462,8 @@ def _load_prior(args, vqgan, resolution, device) -> tuple[torch.nn.Module, tuple
                              "(without --vqgan the tokens are read as 256 grey levels)")
         if not args.grid:
             raise InputError("a pixel prior needs --grid HxW (e.g. 28x28 for MNIST)")
-    elif vqgan.config.n_embed != c.vocab_size:
-        raise InputError(f"prior vocabulary {c.vocab_size} != VQ-GAN codebook {vqgan.config.n_embed}: "
-                         "these models were not trained together")
+    else:
+        check_models_fit(vqgan, prior, f"--prior {args.prior}: ")
     if args.label is not None and not (c.num_classes and 0 <= args.label < c.num_classes):
         raise InputError(f"--label {args.label}: this prior has {c.num_classes or 'no'} classes")
     if args.grid:

@@ -24,7 +24,7 @@ from sundae_core.cli import run_guarded, write_json_report
 from sundae_core.errors import MissingAssetError
 from sundae_core.graph import default_registry, load_workflow, run_workflow
 from sundae_core.grid import make_grid, save_png
-from sundae_core.models import default_model_path, inference_dtype, load_prior, load_vqgan
+from sundae_core.models import check_models_fit, default_model_path, inference_dtype, load_prior, load_vqgan
 from sundae_core.sampler import SamplerSettings, model_logits_fn, random_tokens, sample
 
 from .sampler_flags import add_sampler_flags, settings_from_args
@@ -113,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         dtype = inference_dtype(device)
         vqgan = load_vqgan(args.vqgan or default_model_path("vqgan"), device, dtype)
         prior = load_prior(args.prior or default_model_path("prior"), device, dtype)
+        check_models_fit(vqgan, prior, "--prior with --vqgan: ")
         report = {"samples": run_samples(out, args, settings, vqgan, prior, device),
                   "sampler": settings.to_dict()}
         if not args.skip_inpaint:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,20 +26,21 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from sundae_core.checkpoint import remove_stale_temporaries
 from sundae_core.config import HourglassConfig, to_dict
 from sundae_core.corruption import BlockShapes
 from sundae_core.errors import ConfigError
 from sundae_core.grid import save_grid
-from sundae_core.models import load_vqgan, save_model
+from sundae_core.models import check_models_fit, load_vqgan
 from sundae_core.sampler import SamplerSettingError, SamplerSettings, model_logits_fn, random_tokens, sample
 from sundae_core.unroll import unrolled_loss
 
 from ..data.latent_data import LatentDataConfig, TokenSet, grey_level_images
 from . import distributed as dist
+from .divergence import NonFiniteGuard
 from .ema import EMA
+from .prior_step import make_optimizer, make_step_loss, train_step
 from .run_folder import MetricLog, trainer_main, write_config
-from .run_state import init_weights, load_state, save_state
+from .run_state import has_state, init_weights, load_state, save_checkpoint_pair
 
 
 @dataclass(frozen=True)
@@ -58,11 +60,16 @@ class PriorTrainConfig:
     block_corruption: float = 0.0  # share of samples with block corruption (0 = the paper's only)
     block_shapes: BlockShapes = field(default_factory=BlockShapes)  # what those blocks look like
     bf16: bool = True
+    # torch.compile the network and loss of each unrolled step (prior_step.py): faster steps
+    # after a first step of a minute or two of compiling; needs a C++ compiler on the CPU
+    compile: bool = False
+    fused_optimizer: bool = True  # AdamW as one fused kernel
     seed: int = 0
     log_every: int = 20
     val_every: int = 500
     val_batches: int = 4
     sample_every: int = 1000
+    sample_per_class: int = 1  # images per class (4 in all for an unconditional prior) in a grid
     # the sample grids' sampler (the config keys predate SamplerSettings; sampler_settings() maps them)
     sample_steps: int = 50
     sample_temperature: tuple[float, ...] = (1.0, 0.7)
@@ -116,8 +123,10 @@ def sample_grid(model, manifest, vqgan, tc: PriorTrainConfig, path: Path, seed: 
     model.eval()
     g = torch.Generator().manual_seed(seed)
     n_cls = model.config.num_classes
-    rows = min(n_cls, 10) if n_cls else 4
-    per_row = 8
+    # small on purpose: decoding 1024 px images costs about a second each on a CPU, and the
+    # other ranks wait meanwhile (a grid of 72 took over 2 minutes)
+    per_row = tc.sample_per_class if n_cls else 4
+    rows = min(n_cls, 10) if n_cls else 1
     labels = torch.arange(rows).repeat_interleave(per_row) if n_cls else None
     z = random_tokens(rows * per_row, manifest["height"], manifest["width"], manifest["vocab_size"], generator=g)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=tc.bf16):
@@ -136,6 +145,16 @@ def with_class_names(mc: HourglassConfig, manifest: dict, data_path: str) -> Hou
         raise ConfigError(f"model.num_classes={mc.num_classes} but {data_path} names {len(names)} classes "
                           "(manifest.json class_names); set model.num_classes to match")
     return dataclasses.replace(mc, class_names=tuple(str(n) for n in names))
+
+
+def with_token_version(mc: HourglassConfig, manifest: dict, data_path: str) -> HourglassConfig:
+    """The model config recording the token version of the dataset's VQ-GAN (manifest
+    "token_version"), so the prior refuses VQ-GANs whose tokens mean something else."""
+    version = manifest.get("token_version", "")
+    if mc.token_version and version and mc.token_version != version:
+        raise ConfigError(f"model.token_version={mc.token_version} but {data_path} holds tokens of version "
+                          f"{version}; drop model.token_version (the dataset sets it) or use the matching dataset")
+    return dataclasses.replace(mc, token_version=version or mc.token_version)
 
 
 @torch.no_grad()
@@ -168,22 +187,18 @@ def train(config: PriorRunConfig, run_dir: Path, progress: bool = True) -> Path:
         raise ConfigError(f"model.num_classes={mc.num_classes} but {config.data.path} has no labels")
     # Only the model gets the names: config.yaml keeps what was asked, so re-running resumes.
     mc = with_class_names(mc, manifest, config.data.path)
+    mc = with_token_version(mc, manifest, config.data.path)
     has_val = bool(manifest["shards"].get("val"))
     val_set = TokenSet(config.data.path, "val") if has_val else None
     run_dir.mkdir(parents=True, exist_ok=True)
     if dist.is_main():
-        remove_stale_temporaries(run_dir)  # half-written files of a run killed mid-save
         write_config(run_dir, config)
     from sundae_core.hourglass import HourglassTransformer
 
     model = HourglassTransformer(mc).train()
-    if tc.init and not (run_dir / "state.safetensors").is_file():
+    if tc.init and not has_state(run_dir / "state.safetensors"):
         init_weights(model, tc.init, "prior")
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        (no_decay if p.ndim < 2 or "embed" in name else decay).append(p)
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": tc.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=tc.lr, betas=tuple(tc.betas))
+    opt = make_optimizer(model, tc.lr, tc.weight_decay, tc.betas, fused=tc.fused_optimizer)
     ema = EMA(model, tc.ema_decay)
     data_gen = torch.Generator().manual_seed(tc.seed * 1000 + rank)
     noise_gen = torch.Generator().manual_seed(tc.seed * 1000 + 500 + rank)
@@ -191,7 +206,7 @@ def train(config: PriorRunConfig, run_dir: Path, progress: bool = True) -> Path:
     modules = {"model": model, "ema": ema.model}
     generators = {"data": data_gen, "noise": noise_gen}
     start = 0
-    if state_path.is_file():
+    if has_state(state_path):
         start = load_state(state_path, modules=modules, optimizers={"opt": opt}, generators=generators)
         if world > 1:  # the saved streams are rank 0's; give every rank its own again
             data_gen.manual_seed(tc.seed * 1000 + rank + 7919 * start)
@@ -199,35 +214,33 @@ def train(config: PriorRunConfig, run_dir: Path, progress: bool = True) -> Path:
     dist.broadcast_module(model)
     dist.broadcast_module(ema.model)
     vqgan = load_vqgan(tc.vqgan, dtype=torch.bfloat16) if tc.vqgan else None
+    if vqgan is not None:
+        check_models_fit(vqgan, model, f"train.vqgan {tc.vqgan} with the dataset {config.data.path}: ")
     if vqgan is None and manifest.get("decoder") != "pixels" and dist.is_main():
         print("note: train.vqgan is not set, so no sample grids are written")
     autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if tc.bf16 else nullcontext
     log = MetricLog(run_dir, resume_step=start)  # drops rows logged past the checkpoint
-    logits_fn = model_logits_fn(model)
+    step_loss = make_step_loss(model, bf16=tc.bf16, compile=tc.compile)
+    guard = NonFiniteGuard()  # skips NaN/inf steps; stops the run after a few in a row
     bar = tqdm(range(start, tc.steps), initial=start, total=tc.steps, desc="prior",
                disable=not (progress and dist.is_main()))
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, tc)
         tokens, labels = train_set.batch(tc.batch_size, data_gen)
-        if labels is not None and tc.label_dropout:
-            drop = torch.rand(labels.shape, generator=noise_gen) < tc.label_dropout
-            labels = torch.where(drop, torch.full_like(labels, mc.num_classes), labels)
-        with autocast():
-            out = unrolled_loss(logits_fn, tokens, mc.vocab_size, steps=tc.unroll_steps,
-                                generator=noise_gen, labels=labels, block_share=tc.block_corruption,
-                                block_shapes=tc.block_shapes)
-        opt.zero_grad(set_to_none=True)
-        out.loss.backward()
-        dist.average_gradients(model)
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip or float("inf"))
-        opt.step()
+        began = time.perf_counter()
+        out, grad_norm = train_step(model, opt, step_loss, tokens, labels, tc, noise_gen,
+                                    sync=dist.average_gradients, optimizer_step=guard.step)
+        guard.check(step + 1)
         ema.update(model, step)
+        seconds = time.perf_counter() - began
+        if dist.is_main() and step == start and tc.compile:  # the first step compiles
+            log.write(step + 1, first_step_seconds=seconds)
         if dist.is_main() and (step + 1) % tc.log_every == 0:
             bar.set_postfix(loss=f"{out.loss.item():.3f}", acc=f"{out.accuracy.item():.3f}")
             log.write(step + 1, loss=out.loss.item(), accuracy=out.accuracy.item(),
                       **{f"loss_step{i + 1}": v.item() for i, v in enumerate(out.per_step)},
-                      grad_norm=grad_norm.item(), lr=lr_at(step, tc))
+                      grad_norm=grad_norm.item(), lr=lr_at(step, tc), step_seconds=seconds)
         last = step + 1 == tc.steps
         if dist.is_main() and val_set is not None and ((step + 1) % tc.val_every == 0 or last):
             val = {"val_loss": validation_loss(ema.model, val_set, tc, autocast)}
@@ -236,16 +249,18 @@ def train(config: PriorRunConfig, run_dir: Path, progress: bool = True) -> Path:
             log.write(step + 1, **val)
         if dist.is_main() and ((step + 1) % tc.sample_every == 0 or last):
             if vqgan is not None or manifest.get("decoder") == "pixels":
+                drawn = time.perf_counter()
                 sample_grid(ema.model, manifest, vqgan, tc, run_dir / "samples" / f"samples_{step + 1:06d}.png")
+                log.write(step + 1, sample_grid_seconds=time.perf_counter() - drawn)
         if (step + 1) % tc.ckpt_every == 0 or last:
             digests = dist.check_in_sync(modules)
             if dist.is_main():
                 if digests:
                     log.write(step + 1, rank_weight_digests=digests)
-                save_state(state_path, step=step + 1, modules=modules, optimizers={"opt": opt},
-                           generators=generators, config=to_dict(config))
                 meta = {"step": str(step + 1), "data": str(config.data.path)}
-                save_model(run_dir / "model.safetensors", ema.model, metadata=meta)
+                save_checkpoint_pair(run_dir, step=step + 1, modules=modules, optimizers={"opt": opt},
+                                     generators=generators, config=to_dict(config), model=ema.model,
+                                     model_metadata=meta)
             dist.barrier()
     dist.cleanup()
     return run_dir / "model.safetensors"

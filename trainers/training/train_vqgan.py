@@ -8,6 +8,7 @@ Re-running the same command resumes from runs/.../state.safetensors.
 
 from __future__ import annotations
 
+import dataclasses
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,19 +17,18 @@ from typing import Callable, ContextManager
 import torch
 from tqdm import tqdm
 
-from sundae_core.checkpoint import remove_stale_temporaries
 from sundae_core.config import VQGANConfig, to_dict
 from sundae_core.grid import save_grid
-from sundae_core.models import save_model
 from sundae_core.quantize import Quantized
 from sundae_core.vqgan import VQGAN
 
 from ..data.image_data import DataConfig, ImageSet
 from . import distributed as dist
 from .discriminator import DiscriminatorConfig, PatchDiscriminator
+from .divergence import NonFiniteGuard
 from .lpips import LPIPS, load_lpips
 from .run_folder import MetricLog, trainer_main, write_config
-from .run_state import init_weights, load_state, save_state
+from .run_state import has_state, init_weights, load_state, save_checkpoint_pair
 from .vqgan_losses import generator_loss, hinge_d_loss
 
 
@@ -103,14 +103,23 @@ def _no_sync(module: torch.nn.Module) -> None:
     pass
 
 
+def _optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, guard: NonFiniteGuard | None) -> None:
+    if guard is None:
+        opt.step()
+    else:
+        guard.step(opt, loss)
+
+
 def train_step(model: VQGAN, disc: PatchDiscriminator, lpips: LPIPS, opt_ae: torch.optim.Optimizer,
                opt_d: torch.optim.Optimizer, x: torch.Tensor, tc: VQTrainConfig, *, gan_on: bool,
                autocast: Callable[[], ContextManager],
-               sync: Callable[[torch.nn.Module], None] = _no_sync) -> StepResult:
+               sync: Callable[[torch.nn.Module], None] = _no_sync,
+               guard: NonFiniteGuard | None = None) -> StepResult:
     """One generator step (L1 + LPIPS + codebook loss, plus the adaptive-weight GAN term once
     `gan_on`) and, once `gan_on`, one discriminator step on x (b c h w) in [-1, 1]. `sync(module)`
-    runs between each backward and its optimiser step (DDP gradient averaging); `sundae-bench`
-    times this same function."""
+    runs between each backward and its optimiser step (DDP gradient averaging); a `guard` skips
+    an optimiser step whose loss or gradients are not finite. `sundae-bench` times this same
+    function."""
     with autocast():
         z = model.encode_latents(x)
         q = model.quantize_latents(z)
@@ -127,7 +136,7 @@ def train_step(model: VQGAN, disc: PatchDiscriminator, lpips: LPIPS, opt_ae: tor
     opt_ae.zero_grad(set_to_none=True)
     g.total.backward()
     sync(model)
-    opt_ae.step()
+    _optimizer_step(opt_ae, g.total, guard)
     d_loss = torch.zeros(())
     if gan_on:
         with autocast():
@@ -135,7 +144,7 @@ def train_step(model: VQGAN, disc: PatchDiscriminator, lpips: LPIPS, opt_ae: tor
         opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
         sync(disc)
-        opt_d.step()
+        _optimizer_step(opt_d, d_loss, guard)
     return StepResult(z, q, g.l1, g.perceptual, g.gan, g.gan_weight, d_loss)
 
 
@@ -143,12 +152,15 @@ def train(config: VQGANRunConfig, run_dir: Path, progress: bool = True) -> Path:
     rank, world = dist.setup()
     tc = config.train
     torch.manual_seed(tc.seed)
+    # the data first: a wrong data.path must not rewrite the run's config.yaml
+    train_set = ImageSet(config.data, "train", progress=progress and dist.is_main())
+    # held-out crops as they are: recoloured or synthetic crops would make the figures noisy
+    val_set = ImageSet(dataclasses.replace(config.data, recolour=0.0, synthetic=0.0), "val", progress=False)
     run_dir.mkdir(parents=True, exist_ok=True)
     if dist.is_main():
-        remove_stale_temporaries(run_dir)  # half-written files of a run killed mid-save
         write_config(run_dir, config)
     model = VQGAN(config.model).train()
-    if tc.init and not (run_dir / "state.safetensors").is_file():
+    if tc.init and not has_state(run_dir / "state.safetensors"):
         init_weights(model, tc.init, "vqgan")
     if tc.freeze_encoder:
         for part in (model.encoder, model.quant_conv, model.quantize):
@@ -164,7 +176,7 @@ def train(config: VQGANRunConfig, run_dir: Path, progress: bool = True) -> Path:
     modules = {"model": model, "disc": disc}
     optimizers = {"ae": opt_ae, "disc": opt_d}
     generators = {"data": data_gen, "code": code_gen}
-    if state_path.is_file():
+    if has_state(state_path):
         start = load_state(state_path, modules=modules, optimizers=optimizers, generators=generators)
         if world > 1:  # each rank's data stream differs; re-derive it from the resumed step
             data_gen.manual_seed(tc.seed * 1000 + rank + 7919 * start)
@@ -173,16 +185,16 @@ def train(config: VQGANRunConfig, run_dir: Path, progress: bool = True) -> Path:
                 group["lr"] = tc.lr
     dist.broadcast_module(model)
     dist.broadcast_module(disc)
-    train_set = ImageSet(config.data, "train", progress=progress and dist.is_main())
-    val_set = ImageSet(config.data, "val", progress=False)
     autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if tc.bf16 else nullcontext
     log = MetricLog(run_dir, resume_step=start)  # drops rows logged past the checkpoint
     counts = torch.zeros(config.model.n_embed)
+    guard = NonFiniteGuard()  # skips NaN/inf steps; stops the run after a few in a row
     bar = tqdm(range(start, tc.steps), initial=start, total=tc.steps, desc="vqgan", disable=not (progress and dist.is_main()))
     for step in bar:
         x = train_set.random_batch(tc.batch_size, data_gen)
         s = train_step(model, disc, lpips, opt_ae, opt_d, x, tc, gan_on=step >= tc.disc_start,
-                       autocast=autocast, sync=dist.average_gradients)
+                       autocast=autocast, sync=dist.average_gradients, guard=guard)
+        guard.check(step + 1)
         q = s.q
         counts += dist.all_reduce_sum(torch.bincount(q.tokens.flatten(), minlength=config.model.n_embed).float())
         every = tc.restart_dead_codes_every
@@ -190,8 +202,9 @@ def train(config: VQGANRunConfig, run_dir: Path, progress: bool = True) -> Path:
             z_all = s.z.detach().float()
             if world > 1:  # restart from rank 0's latents so codebooks stay identical
                 torch.distributed.broadcast(z_all, 0)
-            restarted = model.quantize.restart_dead_codes(z_all, counts, code_gen)
-            log.write(step + 1, restarted_codes=restarted, window_usage=(counts > 0).float().mean().item())
+            if bool(z_all.isfinite().all()):  # the latents of a skipped NaN step must not become codes
+                restarted = model.quantize.restart_dead_codes(z_all, counts, code_gen)
+                log.write(step + 1, restarted_codes=restarted, window_usage=(counts > 0).float().mean().item())
             counts.zero_()
         if dist.is_main() and (step + 1) % tc.log_every == 0:
             bar.set_postfix(l1=f"{s.l1.item():.3f}", lp=f"{s.perceptual.item():.3f}", use=f"{q.usage.item():.2f}")
@@ -209,9 +222,9 @@ def train(config: VQGANRunConfig, run_dir: Path, progress: bool = True) -> Path:
             if dist.is_main():
                 if digests:
                     log.write(step + 1, rank_weight_digests=digests)
-                save_state(state_path, step=step + 1, modules=modules, optimizers=optimizers,
-                           generators=generators, config=to_dict(config))
-                save_model(run_dir / "model.safetensors", model, metadata={"step": str(step + 1)})
+                save_checkpoint_pair(run_dir, step=step + 1, modules=modules, optimizers=optimizers,
+                                     generators=generators, config=to_dict(config), model=model,
+                                     model_metadata={"step": str(step + 1)})
             dist.barrier()
     dist.cleanup()
     return run_dir / "model.safetensors"

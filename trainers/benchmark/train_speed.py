@@ -1,0 +1,234 @@
+"""`sundae-bench-train`: how fast the prior trainer's own step runs on this machine, and why.
+
+Times the step `sundae-train-prior` runs (trainers/training/prior_step.py: unrolled loss with the
+run config's batch, unroll and block corruption, label dropout, backward, clipping, AdamW) on a run
+config's model (default configs/prior_emoji.yaml, the shipped prior), with random tokens:
+- eager and compiled (`train.compile`), in one process at each --threads count;
+- with --ranks 2: torchrun with 2 ranks of one thread each, the global batch split between them
+  and gradients averaged, as `torchrun ... train_prior` runs;
+- MFU = FLOPs of one step (counted by torch's FlopCounterMode on the eager step: forward and
+  backward, attention included) / step time / the bf16 matmul peak measured in this run at the
+  same thread count;
+- the share of a step's time outside matmul and attention kernels (torch profiler, self time):
+  the work compiling fuses.
+The CPU model, torch version, thread counts and the load before and after go in the report.
+Outputs in --out: train_speed.json and train_speed.md (the table; also printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+from torch.utils.flop_counter import FlopCounterMode
+
+from sundae_core.checkpoint import atomic_write
+from sundae_core.cli import run_guarded, write_json_report
+from sundae_core.config import load_yaml
+from sundae_core.errors import InputError
+from sundae_core.hourglass import HourglassTransformer
+from sundae_core.sampler import random_tokens
+
+from ..training import distributed as dist
+from ..training.prior_step import make_optimizer, make_step_loss, train_step
+from ..training.train_prior import PriorRunConfig
+from .cli import _cpu_name
+
+# Kernels that do the model's FLOPs; everything else (norms, activations, adds, copies, the
+# fused kernels of a compiled graph, the optimiser) counts as "outside" in the profile.
+MATMUL_KERNELS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear", "aten::baddbmm",
+                  "aten::_scaled_dot_product", "aten::scaled_dot_product", "mkldnn", "onednn")
+
+
+def matmul_peak(threads: int, n: int = 4096, runs: int = 12) -> float:
+    """Best bf16 FLOP/s of an n x n x n matmul over `runs` runs at `threads` threads."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n).bfloat16(), torch.randn(n, n).bfloat16()
+    out = torch.empty(n, n, dtype=torch.bfloat16)
+    torch.mm(a, b, out=out)
+    best = float("inf")
+    for _ in range(runs):
+        start = time.perf_counter()
+        torch.mm(a, b, out=out)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n ** 3 / best
+
+
+class Case:
+    """One model, optimiser and batch, stepping exactly as the trainer does."""
+
+    def __init__(self, config: PriorRunConfig, compile: bool, batch: int, grid: int = 32):
+        tc, mc = config.train, config.model
+        torch.manual_seed(0)
+        self.model = HourglassTransformer(mc).train()
+        self.opt = make_optimizer(self.model, 1e-5, tc.weight_decay, tc.betas, fused=tc.fused_optimizer)
+        self.step_loss = make_step_loss(self.model, bf16=tc.bf16, compile=compile)
+        g = torch.Generator().manual_seed(0)
+        self.tokens = random_tokens(batch, grid, grid, mc.vocab_size, generator=g)
+        self.labels = torch.randint(0, mc.num_classes, (batch,), generator=g) if mc.num_classes else None
+        self.noise = torch.Generator().manual_seed(1)
+        self.tc = config.train
+
+    def step(self) -> None:
+        train_step(self.model, self.opt, self.step_loss, self.tokens, self.labels, self.tc, self.noise,
+                   sync=dist.average_gradients)
+
+
+def count_flops(case: Case) -> int:
+    with FlopCounterMode(display=False) as counter:
+        case.step()
+    return counter.get_total_flops()
+
+
+def outside_share(case: Case) -> float:
+    """Share of one step's profiled self time spent outside matmul / attention kernels."""
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        case.step()
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    inside = sum(e.self_cpu_time_total for e in events if e.key.startswith(MATMUL_KERNELS))
+    return 1 - inside / total if total else 0.0
+
+
+def time_case(case: Case, repeats: int) -> tuple[float, float]:
+    """(first step seconds, including any compiling; median of `repeats` later steps)."""
+    start = time.perf_counter()
+    case.step()
+    first = time.perf_counter() - start
+    case.step()  # the optimiser state and allocator settle
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        case.step()
+        times.append(time.perf_counter() - start)
+    return first, sorted(times)[len(times) // 2]
+
+
+def run_case(config: PriorRunConfig, compile: bool, threads: int, repeats: int, flops: int | None,
+             profile_share: bool) -> dict:
+    torch.set_num_threads(threads)
+    peak = matmul_peak(threads)
+    case = Case(config, compile, config.train.batch_size)
+    first, median = time_case(case, repeats)
+    flops = flops or count_flops(Case(config, False, config.train.batch_size))
+    row = {"mode": "compiled" if compile else "eager", "processes": 1, "threads": threads,
+           "batch": config.train.batch_size, "first_step_s": round(first, 2), "step_s": round(median, 3),
+           "images_per_s": round(config.train.batch_size / median, 2), "flops_per_step": flops,
+           "peak_flop_per_s": round(peak), "mfu": round(flops / median / peak, 4)}
+    if profile_share:
+        row["outside_matmul_share"] = round(outside_share(case), 3)
+    return row
+
+
+def worker(config: PriorRunConfig, compile: bool, repeats: int, out: Path) -> None:
+    """One torchrun rank: its share of the global batch, gradients averaged over ranks."""
+    rank, world = dist.setup()
+    torch.set_num_threads(1)
+    peak = matmul_peak(1) if rank == 0 else 0.0
+    dist.barrier()
+    case = Case(config, compile, config.train.batch_size // world)
+    first, median = time_case(case, repeats)
+    if rank == 0:
+        out.write_text(json.dumps({"first_step_s": first, "step_s": median, "peak_per_rank": peak}))
+    dist.cleanup()
+
+
+def run_ranks(args, config: PriorRunConfig, compile: bool, flops: int) -> dict:
+    result = Path(args.out) / f".ranks_{'compiled' if compile else 'eager'}.json"
+    result.parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(args.ranks),
+               "-m", "trainers.benchmark.train_speed", "--worker", str(result), "--config", args.config,
+               "--repeats", str(args.repeats)] + (["--compiled-worker"] if compile else [])
+    subprocess.run(command, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True)
+    got = json.loads(result.read_text())
+    result.unlink()
+    peak = got["peak_per_rank"] * args.ranks  # ranks run on their own cores
+    b = config.train.batch_size
+    return {"mode": "compiled" if compile else "eager", "processes": args.ranks, "threads": 1, "batch": b,
+            "first_step_s": round(got["first_step_s"], 2), "step_s": round(got["step_s"], 3),
+            "images_per_s": round(b / got["step_s"], 2), "flops_per_step": flops, "peak_flop_per_s": round(peak),
+            "mfu": round(flops / got["step_s"] / peak, 4)}
+
+
+def markdown(report: dict) -> str:
+    env = report["environment"]
+    lines = [f"Prior training step, `{report['config']}` (batch {report['batch']}, unroll {report['unroll']}, "
+             f"block corruption {report['block_corruption']}), {env['cpu']}, torch {env['torch']}",
+             "", "| mode | processes x threads | step (s) | images/s | first step (s) | MFU | outside matmul+attention |",
+             "|---|---|---|---|---|---|---|"]
+    for r in report["rows"]:
+        share = f"{100 * r['outside_matmul_share']:.0f} %" if "outside_matmul_share" in r else "-"
+        lines.append(f"| {r['mode']} | {r['processes']} x {r['threads']} | {r['step_s']:.2f} | {r['images_per_s']:.1f} | "
+                     f"{r['first_step_s']:.1f} | {100 * r['mfu']:.1f} % | {share} |")
+    lines.append("")
+    lines.append(f"FLOPs per step (counted): {report['rows'][0]['flops_per_step'] / 1e9:.0f} G; matmul peak "
+                 "(bf16, 4096^3, best of 12) measured beside each case at its thread count; load before "
+                 f"{env['load_before']}, after {env['load_after']}")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sundae-bench-train", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument("--config", default="configs/prior_emoji.yaml", help="prior run config (model + train sections)")
+    p.add_argument("--threads", default="1,2", help="thread counts of the one-process cases (default 1,2)")
+    p.add_argument("--modes", default="eager,compiled", help="eager and/or compiled (default both)")
+    p.add_argument("--ranks", type=int, default=2, help="torchrun ranks of one thread each (0 = skip; default 2)")
+    p.add_argument("--repeats", type=int, default=5, help="timed steps per case after two warm-up steps (default 5)")
+    p.add_argument("--no-profile", action="store_true", help="skip the profiled step (outside-matmul share)")
+    p.add_argument("--out", default="runs/bench_train", help="folder for train_speed.json and .md")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--compiled-worker", action="store_true", help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def body() -> int:
+        config = load_yaml(args.config, PriorRunConfig)
+        if args.worker:
+            worker(config, args.compiled_worker, args.repeats, Path(args.worker))
+            return 0
+        modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+        if not modes or set(modes) - {"eager", "compiled"}:
+            raise InputError(f"--modes takes eager and/or compiled, got {args.modes!r}")
+        threads = [int(t) for t in args.threads.split(",") if t.strip()]
+        if not threads or min(threads) < 1 or args.repeats < 1 or args.ranks < 0:
+            raise InputError("--threads needs counts >= 1, --repeats >= 1 and --ranks >= 0")
+        tc = config.train
+        report = {"config": args.config, "batch": tc.batch_size, "unroll": tc.unroll_steps,
+                  "block_corruption": tc.block_corruption,
+                  "environment": {"cpu": _cpu_name(), "torch": torch.__version__, "cores": os.cpu_count(),
+                                  "load_before": [round(x, 2) for x in os.getloadavg()]},
+                  "rows": []}
+        flops = None
+        for mode in modes:
+            for n in threads:
+                row = run_case(config, mode == "compiled", n, args.repeats, flops, not args.no_profile)
+                flops = row["flops_per_step"]
+                report["rows"].append(row)
+                print(json.dumps(row), flush=True)
+            if args.ranks > 1:
+                report["rows"].append(run_ranks(args, config, mode == "compiled", flops))
+                print(json.dumps(report["rows"][-1]), flush=True)
+        report["environment"]["load_after"] = [round(x, 2) for x in os.getloadavg()]
+        out = Path(args.out)
+        text = markdown(report)
+        atomic_write(out / "train_speed.md", lambda tmp: Path(tmp).write_text(text))
+        write_json_report(out / "train_speed.json", report)
+        print(text)
+        return 0
+
+    return run_guarded(body)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

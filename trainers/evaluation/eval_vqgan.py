@@ -1,0 +1,187 @@
+"""`sundae-eval-vqgan`: is a VQ-GAN colour-true, and how well do its tokens keep a hole's content?
+
+The checks a first stage must pass before its encoder is frozen (priors are trained on its tokens):
+
+1. Flat colours: 256 px canvases of pure red, green, blue, yellow, cyan, magenta, black, white and
+   mid grey, encoded and decoded; the worst channel error (0-255) of the decoded canvas's mean
+   colour and of any pixel. A colour-true VQ-GAN keeps each within a few levels.
+2. Held-out holes: on --n held-out images (the project's split), the 8 x 8-token hole on the subject
+   that `sundae-eval-default` uses (same placement, same seed), pasted with the inpainting workflow's
+   feather; LPIPS-Alex and PSNR inside the hole for the VQ-GAN reconstruction and for the no-model
+   mean-colour fill, plus PSNR over the whole image and on luminance alone (shape against colour).
+3. Code colours: every code decoded as a 2 x 2 grid of itself; red / green / blue dominant counts,
+   and the hue spread: how many of 12 hue sectors (30 degrees each) hold a non-grey code, and the
+   entropy of the codes' hues in bits (log2 12 = 3.58 when hues are even).
+
+Outputs in --out: eval_vqgan.json, flat_colours.png (each colour above its decode), code_palette.png
+and recon_grid.png (original, reconstruction, with the hole outlined).
+"""
+
+from __future__ import annotations
+
+import argparse
+import colorsys
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from sundae_core.cli import run_guarded, write_json_report
+from sundae_core.grid import make_grid, save_png
+from sundae_core.models import default_model_path, inference_dtype, load_vqgan
+
+from ..data.image_data import HELD_OUT_FRACTION, load_rgb
+from ..training.lpips import load_lpips
+from ..training.train_vqgan import psnr
+from .eval_default import (DOMINANCE, WORKFLOW, code_colours, colour_report, held_out_subset, hole_crops, hole_masks,
+                           mean_fill, palette, paste, place_hole, thumbnail, to_model, workflow_settings)
+
+REPORT = "eval_vqgan.json"
+FLAT_COLOURS = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255), "yellow": (255, 255, 0),
+                "cyan": (0, 255, 255), "magenta": (255, 0, 255), "black": (0, 0, 0), "white": (255, 255, 255),
+                "grey": (128, 128, 128)}
+HUE_SECTORS = 12
+
+
+@torch.inference_mode()
+def flat_colours(vqgan, device, size: int = 256) -> tuple[dict, torch.Tensor]:
+    """Per colour: the worst channel error (0-255) of the decoded mean colour and of any pixel;
+    and a picture (n 3 s s) of the canvases above their decodes."""
+    rgb = torch.tensor(list(FLAT_COLOURS.values()), dtype=torch.float32)  # (n 3) 0-255
+    canvases = (rgb / 127.5 - 1)[:, :, None, None].expand(-1, -1, size, size).contiguous()
+    decoded = vqgan.decode(vqgan.encode(canvases.to(device))).float().cpu()
+    levels = (decoded + 1) * 127.5
+    mean_error = (levels.mean((2, 3)) - rgb).abs().amax(1)
+    pixel_error = (levels - rgb[:, :, None, None]).abs().amax((1, 2, 3))
+    report = {name: {"mean_colour_error": round(float(m), 1), "worst_pixel_error": round(float(p), 1),
+                     "decoded_mean": [round(float(v), 1) for v in levels[i].mean((1, 2))]}
+              for i, (name, m, p) in enumerate(zip(FLAT_COLOURS, mean_error, pixel_error))}
+    return report, torch.cat([canvases, decoded.clamp(-1, 1)])
+
+
+def hue_spread(colours: np.ndarray) -> dict:
+    """Sectors of 30 degrees holding a non-grey code, and the entropy (bits) of those codes' hues."""
+    hues = [colorsys.rgb_to_hsv(*c)[0] for c in colours.clip(0, 1) if np.ptp(c) >= DOMINANCE]
+    if not hues:
+        return {"hue_sectors_used": 0, "hue_entropy_bits": 0.0, "non_grey_codes": 0}
+    counts = np.bincount((np.array(hues) * HUE_SECTORS).astype(int) % HUE_SECTORS, minlength=HUE_SECTORS)
+    p = counts[counts > 0] / counts.sum()
+    return {"hue_sectors_used": int((counts > 0).sum()), "hue_entropy_bits": round(float(-(p * np.log2(p)).sum()), 3),
+            "non_grey_codes": len(hues), "codes_per_hue_sector": counts.tolist()}
+
+
+def luminance(x: torch.Tensor) -> torch.Tensor:
+    """(b 3 h w) -> (b 1 h w), Rec. 601 weights, same range."""
+    return (x * torch.tensor([0.299, 0.587, 0.114])[None, :, None, None]).sum(1, keepdim=True)
+
+
+@torch.inference_mode()
+def held_out_holes(args, vqgan, lpips, device, progress: bool) -> tuple[dict, list[torch.Tensor]]:
+    f = vqgan.factor
+    feather = workflow_settings(args.workflow).feather
+    files = held_out_subset(args.images, args.n, args.val_fraction)
+    place_gen = torch.Generator().manual_seed(args.seed)
+    rows, thumbs = [], []
+    for begin in tqdm(range(0, len(files), args.batch_size), desc="held-out holes", disable=not progress):
+        batch = files[begin:begin + args.batch_size]
+        pixels = np.stack([load_rgb(p, args.resolution) for p in batch])
+        holes = [place_hole(p, f, args.hole, place_gen, args.slack) for p in pixels]
+        original = to_model(pixels)
+        mask = hole_masks(holes, *original.shape[-2:], f)
+        decoded = vqgan.decode(vqgan.encode(original.to(device))).float().cpu()
+        filled = torch.stack([mean_fill(original[i], holes[i].box(f), args.ring or f) for i in range(len(batch))])
+        real = hole_crops(original, holes, f)
+        scores = {}
+        for name, image in (("reconstruction", paste(original, decoded, mask, feather)),
+                            ("mean_fill", paste(original, filled, mask, feather))):
+            fake = hole_crops(image, holes, f)
+            scores[name] = (lpips(fake.to(device), real.to(device)).float().cpu(), psnr(fake, real),
+                            psnr(luminance(fake), luminance(real)))
+        whole = psnr(decoded, original)
+        for i, path in enumerate(batch):
+            row = {"file": str(Path(path).relative_to(args.images)), "image_psnr": round(float(whole[i]), 3)}
+            for name, (lp, ps, lum) in scores.items():
+                row.update({f"{name}_lpips": round(float(lp[i]), 4), f"{name}_psnr": round(float(ps[i]), 3),
+                            f"{name}_luma_psnr": round(float(lum[i]), 3)})
+            rows.append(row)
+            if len(thumbs) < 2 * args.grid_images:
+                thumbs += [thumbnail(original[i], args.thumb, holes[i].box(f)), thumbnail(decoded[i], args.thumb)]
+
+    def mean(key: str) -> float:
+        return round(float(np.mean([r[key] for r in rows])), 4)
+
+    report = {"n": len(rows), "hole_tokens": args.hole, "resolution": args.resolution, "feather": feather,
+              "methods": {name: {"lpips": mean(f"{name}_lpips"), "psnr": mean(f"{name}_psnr"),
+                                 "luma_psnr": mean(f"{name}_luma_psnr")} for name in ("reconstruction", "mean_fill")},
+              "image_psnr": mean("image_psnr"), "images": rows}
+    return report, thumbs
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sundae-eval-vqgan", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument("--vqgan", help="VQ-GAN checkpoint (default: the embedded default model)")
+    p.add_argument("--images", default="data/emoji_groups", help="image folder with the held-out split")
+    p.add_argument("--val-fraction", type=float, default=HELD_OUT_FRACTION, help="held-out share (project rule)")
+    p.add_argument("--resolution", type=int, default=1024, help="canvas size of the held-out images (default 1024)")
+    p.add_argument("--n", type=int, default=40, help="held-out images (default 40)")
+    p.add_argument("--hole", type=int, default=8, help="side of the square hole in tokens (default 8)")
+    p.add_argument("--slack", type=float, default=0.1, help="hole placement slack, as sundae-eval-default")
+    p.add_argument("--ring", type=int, default=0, help="mean-fill ring width in pixels (default: the factor)")
+    p.add_argument("--workflow", default=str(WORKFLOW), help="inpainting workflow whose feather is used")
+    p.add_argument("--grid-images", type=int, default=6, help="images in recon_grid.png (default 6)")
+    p.add_argument("--thumb", type=int, default=256, help="side of each picture in the grids (default 256)")
+    p.add_argument("--batch-size", type=int, default=4, help="images encoded at once (default 4)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the hole placement (default 0)")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--out", default="runs/eval_vqgan", help="output folder (default runs/eval_vqgan)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    return p
+
+
+def main(argv: list[str] | None = None, lpips=None) -> int:
+    """`lpips`: a stand-in for LPIPS-Alex (tests); by default the real one is loaded."""
+    args = build_parser().parse_args(argv)
+
+    def body() -> int:
+        device, progress, out = torch.device(args.device), not args.no_progress, Path(args.out)
+        args.vqgan = args.vqgan or str(default_model_path("vqgan"))
+        vqgan = load_vqgan(args.vqgan, device=device, dtype=inference_dtype(device))
+        flat, flat_picture = flat_colours(vqgan, device)
+        lpips_fn = lpips if lpips is not None else load_lpips("alex", device=device)
+        holes, thumbs = held_out_holes(args, vqgan, lpips_fn, device, progress)
+        colours = code_colours(vqgan, device, 64, progress)
+        out.mkdir(parents=True, exist_ok=True)
+        report = {"vqgan": args.vqgan, "token_version": vqgan.token_version, "flat_colours": flat,
+                  "worst_flat_colour_error": max(v["mean_colour_error"] for v in flat.values()),
+                  "holes": holes, "code_colours": {**colour_report(colours), **hue_spread(colours)},
+                  "pictures": {"flat_colours": str(save_png(make_grid(flat_picture, nrow=len(FLAT_COLOURS)),
+                                                            out / "flat_colours.png")),
+                               "code_palette": str(save_png(palette(colours), out / "code_palette.png")),
+                               "recon_grid": str(save_png(make_grid(torch.stack(thumbs), nrow=4),
+                                                          out / "recon_grid.png"))}}
+        print(summary(report))
+        write_json_report(out / REPORT, report)
+        return 0
+
+    return run_guarded(body)
+
+
+def summary(report: dict) -> str:
+    flat = ", ".join(f"{name} {v['mean_colour_error']:.0f}" for name, v in report["flat_colours"].items())
+    h, c = report["holes"], report["code_colours"]
+    lines = [f"token version {report['token_version']}",
+             f"flat canvases, worst channel error of the mean colour (0-255): {flat}",
+             f"held-out holes ({h['n']} images, {h['hole_tokens']}x{h['hole_tokens']} tokens), LPIPS-Alex / PSNR / luma PSNR:"]
+    lines += [f"  {name:<15} {m['lpips']:.4f} / {m['psnr']:.2f} dB / {m['luma_psnr']:.2f} dB"
+              for name, m in h["methods"].items()]
+    lines.append(f"whole-image PSNR {h['image_psnr']:.2f} dB")
+    lines.append(f"codes: {c['red_dominant']} red, {c['green_dominant']} green, {c['blue_dominant']} blue dominant, "
+                 f"{c['grey']} grey of {c['n_codes']}; hue sectors used {c['hue_sectors_used']}/{HUE_SECTORS}, "
+                 f"hue entropy {c['hue_entropy_bits']} bits")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
