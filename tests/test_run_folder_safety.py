@@ -45,7 +45,8 @@ def _sets(items):
 
 
 def _prior(run: Path, data: Path, *settings: str) -> int:
-    return train_prior.main(["--run-dir", str(run), "--no-progress", *_sets(PRIOR + [f"data.path={data}", *settings])])
+    return train_prior.main(["--run-dir", str(run), "--no-progress",
+                             *_sets(PRIOR + [f"data.path={data}", *settings])])
 
 
 def _error_lines(capsys) -> list[str]:
@@ -312,7 +313,7 @@ def test_build_latents_refuses_an_out_folder_built_with_other_settings(tmp_path,
 def test_a_prior_config_value_out_of_range_is_one_line_before_the_run_folder(tmp_path, latents, capsys,
                                                                             setting, field):
     run = tmp_path / "prior"
-    assert _prior(run, latents(), setting) == 1
+    assert _prior(run, latents(), "train.steps=2", setting) == 1  # steps=2: a missed check ends soon
     [line] = _error_lines(capsys)
     assert line.startswith(f"error: {field}")
     assert not run.exists()

@@ -168,16 +168,15 @@ def run_folder_lock(run_dir: Path) -> Iterator[None]:
         return
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
-    lock = None
+    lock = _take_lock(run_dir / LOCK_NAME)  # raises when another trainer holds it
     try:
-        lock = _take_lock(run_dir / LOCK_NAME)
         sweep_own_temporaries(run_dir)
         yield
     finally:
+        if created and not (run_dir / "config.yaml").exists():
+            _remove_if_only_leftovers(run_dir)  # still locked: no other trainer is using it
         if lock is not None:
             _release_lock(lock)
-        if created and not (run_dir / "config.yaml").exists():
-            _remove_if_only_leftovers(run_dir)
 
 
 def _take_lock(path: Path) -> IO[str] | None:
