@@ -40,3 +40,22 @@ def test_the_seed_goes_to_every_sundae_sample_node_of_the_workflow():
     prompt = load_workflow(demo.WORKFLOWS / "inpaint_1024.json", default_registry().definitions()).prompt
     samplers = [i for i, node in prompt.items() if node["class_type"] == "SundaeSample"]
     assert samplers and demo.sampler_seeds(demo.WORKFLOWS / "inpaint_1024.json", 5) == [f"{i}.seed=5" for i in samplers]
+
+
+def test_a_class_conditional_prior_gets_a_row_of_guided_samples_per_class(tmp_path):
+    torch.manual_seed(0)
+    save_model(tmp_path / "vq.safetensors", VQGAN(VQGANConfig(
+        resolution=16, ch=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), z_channels=4, embed_dim=4,
+        n_embed=16, mid_attention=False)))
+    save_model(tmp_path / "prior.safetensors", HourglassTransformer(HourglassConfig(
+        vocab_size=16, dim=16, heads=2, depth=(1, 1, 1), num_classes=3, class_names=("a", "b", "c"))))
+    out = tmp_path / "demo"
+    argv = ["--vqgan", str(tmp_path / "vq.safetensors"), "--prior", str(tmp_path / "prior.safetensors"),
+            "--output-dir", str(out), "--samples", "1", "--grid", "4", "--steps", "3", "--per-class", "2",
+            "--skip-inpaint", "--no-progress"]
+    assert demo.main(argv) == 0
+    report = json.loads((out / "timings.json").read_text())["class_samples"]
+    assert report["classes"] == ["a", "b", "c"] and report["per_class"] == 2 and report["guidance"] == 3.0
+    from PIL import Image
+    with Image.open(out / "class_samples.png") as grid:
+        assert grid.height > grid.width  # 3 rows of 2

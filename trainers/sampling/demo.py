@@ -59,6 +59,27 @@ def run_samples(out: Path, args, settings: SamplerSettings, vqgan, prior, device
             "seconds_per_image": round(total_s / args.samples, 2)}
 
 
+def run_class_grid(out: Path, args, settings: SamplerSettings, vqgan, prior, device) -> dict:
+    """One row per class of a class-conditional prior, --per-class guided samples each (guidance
+    --class-guidance), decoded and shown as thumbnails: what each group draws."""
+    classes = prior.config.num_classes
+    g = torch.Generator(device).manual_seed(args.seed)
+    labels = torch.arange(classes, device=device).repeat_interleave(args.per_class)
+    z = random_tokens(len(labels), args.grid, args.grid, prior.config.vocab_size, generator=g, device=device)
+    guided = settings.replace(guidance=args.class_guidance)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        result = sample(model_logits_fn(prior, compile=args.compile), z, guided, generator=g, labels=labels,
+                        null_label=prior.null_label)
+        images = torch.cat([thumbnails(vqgan.decode(result.tokens[i:i + 1]), 256) for i in range(len(labels))])
+    seconds = time.perf_counter() - start
+    rows = make_grid(images, nrow=args.per_class)
+    save_png(rows, out / "class_samples.png")
+    names = list(prior.config.class_names) or [str(i) for i in range(classes)]
+    return {"classes": names, "per_class": args.per_class, "guidance": args.class_guidance,
+            "seconds": round(seconds, 2)}
+
+
 def sampler_seeds(workflow: Path, seed: int) -> list[str]:
     """`--set` overrides giving every SundaeSample node of `workflow` the seed `seed` (found by
     type, so the workflow's node ids may change)."""
@@ -99,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--vqgan", help="VQ-GAN checkpoint (default: the embedded one)")
     parser.add_argument("--prior", help="prior checkpoint (default: the embedded one)")
     parser.add_argument("--skip-inpaint", action="store_true", help="only draw samples")
+    parser.add_argument("--per-class", type=int, default=2,
+                        help="guided samples per class in class_samples.png, for class-conditional priors (0 = none)")
+    parser.add_argument("--class-guidance", type=float, default=3.0, help="guidance of those samples (default 3)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser
 
@@ -116,12 +140,17 @@ def main(argv: list[str] | None = None) -> int:
         check_models_fit(vqgan, prior, "--prior with --vqgan: ")
         report = {"samples": run_samples(out, args, settings, vqgan, prior, device),
                   "sampler": settings.to_dict()}
+        if args.per_class > 0 and prior.config.num_classes:
+            report["class_samples"] = run_class_grid(out, args, settings, vqgan, prior, device)
         if not args.skip_inpaint:
             report["inpainting"] = run_inpainting(out, args)
         drawn = report["samples"]
         print(f"samples:           {out / 'samples.png'} ({drawn['seconds_per_image']} s per "
               f"{drawn['image_size']} px image)")
         print(f"denoising chain:   {out / 'denoising_chain.png'}")
+        if "class_samples" in report:
+            print(f"samples per class: {out / 'class_samples.png'} (one row per class: "
+                  f"{', '.join(report['class_samples']['classes'])}; {report['class_samples']['seconds']} s)")
         if "inpainting" in report:
             print(f"inpainting:        {out / 'inpaint_before_after.png'} ({report['inpainting']['seconds']} s, "
                   f"workflow output {report['inpainting']['result']})")

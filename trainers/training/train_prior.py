@@ -132,7 +132,8 @@ def sample_grid(model, manifest, vqgan, tc: PriorTrainConfig, path: Path, seed: 
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=tc.bf16):
         out = sample(model_logits_fn(model), z, tc.sampler_settings(), generator=g, labels=labels,
                      null_label=model.null_label)
-    save_grid(decode_tokens(out.tokens, manifest, vqgan), path, nrow=per_row)
+    # one image per class reads best as one row; several per class as one row per class
+    save_grid(decode_tokens(out.tokens, manifest, vqgan), path, nrow=per_row if per_row > 1 else rows * per_row)
     model.train()
 
 
