@@ -306,4 +306,4 @@ def test_a_tiny_prior_trained_with_blocks_fills_a_hole():
             hits.append(model(z).argmax(-1)[:, hole] == grids[:, hole])
     accuracy = torch.cat(hits).float().mean().item()
     assert accuracy > 0.5, f"hole accuracy {accuracy:.3f} (chance {1 / V:.3f})"
-    assert time.process_time() - start < 120  # a budget, for the CI's sake
+    assert time.process_time() - start < 240  # a CPU-time budget (summed over threads), for the CI's sake
