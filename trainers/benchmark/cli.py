@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         bench = Bench(device=device, repeats=args.repeats or (3 if quick else 5),
                       long_repeats=args.long_repeats or (1 if quick else 3), budget_s=args.case_budget)
         report = {"environment": {"device": str(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
-                                  "python": platform.python_version(), "cpu": _cpu_name(),
+                                  "python": platform.python_version(), "cpu": cpu_name(),
                                   "command": "sundae-bench " + " ".join(sys.argv[1:] if argv is None else argv),
                                   "load_before": [round(x, 2) for x in os.getloadavg()]},
                   "settings": {"quick": quick, "presets": presets, "sections": sorted(sections), "dtypes": dtypes,

@@ -39,7 +39,7 @@ from sundae_core.sampler import random_tokens
 from ..training import distributed as dist
 from ..training.prior_step import make_optimizer, make_step_loss, train_step
 from ..training.train_prior import PriorRunConfig
-from .cli import _cpu_name
+from .cli import cpu_name
 
 # Kernels that do the model's FLOPs; everything else (norms, activations, adds, copies, the
 # fused kernels of a compiled graph, the optimiser) counts as "outside" in the profile.
@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         tc = config.train
         report = {"config": args.config, "batch": tc.batch_size, "unroll": tc.unroll_steps,
                   "block_corruption": tc.block_corruption,
-                  "environment": {"cpu": _cpu_name(), "torch": torch.__version__, "cores": os.cpu_count(),
+                  "environment": {"cpu": cpu_name(), "torch": torch.__version__, "cores": os.cpu_count(),
                                   "load_before": [round(x, 2) for x in os.getloadavg()]},
                   "rows": []}
         flops = None
