@@ -29,13 +29,15 @@ def loads(text: str | bytes) -> Any:
     Raises ValueError (json.JSONDecodeError for bad syntax, JSONShapeError otherwise), so callers
     turn every refusal into their own one-line error with a single `except ValueError`.
     """
+    # One message for both paths: whether json.loads itself hits the recursion limit depends on
+    # how deep the caller's stack already is (pytest, ComfyUI), so the wording must not.
+    too_deep = JSONShapeError(f"nested deeper than {MAX_DEPTH} levels")
     try:
         data = json.loads(text, object_pairs_hook=_unique_keys)
     except RecursionError:
-        raise JSONShapeError(f"nested deeper than {MAX_DEPTH} levels") from None
-    depth = nesting_depth(data)
-    if depth > MAX_DEPTH:
-        raise JSONShapeError(f"nested {depth} levels deep, more than the {MAX_DEPTH} allowed")
+        raise too_deep from None
+    if nesting_depth(data) > MAX_DEPTH:
+        raise too_deep
     return data
 
 
