@@ -52,6 +52,7 @@ RANGES: dict[str, Range] = {
     "train.ema_decay": SHARE,
     "train.unroll_steps": AT_LEAST_1,
     "train.label_dropout": SHARE,
+    "train.shift": Range(0, note="0 = off; under half the token grid's smaller side"),
     "train.perceptual_weight": Range(0),
     "train.disc_start": Range(0),
     "train.disc_weight": Range(0),

@@ -11,6 +11,8 @@ train.block_corruption > 0 gives that share of the training samples block corrup
 region redrawn, for inpainting; sundae_core/corruption.py), shaped by train.block_shapes; 0 is the
 paper's corruption only. With it on, validation also logs val_block_loss (every sample a block
 sample) next to val_loss (the paper's corruption, comparable across runs).
+train.shift > 0 moves each training sample's token grid by up to that many positions in each
+direction (edges replicated; trainers/data/token_shift.py); validation batches are never shifted.
 A dataset whose manifest lists "class_names" names the classes of the prior (model.class_names).
 """
 
@@ -35,6 +37,7 @@ from sundae_core.sampler import SamplerSettingError, SamplerSettings, model_logi
 from sundae_core.unroll import unrolled_loss
 
 from ..data.latent_data import LatentDataConfig, TokenSet, grey_level_images
+from ..data.token_shift import draw_shifts, largest_shift, shift_tokens
 from . import distributed as dist
 from .divergence import NonFiniteGuard
 from .ema import EMA
@@ -59,6 +62,9 @@ class PriorTrainConfig:
     label_dropout: float = 0.1  # share of labels replaced by the null class
     block_corruption: float = 0.0  # share of samples with block corruption (0 = the paper's only)
     block_shapes: BlockShapes = field(default_factory=BlockShapes)  # what those blocks look like
+    # each training grid moved by (dy, dx) uniform in [-shift, shift], edges replicated
+    # (trainers/data/token_shift.py); 0 = off, and then nothing is drawn, so runs resume as before
+    shift: int = 0
     bf16: bool = True
     # torch.compile the network and loss of each unrolled step (prior_step.py): faster steps
     # after a first step of a minute or two of compiling; needs a C++ compiler on the CPU
@@ -148,6 +154,15 @@ def with_class_names(mc: HourglassConfig, manifest: dict, data_path: str) -> Hou
     return dataclasses.replace(mc, class_names=tuple(str(n) for n in names))
 
 
+def check_shift(tc: PriorTrainConfig, manifest: dict, data_path: str) -> None:
+    """ConfigError when train.shift would move the dataset's grids by half their size or more."""
+    h, w = manifest["height"], manifest["width"]
+    limit = largest_shift(h, w)
+    if tc.shift > limit:
+        raise ConfigError(f"train.shift={tc.shift} is too large for the {h}x{w} token grids of {data_path} "
+                          f"(a shift must be under half the grid's smaller side); set train.shift to at most {limit}")
+
+
 def with_token_version(mc: HourglassConfig, manifest: dict, data_path: str) -> HourglassConfig:
     """The model config recording the token version of the dataset's VQ-GAN (manifest
     "token_version"), so the prior refuses VQ-GANs whose tokens mean something else."""
@@ -186,6 +201,7 @@ def train(config: PriorRunConfig, run_dir: Path, progress: bool = True) -> Path:
                           f"vocab_size {manifest['vocab_size']}; set model.vocab_size to match")
     if mc.num_classes and train_set.labels is None:
         raise ConfigError(f"model.num_classes={mc.num_classes} but {config.data.path} has no labels")
+    check_shift(tc, manifest, config.data.path)
     # Only the model gets the names: config.yaml keeps what was asked, so re-running resumes.
     mc = with_class_names(mc, manifest, config.data.path)
     mc = with_token_version(mc, manifest, config.data.path)
@@ -229,6 +245,8 @@ def train(config: PriorRunConfig, run_dir: Path, progress: bool = True) -> Path:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, tc)
         tokens, labels = train_set.batch(tc.batch_size, data_gen)
+        if tc.shift:  # drawn after the batch from the same stream; shift 0 draws nothing
+            tokens = shift_tokens(tokens, draw_shifts(len(tokens), tc.shift, data_gen))
         began = time.perf_counter()
         out, grad_norm = train_step(model, opt, step_loss, tokens, labels, tc, noise_gen,
                                     sync=dist.average_gradients, optimizer_step=guard.step)
