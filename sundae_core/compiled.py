@@ -11,8 +11,10 @@ opt-in and only worth trying for long jobs: benchmarks, FID runs, big batches.
 from __future__ import annotations
 
 import shutil
+from typing import Callable
 
 import torch
+import torch._inductor.config
 
 from .errors import InputError
 
@@ -26,22 +28,40 @@ def require_compiler(device: torch.device | str) -> None:
                          "(apt-get install g++) or run without --compile")
 
 
-def compiled_logits_fn(model: torch.nn.Module):
-    """A LogitsFn that checks its inputs eagerly and runs the network compiled (inference only)."""
+def frozen_compile(fn: Callable) -> Callable:
+    """torch.compile for inference with Inductor's freezing: weights become constants, so linear
+    layers are prepacked for oneDNN with their bias and GELU fused in, and conv weights go
+    channels-last. `torch.compile(..., options={"freezing": True})` does not do this (torch 2.13:
+    the weights stay graph inputs and every linear is a plain addmm, measured on the generated
+    code); the global flag must be set while Inductor compiles, which happens lazily at a first
+    call and again when a new input shape recompiles, so every call runs under the patch."""
+    compiled = torch.compile(fn)
+
+    def call(*args):
+        with torch._inductor.config.patch(freezing=True):
+            return compiled(*args)
+
+    return call
+
+
+def compiled_features_fn(model: torch.nn.Module):
+    """The prior's trunk (tokens, labels) -> features, compiled for inference; the input checks
+    and the vocabulary head stay eager (the head runs on a varying number of positions)."""
     require_compiler(next(model.parameters()).device)
-    network = torch.compile(model.unchecked_logits, options={"freezing": True})
+    return frozen_compile(model.unchecked_features)
 
-    def logits_fn(tokens: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        model.check_inputs(tokens, labels)
-        return network(tokens, labels)
 
-    return logits_fn
+def compiled_logits_fn(model: torch.nn.Module):
+    """A LogitsFn (sampler.PriorLogits) that checks its inputs eagerly and runs the trunk compiled."""
+    from .sampler import PriorLogits
+
+    return PriorLogits(model, compile=True)
 
 
 def compiled_decode_fn(vqgan: torch.nn.Module):
     """VQGAN.decode with the token checks and code lookup eager and the decoder compiled."""
     require_compiler(next(vqgan.parameters()).device)
-    decoder = torch.compile(vqgan.decode_latents, options={"freezing": True})
+    decoder = frozen_compile(vqgan.decode_latents)
 
     def decode(tokens: torch.Tensor) -> torch.Tensor:
         return decoder(vqgan.lookup_tokens(tokens)).float().clamp(-1, 1)

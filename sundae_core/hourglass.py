@@ -171,16 +171,17 @@ class HourglassTransformer(nn.Module):
     def features(self, tokens: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """tokens (b h w) -> normalised final features (b h w d)."""
         self.check_inputs(tokens, labels)
-        return self._features(tokens, labels)
+        return self.unchecked_features(tokens, labels)
 
     def forward(self, tokens: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         return self.head(self.features(tokens, labels))
 
     def unchecked_logits(self, tokens: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """forward without the input checks: their host syncs would split a torch.compile graph."""
-        return self.head(self._features(tokens, labels))
+        return self.head(self.unchecked_features(tokens, labels))
 
-    def _features(self, tokens: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    def unchecked_features(self, tokens: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """features without the input checks (see unchecked_logits)."""
         x = self.embed(tokens)
         if self.config.num_classes:
             if labels is None:

@@ -136,7 +136,9 @@ def load_model(path: str | Path, kind: str, device: str | torch.device | None = 
         raise CheckpointError(f"{path}: embedded config is invalid: {err}") from None
     model = build_with_weights(config, ckpt.tensors, path)
     model.eval().requires_grad_(False)
-    return model.to(device=device or "cpu", dtype=dtype)
+    model = model.to(device=device or "cpu", dtype=dtype)
+    # conv weights channels-last, as VQGAN.encode/decode lay out their inputs (vqgan.channels_last)
+    return model.to(memory_format=torch.channels_last) if kind == "vqgan" else model
 
 
 def load_vqgan(path: str | Path, device=None, dtype=None) -> VQGAN:

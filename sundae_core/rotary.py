@@ -8,6 +8,8 @@ head saw positions; here the same cos/sin broadcast over every head.)
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 
@@ -22,19 +24,37 @@ def axial_angles(height: int, width: int, head_dim: int, device=None, base: floa
     return torch.cat([row_angles, col_angles], dim=-1).reshape(height * width, 2 * quarter)
 
 
-class Rotary:
-    """cos/sin tables (n, hd) for one grid, computed once per forward and shared by its layers."""
-
-    def __init__(self, height: int, width: int, head_dim: int, device, dtype):
+@functools.lru_cache(maxsize=32)
+def _tables(height: int, width: int, head_dim: int, device: torch.device,
+            dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin (h*w, head_dim) for one grid, dtype and device, computed once per process: a
+    sample runs the same grid for every step. Made outside inference mode so that tables first
+    built while sampling can also be used by a training step's backward pass."""
+    with torch.inference_mode(False), torch.no_grad():
         angles = axial_angles(height, width, head_dim, device)
         angles = torch.cat([angles, angles], dim=-1)
-        self.cos, self.sin = angles.cos().to(dtype), angles.sin().to(dtype)
+        return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+class Rotary:
+    """The rotation of one h x w grid, shared by the layers of one forward pass."""
+
+    def __init__(self, height: int, width: int, head_dim: int, device, dtype):
+        self.grid = (height, width, head_dim, torch.device(device))
+        self.cos, self.sin = self._tables(dtype)
+
+    def _tables(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        if torch.compiler.is_compiling():  # traced into the graph (and constant-folded) instead
+            angles = axial_angles(*self.grid[:3], self.grid[3])
+            angles = torch.cat([angles, angles], dim=-1)
+            return angles.cos().to(dtype), angles.sin().to(dtype)
+        return _tables(*self.grid, dtype)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """x: (b heads n hd) -> same, rotated, in x's dtype (under autocast q/k are bf16 while the
         residual stream is fp32; mixing them would silently run attention in fp32)."""
         if self.cos.dtype != x.dtype:
-            self.cos, self.sin = self.cos.to(x.dtype), self.sin.to(x.dtype)
+            self.cos, self.sin = self._tables(x.dtype)
         half = x.shape[-1] // 2
         rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
         return x * self.cos + rotated * self.sin

@@ -14,9 +14,19 @@ from einops import rearrange
 from torch import nn
 
 from .config import VQGANConfig
+from .cpu_memory import reuse_freed_memory
 from .errors import InputError
 from .quantize import Quantized, ScalarQuantizer, VectorQuantizer
 from .token_version import ENCODING_PARTS, compute_token_version
+
+
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """(b c h w) stored channels-last: the layout oneDNN's convolutions run natively in (NCHW
+    input is reordered around every conv) and in which ChannelNorm's (b h w c) view is free.
+    The f = 32 megapixel decode in bf16 on 2 threads took 14.4 s NCHW and 4.2 s channels-last
+    (then 2.3 s with cpu_memory.reuse_freed_memory).
+    Inference models are converted once when loaded (models.load_model)."""
+    return x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x  # others: refused later
 
 
 class ChannelNorm(nn.Module):
@@ -274,14 +284,16 @@ class VQGAN(nn.Module):
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """images (b c H W) in [-1, 1] -> tokens (b H/f W/f) int64."""
-        return self.quantize.nearest(self.encode_latents(images))
+        with reuse_freed_memory():
+            return self.quantize.nearest(self.encode_latents(channels_last(images)))
 
     def decode_latents(self, z_q: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.post_quant_conv(z_q))
 
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens (b h w) -> images (b c hf wf), clamped to [-1, 1], float32."""
-        return self.decode_latents(self.lookup_tokens(tokens)).float().clamp(-1, 1)
+        with reuse_freed_memory():
+            return self.decode_latents(channels_last(self.lookup_tokens(tokens))).float().clamp(-1, 1)
 
     def lookup_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens (b h w) -> their code vectors (b c h w) in the model's dtype, after checking them."""

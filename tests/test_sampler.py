@@ -298,3 +298,62 @@ def test_denoise_step_takes_one_label_for_the_whole_batch():
     assert calls[-1][1].tolist() == [0, 0]
     with pytest.raises(InputError, match="3 class labels for a batch of 2"):
         denoise_step(_conditional_fn(calls), z, labels=torch.tensor([0, 1, 2]))
+
+
+def _tiny_prior(num_classes=3):
+    from sundae_core.config import HourglassConfig
+    from sundae_core.hourglass import HourglassTransformer
+
+    torch.manual_seed(0)
+    config = HourglassConfig(vocab_size=V, dim=32, heads=2, depth=(1, (1, 1, 1), 1), shorten=4,
+                             num_classes=num_classes)
+    return HourglassTransformer(config).eval()
+
+
+@pytest.mark.parametrize("selection", ["random", "confidence"])
+@pytest.mark.parametrize("guided", [False, True])
+def test_logits_at_the_updated_positions_only_give_the_same_samples_as_full_logits(selection, guided):
+    # PriorLogits.at runs the vocabulary head only where a step draws; a plain callable gets the
+    # full (b h w v) logits and the sampler picks the same rows. Same generator, same tokens.
+    model = _tiny_prior()
+    fast = sampler.model_logits_fn(model)
+    plain = lambda tokens, labels: model(tokens, labels)
+    assert hasattr(fast, "at") and not hasattr(plain, "at")
+    z = random_tokens(3, 8, 8, V, generator=_gen(1))
+    repaint = torch.zeros(8, 8, dtype=torch.bool)
+    repaint[2:6, 1:5] = True
+    kwargs = dict(labels=torch.tensor([0, 1, 2]), null_label=3) if guided else {}
+    settings = SamplerSettings(steps=6, guidance=2.0 if guided else 0.0, selection=selection, min_steps=6)
+    with torch.inference_mode():
+        for mask in (None, repaint):
+            a = sample(fast, z, settings, generator=_gen(2), repaint=mask, **kwargs)
+            b = sample(plain, z, settings, generator=_gen(2), repaint=mask, **kwargs)
+            assert torch.equal(a.tokens, b.tokens)
+            assert not torch.equal(a.tokens, z)
+
+
+def test_prior_logits_at_equals_the_full_logits_rows():
+    model = _tiny_prior()
+    fn = sampler.model_logits_fn(model)
+    tokens, labels = random_tokens(2, 8, 8, V, generator=_gen(3)), torch.tensor([1, 3])
+    positions = torch.tensor([0, 5, 63, 64, 127])
+    with torch.inference_mode():
+        full = fn(tokens, labels).reshape(-1, V)
+        torch.testing.assert_close(fn.at(tokens, labels, positions), full[positions])
+        with pytest.raises(InputError, match="token ids"):
+            fn.at(torch.full((1, 8, 8), 99), None, positions[:1])
+
+
+def test_rotary_tables_first_built_while_sampling_still_train():
+    # The tables are cached per grid; one made under inference_mode must not poison a later
+    # training step ("inference tensors cannot be saved for backward").
+    from sundae_core.rotary import _tables
+
+    _tables.cache_clear()
+    model = _tiny_prior()
+    tokens = random_tokens(2, 8, 8, V, generator=_gen(4))
+    with torch.inference_mode():
+        model(tokens)
+    model.train()
+    model(tokens).logsumexp(-1).mean().backward()
+    assert model.embed.weight.grad is not None

@@ -18,6 +18,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from tqdm import tqdm
 
+from ..cpu_memory import reuse_freed_memory
 from ..errors import SundaeError, one_line
 from .context import RunContext, active
 from .formats import Workflow, load_workflow, read_json
@@ -79,8 +80,10 @@ def run_workflow(source: str | Path | Mapping, *, output_dir: str | Path = "outp
 
 def execute(plan: Plan, context: RunContext, progress: bool = True) -> RunResult:
     result = RunResult()
+    # One memory scope for the whole run: an encode and a decode (or several decodes) reuse each
+    # other's freed megapixel buffers instead of faulting in new pages (cpu_memory.py).
     with tqdm(total=len(plan.order), unit="node", disable=not progress, dynamic_ncols=True) as bar, \
-            _StepBar(progress) as steps:
+            _StepBar(progress) as steps, reuse_freed_memory():
         context.on_progress = steps.update
         for node_id in plan.order:
             node = plan.nodes[node_id]
