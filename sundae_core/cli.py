@@ -3,13 +3,16 @@ warnings of the "sundae" logger shown as `warning:` lines."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import platform
 import sys
 from pathlib import Path
 from typing import Any, Callable
 
 from .checkpoint import atomic_write
+from .cpu_memory import reuse_freed_memory
 from .errors import SundaeError, one_line
 
 WARNINGS = logging.getLogger("sundae")
@@ -32,12 +35,14 @@ def show_warnings() -> None:
         WARNINGS.addHandler(_WarningLines())
 
 
-def run_guarded(body: Callable[[], int | None]) -> int:
+def run_guarded(body: Callable[[], int | None], reuse_memory: bool = False) -> int:
     """Run a CLI body; a SundaeError (bad input, bad file) or a failing disk becomes one line on
-    stderr and exit 1."""
+    stderr and exit 1. reuse_memory: the whole body runs in cpu_memory.reuse_freed_memory (CLIs
+    that decode or encode many megapixel images one after another)."""
     show_warnings()
     try:
-        return int(body() or 0)
+        with reuse_freed_memory() if reuse_memory else contextlib.nullcontext():
+            return int(body() or 0)
     except SundaeError as err:
         print(f"error: {one_line(err)}", file=sys.stderr)
         return 1
@@ -67,3 +72,14 @@ def write_json_report(path: str | Path, report: Any) -> Path:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
     print(f"wrote {path}")
     return path
+
+
+def cpu_name() -> str:
+    """The CPU's model name, for every table that reports a time (speeds differ by machine)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -1,11 +1,14 @@
 """Opt-in torch.compile for sampling and decoding: Inductor with the weights frozen into the graph.
 
-Eager bf16 inference on a CPU spends about a third of a prior step outside the matmuls (attention,
-GELU, layer norms, adds); Inductor fuses that work. Measured on this project's CPU (sundae-bench
---compile, ffhq1024, one thread, the other core busy): the prior ran 5 % faster, the f = 32
-decoder slower (12.3 s against 7.8 s), after 109 s of compiling. Compiling happens once per model
-(and once more when the batch size first changes; the batch is then a dynamic dimension), so it is
-opt-in and only worth trying for long jobs: benchmarks, FID runs, big batches.
+Frozen weights let Inductor prepack every linear layer for oneDNN with its bias and GELU fused
+and fuse the norms, adds and rotary work between them. Measured on an Intel Xeon with AMX, 2
+threads, bf16, the FFHQ1024 preset prior (random weights), one denoising step: eager 210 ms,
+compiled 179 ms (1.49x its FLOP floor; outside matmul and attention kernels 18 % of the time,
+eager 22 %). The f = 32 megapixel decoder gains nothing (4.7 s either way: Inductor's fused
+GroupNorm + SiLU is slower than eager's channels-last kernels), so decoding stays eager unless
+asked. Compiling costs tens of seconds at the first call (and again when the batch size first
+changes; the batch is then a dynamic dimension), so it is opt-in (--compile in the CLIs): worth
+it for long jobs (benchmarks, FID runs, big batches), not for one picture.
 """
 
 from __future__ import annotations

@@ -98,7 +98,9 @@ class ScalarQuantizer(nn.Module):
         self.n_embed = math.prod(self.levels)
         self.embed_dim = len(self.levels)
         lv = torch.tensor(self.levels, dtype=torch.float32)
-        basis = torch.cumprod(torch.tensor((1,) + self.levels[:-1]), 0)
+        # mixed-radix place values in Python: torch.cumprod on the meta device (models.skeleton)
+        # runs through torch's reference kernels, whose first use imports the compiler stack (3 s)
+        basis = torch.tensor([math.prod(self.levels[:i]) for i in range(len(self.levels))])
         # Buffers, not parameters, and not saved: they follow from the config alone.
         self.register_buffer("_levels", lv, persistent=False)
         self.register_buffer("_basis", basis, persistent=False)

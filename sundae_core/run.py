@@ -12,7 +12,7 @@ import argparse
 import json
 import sys
 
-from .cli import run_guarded
+from .cli import cpu_name, run_guarded
 from .graph import WorkflowError, default_registry, load_workflow, prepare, run_workflow
 from .graph.context import active
 from .graph.execute import make_context
@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print the workflow converted to ComfyUI's API format (what POST /prompt "
                              "takes) and exit, without validating it")
     parser.add_argument("--no-progress", action="store_true", help="do not show progress bars")
+    parser.add_argument("--timings", action="store_true",
+                        help="print each node's wall time and share of the run (CPU, threads) after it")
     return parser
 
 
@@ -67,7 +69,31 @@ def _run(args: argparse.Namespace) -> int:
         return err.exit_code
     for path in result.files:
         print(path)
+    if args.timings:
+        print(timing_table(result, args.workflow))
     return 0
+
+
+def timing_table(result, workflow: str) -> str:
+    """Markdown: every node that ran, its seconds and share of the run, slowest first."""
+    import torch
+
+    from .graph.formats import read_json
+
+    titles = _node_titles(read_json(workflow))
+    total = sum(result.seconds.values()) or 1.0
+    lines = [f"{workflow} on {cpu_name()}, {torch.get_num_threads()} threads: {total:.2f} s", "",
+             "| node | class | seconds | share |", "|---|---|---|---|"]
+    for node_id, seconds in sorted(result.seconds.items(), key=lambda kv: -kv[1]):
+        lines.append(f"| {node_id} | {titles.get(node_id, '?')} | {seconds:.2f} | {100 * seconds / total:.1f} % |")
+    return "\n".join(lines)
+
+
+def _node_titles(data) -> dict[str, str]:
+    """node id -> class type, from either workflow format."""
+    if isinstance(data, dict) and isinstance(data.get("nodes"), list):  # UI format
+        return {str(n.get("id")): str(n.get("type")) for n in data["nodes"] if isinstance(n, dict)}
+    return {str(k): str(v.get("class_type")) for k, v in data.items() if isinstance(v, dict)}
 
 
 if __name__ == "__main__":

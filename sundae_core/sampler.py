@@ -25,6 +25,7 @@ from typing import Any, Callable, Mapping
 import torch
 from einops import rearrange
 
+from .cpu_memory import reuse_freed_memory
 from .errors import InputError
 from .schedules import schedule_values
 
@@ -229,7 +230,8 @@ def sample_categorical(logits: torch.Tensor, temperature: float,
     """logits (n v) -> indices (n,). temperature <= 0 is argmax."""
     if temperature <= 0:
         return logits.argmax(-1)
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    # one fp32 copy, scaled and normalised in place: (n v) is 4 M values at FFHQ1024's 8192 codes
+    probs = logits.to(torch.float32, copy=True).mul_(1.0 / temperature).softmax(dim=-1)
     cdf = probs.cumsum_(-1)
     u = torch.rand(logits.shape[0], 1, generator=generator, device=logits.device) * cdf[:, -1:]
     return torch.searchsorted(cdf, u).squeeze(1).clamp_(max=logits.shape[-1] - 1)
@@ -368,26 +370,29 @@ def sample(logits_fn: LogitsFn, tokens: torch.Tensor, settings: SamplerSettings 
     active = torch.ones(b, dtype=torch.bool, device=tokens.device)
     steps_used = torch.zeros(b, dtype=torch.long, device=tokens.device)
     history = [tokens.clone()] if history_every else []
-    for step in range(steps):
-        idx = active.nonzero().squeeze(1)
-        # Subsetting every per-sample input to the running samples (the authors' batched
-        # inpainting crashed here once one sample stopped).
-        result = _step(logits_fn, tokens[idx], generator, taus[step], props[step],
-                       None if repaint is None else repaint[idx], None if labels is None else labels[idx],
-                       settings.guidance, null_label, settings.selection)
-        tokens[idx] = result.tokens
-        steps_used[idx] += 1
-        changed = torch.zeros(b, dtype=torch.bool, device=tokens.device)
-        changed[idx] = result.changed
-        if settings.self_stop and step + 1 >= settings.min_steps:
-            active[idx[~result.changed]] = False
-        if history_every and ((step + 1) % history_every == 0 or step + 1 == steps):
-            history.append(tokens.clone())
-        if callback is not None:
-            callback({"step": step + 1, "total": steps, "tokens": tokens, "active": active.clone(),
-                      "changed": changed})
-        if not bool(active.any()):
-            if history_every and (step + 1) % history_every:  # keep the final state too
+    # a batch's activations and logits pass glibc's mmap threshold (32 MB): reuse them across
+    # steps instead of faulting in fresh pages every step (cpu_memory.py)
+    with reuse_freed_memory():
+        for step in range(steps):
+            idx = active.nonzero().squeeze(1)
+            # Subsetting every per-sample input to the running samples (the authors' batched
+            # inpainting crashed here once one sample stopped).
+            result = _step(logits_fn, tokens[idx], generator, taus[step], props[step],
+                           None if repaint is None else repaint[idx], None if labels is None else labels[idx],
+                           settings.guidance, null_label, settings.selection)
+            tokens[idx] = result.tokens
+            steps_used[idx] += 1
+            changed = torch.zeros(b, dtype=torch.bool, device=tokens.device)
+            changed[idx] = result.changed
+            if settings.self_stop and step + 1 >= settings.min_steps:
+                active[idx[~result.changed]] = False
+            if history_every and ((step + 1) % history_every == 0 or step + 1 == steps):
                 history.append(tokens.clone())
-            break
+            if callback is not None:
+                callback({"step": step + 1, "total": steps, "tokens": tokens, "active": active.clone(),
+                          "changed": changed})
+            if not bool(active.any()):
+                if history_every and (step + 1) % history_every:  # keep the final state too
+                    history.append(tokens.clone())
+                break
     return SampleResult(tokens, steps_used, history)

@@ -14,7 +14,7 @@ from sundae_core.presets import PRESETS
 from trainers.benchmark import cli as benchmark
 from trainers.benchmark.bench_ar import ARDecoder, ar_flops, vanilla_config
 from trainers.benchmark.bench_cases import gumbel_max, proposal_samplers
-from trainers.benchmark.bench_timing import repeats_for
+from trainers.benchmark.bench_timing import is_flop_kernel, outside_share, repeats_for
 from trainers.benchmark.bench_vqgan import TINY_VQGAN_RUN
 
 
@@ -62,6 +62,66 @@ def test_quick_run_on_tiny_configs_writes_every_section(tmp_path, capsys):
 def test_bad_arguments_are_one_line_errors(tmp_path, capsys):
     assert benchmark.main(["--presets", "ffhq9000", "--out", str(tmp_path)]) == 1
     assert capsys.readouterr().err.startswith("error: unknown preset ffhq9000")
+
+
+TINY_SAMPLE = ["--quick", "--sections", "sample", "--presets", "tiny", "--sample-preset", "tiny", "--sample-steps", "2"]
+
+
+def test_sample_section_runs_at_each_thread_count_against_per_stage_floors(tmp_path, capsys):
+    threads_before = torch.get_num_threads()
+    assert benchmark.main([*TINY_SAMPLE, "--threads", "1,2", "--out", str(tmp_path)]) == 0
+    assert torch.get_num_threads() == threads_before
+    report = json.loads((tmp_path / "bench.json").read_text())
+    assert report["environment"]["threads"] == [1, 2]
+    rows = report["sample"]
+    assert [(r["threads"], r["mode"], r["steps"]) for r in rows] == [(1, "eager", 2), (2, "eager", 2)]
+    for r in rows:
+        peak = r["peak_flop_per_s"]
+        assert peak > 0
+        assert r["prior_bound_s"] == pytest.approx(r["prior_flops"] / peak)
+        assert r["decode_bound_s"] == pytest.approx(r["decode_flops"] / peak)
+        assert r["bound_s"] == pytest.approx(r["prior_bound_s"] + r["decode_bound_s"])
+        assert r["prior_over_bound"] == pytest.approx(r["prior_s"] / r["prior_bound_s"])
+        assert r["decode_over_bound"] == pytest.approx(r["decode_s"] / r["decode_bound_s"])
+        assert r["over_bound"] == pytest.approx(r["median_s"] / r["bound_s"])
+        assert 0 <= r["prior_outside_share"] <= 1 and 0 <= r["decode_outside_share"] <= 1
+    table = (tmp_path / "bench.md").read_text()
+    header = next(line for line in table.splitlines() if line.startswith("| model | output | mode | threads |"))
+    for column in ("prior x floor", "decode x floor", "total x floor", "prior % outside", "decode % outside",
+                   "first call s (warm-up / compile; not in total)"):
+        assert column in header
+    assert report["environment"]["cpu"] in table.splitlines()[0] and "threads 1, 2" in table.splitlines()[0]
+    assert table in capsys.readouterr().out
+
+
+def test_no_profile_leaves_the_outside_shares_out(tmp_path):
+    assert benchmark.main([*TINY_SAMPLE, "--threads", "1", "--no-profile", "--out", str(tmp_path)]) == 0
+    (row,) = json.loads((tmp_path / "bench.json").read_text())["sample"]
+    assert row["threads"] == 1 and row["over_bound"] > 0
+    assert "prior_outside_share" not in row and "decode_outside_share" not in row
+
+
+@pytest.mark.parametrize("value", ["0", "a", "", "1,0", "1.5"])
+def test_bad_thread_counts_are_one_line_errors_naming_the_flag(tmp_path, capsys, value):
+    assert benchmark.main([*TINY_SAMPLE, f"--threads={value}", "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: --threads takes whole numbers >= 1") and err.count("\n") == 1
+    assert not (tmp_path / "bench.json").exists()
+
+
+def test_outside_share_counts_matmul_convolution_and_attention_kernels_by_self_time():
+    for key in ("aten::addmm", "aten::mm", "aten::bmm", "aten::linear", "aten::mkldnn_convolution",
+                "aten::convolution", "aten::_convolution", "aten::conv2d", "mkldnn::_convolution_pointwise",
+                "mkldnn::_linear_pointwise", "aten::_scaled_dot_product_flash_attention_for_cpu",
+                "aten::convolution_backward"):
+        assert is_flop_kernel(key), key
+    for key in ("aten::gelu", "aten::native_layer_norm", "aten::native_group_norm", "aten::add", "aten::copy_",
+                "aten::_softmax", "aten::index_select", "Torch-Compiled Region: 0/0"):
+        assert not is_flop_kernel(key), key
+    x, w = torch.randn(256, 512), torch.randn(512, 512)
+    assert outside_share(lambda: torch.nn.functional.gelu(x)) == 1
+    # aten::linear's inclusive time holds the whole matmul; counted by self time it adds only itself
+    assert outside_share(lambda: torch.nn.functional.linear(x, w)) < 0.5
 
 
 def test_kv_cached_decoding_equals_the_causal_pass():

@@ -121,6 +121,19 @@ def test_cli_runs_a_ui_workflow_and_embeds_prompt_and_workflow(tmp_path, capsys)
     assert json.loads(picture.text["workflow"])["nodes"][0]["title"] == "Canvas"
 
 
+def test_cli_timings_table_lists_every_node_that_ran_with_its_share(tmp_path, capsys):
+    path = tmp_path / "wf.json"
+    path.write_text(json.dumps(_ui_workflow()))
+    assert main([str(path), "--output-dir", str(tmp_path / "out"), "--no-progress", "--timings"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("| node |"))
+    assert "threads" in lines[header - 2] and str(path) in lines[header - 2]
+    rows = [line.split(" | ") for line in lines[header + 2:] if line.startswith("| ")]
+    assert sorted((r[0].strip("| "), r[1]) for r in rows) == [("1", "EmptyImage"), ("2", "SaveImage")]
+    shares = [float(r[3].rstrip(" %|")) for r in rows]
+    assert abs(sum(shares) - 100) < 0.2
+
+
 def test_cli_exit_codes_and_one_line_per_problem(tmp_path, capsys):
     bad = _ui_workflow()
     bad["nodes"][0]["widgets_values"] = [0, 8, 1, 0]

@@ -11,6 +11,7 @@ NodeExecutionError naming it; the original exception is kept as `__cause__`.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -33,6 +34,7 @@ class RunResult:
     ui: dict[str, dict[str, Any]] = field(default_factory=dict)  # node id -> its "ui" output
     values: dict[str, tuple] = field(default_factory=dict)  # node id -> its outputs
     files: list[Path] = field(default_factory=list)  # images written by SaveImage / PreviewImage
+    seconds: dict[str, float] = field(default_factory=dict)  # node id -> wall time it ran (run order)
 
 
 def prepare(source: str | Path | Mapping, overrides: Sequence[str] = (),
@@ -88,7 +90,9 @@ def execute(plan: Plan, context: RunContext, progress: bool = True) -> RunResult
         for node_id in plan.order:
             node = plan.nodes[node_id]
             bar.set_description(one_line(node.title, 60))  # a title is the workflow's text: no raw escapes
+            began = time.perf_counter()
             outputs, ui = _run_node(node, result.values, context)
+            result.seconds[node_id] = time.perf_counter() - began
             result.values[node_id] = outputs
             if ui:
                 result.ui[node_id] = ui

@@ -19,11 +19,11 @@ from sundae_core.presets import MEGAPIXEL_VQGAN, PRESET_GRIDS, PRESETS
 from sundae_core.sampler import (SamplerSettings, denoise_step, model_logits_fn, random_tokens, sample,
                                  sample_categorical)
 from sundae_core.unroll import unrolled_loss
-from sundae_core.vqgan import VQGAN
 
 from .bench_ar import ARDecoder, ar_flops, decoder_flops
-from .bench_timing import DTYPES, Bench, MemoryProbe, build, repeats_for, sync, time_runs, warm_up
-from .bench_vqgan import TINY_VQGAN
+from .bench_timing import (DTYPES, Bench, MemoryProbe, build, measure_peak, outside_share, repeats_for, sync,
+                           time_runs, warm_up)
+from .bench_vqgan import TINY_VQGAN, build_inference_vqgan
 
 # A model small enough for tests and smoke runs; not a paper configuration.
 TINY = HourglassConfig(vocab_size=64, dim=32, heads=2, depth=(1, 2, 1))
@@ -69,17 +69,24 @@ def bench_step(bench: Bench, label: str, model_name: str, config: HourglassConfi
 
 
 def bench_sample(bench: Bench, model_name: str, config: HourglassConfig, grid: tuple[int, int],
-                 vq: VQGANConfig | None, steps_list: tuple[int, ...], compiled: bool = False) -> list[dict]:
-    """Full samples at batch 1 in bf16: T prior steps + decode, against the FLOP-time bound.
-    compiled: the prior and the decoder run through torch.compile (sundae_core/compiled.py); the
-    compile happens in the warm-up and is reported, not timed."""
+                 vq: VQGANConfig | None, steps_list: tuple[int, ...], peak_flop_per_s: float,
+                 compiled: bool = False, profile: bool = True) -> list[dict]:
+    """Full samples at batch 1 in bf16 at torch's current thread count: T prior steps + decode,
+    each stage and the whole against its FLOP floor at `peak_flop_per_s` (the bf16 matmul peak
+    measured at this thread count). compiled: the prior and the decoder run through torch.compile
+    (sundae_core/compiled.py); the compile happens in the first (warm-up) call and is reported, not
+    timed. profile: after the timed runs, one profiled prior step (`denoise_step`, proportion 0.5,
+    through the same logits function) and one profiled decode give the share of self CPU time
+    outside matmul, convolution and attention kernels (bench_timing.outside_share)."""
     dev = bench.device
     prior_f = flops(config, 1, *grid)
     dec_f = decoder_flops(vq, *grid) if vq is not None else 0
+    floor = lambda f: f / peak_flop_per_s if peak_flop_per_s and f else None
+    over = lambda seconds, bound: seconds / bound if bound else None
     rows = []
     with MemoryProbe(dev) as mem:
         prior = build(lambda: HourglassTransformer(config), dev, torch.bfloat16)
-        vqgan = build(lambda: VQGAN(vq), dev, torch.bfloat16) if vq is not None else None
+        vqgan = build_inference_vqgan(vq, dev) if vq is not None else None
         logits_fn = model_logits_fn(prior, compile=compiled)
         decode = None if vqgan is None else compiled_decode_fn(vqgan) if compiled else vqgan.decode
 
@@ -99,25 +106,58 @@ def bench_sample(bench: Bench, model_name: str, config: HourglassConfig, grid: t
         warm_start = time.perf_counter()
         run(2)  # warm-up: the same path (sampler, both networks) at two steps; compiles if compiled
         warm_s = time.perf_counter() - warm_start
+    threads = torch.get_num_threads()
     for steps in steps_list:
         parts = [run(steps) for _ in range(max(1, bench.long_repeats))]
         totals = [a + b for a, b in parts]
         i = totals.index(statistics.median_low(totals))
+        median = statistics.median(totals)
         total_f = steps * prior_f + dec_f
-        bound = total_f / bench.peak["bf16"] if bench.peak.get("bf16") else None
+        prior_bound, decode_bound, bound = floor(steps * prior_f), floor(dec_f), floor(total_f)
         row = {"case": "sample", "model": model_name, "grid": list(grid), "steps": steps, "batch": 1,
                "dtype": "bf16", "decoder": "pixels" if vq is None else f"f={vq.factor} ch={vq.ch}",
-               "mode": "compiled" if compiled else "eager", "warm_up_s": warm_s,
-               "median_s": statistics.median(totals), "min_s": min(totals), "runs": [round(x, 4) for x in totals],
+               "mode": "compiled" if compiled else "eager", "threads": threads, "peak_flop_per_s": peak_flop_per_s,
+               "warm_up_s": warm_s, "median_s": median, "min_s": min(totals), "runs": [round(x, 4) for x in totals],
                "prior_s": parts[i][0], "decode_s": parts[i][1], "flops": total_f, "prior_flops": steps * prior_f,
-               "decode_flops": dec_f, "flop_per_s": total_f / statistics.median(totals),
-               "frac_bf16_peak": bench.fraction(total_f / statistics.median(totals)),
-               "bound_s": bound, "over_bound": statistics.median(totals) / bound if bound else None,
-               "peak_mem_mb": mem.mb}
+               "decode_flops": dec_f, "flop_per_s": total_f / median,
+               "frac_bf16_peak": round(total_f / median / peak_flop_per_s, 4) if peak_flop_per_s else None,
+               "bound_s": bound, "prior_bound_s": prior_bound, "decode_bound_s": decode_bound,
+               "over_bound": over(median, bound), "prior_over_bound": over(parts[i][0], prior_bound),
+               "decode_over_bound": over(parts[i][1], decode_bound), "peak_mem_mb": mem.mb}
         rows.append(row)
-        bench.log(f"sample {model_name} {row['mode']} T={steps}: {row['median_s']:.2f} s (prior {row['prior_s']:.2f} s, "
-                  f"decode {row['decode_s']:.2f} s), {row['over_bound'] or 0:.2f}x the FLOP bound")
+        bench.log(f"sample {model_name} {row['mode']} {threads} threads T={steps}: {median:.2f} s "
+                  f"(prior {row['prior_s']:.2f} s, decode {row['decode_s']:.2f} s), "
+                  f"{row['over_bound'] or 0:.2f}x the FLOP floor")
+    if profile and dev.type == "cpu":
+        g = torch.Generator(dev).manual_seed(0)
+        with torch.inference_mode():  # as in run(): a compiled graph would recompile for other tokens
+            z = random_tokens(1, *grid, config.vocab_size, generator=g, device=dev)
+            shares = {"prior_outside_share": outside_share(
+                lambda: denoise_step(logits_fn, z, generator=g, temperature=1.0, proportion=0.5))}
+            if decode is not None:
+                shares["decode_outside_share"] = outside_share(lambda: decode(z))
+        for row in rows:
+            row.update(shares)
+        bench.log(f"sample {model_name} {rows[0]['mode']} {threads} threads, self time outside mm/conv/attn: "
+                  + ", ".join(f"{k.split('_')[0]} {100 * v:.0f} %" for k, v in shares.items()))
     del prior, vqgan
+    return rows
+
+
+def sample_section(bench: Bench, model_name: str, config: HourglassConfig, grid: tuple[int, int],
+                   vq: VQGANConfig | None, steps_list: tuple[int, ...], threads: tuple[int, ...],
+                   peak_sizes: tuple[int, ...], compiled: bool = False, profile: bool = True) -> list[dict]:
+    """bench_sample at each thread count (eager, then compiled if asked), each case right after a
+    bf16 matmul peak measured at that thread count (bench_timing.measure_peak over peak_sizes)."""
+    rows = []
+    for t in threads:
+        torch.set_num_threads(t)
+        for mode_compiled in (False, True) if compiled else (False,):
+            peak = measure_peak(bench, peak_sizes, ("bf16",))[0]["bf16"]
+            rows += bench_sample(bench, model_name, config, grid, vq, steps_list, peak, compiled=mode_compiled,
+                                 profile=profile)
+    for r in rows:
+        r["output"] = f"{grid[0] * vq.factor}x{grid[1] * vq.factor}" if vq is not None else f"{grid[0]}x{grid[1]}"
     return rows
 
 

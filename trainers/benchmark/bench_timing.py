@@ -8,6 +8,10 @@ code path as the timed runs) executes; the poller is stopped before the timed ru
 slow them. Freed memory is returned to the OS (malloc_trim) between cases; allocator caching can
 still hide a little reuse, so read the numbers as +-5 %. On CUDA the peak is
 torch.cuda.max_memory_allocated.
+
+Where the time goes: `outside_share` profiles one call and returns the share of its self CPU time
+spent outside the kernels that do a model's FLOPs (matmuls, convolutions, attention), i.e. the
+norms, activations, adds, copies and the sampler: the work compiling can fuse.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -147,21 +152,67 @@ class Bench:
         return round(flop_per_s / peak, 4) if peak else None
 
 
-def measure_peak(bench: Bench, sizes: tuple[int, ...]) -> list[dict]:
-    rows = []
-    for name, dtype in DTYPES.items():
-        best = 0.0
+def matmul_timing(n: int, dtype: torch.dtype, device: torch.device, runs: int) -> Timing:
+    """`runs` synchronised n x n x n matmuls (2 n^3 FLOPs each) into a preallocated output after
+    one warm-up: the peak every utilisation figure is taken against."""
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    c = torch.empty(n, n, device=device, dtype=dtype)
+    fn = lambda: torch.mm(a, b, out=c)
+    fn()
+    return time_runs(fn, device, runs)
+
+
+def measure_peak(bench: Bench, sizes: tuple[int, ...], dtypes: tuple[str, ...] = tuple(DTYPES)
+                 ) -> tuple[dict[str, float], list[dict]]:
+    """The matmul peak at torch's current thread count: per dtype name, the best over `sizes` of
+    the median FLOP/s of bench.repeats runs; and one row per dtype and size. Sets nothing: the
+    caller decides which figures a Bench divides by."""
+    peaks, rows = {}, []
+    for name in dtypes:
         for n in sizes:
-            a = torch.randn(n, n, device=bench.device).to(dtype)
-            b = torch.randn(n, n, device=bench.device).to(dtype)
-            c = torch.empty(n, n, device=bench.device, dtype=dtype)
-            fn = lambda: torch.mm(a, b, out=c)
-            fn()
-            t = time_runs(fn, bench.device, bench.repeats)
+            t = matmul_timing(n, DTYPES[name], bench.device, bench.repeats)
             rate = 2 * n ** 3 / t.median_s
-            rows.append({"dtype": name, "n": n, "median_s": t.median_s, "min_s": t.min_s, "runs": t.runs,
-                         "flop_per_s": rate})
-            best = max(best, rate)
-        bench.peak[name] = best
-        bench.log(f"peak {name}: {best / 1e9:.0f} GFLOP/s")
-    return rows
+            rows.append({"dtype": name, "n": n, "threads": torch.get_num_threads(), "median_s": t.median_s,
+                         "min_s": t.min_s, "runs": t.runs, "flop_per_s": rate})
+            peaks[name] = max(peaks.get(name, 0.0), rate)
+        bench.log(f"peak {name} at {torch.get_num_threads()} threads: {peaks[name] / 1e9:.0f} GFLOP/s")
+    return peaks, rows
+
+
+def matmul_peak(threads: int, n: int = 4096, runs: int = 12) -> float:
+    """Best bf16 FLOP/s of an n x n x n matmul on the CPU over `runs` runs at `threads` threads
+    (sets torch's thread count); sundae-bench-train's peak."""
+    torch.set_num_threads(threads)
+    return 2 * n ** 3 / matmul_timing(n, torch.bfloat16, torch.device("cpu"), runs).min_s
+
+
+# Kernels that do a model's FLOPs, by name without the namespace ("aten::", "mkldnn::", "mkl::"),
+# matched as prefixes so their backward kernels count too: matmuls (and linear layers, eager and
+# the oneDNN-prepacked ones of a frozen compiled graph), convolutions, fused attention. Parents
+# such as linear / conv2d / matmul are listed too: with self time they add only their own
+# overhead, never their children's. Everything else (norms, activations, adds, copies, indexing,
+# the sampler, the fused kernels of a compiled graph, an optimiser) is "outside".
+FLOP_KERNELS = ("mm", "addmm", "_addmm_activation", "bmm", "baddbmm", "matmul", "linear", "_linear_pointwise",
+                "_mkl_linear", "mkldnn_linear", "qlinear", "conv1d", "conv2d", "conv3d", "conv_", "convolution",
+                "_convolution", "mkldnn_convolution", "_conv_depthwise", "slow_conv", "qconv",
+                "scaled_dot_product", "_scaled_dot_product")
+
+
+def is_flop_kernel(key: str) -> bool:
+    """Whether a profiler key ("aten::addmm", "mkldnn::_linear_pointwise") names a FLOP kernel."""
+    return key.rsplit("::", 1)[-1].startswith(FLOP_KERNELS)
+
+
+def outside_share(fn: Callable[[], object]) -> float:
+    """Share in [0, 1] of one call's profiled self CPU time spent outside FLOP_KERNELS. Self time
+    (not inclusive time): a parent such as aten::linear must not count its addmm again. fn runs
+    once unprofiled first, so a first-call cost (a compile, a recompile for new inputs, allocator
+    growth) never lands in the profile."""
+    fn()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    inside = sum(e.self_cpu_time_total for e in events if is_flop_kernel(e.key))
+    return min(1.0, max(0.0, 1 - inside / total)) if total > 0 else 0.0

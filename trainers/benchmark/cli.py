@@ -1,14 +1,27 @@
 """`sundae-bench`: speed of the SUNDAE prior against its baselines, measured in one run.
 
-One command, one process, random weights (speed does not depend on training). Sections:
+One command, one process, random weights (speed does not depend on training). --threads takes
+a comma list of torch CPU thread counts (default: torch's own, normally the machine's core count):
+the sample section runs once at each, every other section at the first. Sections:
 1. peak: the machine's matmul throughput in bf16 and fp32 (large square matmuls, measured in this
-   run, so every utilisation figure is relative to what this machine did today);
+   run at the first thread count, so every utilisation figure is relative to what this machine did
+   today);
 2. step: one denoising step (network forward + the sampler) of each preset prior and of a
    vanilla transformer of the same total depth at full resolution, batch 1 and 8, bf16 and fp32;
    plus the sampler's own share (the step on cached logits);
-3. sample: a full sample at batch 1 in bf16: the prior for T steps (no self-stopping, so T is
-   exact) and the VQ-GAN decode (the paper's f = 32 megapixel decoder for FFHQ1024), against the
-   time its FLOPs would take at the measured bf16 peak;
+3. sample: a full sample at batch 1 in bf16 at each thread count (row field `threads`): the prior
+   for T steps (no self-stopping, so T is exact) and the VQ-GAN decode (the paper's f = 32
+   megapixel decoder for FFHQ1024), each stage against its FLOP floor at the bf16 matmul peak
+   measured at that thread count just before the case (`peak_flop_per_s`): `prior_bound_s` = T x
+   the prior forward's FLOPs / peak (`hourglass.flops`, the head at every position),
+   `decode_bound_s` = the decoder's FLOPs / peak, `bound_s` their sum; `prior_over_bound`,
+   `decode_over_bound` and `over_bound` (the whole sample) = measured / floor, the stages from the
+   median run (`prior_s`, `decode_s`). Unless --no-profile, one profiled prior step (`denoise_step`
+   through the sample's own logits function, proportion 0.5) and one profiled decode give
+   `prior_outside_share` and `decode_outside_share`: the share of self CPU time outside matmul,
+   convolution and attention kernels (bench_timing.FLOP_KERNELS; CPU only), the work compiling can
+   fuse. --compile adds a compiled case per thread count (mode compiled); `warm_up_s` is the first
+   call (2 steps and a decode; compiling, when compiled), never part of the timed figures;
 4. ar: the reference approach, an autoregressive decoder-only transformer of the same width,
    heads and total depth generating the same token grid one token at a time with a KV cache,
    batch 1 and 8, bf16; SUNDAE / AR = SUNDAE sampling time at T / AR generation time;
@@ -38,9 +51,9 @@ On CUDA the peak is torch.cuda.max_memory_allocated. The process-wide high-water
 
 Outputs in --out: bench.json (every run) and bench.md (the tables; also printed).
 
-Modules: this CLI; bench_timing (timing and memory harness, matmul peak); bench_ar (the vanilla
-and autoregressive baselines, FLOP formulas); bench_cases (the prior and sampler cases);
-bench_vqgan (the VQ-GAN cases); bench_report (ratios, tables, targets).
+Modules: this CLI; bench_timing (timing and memory harness, matmul peak, profile share);
+bench_ar (the vanilla and autoregressive baselines, FLOP formulas); bench_cases (the prior and
+sampler cases); bench_vqgan (the VQ-GAN cases); bench_report (ratios, tables, targets).
 """
 
 from __future__ import annotations
@@ -55,12 +68,12 @@ from pathlib import Path
 import torch
 
 from sundae_core.checkpoint import atomic_write
-from sundae_core.cli import run_guarded, write_json_report
+from sundae_core.cli import cpu_name, run_guarded, write_json_report
 from sundae_core.errors import InputError
 
 from .bench_ar import vanilla_config
-from .bench_cases import (DECODERS, GRIDS, MODELS, bench_ar_generation, bench_sample, bench_sampler, bench_step,
-                          bench_train)
+from .bench_cases import (DECODERS, GRIDS, MODELS, bench_ar_generation, bench_sampler, bench_step, bench_train,
+                          sample_section)
 from .bench_report import markdown, ratios, targets
 from .bench_timing import DTYPES, Bench, max_rss_bytes, measure_peak
 from .bench_vqgan import VQGAN_CODECS, codec_models, vqgan_run_config, vqgan_section
@@ -76,13 +89,15 @@ def _names(text: str, what: str) -> list[str]:
     return names
 
 
-def _ints(text: str, what: str) -> tuple[int, ...]:
+def positive_ints(text: str, flag: str) -> tuple[int, ...]:
+    """'1,2' -> (1, 2): the parse rule of every comma-list count flag (--threads, --batches, ...) of
+    sundae-bench and sundae-bench-train; anything else is an InputError naming the flag."""
     try:
         values = tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
-        raise InputError(f"{what} must be whole numbers separated by commas, got {text!r}") from None
+        values = ()
     if not values or min(values) < 1:
-        raise InputError(f"{what} must be >= 1, got {text!r}")
+        raise InputError(f"{flag} takes whole numbers >= 1 separated by commas (e.g. 1,2), got {text!r}")
     return values
 
 
@@ -114,7 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-vanilla", action="store_true", help="skip the vanilla full-resolution baseline")
     p.add_argument("--compile", action="store_true",
                    help="also time the full sample with torch.compile'd prior and decoder (needs a C++ "
-                        "compiler; compiling takes minutes and is reported as warm-up, not timed)")
+                        "compiler; compiling takes minutes and is reported as the first call, not timed)")
+    p.add_argument("--no-profile", action="store_true",
+                   help="skip the sample section's profiled prior step and decode (the shares of time "
+                        "outside matmul, convolution and attention kernels)")
     p.add_argument("--vqgan-config", default="configs/vqgan_emoji_f32.yaml",
                    help="VQ-GAN run config YAML (as sundae-train-vqgan --config takes) whose model, batch size, "
                         "crop, LPIPS net and discriminator the vqgan section trains; 'tiny' for a smoke-test model")
@@ -125,20 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampler-preset", default="ffhq1024",
                    help="preset whose (tokens x vocabulary) logits the sampler section draws from "
                         "(ffhq1024: 1024 x 8192)")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads",
+                   help="torch CPU thread counts, comma-separated (e.g. 1,2): the sample section runs once "
+                        "at each, the other sections at the first (default: torch's choice, normally the "
+                        "machine's core count)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--out", default="runs/bench", help="folder for bench.json and bench.md")
     return p
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,8 +157,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         start_wall = time.perf_counter()
-        if args.threads:
-            torch.set_num_threads(args.threads)
+        threads = positive_ints(args.threads, "--threads") if args.threads is not None else (torch.get_num_threads(),)
+        torch.set_num_threads(threads[0])
         device = torch.device(args.device)
         if device.type == "cuda" and not torch.cuda.is_available():
             raise InputError("--device cuda but no CUDA device is available")
@@ -160,8 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
         if not dtypes or any(d not in DTYPES for d in dtypes):
             raise InputError(f"--dtypes must name some of {', '.join(DTYPES)}, got {args.dtypes!r}")
-        batches = _ints(args.batches, "--batches")
-        sample_steps = _ints(args.sample_steps or ("20,10" if quick else "100,50"), "--sample-steps")
+        batches = positive_ints(args.batches, "--batches")
+        sample_steps = positive_ints(args.sample_steps or ("20,10" if quick else "100,50"), "--sample-steps")
         sample_preset = None if args.sample_preset == "none" else _names(args.sample_preset, "sample preset")[0]
         if sample_preset is not None and sample_preset not in DECODERS and sample_preset not in ("mnist", "fashionmnist"):
             raise InputError(f"no decoder is defined for {sample_preset}")
@@ -177,8 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         codec_cases = codec_models(vqgan_name, vqgan_run, codecs, args.vqgan_image) if vqgan_run else []
         bench = Bench(device=device, repeats=args.repeats or (3 if quick else 5),
                       long_repeats=args.long_repeats or (1 if quick else 3), budget_s=args.case_budget)
-        report = {"environment": {"device": str(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
-                                  "python": platform.python_version(), "cpu": cpu_name(),
+        report = {"environment": {"device": str(device), "threads": list(threads), "cores": os.cpu_count(),
+                                  "torch": torch.__version__, "python": platform.python_version(), "cpu": cpu_name(),
                                   "command": "sundae-bench " + " ".join(sys.argv[1:] if argv is None else argv),
                                   "load_before": [round(x, 2) for x in os.getloadavg()]},
                   "settings": {"quick": quick, "presets": presets, "sections": sorted(sections), "dtypes": dtypes,
@@ -186,10 +197,12 @@ def main(argv: list[str] | None = None) -> int:
                                "sample_preset": sample_preset, "repeats": bench.repeats,
                                "long_repeats": bench.long_repeats, "unroll": args.unroll,
                                "vqgan_config": args.vqgan_config, "vqgan_models": codecs,
-                               "vqgan_image": args.vqgan_image, "sampler_preset": sampler_preset},
+                               "vqgan_image": args.vqgan_image, "sampler_preset": sampler_preset,
+                               "compile": args.compile, "profile": not args.no_profile},
                   "step": [], "sample": [], "ar": [], "train": [], "vqgan_train": [], "vqgan_codec": [],
                   "sampler": []}
-        report["peak"] = measure_peak(bench, (1024, 2048) if quick else (2048, 4096))
+        peak_sizes = (1024, 2048) if quick else (2048, 4096)
+        bench.peak, report["peak"] = measure_peak(bench, peak_sizes)
         report["peak_flop_per_s"] = dict(bench.peak)
         if "step" in sections:
             for name in presets:
@@ -200,16 +213,10 @@ def main(argv: list[str] | None = None) -> int:
                         if not args.no_vanilla:
                             report["step"].append(bench_step(bench, "vanilla", name, vanilla_config(c), grid, dtype, b))
         if "sample" in sections and sample_preset is not None:
-            c, grid = MODELS[sample_preset], GRIDS[sample_preset]
-            rows = bench_sample(bench, sample_preset, c, grid, DECODERS.get(sample_preset), sample_steps)
-            if args.compile:
-                rows += bench_sample(bench, sample_preset, c, grid, DECODERS.get(sample_preset), sample_steps,
-                                     compiled=True)
-            vq = DECODERS.get(sample_preset)
-            for r in rows:
-                r["output"] = (f"{grid[0] * vq.factor}x{grid[1] * vq.factor}" if vq is not None
-                               else f"{grid[0]}x{grid[1]}")
-            report["sample"] = rows
+            report["sample"] = sample_section(bench, sample_preset, MODELS[sample_preset], GRIDS[sample_preset],
+                                              DECODERS.get(sample_preset), sample_steps, threads, peak_sizes,
+                                              compiled=args.compile, profile=not args.no_profile)
+            torch.set_num_threads(threads[0])  # the later sections run at the first count
         if "ar" in sections:
             for name in presets:
                 for b in batches:
@@ -238,7 +245,11 @@ def main(argv: list[str] | None = None) -> int:
         write_json_report(out / "bench.json", report)
         return 0
 
-    return run_guarded(body)
+    threads_before = torch.get_num_threads()
+    try:
+        return run_guarded(body)
+    finally:
+        torch.set_num_threads(threads_before)  # a caller in the same process (a test) keeps its own
 
 
 if __name__ == "__main__":

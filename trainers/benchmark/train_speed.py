@@ -9,8 +9,8 @@ config's model (default configs/prior_emoji.yaml, the shipped prior), with rando
 - MFU = FLOPs of one step (counted by torch's FlopCounterMode on the eager step: forward and
   backward, attention included) / step time / the bf16 matmul peak measured in this run at the
   same thread count;
-- the share of a step's time outside matmul and attention kernels (torch profiler, self time):
-  the work compiling fuses.
+- the share of a step's time outside matmul, convolution and attention kernels (torch profiler,
+  self time; `bench_timing.outside_share`): the work compiling fuses.
 The CPU model, torch version, thread counts and the load before and after go in the report.
 Outputs in --out: train_speed.json and train_speed.md (the table; also printed).
 """
@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 
 import torch
-from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
 from sundae_core.checkpoint import atomic_write
@@ -39,27 +38,8 @@ from sundae_core.sampler import random_tokens
 from ..training import distributed as dist
 from ..training.prior_step import make_optimizer, make_step_loss, train_step
 from ..training.train_prior import PriorRunConfig
-from .cli import cpu_name
-
-# Kernels that do the model's FLOPs; everything else (norms, activations, adds, copies, the
-# fused kernels of a compiled graph, the optimiser) counts as "outside" in the profile.
-MATMUL_KERNELS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear", "aten::baddbmm",
-                  "aten::_scaled_dot_product", "aten::scaled_dot_product", "mkldnn", "onednn")
-
-
-def matmul_peak(threads: int, n: int = 4096, runs: int = 12) -> float:
-    """Best bf16 FLOP/s of an n x n x n matmul over `runs` runs at `threads` threads."""
-    torch.set_num_threads(threads)
-    a, b = torch.randn(n, n).bfloat16(), torch.randn(n, n).bfloat16()
-    out = torch.empty(n, n, dtype=torch.bfloat16)
-    torch.mm(a, b, out=out)
-    best = float("inf")
-    for _ in range(runs):
-        start = time.perf_counter()
-        torch.mm(a, b, out=out)
-        best = min(best, time.perf_counter() - start)
-    return 2 * n ** 3 / best
-
+from .bench_timing import matmul_peak, outside_share
+from .cli import cpu_name, positive_ints
 
 class Case:
     """One model, optimiser and batch, stepping exactly as the trainer does."""
@@ -85,16 +65,6 @@ def count_flops(case: Case) -> int:
     with FlopCounterMode(display=False) as counter:
         case.step()
     return counter.get_total_flops()
-
-
-def outside_share(case: Case) -> float:
-    """Share of one step's profiled self time spent outside matmul / attention kernels."""
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        case.step()
-    events = prof.key_averages()
-    total = sum(e.self_cpu_time_total for e in events)
-    inside = sum(e.self_cpu_time_total for e in events if e.key.startswith(MATMUL_KERNELS))
-    return 1 - inside / total if total else 0.0
 
 
 def time_case(case: Case, repeats: int) -> tuple[float, float]:
@@ -123,7 +93,7 @@ def run_case(config: PriorRunConfig, compile: bool, threads: int, repeats: int, 
            "images_per_s": round(config.train.batch_size / median, 2), "flops_per_step": flops,
            "peak_flop_per_s": round(peak), "mfu": round(flops / median / peak, 4)}
     if profile_share:
-        row["outside_matmul_share"] = round(outside_share(case), 3)
+        row["outside_matmul_share"] = round(outside_share(case.step), 3)
     return row
 
 
@@ -200,9 +170,9 @@ def main(argv: list[str] | None = None) -> int:
         modes = [m.strip() for m in args.modes.split(",") if m.strip()]
         if not modes or set(modes) - {"eager", "compiled"}:
             raise InputError(f"--modes takes eager and/or compiled, got {args.modes!r}")
-        threads = [int(t) for t in args.threads.split(",") if t.strip()]
-        if not threads or min(threads) < 1 or args.repeats < 1 or args.ranks < 0:
-            raise InputError("--threads needs counts >= 1, --repeats >= 1 and --ranks >= 0")
+        threads = positive_ints(args.threads, "--threads")
+        if args.repeats < 1 or args.ranks < 0:
+            raise InputError(f"--repeats must be >= 1 and --ranks >= 0, got {args.repeats} and {args.ranks}")
         tc = config.train
         report = {"config": args.config, "batch": tc.batch_size, "unroll": tc.unroll_steps,
                   "block_corruption": tc.block_corruption,

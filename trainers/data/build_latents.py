@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
             raise InputError("give --vqgan and --images (or --mnist)")
         return encode_folder(args)
 
-    return run_guarded(body)
+    return run_guarded(body, reuse_memory=True)
 
 
 if __name__ == "__main__":

@@ -534,7 +534,7 @@ def main(argv: list[str] | None = None, extractor: FeatureExtractor | None = Non
         write_json_report(out / REPORT, report)
         return 0
 
-    return run_guarded(body)
+    return run_guarded(body, reuse_memory=True)
 
 
 def summary(report: dict) -> str:

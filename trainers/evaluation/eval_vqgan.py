@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None, lpips=None) -> int:
         write_json_report(out / REPORT, report)
         return 0
 
-    return run_guarded(body)
+    return run_guarded(body, reuse_memory=True)
 
 
 def summary(report: dict) -> str:

@@ -436,7 +436,7 @@ def main(argv: list[str] | None = None, extractor: FeatureExtractor | None = Non
         write_json_report(out / "eval.json", report)
         return 0
 
-    return run_guarded(body)
+    return run_guarded(body, reuse_memory=True)
 
 
 def _canvas(vqgan, resolution, grid, image_files: list[Path], fallback: int) -> int:

@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         write_json_report(out / "timings.json", report)
         return 0
 
-    return run_guarded(body)
+    return run_guarded(body, reuse_memory=True)
 
 
 if __name__ == "__main__":
