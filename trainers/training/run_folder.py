@@ -14,9 +14,9 @@ import argparse
 import json
 import os
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any, Callable, Iterator
 
 import yaml
 
@@ -238,12 +238,24 @@ def trainer_main(argv: list[str] | None, description: str, config_cls, train, do
         run_dir = Path(args.run_dir)
         config = resolve_config(config_cls, args.config, run_dir, args.set)
         dist.setup()  # train() sets up again, a no-op: the lock needs to know the main process
-        check_run_folder(run_dir)
-        dist.barrier()  # every rank checked the folder before the main process writes to it
-        with run_folder_lock(run_dir):
+        main = dist.is_main()  # asked now: train() ends the process group, then every rank is "main"
+        # every rank checked the folder before the main process writes to it; under torchrun a
+        # refusal on any rank (the lock: rank 0's alone) stops them all, none waits for the rest
+        dist.start_together(_refusal(lambda: check_run_folder(run_dir)))
+        with ExitStack() as held:
+            dist.start_together(_refusal(lambda: held.enter_context(run_folder_lock(run_dir))))
             path = train(config, run_dir, progress=not args.no_progress)
-        if dist.is_main():
+        if main:
             print(f"{done} {path}")
         return 0
 
     return run_guarded(body)
+
+
+def _refusal(start: Callable[[], Any]) -> Exception | None:
+    """What `start()` raised, or None: dist.start_together passes it on to every rank."""
+    try:
+        start()
+    except Exception as err:  # anything: a rank that stops alone leaves the others waiting
+        return err
+    return None

@@ -203,8 +203,10 @@ def train(config: VQGANRunConfig, run_dir: Path, progress: bool = True) -> Path:
             if world > 1:  # restart from rank 0's latents so codebooks stay identical
                 torch.distributed.broadcast(z_all, 0)
             if bool(z_all.isfinite().all()):  # the latents of a skipped NaN step must not become codes
-                restarted = model.quantize.restart_dead_codes(z_all, counts, code_gen)
-                log.write(step + 1, restarted_codes=restarted, window_usage=(counts > 0).float().mean().item())
+                restarted = model.quantize.restart_dead_codes(z_all, counts, code_gen)  # on every rank
+                if dist.is_main():
+                    log.write(step + 1, restarted_codes=restarted,
+                              window_usage=(counts > 0).float().mean().item())
             counts.zero_()
         if dist.is_main() and (step + 1) % tc.log_every == 0:
             bar.set_postfix(l1=f"{s.l1.item():.3f}", lp=f"{s.perceptual.item():.3f}", use=f"{q.usage.item():.2f}")
