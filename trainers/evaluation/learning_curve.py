@@ -5,7 +5,10 @@
 Panels against training steps: training loss (the logged rows, averaged over each validation
 interval), held-out unrolled loss, held-out block loss (every sample a filled hole) and first-step
 training accuracy. The Markdown table printed beside it adds the wall-clock minutes of the run
-(the log's `time`, which restarts at 0 when a run resumes, so minutes are summed per stretch).
+(the log's `time`, which restarts at 0 when a run resumes, so minutes are summed per stretch) and
+the step minutes: each logged step's time times the steps since the previous row, i.e. the time
+spent in training steps only, without validations, sample grids, compiles, and pauses (a run
+stopped with `kill -STOP` while a timing ran) that wall-clock minutes include.
 """
 
 from __future__ import annotations
@@ -40,7 +43,11 @@ def curve(rows: list[dict]) -> list[dict]:
     """One point per validation: step, minutes so far, mean training loss / accuracy since the
     previous validation, held-out loss and block loss."""
     points, minutes, last_time, window = [], 0.0, 0.0, []
+    step_minutes, last_step = 0.0, 0
     for row in rows:
+        if "step_seconds" in row:
+            step_minutes += max(0, row["step"] - last_step) * float(row["step_seconds"]) / 60
+            last_step = row["step"]
         time = float(row.get("time", 0.0))
         if time < last_time:  # a resumed run's clock starts again at 0
             last_time = 0.0
@@ -50,7 +57,8 @@ def curve(rows: list[dict]) -> list[dict]:
             window.append(row)
         if "val_loss" in row:
             mean = lambda key: sum(r[key] for r in window) / len(window) if window else float("nan")
-            points.append({"step": row["step"], "minutes": round(minutes, 1), "train_loss": round(mean("loss"), 4),
+            points.append({"step": row["step"], "minutes": round(minutes, 1),
+                           "step_minutes": round(step_minutes, 1), "train_loss": round(mean("loss"), 4),
                            "train_accuracy": round(mean("accuracy"), 4), "val_loss": round(row["val_loss"], 4),
                            "val_block_loss": round(row.get("val_block_loss", float("nan")), 4)})
             window = []
@@ -58,9 +66,9 @@ def curve(rows: list[dict]) -> list[dict]:
 
 
 def markdown(points: list[dict]) -> str:
-    lines = ["| step | minutes | training loss | training accuracy | held-out loss | held-out block loss |",
-             "|---|---|---|---|---|---|"]
-    lines += [f"| {p['step']} | {p['minutes']} | {p['train_loss']:.3f} | {p['train_accuracy']:.3f} | "
+    lines = ["| step | wall minutes | step minutes | training loss | training accuracy | held-out loss | "
+             "held-out block loss |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {p['step']} | {p['minutes']} | {p['step_minutes']} | {p['train_loss']:.3f} | {p['train_accuracy']:.3f} | "
               f"{p['val_loss']:.3f} | {p['val_block_loss']:.3f} |" for p in points]
     return "\n".join(lines)
 
