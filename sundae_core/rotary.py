@@ -31,9 +31,18 @@ def _tables(height: int, width: int, head_dim: int, device: torch.device,
     sample runs the same grid for every step. Made outside inference mode so that tables first
     built while sampling can also be used by a training step's backward pass."""
     with torch.inference_mode(False), torch.no_grad():
-        angles = axial_angles(height, width, head_dim, device)
-        angles = torch.cat([angles, angles], dim=-1)
-        return angles.cos().to(dtype), angles.sin().to(dtype)
+        return _cos_signed_sin(height, width, head_dim, device, dtype)
+
+
+def _cos_signed_sin(height: int, width: int, head_dim: int, device,
+                    dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, and sin with its first half negated: x * cos + swap_halves(x) * signed_sin is the
+    rotation, one multiply and one fused multiply-add (no negation pass over q and k)."""
+    angles = axial_angles(height, width, head_dim, device)
+    angles = torch.cat([angles, angles], dim=-1)
+    sin = angles.sin()
+    sin[:, : head_dim // 2].neg_()
+    return angles.cos().to(dtype), sin.to(dtype)
 
 
 class Rotary:
@@ -41,20 +50,18 @@ class Rotary:
 
     def __init__(self, height: int, width: int, head_dim: int, device, dtype):
         self.grid = (height, width, head_dim, torch.device(device))
-        self.cos, self.sin = self._tables(dtype)
+        self.cos, self.signed_sin = self._tables(dtype)
 
     def _tables(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         if torch.compiler.is_compiling():  # traced into the graph (and constant-folded) instead
-            angles = axial_angles(*self.grid[:3], self.grid[3])
-            angles = torch.cat([angles, angles], dim=-1)
-            return angles.cos().to(dtype), angles.sin().to(dtype)
+            return _cos_signed_sin(*self.grid, dtype)
         return _tables(*self.grid, dtype)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """x: (b heads n hd) -> same, rotated, in x's dtype (under autocast q/k are bf16 while the
         residual stream is fp32; mixing them would silently run attention in fp32)."""
         if self.cos.dtype != x.dtype:
-            self.cos, self.sin = self._tables(x.dtype)
+            self.cos, self.signed_sin = self._tables(x.dtype)
         half = x.shape[-1] // 2
-        rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-        return x * self.cos + rotated * self.sin
+        swapped = torch.cat([x[..., half:], x[..., :half]], dim=-1)
+        return torch.addcmul(x * self.cos, swapped, self.signed_sin)
