@@ -295,7 +295,8 @@ def _two_ranks(args: list[str]) -> list[subprocess.CompletedProcess]:
     done = []
     try:
         for proc in procs:
-            out, err = proc.communicate(timeout=60)  # a rank waiting forever fails here
+            # a rank waiting forever fails here; 11 s on an idle machine, 130 s niced beside training
+            out, err = proc.communicate(timeout=240)
             done.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
     finally:
         for proc in procs:
