@@ -54,13 +54,6 @@ def compiled_features_fn(model: torch.nn.Module):
     return frozen_compile(model.unchecked_features)
 
 
-def compiled_logits_fn(model: torch.nn.Module):
-    """A LogitsFn (sampler.PriorLogits) that checks its inputs eagerly and runs the trunk compiled."""
-    from .sampler import PriorLogits
-
-    return PriorLogits(model, compile=True)
-
-
 def compiled_decode_fn(vqgan: torch.nn.Module):
     """VQGAN.decode with the token checks and code lookup eager and the decoder compiled."""
     require_compiler(next(vqgan.parameters()).device)

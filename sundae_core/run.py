@@ -78,22 +78,12 @@ def timing_table(result, workflow: str) -> str:
     """Markdown: every node that ran, its seconds and share of the run, slowest first."""
     import torch
 
-    from .graph.formats import read_json
-
-    titles = _node_titles(read_json(workflow))
     total = sum(result.seconds.values()) or 1.0
     lines = [f"{workflow} on {cpu_name()}, {torch.get_num_threads()} threads: {total:.2f} s", "",
              "| node | class | seconds | share |", "|---|---|---|---|"]
     for node_id, seconds in sorted(result.seconds.items(), key=lambda kv: -kv[1]):
-        lines.append(f"| {node_id} | {titles.get(node_id, '?')} | {seconds:.2f} | {100 * seconds / total:.1f} % |")
+        lines.append(f"| {node_id} | {result.class_types[node_id]} | {seconds:.2f} | {100 * seconds / total:.1f} % |")
     return "\n".join(lines)
-
-
-def _node_titles(data) -> dict[str, str]:
-    """node id -> class type, from either workflow format."""
-    if isinstance(data, dict) and isinstance(data.get("nodes"), list):  # UI format
-        return {str(n.get("id")): str(n.get("type")) for n in data["nodes"] if isinstance(n, dict)}
-    return {str(k): str(v.get("class_type")) for k, v in data.items() if isinstance(v, dict)}
 
 
 if __name__ == "__main__":

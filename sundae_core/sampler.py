@@ -241,32 +241,25 @@ NO_NULL_CLASS = ("classifier-free guidance needs a prior trained with a null cla
                  "set guidance to 0")
 
 
-def _guided_logits(logits_fn: LogitsFn, tokens: torch.Tensor, labels: torch.Tensor | None,
-                   guidance: float, null_label: int | None) -> torch.Tensor:
-    if guidance == 0 or labels is None:
-        return logits_fn(tokens, labels)
-    if null_label is None:
-        raise InputError(NO_NULL_CLASS)
-    null = torch.full_like(labels, null_label)
-    both = logits_fn(torch.cat([tokens, tokens]), torch.cat([labels, null]))
-    cond, uncond = both.float().chunk(2)
-    return cond + guidance * (cond - uncond)
-
-
 def _guided_logits_at(logits_fn: LogitsFn, tokens: torch.Tensor, labels: torch.Tensor | None, guidance: float,
                       null_label: int | None, positions: torch.Tensor) -> torch.Tensor:
-    """Guided logits (n v) at flat `positions` of (b h w): only there when the LogitsFn has `at`."""
+    """Guided logits (n v) at flat `positions` of (b h w): the head runs only there when the
+    LogitsFn has `at`; a plain LogitsFn's full logits are indexed instead."""
     at = getattr(logits_fn, "at", None)
-    if at is None:
-        logits = _guided_logits(logits_fn, tokens, labels, guidance, null_label)
-        return rearrange(logits, "b h w v -> (b h w) v")[positions]
+
+    def logits(z: torch.Tensor, y: torch.Tensor | None, where: torch.Tensor) -> torch.Tensor:
+        if at is not None:
+            return at(z, y, where)
+        return rearrange(logits_fn(z, y), "b h w v -> (b h w) v")[where]
+
     if guidance == 0 or labels is None:
-        return at(tokens, labels, positions)
+        return logits(tokens, labels, positions)
     if null_label is None:
         raise InputError(NO_NULL_CLASS)
     null = torch.full_like(labels, null_label)
     # the unconditional copy is the second half of the doubled batch: same positions, shifted
-    both = at(torch.cat([tokens, tokens]), torch.cat([labels, null]), torch.cat([positions, positions + tokens.numel()]))
+    both = logits(torch.cat([tokens, tokens]), torch.cat([labels, null]),
+                  torch.cat([positions, positions + tokens.numel()]))
     cond, uncond = both.float().chunk(2)
     return cond + guidance * (cond - uncond)
 

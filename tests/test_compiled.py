@@ -30,7 +30,7 @@ def test_without_a_cxx_compiler_the_error_says_what_to_install(monkeypatch):
                     "set SUNDAE_SLOW_TESTS=1 to run")
 def test_compiled_logits_equal_eager_and_inputs_are_still_checked():
     model = _tiny()
-    fn = compiled.compiled_logits_fn(model)
+    fn = model_logits_fn(model, compile=True)
     with torch.inference_mode():
         for batch in (2, 3):  # the second batch size exercises the dynamic-batch recompile
             tokens, labels = torch.randint(0, 16, (batch, 6, 6)), torch.randint(0, 4, (batch,))

@@ -35,6 +35,7 @@ class RunResult:
     values: dict[str, tuple] = field(default_factory=dict)  # node id -> its outputs
     files: list[Path] = field(default_factory=list)  # images written by SaveImage / PreviewImage
     seconds: dict[str, float] = field(default_factory=dict)  # node id -> wall time it ran (run order)
+    class_types: dict[str, str] = field(default_factory=dict)  # node id -> class type, of the nodes that ran
 
 
 def prepare(source: str | Path | Mapping, overrides: Sequence[str] = (),
@@ -93,6 +94,7 @@ def execute(plan: Plan, context: RunContext, progress: bool = True) -> RunResult
             began = time.perf_counter()
             outputs, ui = _run_node(node, result.values, context)
             result.seconds[node_id] = time.perf_counter() - began
+            result.class_types[node_id] = node.class_type
             result.values[node_id] = outputs
             if ui:
                 result.ui[node_id] = ui
