@@ -24,3 +24,29 @@ def test_curve_from_a_resumed_runs_log(tmp_path, capsys):
     assert learning_curve.main([str(tmp_path), "--out", str(out)]) == 0
     assert out.is_file() and "| 40 |" in capsys.readouterr().out
     assert learning_curve.main([str(tmp_path / "missing")]) == 1
+
+
+def test_a_fine_tune_continues_the_committed_history(tmp_path, capsys):
+    """Run folders do not outlive a machine; the campaign's points do (docs/campaign/)."""
+    keys = learning_curve.POINT_KEYS
+    history = [dict(zip(keys, (s, s / 10, s / 20, 2.0, 0.5, 2.1, 2.2))) for s in (250, 500, 750)]
+    (tmp_path / "history.jsonl").write_text("".join(json.dumps(p) + "\n" for p in history))
+    rows = [{"step": 250, "time": 600.0, "loss": 1.0, "accuracy": 0.8, "step_seconds": 2.0},
+            {"step": 250, "time": 612.0, "val_loss": 1.5, "val_block_loss": 1.4}]
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    saved = tmp_path / "joined.jsonl"
+    # fine-tuned from the weights of step 500: the point at 750 is another branch and is dropped
+    assert learning_curve.main([str(tmp_path / "run"), "--history", str(tmp_path / "history.jsonl"),
+                                "--from-step", "500", "--save-history", str(saved),
+                                "--out", str(tmp_path / "curve.png")]) == 0
+    joined = [json.loads(line) for line in saved.read_text().splitlines()]
+    assert [p["step"] for p in joined] == [250, 500, 750]
+    assert joined[-1]["minutes"] == round(50 + 612 / 60, 1) and joined[-1]["val_loss"] == 1.5
+    assert "| 750 |" in capsys.readouterr().out
+    # without --from-step the run follows the history's last point
+    points = learning_curve.continue_history(history, learning_curve.curve(rows), None)
+    assert [p["step"] for p in points] == [250, 500, 750, 1000]
+    (tmp_path / "bad.jsonl").write_text('{"step": 5}\n')
+    assert learning_curve.main([str(tmp_path / "run"), "--history", str(tmp_path / "bad.jsonl")]) == 1
+    assert "lacks minutes" in capsys.readouterr().err

@@ -358,3 +358,14 @@ def test_a_deeply_nested_manifest_is_one_error_line(tmp_path, latents, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: {data / 'manifest.json'}: not a readable manifest (nested deeper than 64 levels); "
                    "rebuild it with sundae-build-latents"]
+
+
+def test_torchrun_uses_gloo_even_where_cuda_is_present(monkeypatch):
+    """The trainers step on the CPU: nccl would refuse their tensors at the first all-reduce."""
+    backends = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.distributed, "init_process_group", lambda backend, **kw: backends.append(backend))
+    assert distributed.setup() == (0, 1)  # the fake group never initialises
+    assert backends == ["gloo"]

@@ -9,6 +9,16 @@ training accuracy. The Markdown table printed beside it adds the wall-clock minu
 the step minutes: each logged step's time times the steps since the previous row, i.e. the time
 spent in training steps only, without validations, sample grids, compiles, and pauses (a run
 stopped with `kill -STOP` while a timing ran) that wall-clock minutes include.
+
+A campaign outlives its run folders (a new machine starts without them, and the run goes on as a
+fine-tune from the committed weights, its steps counted again from 0). So the curve's points are
+kept in the repository (`--history docs/campaign/prior_curve.jsonl`, one point per line): the run
+given continues that history from `--from-step` (default: the history's last step), its steps and
+minutes shifted to follow it, and `--save-history` writes the joined points back for the next
+session.
+
+    sundae-learning-curve ~/sundae/runs/prior_v3 --history docs/campaign/prior_curve.jsonl \
+        --from-step 3470 --save-history docs/campaign/prior_curve.jsonl --out docs/images/prior_learning_curve.png
 """
 
 from __future__ import annotations
@@ -16,7 +26,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import json
+
 from sundae_core import bounded_json
+from sundae_core.checkpoint import atomic_write
 from sundae_core.cli import run_guarded
 from sundae_core.errors import InputError
 from sundae_core.grid import save_png
@@ -65,6 +78,43 @@ def curve(rows: list[dict]) -> list[dict]:
     return points
 
 
+POINT_KEYS = ("step", "minutes", "step_minutes", "train_loss", "train_accuracy", "val_loss", "val_block_loss")
+
+
+def read_history(path: Path) -> list[dict]:
+    """The campaign's earlier points (`curve`'s dicts, one JSON object per line), in step order."""
+    if not path.is_file():
+        raise InputError(f"--history {path}: no such file; leave --history out to start a new curve")
+    points = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            point = bounded_json.loads(line)
+        except ValueError as err:
+            raise InputError(f"--history {path}, line {number}: not JSON ({err})") from None
+        missing = [k for k in POINT_KEYS if not isinstance(point, dict) or k not in point]
+        if missing:
+            raise InputError(f"--history {path}, line {number}: lacks {', '.join(missing)}")
+        points.append(point)
+    if [p["step"] for p in points] != sorted(p["step"] for p in points):
+        raise InputError(f"--history {path}: steps are not in increasing order")
+    return points
+
+
+def continue_history(history: list[dict], points: list[dict], from_step: int | None) -> list[dict]:
+    """History, then the run's points moved to follow it: a fine-tune's step s is campaign step
+    from_step + s, and its minutes add to the history's last. History points past from_step (a run
+    that went on after the weights the fine-tune started from) are dropped."""
+    start = history[-1]["step"] if from_step is None and history else (from_step or 0)
+    kept = [p for p in history if p["step"] <= start]
+    minutes = kept[-1]["minutes"] if kept else 0.0
+    step_minutes = kept[-1]["step_minutes"] if kept else 0.0
+    moved = [{**p, "step": p["step"] + start, "minutes": round(p["minutes"] + minutes, 1),
+              "step_minutes": round(p["step_minutes"] + step_minutes, 1)} for p in points]
+    return kept + moved
+
+
 def markdown(points: list[dict]) -> str:
     lines = ["| step | wall minutes | step minutes | training loss | training accuracy | held-out loss | "
              "held-out block loss |", "|---|---|---|---|---|---|---|"]
@@ -77,12 +127,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sundae-learning-curve", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", help="a prior run folder (holding log.jsonl)")
     parser.add_argument("--out", default="learning_curve.png", help="where the plot goes (PNG)")
+    parser.add_argument("--history", help="earlier points of the campaign (JSON lines) that this run continues")
+    parser.add_argument("--from-step", type=int, help="the campaign step the run's step 0 continues from "
+                        "(the step of the weights it was fine-tuned from; default: the history's last step)")
+    parser.add_argument("--save-history", help="write the joined points here (JSON lines) for the next session")
     args = parser.parse_args(argv)
 
     def body() -> int:
+        if args.from_step is not None and args.from_step < 0:
+            raise InputError(f"--from-step {args.from_step}: give a step >= 0")
         points = curve(read_log(Path(args.run_dir)))
         if not points:
             raise InputError(f"{args.run_dir}/log.jsonl has no validation rows yet")
+        if args.history or args.from_step is not None:
+            history = read_history(Path(args.history)) if args.history else []
+            points = continue_history(history, points, args.from_step)
+        if args.save_history:
+            text = "".join(json.dumps({k: p[k] for k in POINT_KEYS}) + "\n" for p in points)
+            atomic_write(args.save_history, lambda tmp: Path(tmp).write_text(text))
         steps = [p["step"] for p in points]
         panels = [Panel(title, steps, [p[key] for p in points], xlabel="step")
                   for title, key in (("training loss", "train_loss"), ("held-out loss", "val_loss"),
