@@ -139,9 +139,12 @@ def main(argv: list[str] | None = None) -> int:
         points = curve(read_log(Path(args.run_dir)))
         if not points:
             raise InputError(f"{args.run_dir}/log.jsonl has no validation rows yet")
+        heading = f"learning curve of {Path(args.run_dir).name}"
         if args.history or args.from_step is not None:
             history = read_history(Path(args.history)) if args.history else []
             points = continue_history(history, points, args.from_step)
+            start = args.from_step if args.from_step is not None else (history[-1]["step"] if history else 0)
+            heading += f" from step {start}" + (f", after {Path(args.history).name}" if args.history else "")
         if args.save_history:
             text = "".join(json.dumps({k: p[k] for k in POINT_KEYS}) + "\n" for p in points)
             atomic_write(args.save_history, lambda tmp: Path(tmp).write_text(text))
@@ -150,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                   for title, key in (("training loss", "train_loss"), ("held-out loss", "val_loss"),
                                      ("held-out block loss", "val_block_loss"),
                                      ("training accuracy (step 1)", "train_accuracy"))]
-        save_png(draw_panels(panels, title=f"learning curve of {Path(args.run_dir).name}"), Path(args.out))
+        save_png(draw_panels(panels, title=heading), Path(args.out))
         print(markdown(points))
         print(f"wrote {args.out}")
         return 0
