@@ -31,6 +31,19 @@ python -m trainers.checkpoints.export_model "$RUNS/vqgan_ct/model.safetensors" \
     sundae_core/default_models/vqgan.safetensors --bf16 \
     --note data="Fluent Emoji 3D 1.1.0 (MIT), 1869 emoji, 10 % held out"
 
+# 1b. The decoder alone (train.freeze_encoder: the tokens and their version stay), from the frozen
+#     VQ-GAN: 1100 steps at 1e-4, then resumed at 3e-5 to step 1400, 30 % synthetic canvases;
+#     flat colours and held-out holes checked with sundae-eval-vqgan before shipping.
+VQ_DEC=(--config configs/vqgan_emoji_f32.yaml --run-dir "$RUNS/vqgan_dec" --set data.path="$DATA/emoji_groups"
+        --set train.init=sundae_core/default_models/vqgan.safetensors --set train.freeze_encoder=true
+        --set train.disc_start=100000 --set data.synthetic=0.3 --set train.sample_every=250)
+OMP_NUM_THREADS=1 python -m trainers.training.train_vqgan "${VQ_DEC[@]}" --set train.lr=0.0001 --set train.steps=1100
+OMP_NUM_THREADS=1 python -m trainers.training.train_vqgan "${VQ_DEC[@]}" --set train.lr=0.00003 --set train.steps=1400
+sundae-eval-vqgan --vqgan "$RUNS/vqgan_dec/model.safetensors" --images "$DATA/emoji_groups" --out "$RUNS/eval_vqgan_dec"
+python -m trainers.checkpoints.export_model "$RUNS/vqgan_dec/model.safetensors" \
+    sundae_core/default_models/vqgan.safetensors --bf16 \
+    --note data="Fluent Emoji 3D 1.1.0 (MIT), 1869 emoji, 10 % held out"
+
 # 2. The latent dataset, from the shipped (bf16) encoder: every image and its mirror image at
 #    1024 px, labelled by group folder; the manifest records the token version.
 torchrun --nproc-per-node 2 -m trainers.data.build_latents --vqgan sundae_core/default_models/vqgan.safetensors \
