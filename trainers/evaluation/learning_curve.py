@@ -24,9 +24,8 @@ session.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-
 import json
+from pathlib import Path
 
 from sundae_core import bounded_json
 from sundae_core.checkpoint import atomic_write
@@ -102,11 +101,18 @@ def read_history(path: Path) -> list[dict]:
     return points
 
 
+def start_step(history: list[dict], from_step: int | None) -> int:
+    """The campaign step a continued run's step 0 is: --from-step, else the history's last step."""
+    if from_step is not None:
+        return from_step
+    return history[-1]["step"] if history else 0
+
+
 def continue_history(history: list[dict], points: list[dict], from_step: int | None) -> list[dict]:
     """History, then the run's points moved to follow it: a fine-tune's step s is campaign step
     from_step + s, and its minutes add to the history's last. History points past from_step (a run
     that went on after the weights the fine-tune started from) are dropped."""
-    start = history[-1]["step"] if from_step is None and history else (from_step or 0)
+    start = start_step(history, from_step)
     kept = [p for p in history if p["step"] <= start]
     minutes = kept[-1]["minutes"] if kept else 0.0
     step_minutes = kept[-1]["step_minutes"] if kept else 0.0
@@ -143,8 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.history or args.from_step is not None:
             history = read_history(Path(args.history)) if args.history else []
             points = continue_history(history, points, args.from_step)
-            start = args.from_step if args.from_step is not None else (history[-1]["step"] if history else 0)
-            heading += f" from step {start}" + (f", after {Path(args.history).name}" if args.history else "")
+            heading += f" from step {start_step(history, args.from_step)}" + (f", after {Path(args.history).name}" if args.history else "")
         if args.save_history:
             text = "".join(json.dumps({k: p[k] for k in POINT_KEYS}) + "\n" for p in points)
             atomic_write(args.save_history, lambda tmp: Path(tmp).write_text(text))
