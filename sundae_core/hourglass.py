@@ -21,11 +21,19 @@ from .rotary import Rotary
 # (flash) kernel's backward pass is 2-5x slower than that for short sequences (measured on
 # 49-256 keys and the 4-5 key patch attentions); its forward and long sequences keep the kernel.
 SHORT_KEYS = 256
+# CUDA's fused attention kernels put batch x heads on a grid axis of at most 65535 blocks; the
+# pooling attentions (one tiny sequence per 2 x 2 patch) pass that at training batch sizes
+# (256 images x 256 patches x 4 heads failed with "invalid argument" on an H200).
+CUDA_GRID_LIMIT = 65535
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float = 0.0) -> torch.Tensor:
     """Softmax attention, (b hd n d) each; the same function whichever path computes it."""
-    if k.shape[-2] > SHORT_KEYS or not torch.is_grad_enabled() or q.device.type != "cpu":
+    if q.device.type == "cpu":
+        fused = k.shape[-2] > SHORT_KEYS or not torch.is_grad_enabled()
+    else:
+        fused = q.shape[0] * q.shape[1] <= CUDA_GRID_LIMIT
+    if fused:
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
     weights = ((q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)).softmax(dim=-1)
     return F.dropout(weights, dropout) @ v

@@ -89,6 +89,19 @@ def test_short_attention_matches_the_fused_kernel_values_and_gradients():
             torch.testing.assert_close(g, r)
 
 
+def test_off_the_cpu_the_fused_kernel_is_used_within_its_grid_limit_only(monkeypatch):
+    """CUDA's fused kernels fail on more than 65535 batch x heads (the pooling attentions of a
+    GPU training batch); the meta device stands in for a GPU here."""
+    fused = []
+    real = F.scaled_dot_product_attention
+    monkeypatch.setattr(F, "scaled_dot_product_attention", lambda *a, **kw: fused.append(a[0].shape) or real(*a, **kw))
+    for batch, keys in ((16, 1024), (256 * 256, 4)):
+        q = torch.empty(batch, 4, 1 if keys == 4 else keys, 64, device="meta")
+        k = v = torch.empty(batch, 4, keys, 64, device="meta")
+        assert hourglass.attend(q, k, v).shape == q.shape
+    assert fused == [(16, 4, 1024, 64)]
+
+
 def test_downsample_pools_exactly_its_own_2d_patch():
     dim, p, h, w = 16, 2, 4, 6
     torch.manual_seed(0)

@@ -1,5 +1,7 @@
 """train.init: a new run starts from a model file's weights (fine-tuning from the shipped models)."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -30,3 +32,13 @@ def test_init_from_a_file_of_another_shape_names_the_fields(tmp_path):
                                                  num_classes=3))
     with pytest.raises(CheckpointError, match="dim"):
         init_weights(other, tmp_path / "prior.safetensors", "prior")
+
+
+def test_init_ignores_dropout_which_has_no_weights(tmp_path):
+    """A fine-tune may regularise with dropout where the file was trained without (the GPU run)."""
+    torch.manual_seed(0)
+    source = HourglassTransformer(CONFIG)
+    save_model(tmp_path / "prior.safetensors", source)
+    fresh = HourglassTransformer(dataclasses.replace(CONFIG, dropout=0.1))
+    init_weights(fresh, tmp_path / "prior.safetensors", "prior")
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in source.state_dict().items())

@@ -14,16 +14,21 @@ def test_curve_from_a_resumed_runs_log(tmp_path, capsys):
             {"step": 40, "time": 350.0, "loss": 1.0, "accuracy": 0.8, "step_seconds": 4.0},
             {"step": 40, "time": 352.0, "val_loss": 2.5, "val_block_loss": 2.4}]
     (tmp_path / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 4')
-    points = learning_curve.curve(learning_curve.read_log(tmp_path))
+    (tmp_path / "config.yaml").write_text("train:\n  batch_size: 8\n")
+    points = learning_curve.curve(learning_curve.read_log(tmp_path), *learning_curve.read_run_settings(tmp_path))
     assert [p["step"] for p in points] == [20, 40]
+    assert [p["samples"] for p in points] == [160, 320] and points[0]["device"] == "cpu"
     assert points[0]["train_loss"] == 3.5 and points[1]["train_accuracy"] == 0.7
     assert points[0]["minutes"] == round(62 / 60, 1) and points[1]["minutes"] == round((62 + 352) / 60, 1)
     # step minutes: each row's step time over the steps since the previous row; no pause in them
     assert points[0]["step_minutes"] == 1.0 and points[1]["step_minutes"] == round((60 + 20 + 40) / 60, 1)
     out = tmp_path / "curve.png"
     assert learning_curve.main([str(tmp_path), "--out", str(out)]) == 0
-    assert out.is_file() and "| 40 |" in capsys.readouterr().out
+    assert out.is_file() and "| 40 | 0 | cpu |" in capsys.readouterr().out
     assert learning_curve.main([str(tmp_path / "missing")]) == 1
+    (tmp_path / "config.yaml").write_text("model: {}\n")
+    assert learning_curve.main([str(tmp_path), "--out", str(out)]) == 1
+    assert "without train.batch_size" in capsys.readouterr().err
 
 
 def test_a_fine_tune_continues_the_committed_history(tmp_path, capsys):
@@ -35,6 +40,9 @@ def test_a_fine_tune_continues_the_committed_history(tmp_path, capsys):
             {"step": 250, "time": 612.0, "val_loss": 1.5, "val_block_loss": 1.4}]
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # a GPU stretch: 256 samples a step, where the history's (written before samples were
+    # counted) are the CPU campaign's 16
+    (tmp_path / "run" / "config.yaml").write_text("train:\n  batch_size: 256\n  device: cuda\n")
     saved = tmp_path / "joined.jsonl"
     # fine-tuned from the weights of step 500: the point at 750 is another branch and is dropped
     assert learning_curve.main([str(tmp_path / "run"), "--history", str(tmp_path / "history.jsonl"),
@@ -43,9 +51,14 @@ def test_a_fine_tune_continues_the_committed_history(tmp_path, capsys):
     joined = [json.loads(line) for line in saved.read_text().splitlines()]
     assert [p["step"] for p in joined] == [250, 500, 750]
     assert joined[-1]["minutes"] == round(50 + 612 / 60, 1) and joined[-1]["val_loss"] == 1.5
-    assert "| 750 |" in capsys.readouterr().out
+    assert [p["samples"] for p in joined] == [4000, 8000, 8000 + 250 * 256]
+    assert [p["device"] for p in joined] == ["cpu", "cpu", "cuda"]
+    assert "| 750 | 72 | cuda |" in capsys.readouterr().out
+    # the saved history reads back whole
+    assert learning_curve.read_history(saved) == joined
     # without --from-step the run follows the history's last point
-    points = learning_curve.continue_history(history, learning_curve.curve(rows), None)
+    points = learning_curve.continue_history(learning_curve.read_history(tmp_path / "history.jsonl"),
+                                             learning_curve.curve(rows), None)
     assert [p["step"] for p in points] == [250, 500, 750, 1000]
     (tmp_path / "bad.jsonl").write_text('{"step": 5}\n')
     assert learning_curve.main([str(tmp_path / "run"), "--history", str(tmp_path / "bad.jsonl")]) == 1

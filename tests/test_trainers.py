@@ -369,3 +369,15 @@ def test_torchrun_uses_gloo_even_where_cuda_is_present(monkeypatch):
     monkeypatch.setattr(torch.distributed, "init_process_group", lambda backend, **kw: backends.append(backend))
     assert distributed.setup() == (0, 1)  # the fake group never initialises
     assert backends == ["gloo"]
+
+
+def test_train_device_cuda_without_a_gpu_is_one_error_line(tmp_path, latents, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert train_prior.main(_prior_command(tmp_path / "prior", latents(), "train.device=cuda")) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "train.device=cuda but this torch sees no GPU" in err[0] and "train.device=cpu" in err[0]
+
+
+def test_train_device_names_the_choices(tmp_path, latents, capsys):
+    assert train_prior.main(_prior_command(tmp_path / "prior", latents(), "train.device=gpu")) == 1
+    assert "train.device must be 'cpu' or 'cuda', got 'gpu'" in capsys.readouterr().err

@@ -10,6 +10,10 @@ the step minutes: each logged step's time times the steps since the previous row
 spent in training steps only, without validations, sample grids, compiles, and pauses (a run
 stopped with `kill -STOP` while a timing ran) that wall-clock minutes include.
 
+The plot's axis is training samples seen (steps times the run's train.batch_size, from its
+config.yaml), not steps: the campaign's CPU stretches step over 16 samples, a GPU stretch over
+256, and only samples put them on one axis. Each point names the device its minutes were spent on.
+
 A campaign outlives its run folders (a new machine starts without them, and the run goes on as a
 fine-tune from the committed weights, its steps counted again from 0). So the curve's points are
 kept in the repository (`--history docs/campaign/prior_curve.jsonl`, one point per line): the run
@@ -26,6 +30,8 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+
+import yaml
 
 from sundae_core import bounded_json
 from sundae_core.checkpoint import atomic_write
@@ -51,9 +57,20 @@ def read_log(run_dir: Path) -> list[dict]:
     return rows
 
 
-def curve(rows: list[dict]) -> list[dict]:
-    """One point per validation: step, minutes so far, mean training loss / accuracy since the
-    previous validation, held-out loss and block loss."""
+def read_run_settings(run_dir: Path) -> tuple[int, str]:
+    """(train.batch_size, train.device) of a run folder's config.yaml."""
+    path = run_dir / "config.yaml"
+    try:
+        train = (yaml.safe_load(path.read_text()) or {}).get("train", {})
+        return int(train["batch_size"]), str(train.get("device", "cpu"))
+    except (OSError, yaml.YAMLError, AttributeError, KeyError, TypeError, ValueError):
+        raise InputError(f"{path}: missing or without train.batch_size; give a prior run folder") from None
+
+
+def curve(rows: list[dict], batch_size: int = 16, device: str = "cpu") -> list[dict]:
+    """One point per validation: step, training samples seen (step x batch_size), minutes so far
+    (on `device`), mean training loss / accuracy since the previous validation, held-out loss and
+    block loss."""
     points, minutes, last_time, window = [], 0.0, 0.0, []
     step_minutes, last_step = 0.0, 0
     for row in rows:
@@ -69,7 +86,8 @@ def curve(rows: list[dict]) -> list[dict]:
             window.append(row)
         if "val_loss" in row:
             mean = lambda key: sum(r[key] for r in window) / len(window) if window else float("nan")
-            points.append({"step": row["step"], "minutes": round(minutes, 1),
+            points.append({"step": row["step"], "samples": row["step"] * batch_size, "device": device,
+                           "minutes": round(minutes, 1),
                            "step_minutes": round(step_minutes, 1), "train_loss": round(mean("loss"), 4),
                            "train_accuracy": round(mean("accuracy"), 4), "val_loss": round(row["val_loss"], 4),
                            "val_block_loss": round(row.get("val_block_loss", float("nan")), 4)})
@@ -78,6 +96,10 @@ def curve(rows: list[dict]) -> list[dict]:
 
 
 POINT_KEYS = ("step", "minutes", "step_minutes", "train_loss", "train_accuracy", "val_loss", "val_block_loss")
+# Points written before samples were counted are the CPU campaign's, every step of 16 samples.
+OLD_POINT_DEFAULTS = {"device": "cpu"}
+OLD_BATCH_SIZE = 16
+SAVED_KEYS = POINT_KEYS + ("samples", "device")
 
 
 def read_history(path: Path) -> list[dict]:
@@ -95,7 +117,7 @@ def read_history(path: Path) -> list[dict]:
         missing = [k for k in POINT_KEYS if not isinstance(point, dict) or k not in point]
         if missing:
             raise InputError(f"--history {path}, line {number}: lacks {', '.join(missing)}")
-        points.append(point)
+        points.append({"samples": point["step"] * OLD_BATCH_SIZE, **OLD_POINT_DEFAULTS, **point})
     if [p["step"] for p in points] != sorted(p["step"] for p in points):
         raise InputError(f"--history {path}: steps are not in increasing order")
     return points
@@ -110,22 +132,25 @@ def start_step(history: list[dict], from_step: int | None) -> int:
 
 def continue_history(history: list[dict], points: list[dict], from_step: int | None) -> list[dict]:
     """History, then the run's points moved to follow it: a fine-tune's step s is campaign step
-    from_step + s, and its minutes add to the history's last. History points past from_step (a run
-    that went on after the weights the fine-tune started from) are dropped."""
+    from_step + s, and its samples and minutes add to the history's last. History points past
+    from_step (a run that went on after the weights the fine-tune started from) are dropped."""
     start = start_step(history, from_step)
     kept = [p for p in history if p["step"] <= start]
     minutes = kept[-1]["minutes"] if kept else 0.0
     step_minutes = kept[-1]["step_minutes"] if kept else 0.0
-    moved = [{**p, "step": p["step"] + start, "minutes": round(p["minutes"] + minutes, 1),
+    samples = kept[-1]["samples"] if kept else 0
+    moved = [{**p, "step": p["step"] + start, "samples": p["samples"] + samples,
+              "minutes": round(p["minutes"] + minutes, 1),
               "step_minutes": round(p["step_minutes"] + step_minutes, 1)} for p in points]
     return kept + moved
 
 
 def markdown(points: list[dict]) -> str:
-    lines = ["| step | wall minutes | step minutes | training loss | training accuracy | held-out loss | "
-             "held-out block loss |", "|---|---|---|---|---|---|---|"]
-    lines += [f"| {p['step']} | {p['minutes']} | {p['step_minutes']} | {p['train_loss']:.3f} | {p['train_accuracy']:.3f} | "
-              f"{p['val_loss']:.3f} | {p['val_block_loss']:.3f} |" for p in points]
+    lines = ["| step | samples (k) | device | wall minutes | step minutes | training loss | training accuracy | "
+             "held-out loss | held-out block loss |", "|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {p['step']} | {p['samples'] / 1000:.0f} | {p['device']} | {p['minutes']} | {p['step_minutes']} | "
+              f"{p['train_loss']:.3f} | {p['train_accuracy']:.3f} | {p['val_loss']:.3f} | {p['val_block_loss']:.3f} |"
+              for p in points]
     return "\n".join(lines)
 
 
@@ -142,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         if args.from_step is not None and args.from_step < 0:
             raise InputError(f"--from-step {args.from_step}: give a step >= 0")
-        points = curve(read_log(Path(args.run_dir)))
+        points = curve(read_log(Path(args.run_dir)), *read_run_settings(Path(args.run_dir)))
         if not points:
             raise InputError(f"{args.run_dir}/log.jsonl has no validation rows yet")
         heading = f"learning curve of {Path(args.run_dir).name}"
@@ -151,10 +176,10 @@ def main(argv: list[str] | None = None) -> int:
             points = continue_history(history, points, args.from_step)
             heading += f" from step {start_step(history, args.from_step)}" + (f", after {Path(args.history).name}" if args.history else "")
         if args.save_history:
-            text = "".join(json.dumps({k: p[k] for k in POINT_KEYS}) + "\n" for p in points)
+            text = "".join(json.dumps({k: p[k] for k in SAVED_KEYS}) + "\n" for p in points)
             atomic_write(args.save_history, lambda tmp: Path(tmp).write_text(text))
-        steps = [p["step"] for p in points]
-        panels = [Panel(title, steps, [p[key] for p in points], xlabel="step")
+        seen = [p["samples"] / 1000 for p in points]
+        panels = [Panel(title, seen, [p[key] for p in points], xlabel="training samples seen (thousands)")
                   for title, key in (("training loss", "train_loss"), ("held-out loss", "val_loss"),
                                      ("held-out block loss", "val_block_loss"),
                                      ("training accuracy (step 1)", "train_accuracy"))]

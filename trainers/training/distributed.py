@@ -1,4 +1,4 @@
-"""Data parallelism under `torchrun` (gloo: the trainers step on the CPU), or a plain single process.
+"""Data parallelism under `torchrun` (gloo, on the CPU or the GPU), or a plain single process.
 
 Gradients are averaged with one flattened all-reduce after each backward. Doing it by hand
 rather than through DDP keeps the VQ-GAN's adaptive GAN weight (two autograd.grad calls per
@@ -29,8 +29,9 @@ def setup() -> tuple[int, int]:
     """Initialise the process group when launched by torchrun; returns (rank, world_size)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
-        # gloo even where CUDA is present: the trainers keep their tensors on the CPU, and nccl
-        # refuses CPU tensors at the first collective
+        # gloo even where CUDA is present: CPU runs' tensors are refused by nccl at the first
+        # collective, and gloo also all-reduces the CUDA tensors of a GPU run (prior
+        # train.device=cuda; slower than nccl, never measured on several GPUs here)
         dist.init_process_group("gloo")
     if dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()

@@ -30,9 +30,10 @@ def make_step_loss(model: torch.nn.Module, *, bf16: bool, compile: bool) -> Step
     under bf16 autocast when `bf16`. Compiled, the inputs are not checked per call (their host
     syncs would split the graph): the trainer's data is checked when it loads."""
     network = model.unchecked_logits if compile else model
+    device_type = next(model.parameters()).device.type
 
     def step_loss(z: torch.Tensor, labels: torch.Tensor | None, targets: torch.Tensor):
-        with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext():
+        with torch.autocast(device_type, dtype=torch.bfloat16) if bf16 else nullcontext():
             logits = network(z, labels)
         ce = F.cross_entropy(rearrange(logits, "b h w v -> (b h w) v").float(), targets.flatten())
         return logits, ce
@@ -66,7 +67,7 @@ def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, step_loss: St
     config. Returns the loss and the gradient norm before clipping."""
     num_classes = model.config.num_classes
     if labels is not None and tc.label_dropout:
-        drop = torch.rand(labels.shape, generator=noise) < tc.label_dropout
+        drop = torch.rand(labels.shape, generator=noise, device=labels.device) < tc.label_dropout
         labels = torch.where(drop, torch.full_like(labels, num_classes), labels)
     out = unrolled_loss(None, tokens, model.config.vocab_size, steps=tc.unroll_steps, generator=noise,
                         labels=labels, block_share=tc.block_corruption, block_shapes=tc.block_shapes,

@@ -142,7 +142,12 @@ def load_state(path: str | Path, *, modules: dict[str, nn.Module],
                 state.setdefault(int(pid), {})[key] = v
         opt.load_state_dict({"state": state, "param_groups": groups[name]})
     for name, g in generators.items():
-        g.set_state(t[f"rng/{name}"])
+        try:
+            g.set_state(t[f"rng/{name}"])
+        except RuntimeError:  # a CPU stream's state does not fit a GPU generator, nor the reverse
+            raise CheckpointError(f"{path}: its {name} random stream was saved on another device than "
+                                  f"this run's ({g.device}); resume with the run's train.device, or start "
+                                  "a new --run-dir with --set train.init=<this run's model.safetensors>") from None
     torch.set_rng_state(t["rng/torch_global"])
     return int(ckpt.metadata["step"])
 
@@ -204,6 +209,8 @@ def init_weights(module: nn.Module, path: str | Path, kind: str) -> None:
     mine.pop("class_names", None), theirs.pop("class_names", None)
     # nor is the token version: the run's dataset sets it (a prior fine-tuned on new tokens)
     mine.pop("token_version", None), theirs.pop("token_version", None)
+    # nor is dropout: a regulariser of training, with no weights of its own
+    mine.pop("dropout", None), theirs.pop("dropout", None)
     if mine != theirs:
         diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
         raise CheckpointError(f"train.init {path}: its model config differs from this run's in "

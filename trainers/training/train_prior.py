@@ -14,12 +14,15 @@ sample) next to val_loss (the paper's corruption, comparable across runs).
 train.shift > 0 moves each training sample's token grid by up to that many positions in each
 direction (edges replicated; trainers/data/token_shift.py); validation batches are never shifted.
 A dataset whose manifest lists "class_names" names the classes of the prior (model.class_names).
+train.device "cuda" trains on the GPU (each torchrun rank on the GPU of its LOCAL_RANK); the data
+stays in RAM and each batch is moved over. A run resumes on the device it was started on.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -83,8 +86,11 @@ class PriorTrainConfig:
     ckpt_every: int = 250
     vqgan: str = ""  # VQ-GAN checkpoint that decodes sample grids ("" with a pixel dataset)
     init: str = ""  # a new run starts from this prior file's weights (fine-tuning); "" = random
+    device: str = "cpu"  # "cpu" or "cuda"
 
     def __post_init__(self) -> None:
+        if self.device not in ("cpu", "cuda"):
+            raise ConfigError(f"train.device must be 'cpu' or 'cuda', got {self.device!r}")
         if not 0 <= self.block_corruption <= 1:
             raise ConfigError(f"train.block_corruption is a share of samples in [0, 1], got {self.block_corruption}")
         self.sampler_settings()  # a bad train.sample_* value fails when the config loads
@@ -124,18 +130,37 @@ def decode_tokens(tokens: torch.Tensor, manifest: dict, vqgan) -> torch.Tensor:
         return vqgan.decode(tokens)
 
 
+def train_device(tc: PriorTrainConfig, rank: int) -> torch.device:
+    """The device this rank trains on: the CPU, or the GPU of its LOCAL_RANK under torchrun."""
+    if tc.device == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ConfigError("train.device=cuda but this torch sees no GPU (a CPU build, or no driver); "
+                          "set train.device=cpu or install a CUDA build of torch")
+    local = int(os.environ.get("LOCAL_RANK", rank))
+    if local >= torch.cuda.device_count():
+        raise ConfigError(f"rank {rank} needs GPU {local} but this machine has {torch.cuda.device_count()}; "
+                          "start torchrun with --nproc-per-node at most the number of GPUs")
+    # cuDNN's fused attention failed (torch 2.11, H200) on the pooling attention's 4-key groups;
+    # the flash and memory-efficient kernels serve every attention of the hourglass
+    torch.backends.cuda.enable_cudnn_sdp(False)
+    return torch.device("cuda", local)
+
+
 @torch.no_grad()
 def sample_grid(model, manifest, vqgan, tc: PriorTrainConfig, path: Path, seed: int = 0) -> None:
     model.eval()
-    g = torch.Generator().manual_seed(seed)
+    device = next(model.parameters()).device
+    g = torch.Generator(device).manual_seed(seed)
     n_cls = model.config.num_classes
     # small on purpose: decoding 1024 px images costs about a second each on a CPU, and the
     # other ranks wait meanwhile (a grid of 72 took over 2 minutes)
     per_row = tc.sample_per_class if n_cls else 4
     rows = min(n_cls, 10) if n_cls else 1
-    labels = torch.arange(rows).repeat_interleave(per_row) if n_cls else None
-    z = random_tokens(rows * per_row, manifest["height"], manifest["width"], manifest["vocab_size"], generator=g)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=tc.bf16):
+    labels = torch.arange(rows, device=device).repeat_interleave(per_row) if n_cls else None
+    z = random_tokens(rows * per_row, manifest["height"], manifest["width"], manifest["vocab_size"], generator=g,
+                      device=device)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.bf16):
         out = sample(model_logits_fn(model), z, tc.sampler_settings(), generator=g, labels=labels,
                      null_label=model.null_label)
     # one image per class reads best as one row; several per class as one row per class
@@ -177,17 +202,26 @@ def with_token_version(mc: HourglassConfig, manifest: dict, data_path: str) -> H
 def validation_loss(model, val: TokenSet, tc: PriorTrainConfig, autocast, block_share: float = 0.0) -> float:
     """Mean unrolled loss on fixed validation batches; block_share: share of block samples (0 = the paper's)."""
     model.eval()
+    device = next(model.parameters()).device
     g = torch.Generator().manual_seed(4321)
+    # on the CPU one stream draws the batches and the corruption, as it always has (the figures
+    # stay comparable across runs); a GPU's corruption needs a generator of its own
+    noise = g if device.type == "cpu" else torch.Generator(device).manual_seed(4321)
     losses = []
     for _ in range(tc.val_batches):
-        tokens, labels = val.batch(tc.batch_size, g)
+        tokens, labels = to_device(val.batch(tc.batch_size, g), device)
         with autocast():
             out = unrolled_loss(model_logits_fn(model), tokens, model.config.vocab_size,
-                                steps=tc.unroll_steps, generator=g, labels=labels,
+                                steps=tc.unroll_steps, generator=noise, labels=labels,
                                 block_share=block_share, block_shapes=tc.block_shapes)
         losses.append(out.loss.item())
     model.train()
     return sum(losses) / len(losses)
+
+
+def to_device(batch: tuple[torch.Tensor, torch.Tensor | None], device: torch.device):
+    tokens, labels = batch
+    return tokens.to(device, non_blocking=True), None if labels is None else labels.to(device, non_blocking=True)
 
 
 def train(config: PriorRunConfig, run_dir: Path, progress: bool = True) -> Path:
@@ -212,13 +246,15 @@ def train(config: PriorRunConfig, run_dir: Path, progress: bool = True) -> Path:
         write_config(run_dir, config)
     from sundae_core.hourglass import HourglassTransformer
 
+    device = train_device(tc, rank)
     model = HourglassTransformer(mc).train()
     if tc.init and not has_state(run_dir / "state.safetensors"):
         init_weights(model, tc.init, "prior")
+    model.to(device)
     opt = make_optimizer(model, tc.lr, tc.weight_decay, tc.betas, fused=tc.fused_optimizer)
     ema = EMA(model, tc.ema_decay)
     data_gen = torch.Generator().manual_seed(tc.seed * 1000 + rank)
-    noise_gen = torch.Generator().manual_seed(tc.seed * 1000 + 500 + rank)
+    noise_gen = torch.Generator(device).manual_seed(tc.seed * 1000 + 500 + rank)  # corruption: on the device
     state_path = run_dir / "state.safetensors"
     modules = {"model": model, "ema": ema.model}
     generators = {"data": data_gen, "noise": noise_gen}
@@ -232,10 +268,11 @@ def train(config: PriorRunConfig, run_dir: Path, progress: bool = True) -> Path:
     dist.broadcast_module(ema.model)
     vqgan = load_vqgan(tc.vqgan, dtype=torch.bfloat16) if tc.vqgan else None
     if vqgan is not None:
+        vqgan.to(device)
         check_models_fit(vqgan, model, f"train.vqgan {tc.vqgan} with the dataset {config.data.path}: ")
     if vqgan is None and manifest.get("decoder") != "pixels" and dist.is_main():
         print("note: train.vqgan is not set, so no sample grids are written")
-    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if tc.bf16 else nullcontext
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if tc.bf16 else nullcontext
     log = MetricLog(run_dir, resume_step=start)  # drops rows logged past the checkpoint
     step_loss = make_step_loss(model, bf16=tc.bf16, compile=tc.compile)
     guard = NonFiniteGuard()  # skips NaN/inf steps; stops the run after a few in a row
@@ -247,6 +284,7 @@ def train(config: PriorRunConfig, run_dir: Path, progress: bool = True) -> Path:
         tokens, labels = train_set.batch(tc.batch_size, data_gen)
         if tc.shift:  # drawn after the batch from the same stream; shift 0 draws nothing
             tokens = shift_tokens(tokens, draw_shifts(len(tokens), tc.shift, data_gen))
+        tokens, labels = to_device((tokens, labels), device)
         began = time.perf_counter()
         out, grad_norm = train_step(model, opt, step_loss, tokens, labels, tc, noise_gen,
                                     sync=dist.average_gradients, optimizer_step=guard.step)
