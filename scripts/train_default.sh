@@ -57,6 +57,16 @@ python -m trainers.checkpoints.export_model "$RUNS/prior_v2/model.safetensors" \
     sundae_core/default_models/prior.safetensors --bf16 \
     --note data="Fluent Emoji 3D 1.1.0 (MIT) tokens + flips, 9 Unicode groups (emoji-datasource 16.0.0)"
 
+# 3b. On a GPU (a lent H200 here, 9 minutes; the shipped prior is its result): from the shipped
+#     weights, a probe then a run sized to the budget, batch 256, dropout 0.1 (the script has the
+#     recipe); the EMA comes back in parts of at most 14 MB, joined here:
+#   bash scripts/train_prior_gpu.sh "$DATA/emoji_latents_v2" OUT 450          # on the GPU machine
+#   bash scripts/train_prior_gpu.sh "$DATA/emoji_latents_v2" OUT2 165 --set train.lr=0.0003
+#       (the second with sundae_core/default_models/prior.safetensors replaced by the first's EMA)
+#   python scripts/safetensors_parts.py join "$RUNS/gpu/model.safetensors" OUT2/model.part*.safetensors
+#   python -m trainers.checkpoints.export_model "$RUNS/gpu/model.safetensors" \
+#       sundae_core/default_models/prior.safetensors --bf16 --note data="..."
+
 # FINETUNE (a session without $RUNS/prior_v2): a new run that starts from the shipped prior, on the
 # same tokens (the latent dataset is rebuilt by step 2 from the shipped VQ-GAN):
 #   OMP_NUM_THREADS=2 python -m trainers.training.train_prior --config configs/prior_emoji.yaml \
