@@ -1,6 +1,6 @@
 """Split a safetensors file into parts under a size limit, and join them back, metadata kept.
 
-    python scripts/safetensors_parts.py split run/model.safetensors out/ --max-mb 14
+    python scripts/safetensors_parts.py split run/model.safetensors out/ --max-mb 15.5
     python scripts/safetensors_parts.py join model.safetensors out/model.part*.safetensors
 
 A transport aid: the GPU machine returns files of at most 16 MiB, and a prior's fp32 weights are
@@ -66,7 +66,7 @@ def main() -> None:
     s = sub.add_parser("split")
     s.add_argument("file", type=Path)
     s.add_argument("out", type=Path)
-    s.add_argument("--max-mb", type=float, default=14.0)
+    s.add_argument("--max-mb", type=float, default=15.5, help="largest part in MiB (the GPU machine returns files up to 16)")
     j = sub.add_parser("join")
     j.add_argument("target", type=Path)
     j.add_argument("parts", type=Path, nargs="+")

@@ -59,7 +59,7 @@ python -m trainers.checkpoints.export_model "$RUNS/prior_v2/model.safetensors" \
 
 # 3b. On a GPU (a lent H200 here, 9 minutes; the shipped prior is its result): from the shipped
 #     weights, a probe then a run sized to the budget, batch 256, dropout 0.1 (the script has the
-#     recipe); the EMA comes back in parts of at most 14 MB, joined here:
+#     recipe); the EMA comes back in parts of at most 15.5 MiB, joined here:
 #   bash scripts/train_prior_gpu.sh "$DATA/emoji_latents_v2" OUT 450          # on the GPU machine
 #   bash scripts/train_prior_gpu.sh "$DATA/emoji_latents_v2" OUT2 165 --set train.lr=0.0003
 #       (the second with sundae_core/default_models/prior.safetensors replaced by the first's EMA)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fine-tune the embedded prior on one GPU for a fixed wall-clock budget, then leave its EMA
-# weights in parts of at most 14 MB (scripts/safetensors_parts.py), its log and its sample grids
+# weights in parts of at most 15.5 MiB (scripts/safetensors_parts.py), its log and its sample grids
 # in OUT. Written for a lent GPU machine with minutes to spare: a probe of 40 steps times a step
 # (and runs every code path once: validation, a sample grid, a checkpoint), then the run gets as
 # many steps as the budget holds, so its cosine schedule ends when the time does.
@@ -48,6 +48,10 @@ timeout $(( left + 30 )) "$PY" -m trainers.training.train_prior "${COMMON[@]}" -
     --set train.ckpt_every=500 --set train.sample_every=$(( steps / 2 )) || echo "run stopped early ($?)"
 
 # 3. what comes back
+if [ ! -f "$RUNS/run/model.safetensors" ]; then
+    echo "no checkpoint in $RUNS/run: the run stopped before its first (train.ckpt_every=500); give more seconds" >&2
+    exit 1
+fi
 "$PY" scripts/safetensors_parts.py split "$RUNS/run/model.safetensors" "$OUT" --max-mb 15.5
 cp "$RUNS/run/log.jsonl" "$OUT/log.jsonl"
 cp "$RUNS/run/config.yaml" "$OUT/config.yaml"
