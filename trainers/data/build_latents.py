@@ -12,6 +12,11 @@ other settings, or into a folder that is not a latent dataset, is refused, so sh
 manifest never contradict each other. With --labels-from-folders the manifest also lists
 "class_names" (the sorted folder names, class i = name i), which the prior trainer copies into
 the model.
+
+--extra-scales 0.7,0.5 also encodes the training split with each image shrunk to that share of
+the canvas, centred on white (shards train-x070-00000..., the held-out split stays at full size so
+its losses compare across datasets): emoji at several sizes, for a prior that meets subjects of
+any size. Adding extra scales to a folder built without them encodes only the new shards.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from sundae_core.errors import InputError, MissingAssetError
 from sundae_core.models import load_vqgan
 
 from ..training import distributed as dist
-from .image_data import HELD_OUT_FRACTION, image_paths, in_subset, is_validation, load_rgb
+from .image_data import HELD_OUT_FRACTION, image_paths, in_subset, is_validation, load_rgb_scaled
 from .latent_data import read_manifest, write_manifest, write_shard
 
 BUILD_RECORD = "build.json"
@@ -59,22 +64,24 @@ def encode_folder(args) -> int:
     plan = []
     for split in ("train", "val"):
         chosen = [p for p in files if is_validation(p, args.val_fraction) == (split == "val")]
-        for i in range(0, len(chosen), args.shard_size):
-            name = f"{split}-{i // args.shard_size:05d}.safetensors"
-            shards[split].append(name)
-            plan.append((name, chosen[i:i + args.shard_size]))
+        for scale in [1.0] + (list(args.extra_scales) if split == "train" else []):
+            prefix = split if scale == 1 else f"{split}-x{round(scale * 100):03d}"
+            for i in range(0, len(chosen), args.shard_size):
+                name = f"{prefix}-{i // args.shard_size:05d}.safetensors"
+                shards[split].append(name)
+                plan.append((name, chosen[i:i + args.shard_size], scale))
     settings = build_settings(args, vqgan.token_version, files, class_names)
     check_out_folder(out, settings, str(args.vqgan))
     if dist.is_main():
         write_build_record(out, settings)
     dist.barrier()  # the record exists before any shard: a killed build is still checked
     mine = [item for j, item in enumerate(plan) if j % world == rank and not (out / item[0]).is_file()]
-    bar = tqdm(total=sum(len(p) for _, p in mine), desc=f"encoding (rank {rank})", disable=args.no_progress)
-    for name, paths in mine:
+    bar = tqdm(total=sum(len(p) for _, p, _ in mine), desc=f"encoding (rank {rank})", disable=args.no_progress)
+    for name, paths, scale in mine:
         tokens, labels = [], []
         for start in range(0, len(paths), args.batch_size):
             batch = paths[start:start + args.batch_size]
-            x = torch.from_numpy(np.stack([load_rgb(p, args.resolution) for p in batch]))
+            x = torch.from_numpy(np.stack([load_rgb_scaled(p, args.resolution, scale) for p in batch]))
             x = x.permute(0, 3, 1, 2).float() / 127.5 - 1
             with torch.inference_mode():
                 # original then flipped copy of each image, in one batch
@@ -94,8 +101,10 @@ def encode_folder(args) -> int:
                              "num_classes": len(class_names), "class_names": class_names,
                              "decoder": "vqgan", "vqgan": str(args.vqgan), "token_version": vqgan.token_version,
                              "images": str(args.images),
-                             "resolution": args.resolution, "flipped": True, "shards": shards})
-        print(f"latent dataset written to {out} ({len(files)} images x 2 flips, {grid}x{grid} tokens)")
+                             "resolution": args.resolution, "flipped": True,
+                             "extra_scales": list(args.extra_scales), "shards": shards})
+        scales = f", training images also at {', '.join(map(str, args.extra_scales))} of the canvas" if args.extra_scales else ""
+        print(f"latent dataset written to {out} ({len(files)} images x 2 flips{scales}, {grid}x{grid} tokens)")
     dist.cleanup()
     return 0
 
@@ -103,7 +112,9 @@ def encode_folder(args) -> int:
 def build_settings(args, token_version: str, files: list[Path], class_names: list[str]) -> dict:
     """Everything the shards' contents depend on: which images (their list, not their pixels),
     the VQ-GAN's encoding (its token version: retraining only the decoder keeps it), the size,
-    the split and the shard grouping."""
+    the split and the shard grouping. Not the extra scales: a shard's name says its scale, so a
+    rebuild with other --extra-scales reuses the shards it shares with the folder and the manifest
+    lists the ones asked for."""
     root = Path(args.images)
     names = "\n".join(str(p.relative_to(root)) for p in files)
     return {"decoder": "vqgan", "token_version": token_version, "resolution": args.resolution,
@@ -219,6 +230,21 @@ def build_mnist(args) -> int:
     return 0
 
 
+def extra_scales(text: str) -> tuple[float, ...]:
+    """'0.7,0.5' -> (0.7, 0.5): distinct shares of the canvas in (0, 1), each naming its own shards
+    (train-x070-...), so two may not round to the same percent."""
+    try:
+        scales = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give shares of the canvas such as 0.7,0.5") from None
+    bad = [s for s in scales if not 0.05 <= s < 1]
+    if bad or not scales:
+        raise argparse.ArgumentTypeError(f"{text!r}: each scale must be in [0.05, 1) (1 is always built)")
+    if len({round(s * 100) for s in scales}) != len(scales):
+        raise argparse.ArgumentTypeError(f"{text!r}: scales must differ by at least 0.01")
+    return scales
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="output folder of shards + manifest.json")
@@ -234,12 +260,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="encode only this stable random share of the images (1 = all)")
     parser.add_argument("--labels-from-folders", action="store_true",
                         help="class label = name of the image's first-level subfolder")
+    parser.add_argument("--extra-scales", type=extra_scales, default=(), metavar="S1,S2,...",
+                        help="also encode the training split with each image shrunk to these shares of the "
+                             "canvas, centred (e.g. 0.7,0.5; the held-out split stays at full size)")
     parser.add_argument("--mnist", action="store_true", help="write MNIST pixels as tokens instead (v = 256)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     args = parser.parse_args(argv)
 
     def body() -> int:
         if args.mnist:
+            if args.extra_scales:
+                raise InputError("--extra-scales shrinks images on their canvas; it does not apply to --mnist")
             return build_mnist(args)
         if not args.vqgan or not args.images:
             raise InputError("give --vqgan and --images (or --mnist)")

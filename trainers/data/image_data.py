@@ -101,6 +101,21 @@ def load_rgb(path: Path, size: int) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8)
 
 
+def load_rgb_scaled(path: Path, size: int, scale: float = 1.0) -> np.ndarray:
+    """load_rgb on a size x size white canvas with the image shrunk to `scale` of it, centred:
+    emoji drawn smaller than the canvas, for multi-scale training data. One resample from the
+    source, as load_rgb does."""
+    if not 0 < scale <= 1:
+        raise InputError(f"scale {scale} must be in (0, 1]")
+    inner = max(1, round(size * scale))
+    if inner == size:
+        return load_rgb(path, size)
+    canvas = np.full((size, size, 3), 255, dtype=np.uint8)
+    top = (size - inner) // 2
+    canvas[top:top + inner, top:top + inner] = load_rgb(path, inner)
+    return canvas
+
+
 SUBJECT_TRIES = 8  # crop positions drawn per image when data.min_subject asks for subject
 BACKGROUND_LEVEL = 245  # a pixel whose channels all reach this is background (white canvas)
 
