@@ -179,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
             text = "".join(json.dumps({k: p[k] for k in SAVED_KEYS}) + "\n" for p in points)
             atomic_write(args.save_history, lambda tmp: Path(tmp).write_text(text))
         seen = [p["samples"] / 1000 for p in points]
-        panels = [Panel(title, seen, [p[key] for p in points], xlabel="training samples seen (thousands)")
+        panels = [Panel(title, seen, [p[key] for p in points], xlabel="training samples seen (thousands, log)",
+                        log_x=True)
                   for title, key in (("training loss", "train_loss"), ("held-out loss", "val_loss"),
                                      ("held-out block loss", "val_block_loss"),
                                      ("training accuracy (step 1)", "train_accuracy"))]

@@ -26,6 +26,7 @@ class Panel:
     y: list[float]
     xlabel: str = ""
     yerr: list[float] | None = None
+    log_x: bool = False  # x on a log scale, ticks at powers of ten (every x must be > 0)
 
 
 def _font(size: int):
@@ -76,11 +77,16 @@ def _draw_panel(draw: ImageDraw.ImageDraw, ox: int, oy: int, panel: Panel, font,
     _text(draw, ((x0 + x1) // 2, oy + 8), panel.title, font=font, anchor="mt")
     errs = panel.yerr or [0.0] * len(panel.y)
     valid = [(x, y, e or 0.0) for x, y, e in zip(panel.x, panel.y, errs) if y is not None and math.isfinite(y)]
-    xt = nice_ticks(min(panel.x), max(panel.x)) if panel.x else [0.0, 1.0]
+    fx = math.log10 if panel.log_x else (lambda v: v)
+    if panel.log_x and panel.x:
+        lo, hi = math.floor(math.log10(min(panel.x))), math.ceil(math.log10(max(panel.x)))
+        xt = [10.0 ** k for k in range(lo, max(hi, lo + 1) + 1)]
+    else:
+        xt = nice_ticks(min(panel.x), max(panel.x)) if panel.x else [0.0, 1.0]
     yt = nice_ticks(min(y - e for _, y, e in valid), max(y + e for _, y, e in valid)) if valid else [0.0, 1.0]
 
     def sx(v: float) -> float:
-        return x0 + (v - xt[0]) / (xt[-1] - xt[0]) * (x1 - x0)
+        return x0 + (fx(v) - fx(xt[0])) / (fx(xt[-1]) - fx(xt[0])) * (x1 - x0)
 
     def sy(v: float) -> float:
         return y1 - (v - yt[0]) / (yt[-1] - yt[0]) * (y1 - y0)
