@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from pathlib import Path
 
 from safetensors import safe_open
 from safetensors.torch import save_file
+
+PART_NAME = re.compile(r"\.part\d+of(\d+)\.safetensors$")
 
 
 def split(path: Path, out: Path, max_bytes: int) -> list[Path]:
@@ -52,8 +55,8 @@ def join(target: Path, parts: list[Path]) -> None:
                 if name in tensors:
                     raise SystemExit(f"{part}: tensor {name} is also in an earlier part")
                 tensors[name] = f.get_tensor(name)
-    counts = {p.name.rsplit(".part", 1)[-1].split("of")[-1].split(".")[0] for p in parts}
-    if len(counts) != 1 or int(counts.pop()) != len(parts):
+    counts = {m.group(1) if (m := PART_NAME.search(p.name)) else None for p in parts}
+    if counts != {str(len(parts))}:
         raise SystemExit(f"expected every part of one split (name.partIofN.safetensors), got {[p.name for p in parts]}")
     tmp = target.with_name(target.name + ".tmp")
     save_file(tensors, str(tmp), metadata=metadata)

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .config import DepthLevels, HourglassConfig
 from .errors import InputError
@@ -25,16 +26,19 @@ SHORT_KEYS = 256
 # pooling attentions (one tiny sequence per 2 x 2 patch) pass that at training batch sizes
 # (256 images x 256 patches x 4 heads failed with "invalid argument" on an H200).
 CUDA_GRID_LIMIT = 65535
+# cuDNN's fused attention failed on the pooling attentions' 4-key groups (torch 2.11, H200); off
+# the CPU these kernels serve every attention of the hourglass
+GPU_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float = 0.0) -> torch.Tensor:
     """Softmax attention, (b hd n d) each; the same function whichever path computes it."""
     if q.device.type == "cpu":
-        fused = k.shape[-2] > SHORT_KEYS or not torch.is_grad_enabled()
-    else:
-        fused = q.shape[0] * q.shape[1] <= CUDA_GRID_LIMIT
-    if fused:
-        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
+        if k.shape[-2] > SHORT_KEYS or not torch.is_grad_enabled():
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
+    elif q.shape[0] * q.shape[1] <= CUDA_GRID_LIMIT:
+        with sdpa_kernel(GPU_BACKENDS):
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
     weights = ((q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)).softmax(dim=-1)
     return F.dropout(weights, dropout) @ v
 

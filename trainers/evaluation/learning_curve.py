@@ -97,7 +97,6 @@ def curve(rows: list[dict], batch_size: int = 16, device: str = "cpu") -> list[d
 
 POINT_KEYS = ("step", "minutes", "step_minutes", "train_loss", "train_accuracy", "val_loss", "val_block_loss")
 # Points written before samples were counted are the CPU campaign's, every step of 16 samples.
-OLD_POINT_DEFAULTS = {"device": "cpu"}
 OLD_BATCH_SIZE = 16
 SAVED_KEYS = POINT_KEYS + ("samples", "device")
 
@@ -117,7 +116,7 @@ def read_history(path: Path) -> list[dict]:
         missing = [k for k in POINT_KEYS if not isinstance(point, dict) or k not in point]
         if missing:
             raise InputError(f"--history {path}, line {number}: lacks {', '.join(missing)}")
-        points.append({"samples": point["step"] * OLD_BATCH_SIZE, **OLD_POINT_DEFAULTS, **point})
+        points.append({"samples": point["step"] * OLD_BATCH_SIZE, "device": "cpu", **point})
     if [p["step"] for p in points] != sorted(p["step"] for p in points):
         raise InputError(f"--history {path}: steps are not in increasing order")
     return points

@@ -141,9 +141,6 @@ def train_device(tc: PriorTrainConfig, rank: int) -> torch.device:
     if local >= torch.cuda.device_count():
         raise ConfigError(f"rank {rank} needs GPU {local} but this machine has {torch.cuda.device_count()}; "
                           "start torchrun with --nproc-per-node at most the number of GPUs")
-    # cuDNN's fused attention failed (torch 2.11, H200) on the pooling attention's 4-key groups;
-    # the flash and memory-efficient kernels serve every attention of the hourglass
-    torch.backends.cuda.enable_cudnn_sdp(False)
     return torch.device("cuda", local)
 
 
