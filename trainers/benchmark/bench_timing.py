@@ -196,7 +196,7 @@ def matmul_peak(threads: int, n: int = 4096, runs: int = 12) -> float:
 FLOP_KERNELS = ("mm", "addmm", "_addmm_activation", "bmm", "baddbmm", "matmul", "linear", "_linear_pointwise",
                 "_mkl_linear", "mkldnn_linear", "qlinear", "conv1d", "conv2d", "conv3d", "conv_", "convolution",
                 "_convolution", "mkldnn_convolution", "_conv_depthwise", "slow_conv", "qconv",
-                "scaled_dot_product", "_scaled_dot_product")
+                "scaled_dot_product", "_scaled_dot_product", "_flash_attention", "_efficient_attention")
 
 
 def is_flop_kernel(key: str) -> bool:
@@ -216,3 +216,30 @@ def outside_share(fn: Callable[[], object]) -> float:
     total = sum(e.self_cpu_time_total for e in events)
     inside = sum(e.self_cpu_time_total for e in events if is_flop_kernel(e.key))
     return min(1.0, max(0.0, 1 - inside / total)) if total > 0 else 0.0
+
+
+def gpu_profile(fn: Callable[[], object], device: torch.device, top: int = 12) -> dict:
+    """Where one call's time goes on a GPU (fn runs once unprofiled first): `gpu_busy_share`, the
+    summed kernel time over the wall time (below 1: the GPU waits on the host, which is launching
+    kernels or syncing); `outside_matmul_share`, the share of kernel time in ops outside
+    FLOP_KERNELS; `top_ops`, the ops with the most GPU self time (ms and share of kernel time)."""
+    fn()
+    sync(device)
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        wall = time.perf_counter() - start
+    # Host-side ops only: each carries the GPU time of the kernels it launched, and the kernels'
+    # own rows would count that time twice.
+    ops = [e for e in prof.key_averages()
+           if e.device_type == torch.autograd.DeviceType.CPU and e.self_device_time_total > 0]
+    total_us = sum(e.self_device_time_total for e in ops)
+    if total_us <= 0:
+        return {"gpu_busy_share": 0.0}
+    inside = sum(e.self_device_time_total for e in ops if is_flop_kernel(e.key))
+    ops.sort(key=lambda e: e.self_device_time_total, reverse=True)
+    return {"gpu_busy_share": round(min(1.0, total_us / 1e6 / wall), 3),
+            "outside_matmul_share": round(1 - inside / total_us, 3),
+            "top_ops": [{"op": e.key[:80], "ms": round(e.self_device_time_total / 1e3, 3),
+                         "share": round(e.self_device_time_total / total_us, 4)} for e in ops[:top]]}

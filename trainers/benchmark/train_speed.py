@@ -11,7 +11,11 @@ config's model (default configs/prior_emoji.yaml, the shipped prior), with rando
   same thread count;
 - the share of a step's time outside matmul, convolution and attention kernels (torch profiler,
   self time; `bench_timing.outside_share`): the work compiling fuses.
-The CPU model, torch version, thread counts and the load before and after go in the report.
+With --device cuda the same step runs on a GPU: the peak is the GPU's bf16 matmul, measured in the
+same run; the profile gives the share of the step's wall time the GPU is busy (the rest is the host
+launching kernels or waiting on a sync) and, of the busy time, the share outside FLOP kernels; the
+ops taking the most GPU time are listed. --threads and --ranks do not apply there.
+The CPU (or GPU) model, torch version, thread counts and the load before and after go in the report.
 Outputs in --out: train_speed.json and train_speed.md (the table; also printed).
 """
 
@@ -30,7 +34,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from sundae_core.checkpoint import atomic_write
 from sundae_core.cli import run_guarded, write_json_report
-from sundae_core.config import load_yaml
+from sundae_core.config import apply_overrides, load_yaml
 from sundae_core.errors import InputError
 from sundae_core.hourglass import HourglassTransformer
 from sundae_core.sampler import random_tokens
@@ -38,22 +42,25 @@ from sundae_core.sampler import random_tokens
 from ..training import distributed as dist
 from ..training.prior_step import make_optimizer, make_step_loss, train_step
 from ..training.train_prior import PriorRunConfig
-from .bench_timing import matmul_peak, outside_share
+from .bench_timing import DTYPES, gpu_profile, matmul_peak, matmul_timing, outside_share, sync
 from .cli import cpu_name, positive_ints
+
 
 class Case:
     """One model, optimiser and batch, stepping exactly as the trainer does."""
 
-    def __init__(self, config: PriorRunConfig, compile: bool, batch: int, grid: int = 32):
+    def __init__(self, config: PriorRunConfig, compile: bool, batch: int, grid: int = 32,
+                 device: torch.device = torch.device("cpu")):
         tc, mc = config.train, config.model
         torch.manual_seed(0)
-        self.model = HourglassTransformer(mc).train()
+        self.device = device
+        self.model = HourglassTransformer(mc).train().to(device)
         self.opt = make_optimizer(self.model, 1e-5, tc.weight_decay, tc.betas, fused=tc.fused_optimizer)
         self.step_loss = make_step_loss(self.model, bf16=tc.bf16, compile=compile)
         g = torch.Generator().manual_seed(0)
-        self.tokens = random_tokens(batch, grid, grid, mc.vocab_size, generator=g)
-        self.labels = torch.randint(0, mc.num_classes, (batch,), generator=g) if mc.num_classes else None
-        self.noise = torch.Generator().manual_seed(1)
+        self.tokens = random_tokens(batch, grid, grid, mc.vocab_size, generator=g).to(device)
+        self.labels = torch.randint(0, mc.num_classes, (batch,), generator=g).to(device) if mc.num_classes else None
+        self.noise = torch.Generator(device).manual_seed(1)
         self.tc = config.train
 
     def step(self) -> None:
@@ -68,31 +75,41 @@ def count_flops(case: Case) -> int:
 
 
 def time_case(case: Case, repeats: int) -> tuple[float, float]:
-    """(first step seconds, including any compiling; median of `repeats` later steps)."""
-    start = time.perf_counter()
-    case.step()
-    first = time.perf_counter() - start
-    case.step()  # the optimiser state and allocator settle
-    times = []
-    for _ in range(repeats):
+    """(first step seconds, including any compiling; median of `repeats` later steps), each
+    synchronised with the device."""
+
+    def timed() -> float:
+        sync(case.device)
         start = time.perf_counter()
         case.step()
-        times.append(time.perf_counter() - start)
-    return first, sorted(times)[len(times) // 2]
+        sync(case.device)
+        return time.perf_counter() - start
+
+    first = timed()
+    timed()  # the optimiser state and allocator settle
+    times = sorted(timed() for _ in range(repeats))
+    return first, times[len(times) // 2]
+
+
+def gpu_matmul_peak(device: torch.device, n: int = 8192, runs: int = 20) -> float:
+    """Best bf16 FLOP/s of an n x n x n matmul on the GPU: the figure MFU is taken against there."""
+    return 2 * n ** 3 / matmul_timing(n, DTYPES["bf16"], device, runs).min_s
 
 
 def run_case(config: PriorRunConfig, compile: bool, threads: int, repeats: int, flops: int | None,
-             profile_share: bool) -> dict:
+             profile_share: bool, device: torch.device = torch.device("cpu")) -> dict:
     torch.set_num_threads(threads)
-    peak = matmul_peak(threads)
-    case = Case(config, compile, config.train.batch_size)
+    peak = gpu_matmul_peak(device) if device.type == "cuda" else matmul_peak(threads)
+    case = Case(config, compile, config.train.batch_size, device=device)
     first, median = time_case(case, repeats)
-    flops = flops or count_flops(Case(config, False, config.train.batch_size))
+    flops = flops or count_flops(Case(config, False, config.train.batch_size, device=device))
     row = {"mode": "compiled" if compile else "eager", "processes": 1, "threads": threads,
            "batch": config.train.batch_size, "first_step_s": round(first, 2), "step_s": round(median, 3),
            "images_per_s": round(config.train.batch_size / median, 2), "flops_per_step": flops,
            "peak_flop_per_s": round(peak), "mfu": round(flops / median / peak, 4)}
-    if profile_share:
+    if profile_share and device.type == "cuda":
+        row.update(gpu_profile(case.step, device))
+    elif profile_share:
         row["outside_matmul_share"] = round(outside_share(case.step), 3)
     return row
 
@@ -127,21 +144,40 @@ def run_ranks(args, config: PriorRunConfig, compile: bool, flops: int) -> dict:
             "mfu": round(flops / got["step_s"] / peak, 4)}
 
 
+def percent(row: dict, key: str) -> str:
+    return f"{100 * row[key]:.0f} %" if key in row else "-"
+
+
 def markdown(report: dict) -> str:
     env = report["environment"]
+    where = env.get("gpu") or env["cpu"]
     lines = [f"Prior training step, `{report['config']}` (batch {report['batch']}, unroll {report['unroll']}, "
-             f"block corruption {report['block_corruption']}), {env['cpu']}, torch {env['torch']}",
-             "", "| mode | processes x threads | step (s) | images/s | first step (s) | MFU | outside matmul+attention |",
-             "|---|---|---|---|---|---|---|"]
+             f"block corruption {report['block_corruption']}), {where}, torch {env['torch']}",
+             "", "| mode | processes x threads | step (s) | images/s | first step (s) | MFU | outside matmul+attention "
+             "| GPU busy |", "|---|---|---|---|---|---|---|---|"]
     for r in report["rows"]:
-        share = f"{100 * r['outside_matmul_share']:.0f} %" if "outside_matmul_share" in r else "-"
-        lines.append(f"| {r['mode']} | {r['processes']} x {r['threads']} | {r['step_s']:.2f} | {r['images_per_s']:.1f} | "
-                     f"{r['first_step_s']:.1f} | {100 * r['mfu']:.1f} % | {share} |")
+        lines.append(f"| {r['mode']} | {r['processes']} x {r['threads']} | {r['step_s']:.3f} | {r['images_per_s']:.1f} | "
+                     f"{r['first_step_s']:.1f} | {100 * r['mfu']:.1f} % | {percent(r, 'outside_matmul_share')} | "
+                     f"{percent(r, 'gpu_busy_share')} |")
+    for r in report["rows"]:
+        if r.get("top_ops"):
+            lines += ["", f"GPU time by op, {r['mode']} (self time of one step, ms):", "",
+                      "| op | ms | share |", "|---|---|---|"]
+            lines += [f"| `{op['op']}` | {op['ms']:.2f} | {100 * op['share']:.1f} % |" for op in r["top_ops"]]
     lines.append("")
     lines.append(f"FLOPs per step (counted): {report['rows'][0]['flops_per_step'] / 1e9:.0f} G; matmul peak "
                  "(bf16, 4096^3, best of 12) measured beside each case at its thread count; load before "
                  f"{env['load_before']}, after {env['load_after']}")
     return "\n".join(lines)
+
+
+def bench_device(name: str) -> torch.device:
+    if name not in ("cpu", "cuda"):
+        raise InputError(f"--device takes cpu or cuda, got {name!r}")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda: this torch sees no GPU (torch.cuda.is_available() is False); "
+                         "run on a machine with one, or leave --device at cpu")
+    return torch.device(name)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -153,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ranks", type=int, default=2, help="torchrun ranks of one thread each (0 = skip; default 2)")
     p.add_argument("--repeats", type=int, default=5, help="timed steps per case after two warm-up steps (default 5)")
     p.add_argument("--no-profile", action="store_true", help="skip the profiled step (outside-matmul share)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda: where the step runs (default cpu)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, as the trainer's --set (e.g. train.batch_size=256)")
     p.add_argument("--out", default="runs/bench_train", help="folder for train_speed.json and .md")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--compiled-worker", action="store_true", help=argparse.SUPPRESS)
@@ -163,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
-        config = load_yaml(args.config, PriorRunConfig)
+        config = apply_overrides(load_yaml(args.config, PriorRunConfig), args.set)
+        device = bench_device(args.device)
         if args.worker:
             worker(config, args.compiled_worker, args.repeats, Path(args.worker))
             return 0
@@ -179,14 +219,17 @@ def main(argv: list[str] | None = None) -> int:
                   "environment": {"cpu": cpu_name(), "torch": torch.__version__, "cores": os.cpu_count(),
                                   "load_before": [round(x, 2) for x in os.getloadavg()]},
                   "rows": []}
+        if device.type == "cuda":  # one process drives the GPU; its host thread count barely matters
+            report["environment"]["gpu"] = torch.cuda.get_device_name(device)
+            threads = [torch.get_num_threads()]
         flops = None
         for mode in modes:
             for n in threads:
-                row = run_case(config, mode == "compiled", n, args.repeats, flops, not args.no_profile)
+                row = run_case(config, mode == "compiled", n, args.repeats, flops, not args.no_profile, device)
                 flops = row["flops_per_step"]
                 report["rows"].append(row)
                 print(json.dumps(row), flush=True)
-            if args.ranks > 1:
+            if args.ranks > 1 and device.type == "cpu":
                 report["rows"].append(run_ranks(args, config, mode == "compiled", flops))
                 print(json.dumps(report["rows"][-1]), flush=True)
         report["environment"]["load_after"] = [round(x, 2) for x in os.getloadavg()]
