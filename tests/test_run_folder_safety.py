@@ -448,3 +448,45 @@ def test_a_vqgan_config_value_out_of_range_is_one_line_before_the_run_folder(tmp
     [line] = _error_lines(capsys)
     assert line.startswith(f"error: {field}")
     assert not run.exists()
+
+
+def _fused_adamw_step(layer, guard, opt, value: float) -> None:
+    opt.zero_grad(set_to_none=True)
+    loss = layer(torch.ones(1, 2)).sum() * value
+    loss.backward()
+    assert guard.step(opt, loss) is None  # the lazy path: the device decides
+
+
+def test_the_lazy_guard_skips_inside_the_fused_kernel_and_reads_only_every_n_steps():
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(2, 1)
+    opt = torch.optim.AdamW(layer.parameters(), lr=0.1, fused=True)
+    guard = NonFiniteGuard(check_every=10)
+    _fused_adamw_step(layer, guard, opt, 1.0)
+    after_good = [p.detach().clone() for p in layer.parameters()]
+    count = int(opt.state[layer.weight]["step"])
+    for step in range(2, 6):  # four bad steps: weights, moments and the step count stay
+        _fused_adamw_step(layer, guard, opt, float("nan"))
+        guard.check(step)
+    assert all(torch.equal(a, p) for a, p in zip(after_good, layer.parameters()))
+    assert int(opt.state[layer.weight]["step"]) == count and torch.isfinite(opt.state[layer.weight]["exp_avg"]).all()
+    assert guard.in_a_row == {}  # nothing read yet: no host sync on steps 2-5
+    guard.check(5, force=True)  # read now (before a checkpoint): 4 in a row is a warning only
+    assert guard.in_a_row[id(opt)] == 4
+    _fused_adamw_step(layer, guard, opt, 1.0)  # a good step moves the weights again
+    assert not torch.equal(after_good[0], layer.weight)
+    for step in range(7, 12):  # five bad in a row between two reads: never missed
+        _fused_adamw_step(layer, guard, opt, float("inf"))
+    _fused_adamw_step(layer, guard, opt, 1.0)  # the streak ended before the read
+    guard.check(19)  # not a multiple of 10: no read
+    with pytest.raises(TrainingDiverged, match="5 steps in a row"):
+        guard.check(20)
+
+
+def test_the_lazy_guard_falls_back_to_per_step_reads_for_an_unfused_optimizer():
+    layer = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(layer.parameters(), lr=0.1)
+    guard = NonFiniteGuard(check_every=10)
+    loss = layer(torch.ones(1, 2)).sum() * float("nan")
+    loss.backward()
+    assert guard.step(opt, loss) is False and guard.in_a_row[id(opt)] == 1

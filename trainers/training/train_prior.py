@@ -218,7 +218,12 @@ def validation_loss(model, val: TokenSet, tc: PriorTrainConfig, autocast, block_
 
 def to_device(batch: tuple[torch.Tensor, torch.Tensor | None], device: torch.device):
     tokens, labels = batch
-    return tokens.to(device, non_blocking=True), None if labels is None else labels.to(device, non_blocking=True)
+    if device.type == "cpu":
+        return tokens, labels
+    # Pinned, so the copy is queued behind the running step instead of waiting for it (a copy
+    # from pageable memory synchronises the stream first).
+    move = lambda t: None if t is None else t.pin_memory().to(device, non_blocking=True)
+    return move(tokens), move(labels)
 
 
 def train(config: PriorRunConfig, run_dir: Path, progress: bool = True) -> Path:
@@ -272,9 +277,14 @@ def train(config: PriorRunConfig, run_dir: Path, progress: bool = True) -> Path:
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if tc.bf16 else nullcontext
     log = MetricLog(run_dir, resume_step=start)  # drops rows logged past the checkpoint
     step_loss = make_step_loss(model, bf16=tc.bf16, compile=tc.compile)
-    guard = NonFiniteGuard()  # skips NaN/inf steps; stops the run after a few in a row
+    # skips NaN/inf steps; stops the run after a few in a row. On a GPU it reads its verdict at
+    # log steps and checkpoints only, so the host never waits for the device in between.
+    guard = NonFiniteGuard(check_every=1 if device.type == "cpu" else tc.log_every)
     bar = tqdm(range(start, tc.steps), initial=start, total=tc.steps, desc="prior",
                disable=not (progress and dist.is_main()))
+    # Step time = wall time over the steps since the last log row, read after the log's values
+    # have waited for the device: a GPU step is only queued when its call returns.
+    window_began, window_steps = time.perf_counter(), 0
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, tc)
@@ -285,17 +295,21 @@ def train(config: PriorRunConfig, run_dir: Path, progress: bool = True) -> Path:
         began = time.perf_counter()
         out, grad_norm = train_step(model, opt, step_loss, tokens, labels, tc, noise_gen,
                                     sync=dist.average_gradients, optimizer_step=guard.step)
-        guard.check(step + 1)
-        ema.update(model, step)
-        seconds = time.perf_counter() - began
-        if dist.is_main() and step == start and tc.compile:  # the first step compiles
-            log.write(step + 1, first_step_seconds=seconds)
-        if dist.is_main() and (step + 1) % tc.log_every == 0:
-            bar.set_postfix(loss=f"{out.loss.item():.3f}", acc=f"{out.accuracy.item():.3f}")
-            log.write(step + 1, loss=out.loss.item(), accuracy=out.accuracy.item(),
-                      **{f"loss_step{i + 1}": v.item() for i, v in enumerate(out.per_step)},
-                      grad_norm=grad_norm.item(), lr=lr_at(step, tc), step_seconds=seconds)
         last = step + 1 == tc.steps
+        guard.check(step + 1, force=last or (step + 1) % tc.ckpt_every == 0)
+        ema.update(model, step)
+        window_steps += 1
+        if step == start:  # the first step compiles (and grows the allocator): kept out of the mean
+            if dist.is_main() and tc.compile:
+                log.write(step + 1, first_step_seconds=time.perf_counter() - began)
+            window_began, window_steps = time.perf_counter(), 0
+        if dist.is_main() and (step + 1) % tc.log_every == 0:
+            row = dict(loss=out.loss.item(), accuracy=out.accuracy.item(),
+                       **{f"loss_step{i + 1}": v.item() for i, v in enumerate(out.per_step)},
+                       grad_norm=grad_norm.item(), lr=lr_at(step, tc))
+            seconds = (time.perf_counter() - window_began) / max(window_steps, 1)
+            bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['accuracy']:.3f}")
+            log.write(step + 1, **row, step_seconds=seconds)
         if dist.is_main() and val_set is not None and ((step + 1) % tc.val_every == 0 or last):
             val = {"val_loss": validation_loss(ema.model, val_set, tc, autocast)}
             if tc.block_corruption:  # how well the prior completes holes
@@ -316,6 +330,8 @@ def train(config: PriorRunConfig, run_dir: Path, progress: bool = True) -> Path:
                                      generators=generators, config=to_dict(config), model=ema.model,
                                      model_metadata=meta)
             dist.barrier()
+        if any((step + 1) % every == 0 for every in (tc.log_every, tc.val_every, tc.sample_every, tc.ckpt_every)):
+            window_began, window_steps = time.perf_counter(), 0  # validation, grids, saving: not steps
     dist.cleanup()
     return run_dir / "model.safetensors"
 
