@@ -180,11 +180,11 @@ def measure_peak(bench: Bench, sizes: tuple[int, ...], dtypes: tuple[str, ...] =
     return peaks, rows
 
 
-def matmul_peak(threads: int, n: int = 4096, runs: int = 12) -> float:
-    """Best bf16 FLOP/s of an n x n x n matmul on the CPU over `runs` runs at `threads` threads
-    (sets torch's thread count); sundae-bench-train's peak."""
+def matmul_peak(threads: int, n: int = 4096, runs: int = 12, device: torch.device = torch.device("cpu")) -> float:
+    """Best bf16 FLOP/s of an n x n x n matmul over `runs` runs on `device`, at `threads` threads
+    (sets torch's thread count; on a GPU it only drives the launches); sundae-bench-train's peak."""
     torch.set_num_threads(threads)
-    return 2 * n ** 3 / matmul_timing(n, torch.bfloat16, torch.device("cpu"), runs).min_s
+    return 2 * n ** 3 / matmul_timing(n, torch.bfloat16, device, runs).min_s
 
 
 # Kernels that do a model's FLOPs, by name without the namespace ("aten::", "mkldnn::", "mkl::"),

@@ -26,7 +26,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -42,7 +41,7 @@ from sundae_core.sampler import random_tokens
 from ..training import distributed as dist
 from ..training.prior_step import make_optimizer, make_step_loss, train_step
 from ..training.train_prior import PriorRunConfig
-from .bench_timing import DTYPES, gpu_profile, matmul_peak, matmul_timing, outside_share, sync
+from .bench_timing import gpu_profile, matmul_peak, outside_share, time_runs, warm_up
 from .cli import cpu_name, positive_ints
 
 
@@ -77,29 +76,20 @@ def count_flops(case: Case) -> int:
 def time_case(case: Case, repeats: int) -> tuple[float, float]:
     """(first step seconds, including any compiling; median of `repeats` later steps), each
     synchronised with the device."""
-
-    def timed() -> float:
-        sync(case.device)
-        start = time.perf_counter()
-        case.step()
-        sync(case.device)
-        return time.perf_counter() - start
-
-    first = timed()
-    timed()  # the optimiser state and allocator settle
-    times = sorted(timed() for _ in range(repeats))
-    return first, times[len(times) // 2]
+    first = warm_up(case.step, case.device)
+    warm_up(case.step, case.device)  # the optimiser state and allocator settle
+    return first, time_runs(case.step, case.device, repeats).median_s
 
 
-def gpu_matmul_peak(device: torch.device, n: int = 8192, runs: int = 20) -> float:
-    """Best bf16 FLOP/s of an n x n x n matmul on the GPU: the figure MFU is taken against there."""
-    return 2 * n ** 3 / matmul_timing(n, DTYPES["bf16"], device, runs).min_s
+# The matmul every MFU is taken against: (n, best of runs) on each kind of device
+PEAK_MATMUL = {"cpu": (4096, 12), "cuda": (8192, 20)}
 
 
 def run_case(config: PriorRunConfig, compile: bool, threads: int, repeats: int, flops: int | None,
              profile_share: bool, device: torch.device = torch.device("cpu")) -> dict:
     torch.set_num_threads(threads)
-    peak = gpu_matmul_peak(device) if device.type == "cuda" else matmul_peak(threads)
+    n, runs = PEAK_MATMUL[device.type]
+    peak = matmul_peak(threads, n, runs, device)
     case = Case(config, compile, config.train.batch_size, device=device)
     first, median = time_case(case, repeats)
     flops = flops or count_flops(Case(config, False, config.train.batch_size, device=device))
@@ -166,7 +156,8 @@ def markdown(report: dict) -> str:
             lines += [f"| `{op['op']}` | {op['ms']:.2f} | {100 * op['share']:.1f} % |" for op in r["top_ops"]]
     lines.append("")
     lines.append(f"FLOPs per step (counted): {report['rows'][0]['flops_per_step'] / 1e9:.0f} G; matmul peak "
-                 "(bf16, 4096^3, best of 12) measured beside each case at its thread count; load before "
+                 f"(bf16, {report['peak_matmul'][0]}^3, best of {report['peak_matmul'][1]}) measured beside each "
+                 "case at its thread count; load before "
                  f"{env['load_before']}, after {env['load_after']}")
     return "\n".join(lines)
 
@@ -219,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
                   "environment": {"cpu": cpu_name(), "torch": torch.__version__, "cores": os.cpu_count(),
                                   "load_before": [round(x, 2) for x in os.getloadavg()]},
                   "rows": []}
+        report["peak_matmul"] = PEAK_MATMUL[device.type]
         if device.type == "cuda":  # one process drives the GPU; its host thread count barely matters
             report["environment"]["gpu"] = torch.cuda.get_device_name(device)
             threads = [torch.get_num_threads()]
