@@ -70,4 +70,4 @@ def test_extra_scales_must_be_distinct_shares_below_one(value, capsys):
 
 def test_extra_scales_do_not_apply_to_mnist(tmp_path, capsys):
     assert build_latents.main(["--mnist", "--out", str(tmp_path / "m"), "--extra-scales", "0.5"]) == 1
-    assert "does not apply to --mnist" in capsys.readouterr().err
+    assert "do not apply to --mnist" in capsys.readouterr().err

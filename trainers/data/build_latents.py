@@ -17,6 +17,11 @@ the model.
 the canvas, centred on white (shards train-x070-00000..., the held-out split stays at full size so
 its losses compare across datasets): emoji at several sizes, for a prior that meets subjects of
 any size. Adding extra scales to a folder built without them encodes only the new shards.
+
+--extend LATENTS adds images to a latent set built before, without copying or re-encoding it: the
+new manifest lists that set's shards (as paths relative to --out) before the new ones, and takes
+its class names, so the labels mean the same (the new folders must be among them). The VQ-GAN's
+token version and the resolution must match it.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import argparse
 import gzip
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +64,10 @@ def encode_folder(args) -> int:
     if args.limit:
         files = files[: args.limit]
     files = [p for p in files if in_subset(p, args.subset)]
+    base = extended_set(args, vqgan.token_version) if args.extend else None
     class_names = folder_classes(files, Path(args.images)) if args.labels_from_folders else []
+    if base is not None:
+        class_names = base_classes(base, class_names, args.extend)
     labels_of = _folder_labels(files, Path(args.images), class_names) if class_names else None
     shards: dict[str, list[str]] = {"train": [], "val": []}
     plan = []
@@ -97,16 +106,51 @@ def encode_folder(args) -> int:
     dist.barrier()
     if dist.is_main():
         grid = args.resolution // f
+        if base is not None:
+            shards = {split: [os.path.relpath(Path(args.extend) / name, out) for name in base["shards"].get(split, [])]
+                      + names for split, names in shards.items()}
         write_manifest(out, {"vocab_size": vqgan.vocab_size, "height": grid, "width": grid,
                              "num_classes": len(class_names), "class_names": class_names,
                              "decoder": "vqgan", "vqgan": str(args.vqgan), "token_version": vqgan.token_version,
                              "images": str(args.images),
                              "resolution": args.resolution, "flipped": True,
-                             "extra_scales": list(args.extra_scales), "shards": shards})
+                             "extra_scales": list(args.extra_scales), "shards": shards,
+                             **({"extends": str(args.extend)} if base is not None else {})})
         scales = f", training images also at {', '.join(map(str, args.extra_scales))} of the canvas" if args.extra_scales else ""
         print(f"latent dataset written to {out} ({len(files)} images x 2 flips{scales}, {grid}x{grid} tokens)")
     dist.cleanup()
     return 0
+
+
+def extended_set(args, token_version: str) -> dict:
+    """The manifest of the set --extend names, checked against this build's encoding."""
+    base = read_manifest(args.extend)
+    if base.get("decoder") != "vqgan":
+        raise InputError(f"--extend {args.extend} is not a VQ-GAN latent set (decoder {base.get('decoder')!r})")
+    if base.get("token_version") != token_version:
+        raise InputError(f"--extend {args.extend} was encoded with token version {base.get('token_version')}, "
+                         f"--vqgan {args.vqgan} gives {token_version}: extend it with the VQ-GAN that built it")
+    if base.get("resolution") != args.resolution:
+        raise InputError(f"--extend {args.extend} was built at --resolution {base.get('resolution')}, "
+                         f"not {args.resolution}: give the same resolution")
+    return base
+
+
+def base_classes(base: dict, here: list[str], base_path: str) -> list[str]:
+    """The extended set's class names; this folder's class folders must be among them."""
+    names = list(base.get("class_names") or [])
+    if not names:
+        if here:
+            raise InputError(f"--extend {base_path} has no class labels: drop --labels-from-folders")
+        return []
+    if not here:
+        raise InputError(f"--extend {base_path} is labelled ({', '.join(names)}): add --labels-from-folders "
+                         "and put the images in those class folders")
+    unknown = sorted(set(here) - set(names))
+    if unknown:
+        raise InputError(f"folders {', '.join(unknown)} are not classes of --extend {base_path} "
+                         f"({', '.join(names)}): rename them to one of those")
+    return names
 
 
 def build_settings(args, token_version: str, files: list[Path], class_names: list[str]) -> dict:
@@ -263,14 +307,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--extra-scales", type=extra_scales, default=(), metavar="S1,S2,...",
                         help="also encode the training split with each image shrunk to these shares of the "
                              "canvas, centred (e.g. 0.7,0.5; the held-out split stays at full size)")
+    parser.add_argument("--extend", metavar="LATENTS",
+                        help="add these images to that latent set: the manifest lists its shards, then the new ones")
     parser.add_argument("--mnist", action="store_true", help="write MNIST pixels as tokens instead (v = 256)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     args = parser.parse_args(argv)
 
     def body() -> int:
         if args.mnist:
-            if args.extra_scales:
-                raise InputError("--extra-scales shrinks images on their canvas; it does not apply to --mnist")
+            if args.extra_scales or args.extend:
+                raise InputError("--extra-scales and --extend work on image folders: they do not apply to --mnist")
             return build_mnist(args)
         if not args.vqgan or not args.images:
             raise InputError("give --vqgan and --images (or --mnist)")

@@ -16,6 +16,11 @@ The recipe (also in the default model card):
   each image with its folder, plus `<out>/catalog.json` (file, key, group, split).
 - The held-out split is `image_data.is_validation` (a hash of the key), so a variant never lands
   on the other side of its default image.
+
+`--variants` writes the other images instead: the skin-tone variants the recipe leaves out, of
+training emoji only (so the held-out set stays the same), in the same group folders. Encoded with
+`sundae-build-latents --extend LATENTS` they add to a latent set built from the default folder.
+1355 of the 1357 are People & Body, so they shift the class balance towards people.
 """
 
 from __future__ import annotations
@@ -86,14 +91,27 @@ def curate(files: list[Path], table: dict[str, str]) -> dict[str, tuple[Path, st
     return chosen
 
 
-def prepare(assets: Path, out: Path) -> dict:
+def training_variants(files: list[Path], chosen: dict[str, tuple[Path, str]]) -> list[tuple[str, Path, str]]:
+    """(key, file, group) for every file `curate` left out whose emoji it kept and holds for
+    training; a held-out emoji's variants stay out, so adding these cannot leak the held-out set."""
+    kept = {path for path, _ in chosen.values()}
+    extra = []
+    for f in sorted(files):
+        key = emoji_key(f.stem)
+        if key in chosen and f not in kept and not is_validation(f):
+            extra.append((key, f, chosen[key][1]))
+    return extra
+
+
+def prepare(assets: Path, out: Path, variants: bool = False) -> dict:
     fluent, source = assets / FLUENT, assets / DATASOURCE
     if not fluent.is_dir() or not source.is_file():
         raise MissingAssetError(f"{assets} lacks {FLUENT} or {DATASOURCE}: run `{INSTALL}` in its parent folder")
     files = sorted(fluent.glob("*.webp"))
     chosen = curate(files, category_table(source))
+    picked = training_variants(files, chosen) if variants else [(k, p, c) for k, (p, c) in chosen.items()]
     catalog = []
-    for key, (path, category) in chosen.items():
+    for key, path, category in picked:
         folder = out / GROUPS[category]
         folder.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, folder / path.name)
@@ -112,11 +130,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--assets", default="data/assets/node_modules",
                         help=f"node_modules folder holding the two npm packages ({INSTALL})")
     parser.add_argument("--out", default="data/emoji_groups", help="output folder (one subfolder per group)")
+    parser.add_argument("--variants", action="store_true",
+                        help="write the skin-tone variants of the training emoji instead of one image per emoji")
     args = parser.parse_args(argv)
 
     def body() -> int:
-        s = prepare(Path(args.assets), Path(args.out))
-        print(f"{s['emoji']} emoji from {s['source_files']} files written to {args.out}; "
+        s = prepare(Path(args.assets), Path(args.out), args.variants)
+        what = "skin-tone variants of training emoji" if args.variants else "emoji"
+        print(f"{s['emoji']} {what} from {s['source_files']} files written to {args.out}; "
               f"{s['held_out']} held out ({HELD_OUT_FRACTION:.0%} rule); per group: {s['groups']}")
         return 0
 
