@@ -8,12 +8,18 @@
 #
 #   scripts/train_prior_gpu.sh LATENTS[,LATENTS...] OUT [SECONDS] [--set key=value ...]
 #
-# Several latent folders, comma-separated, train side by side on the one GPU (an A/B at equal
-# steps: a batch-256 step of this small prior leaves most of an H200 idle, so two runs cost far
-# less than twice one); each run is named after its folder, and the one with the lowest final
-# held-out loss is the one whose weights come back. Every folder needs the same val split for that
+# Several runs, comma-separated, train side by side on the one GPU (an A/B at equal steps: a
+# batch-256 step of this small prior leaves most of an H200 idle, so two runs cost far less than
+# twice one). A run is a latent folder, optionally followed by its own overrides after "@":
+#   .device_data/latents,.device_data/latents@train.block_corruption=0.5@model.dropout=0.2
+# Each run is named after its folder and overrides, and the one with the lowest final held-out
+# loss is the one whose weights come back. Every folder needs the same val split for that
 # comparison to be fair. Trailing --set overrides apply to every run (a dry run on the CPU:
 # --set train.device=cpu --set train.compile=false --set train.batch_size=2).
+#
+# STEP_S=0.13 FIRST_S=70 (wall seconds per step with these runs at once, and to the first step)
+# skip the probe: for a short call on a machine whose step time is known, where the probe's
+# compile would take half the budget. The first real checkpoint then is the first test of the paths.
 #
 # Compiled: on an H200 (sundae-bench-train --device cuda, session 8) a step took 0.128 s against
 # 0.204 s eager, after a first step of 50 s (cold) or ~15 s (warm cache).
@@ -33,14 +39,26 @@ COMMON=(--config configs/prior_emoji.yaml --no-progress --set train.device=cuda
         --set train.init=sundae_core/default_models/prior.safetensors --set train.compile=true
         --set train.batch_size=256 --set train.lr=0.001 --set train.weight_decay=0.05 --set model.dropout=0.1
         --set train.ema_decay=0.999 "$@")
-name() { basename "$1"; }
+# "folder@k=v@k2=v2" -> "folder-k-v-k2-v2" (letters, digits, ".", "_", "-": a file name $OUT can return)
+name() { local base; base=$(basename "${1%%@*}"); [[ $1 == *@* ]] && base+="-${1#*@}"; echo "${base//[^A-Za-z0-9._-]/-}"; }
+folder() { echo "${1%%@*}"; }
+# the run's own overrides as --set arguments
+own_sets() { [[ $1 == *@* ]] || return 0; local IFS=@; for kv in ${1#*@}; do printf -- '--set\n%s\n' "$kv"; done; }
+train_cmd() {  # train_cmd ARM RUN_DIR: CMD = the trainer with the common settings, then the run's own
+    local own
+    mapfile -t own < <(own_sets "$1")
+    CMD=("$PY" -m trainers.training.train_prior "${COMMON[@]}" --set data.path="$(folder "$1")" "${own[@]}" --run-dir "$2")
+}
 
 "$PY" -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU')"
 
 # 1. probe: 30 steps of every run at once at the run's batch, logging every 5th step's time
+if [ -n "${STEP_S:-}" ]; then
+    step_s=$STEP_S first_s=${FIRST_S:-70}
+else
 for arm in "${ARMS[@]}"; do
-    "$PY" -m trainers.training.train_prior "${COMMON[@]}" --set data.path="$arm" --run-dir "$RUNS/probe-$(name "$arm")" \
-        --set train.steps=30 --set train.warmup=10 --set train.log_every=5 --set train.val_every=1000 \
+    train_cmd "$arm" "$RUNS/probe-$(name "$arm")"
+    "${CMD[@]}" --set train.steps=30 --set train.warmup=10 --set train.log_every=5 --set train.val_every=1000 \
         --set train.ckpt_every=1000 --set train.sample_every=1000 &
 done
 wait
@@ -57,6 +75,7 @@ for path in sys.argv[1:]:
     rates.append((steps[-1]['time'] - a['time']) / (steps[-1]['step'] - a['step']))
     firsts.append(rows[0]['time'])
 print(max(rates), max(firsts))" $(for arm in "${ARMS[@]}"; do echo "$RUNS/probe-$(name "$arm")/log.jsonl"; done))
+fi
 left=$(( BUDGET - ($(date +%s) - began) ))
 if (( left < 60 )); then
     echo "the probe left $left s of the $BUDGET s budget: give more seconds" >&2
@@ -68,8 +87,8 @@ echo "probe: $step_s s/step with ${#ARMS[@]} run(s) at once, $first_s s to the f
 
 # 2. the runs; each is killed at the budget if the estimate was off (its last checkpoint is kept)
 run_arm() {
-    timeout $(( left + 30 )) "$PY" -m trainers.training.train_prior "${COMMON[@]}" --set data.path="$1" \
-        --run-dir "$RUNS/$(name "$1")" --set train.steps="$steps" --set train.warmup=200 \
+    train_cmd "$1" "$RUNS/$(name "$1")"
+    timeout $(( left + 30 )) "${CMD[@]}" --set train.steps="$steps" --set train.warmup=200 \
         --set train.log_every=50 --set train.val_every=250 --set train.ckpt_every=250 \
         --set train.sample_every=$(( steps / 2 )) || { code=$?; echo "run $(name "$1") stopped early ($code)"; }
 }
