@@ -16,7 +16,7 @@ import torch
 
 from sundae_core import bounded_json
 from sundae_core.checkpoint import atomic_write, load_checkpoint, save_checkpoint
-from sundae_core.errors import InputError
+from sundae_core.errors import ConfigError, InputError
 
 SHARD_KIND = "latent_shard"
 
@@ -24,6 +24,16 @@ SHARD_KIND = "latent_shard"
 @dataclass(frozen=True)
 class LatentDataConfig:
     path: str = ""
+    # How training draws classes: a sequence's chance is proportional to its class's count raised
+    # to (class_balance - 1). 1 = every sequence alike (classes in their natural proportion), 0 =
+    # every class alike, between = a compromise. A set extended with many images of one class
+    # (sundae-prepare-emoji --variants: 1355 of its 1357 are People & Body) skews the natural one.
+    class_balance: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.class_balance <= 1:
+            raise ConfigError(f"data.class_balance is an exponent in [0, 1] (1 = natural proportions, "
+                              f"0 = every class alike), got {self.class_balance}")
 
 
 def grey_level_images(tokens: torch.Tensor, vocab_size: int) -> torch.Tensor:
@@ -57,9 +67,9 @@ def read_manifest(root: str | Path) -> dict:
 
 
 class TokenSet:
-    """One split of a latent dataset, in RAM."""
+    """One split of a latent dataset, in RAM; `class_balance` as in LatentDataConfig."""
 
-    def __init__(self, root: str | Path, split: str):
+    def __init__(self, root: str | Path, split: str, class_balance: float = 1.0):
         self.manifest = read_manifest(root)
         shards = self.manifest["shards"].get(split, [])
         if not shards:
@@ -72,10 +82,21 @@ class TokenSet:
                 labs.append(t["labels"])
         self.tokens = torch.cat(toks)
         self.labels = torch.cat(labs) if labs else None
+        self.weights = None if class_balance == 1 else self._balanced(class_balance, root)
+
+    def _balanced(self, class_balance: float, root) -> torch.Tensor:
+        """Per-sequence sampling weights: count(class) ** (class_balance - 1)."""
+        if self.labels is None:
+            raise ConfigError(f"data.class_balance={class_balance} but {root} has no class labels; leave it at 1")
+        counts = torch.bincount(self.labels).double()
+        return counts[self.labels] ** (class_balance - 1)
 
     def __len__(self) -> int:
         return self.tokens.shape[0]
 
     def batch(self, size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
-        idx = torch.randint(0, len(self), (size,), generator=generator)
+        if self.weights is None:
+            idx = torch.randint(0, len(self), (size,), generator=generator)
+        else:
+            idx = torch.multinomial(self.weights, size, replacement=True, generator=generator)
         return self.tokens[idx], None if self.labels is None else self.labels[idx]

@@ -230,7 +230,7 @@ def train(config: PriorRunConfig, run_dir: Path, progress: bool = True) -> Path:
     rank, world = dist.setup()
     tc, mc = config.train, config.model
     torch.manual_seed(tc.seed)
-    train_set = TokenSet(config.data.path, "train")
+    train_set = TokenSet(config.data.path, "train", config.data.class_balance)  # val keeps its natural mix
     manifest = train_set.manifest
     if manifest["vocab_size"] != mc.vocab_size:
         raise ConfigError(f"model.vocab_size={mc.vocab_size} but the dataset {config.data.path} has "
