@@ -381,3 +381,14 @@ def test_train_device_cuda_without_a_gpu_is_one_error_line(tmp_path, latents, ca
 def test_train_device_names_the_choices(tmp_path, latents, capsys):
     assert train_prior.main(_prior_command(tmp_path / "prior", latents(), "train.device=gpu")) == 1
     assert "train.device must be 'cpu' or 'cuda', got 'gpu'" in capsys.readouterr().err
+
+
+def test_vqgan_train_device_cuda_without_a_gpu_is_one_error_line(tmp_path, vqgan_config, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    run = tmp_path / "run"
+    command = ["--config", str(vqgan_config), "--run-dir", str(run), "--no-progress", "--set", "train.device=cuda"]
+    assert train_vqgan.main(command) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "train.device=cuda but this torch sees no GPU" in err[0] and "train.device=cpu" in err[0]
+    assert train_vqgan.main(command[:-1] + ["train.device=gpu"]) == 1
+    assert "train.device must be 'cpu' or 'cuda', got 'gpu'" in capsys.readouterr().err

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ from sundae_core.unroll import unrolled_loss
 from ..data.latent_data import LatentDataConfig, TokenSet, grey_level_images
 from ..data.token_shift import draw_shifts, largest_shift, shift_tokens
 from . import distributed as dist
+from .device import check_device_name, to_device, train_device
 from .divergence import NonFiniteGuard
 from .ema import EMA
 from .prior_step import make_optimizer, make_step_loss, train_step
@@ -89,8 +89,7 @@ class PriorTrainConfig:
     device: str = "cpu"  # "cpu" or "cuda"
 
     def __post_init__(self) -> None:
-        if self.device not in ("cpu", "cuda"):
-            raise ConfigError(f"train.device must be 'cpu' or 'cuda', got {self.device!r}")
+        check_device_name(self.device)
         if not 0 <= self.block_corruption <= 1:
             raise ConfigError(f"train.block_corruption is a share of samples in [0, 1], got {self.block_corruption}")
         self.sampler_settings()  # a bad train.sample_* value fails when the config loads
@@ -130,21 +129,6 @@ def decode_tokens(tokens: torch.Tensor, manifest: dict, vqgan) -> torch.Tensor:
         return vqgan.decode(tokens)
 
 
-def train_device(tc: PriorTrainConfig, rank: int) -> torch.device:
-    """The device this rank trains on: the CPU, or the GPU of its LOCAL_RANK under torchrun."""
-    if tc.device == "cpu":
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise ConfigError("train.device=cuda but this torch sees no GPU (a CPU build, or no driver); "
-                          "set train.device=cpu or install a CUDA build of torch")
-    local = int(os.environ.get("LOCAL_RANK", rank))
-    if local >= torch.cuda.device_count():
-        raise ConfigError(f"rank {rank} needs GPU {local} but this machine has {torch.cuda.device_count()}; "
-                          "start torchrun with --nproc-per-node at most the number of GPUs")
-    return torch.device("cuda", local)
-
-
-@torch.no_grad()
 def sample_grid(model, manifest, vqgan, tc: PriorTrainConfig, path: Path, seed: int = 0) -> None:
     model.eval()
     device = next(model.parameters()).device
@@ -206,7 +190,7 @@ def validation_loss(model, val: TokenSet, tc: PriorTrainConfig, autocast, block_
     noise = g if device.type == "cpu" else torch.Generator(device).manual_seed(4321)
     losses = []
     for _ in range(tc.val_batches):
-        tokens, labels = to_device(val.batch(tc.batch_size, g), device)
+        tokens, labels = (to_device(t, device) for t in val.batch(tc.batch_size, g))
         with autocast():
             out = unrolled_loss(model_logits_fn(model), tokens, model.config.vocab_size,
                                 steps=tc.unroll_steps, generator=noise, labels=labels,
@@ -214,16 +198,6 @@ def validation_loss(model, val: TokenSet, tc: PriorTrainConfig, autocast, block_
         losses.append(out.loss.item())
     model.train()
     return sum(losses) / len(losses)
-
-
-def to_device(batch: tuple[torch.Tensor, torch.Tensor | None], device: torch.device):
-    tokens, labels = batch
-    if device.type == "cpu":
-        return tokens, labels
-    # Pinned, so the copy is queued behind the running step instead of waiting for it (a copy
-    # from pageable memory synchronises the stream first).
-    move = lambda t: None if t is None else t.pin_memory().to(device, non_blocking=True)
-    return move(tokens), move(labels)
 
 
 def train(config: PriorRunConfig, run_dir: Path, progress: bool = True) -> Path:
@@ -248,7 +222,7 @@ def train(config: PriorRunConfig, run_dir: Path, progress: bool = True) -> Path:
         write_config(run_dir, config)
     from sundae_core.hourglass import HourglassTransformer
 
-    device = train_device(tc, rank)
+    device = train_device(tc.device, rank)
     model = HourglassTransformer(mc).train()
     if tc.init and not has_state(run_dir / "state.safetensors"):
         init_weights(model, tc.init, "prior")
@@ -291,7 +265,7 @@ def train(config: PriorRunConfig, run_dir: Path, progress: bool = True) -> Path:
         tokens, labels = train_set.batch(tc.batch_size, data_gen)
         if tc.shift:  # drawn after the batch from the same stream; shift 0 draws nothing
             tokens = shift_tokens(tokens, draw_shifts(len(tokens), tc.shift, data_gen))
-        tokens, labels = to_device((tokens, labels), device)
+        tokens, labels = to_device(tokens, device), to_device(labels, device)
         began = time.perf_counter()
         out, grad_norm = train_step(model, opt, step_loss, tokens, labels, tc, noise_gen,
                                     sync=dist.average_gradients, optimizer_step=guard.step)

@@ -1,0 +1,40 @@
+"""Where a trainer runs (`train.device`): the CPU, or under torchrun the GPU of each rank's
+LOCAL_RANK, and how batches, drawn from generators and data kept in RAM, get there."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from sundae_core.errors import ConfigError
+
+DEVICES = ("cpu", "cuda")
+
+
+def check_device_name(name: str) -> None:
+    """ConfigError unless `name` is a train.device this project trains on."""
+    if name not in DEVICES:
+        raise ConfigError(f"train.device must be 'cpu' or 'cuda', got {name!r}")
+
+
+def train_device(name: str, rank: int) -> torch.device:
+    """The device this rank trains on: the CPU, or the GPU of its LOCAL_RANK under torchrun."""
+    if name == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ConfigError("train.device=cuda but this torch sees no GPU (a CPU build, or no driver); "
+                          "set train.device=cpu or install a CUDA build of torch")
+    local = int(os.environ.get("LOCAL_RANK", rank))
+    if local >= torch.cuda.device_count():
+        raise ConfigError(f"rank {rank} needs GPU {local} but this machine has {torch.cuda.device_count()}; "
+                          "start torchrun with --nproc-per-node at most the number of GPUs")
+    return torch.device("cuda", local)
+
+
+def to_device(t: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
+    """A batch made on the CPU, on `device`. Pinned first, so the copy is queued behind the running
+    step instead of waiting for it (a copy from pageable memory synchronises the stream)."""
+    if t is None or device.type == "cpu":
+        return t
+    return t.pin_memory().to(device, non_blocking=True)
