@@ -67,6 +67,17 @@ python -m trainers.checkpoints.export_model "$RUNS/prior_v2/model.safetensors" \
 #   python -m trainers.checkpoints.export_model "$RUNS/gpu/model.safetensors" \
 #       sundae_core/default_models/prior.safetensors --bf16 --note data="..."
 
+# 3c. Session 9 (the shipped prior, campaign step 10397): the skin-tone variants of the training
+#     emoji added to the tokens, then an A/B on the GPU from step 9082 at dropout 0.2, both runs at
+#     once; the run with the variants won (held-out loss 0.954 against 0.957) and ships:
+python -m trainers.data.prepare_emoji --assets "$DATA/assets/node_modules" --out "$DATA/emoji_tones" --variants
+python -m trainers.data.build_latents --vqgan sundae_core/default_models/vqgan.safetensors \
+    --images "$DATA/emoji_tones" --resolution 1024 --labels-from-folders \
+    --extend "$DATA/emoji_latents_v2" --out "$DATA/emoji_latents_v2t"
+#   bash scripts/train_prior_gpu.sh "$DATA/emoji_latents_v2,$DATA/emoji_latents_v2t" OUT 560 \
+#       --set model.dropout=0.2 --set train.lr=0.0005                       # on the GPU machine
+#   (then join and export as in 3b, with --note data="... plus the skin-tone variants of training emoji ...")
+
 # FINETUNE (a session without $RUNS/prior_v2): a new run that starts from the shipped prior, on the
 # same tokens (the latent dataset is rebuilt by step 2 from the shipped VQ-GAN):
 #   OMP_NUM_THREADS=2 python -m trainers.training.train_prior --config configs/prior_emoji.yaml \
