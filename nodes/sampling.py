@@ -54,7 +54,8 @@ def _proportion(tooltip: str) -> tuple:
 def _selection_input() -> tuple:
     return (list(SELECTIONS), {"default": DEFAULTS["selection"], "tooltip": (
         "random: each token takes its proposal with probability `proportion` (the paper). "
-        "confidence: the `proportion` share of tokens whose proposals are most probable.")})
+        "confidence: the `proportion` share of tokens whose proposals most outrank the token there now "
+        "(log-probability of the proposal minus that of the current token).")})
 
 
 def _guidance_input() -> tuple:

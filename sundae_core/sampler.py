@@ -50,7 +50,7 @@ MEANINGS: dict[str, str] = {
     "self_stop": "stop a sample once a step changes none of its tokens (after min_steps)",
     "guidance": "classifier-free guidance strength for class-conditional priors; 0 = off",
     "selection": ("which tokens take their proposal: 'random' (each with probability proportion, the "
-                  "paper) or 'confidence' (the proportion share whose proposals are most probable)"),
+                  "paper) or 'confidence' (the proportion share whose proposals most outrank the token there now)"),
 }
 
 
@@ -289,8 +289,11 @@ def denoise_step(logits_fn: LogitsFn, tokens: torch.Tensor, *, generator: torch.
     change. `labels`: None, one label for the batch, or (b,).
 
     selection="random": each position updates with probability `proportion` (the paper).
-    selection="confidence": the `proportion` share of repaintable positions whose proposal is most
-    probable updates (as in masked-token samplers).
+    selection="confidence": the `proportion` share of repaintable positions where the proposal is
+    most probable relative to the token there now (its log-probability minus the current token's)
+    updates. Relative, because SUNDAE has no mask token: ranked by the proposal's probability
+    alone, the positions already right (proposal = current token, both likely) win every step, the
+    noise a sample starts from is never picked, and self-stopping ends the sample with it in place.
     Arguments are checked against LIMITS here; `sample` checks its settings once instead.
     """
     check_setting("temperature", temperature)
@@ -323,7 +326,10 @@ def _step(logits_fn: LogitsFn, tokens: torch.Tensor, generator: torch.Generator 
         if idx.numel():
             logits = _guided_logits_at(logits_fn, tokens, labels, guidance, null_label, idx)
             proposal = sample_categorical(logits, temperature, generator)
-            logp = torch.log_softmax(logits.float(), -1).gather(1, proposal[:, None]).squeeze(1)
+            logp_all = torch.log_softmax(logits.float(), -1)
+            current = tokens.reshape(-1)[idx]
+            # how much likelier the proposal is than what stands there (0 where they are the same)
+            logp = (logp_all.gather(1, proposal[:, None]) - logp_all.gather(1, current[:, None])).squeeze(1)
             # rank within each sample: take the top `proportion` of that sample's allowed positions
             score = torch.full((b * h * w,), float("-inf"), device=tokens.device)
             score[idx] = logp

@@ -157,6 +157,24 @@ def test_confidence_selection_updates_exactly_round_p_n_most_confident_positions
             assert confidence[i][changed[i]].min() >= confidence[i][repaint[i] & ~changed[i]].max()
 
 
+def test_confidence_selection_replaces_the_noise_before_the_tokens_already_right():
+    """The prior is sure of the target everywhere, more so where the token already is the target
+    (as beside a hole's edge). Ranked by the proposal's probability alone, the positions already
+    right would win every step, nothing would change, and self-stopping would end the sample with
+    the noise in place; ranked by how much the proposal outranks the current token, it is gone."""
+    b, h, w = 2, 4, 4
+    target = random_tokens(b, h, w, V, generator=_gen(5))
+    start = torch.where(torch.rand(b, h, w, generator=_gen(6)) < 0.5, target, (target + 1) % V)
+
+    def sure_of_target(tokens, labels=None):
+        peak = torch.where(tokens == target[: tokens.shape[0]], 8.0, 2.0)
+        return F.one_hot(target[: tokens.shape[0]], V).float() * peak[..., None]
+
+    settings = SamplerSettings(steps=20, temperature=(0.0, 0.0), proportion=0.5, min_steps=1, selection="confidence")
+    out = sample(sure_of_target, start, settings, generator=_gen())
+    assert torch.equal(out.tokens, target)
+
+
 def test_random_selection_updates_about_p_of_the_positions():
     z = random_tokens(4, 32, 32, V, generator=_gen())
     shifted = lambda tokens, labels=None: F.one_hot((tokens + 1) % V, V).float() * 50
