@@ -39,11 +39,7 @@ COMMON=(--config configs/prior_emoji.yaml --no-progress --set train.device=cuda
         --set train.init=sundae_core/default_models/prior.safetensors --set train.compile=true
         --set train.batch_size=256 --set train.lr=0.001 --set train.weight_decay=0.05 --set model.dropout=0.1
         --set train.ema_decay=0.999 "$@")
-# "folder@k=v@k2=v2" -> "folder-k-v-k2-v2" (letters, digits, ".", "_", "-": a file name $OUT can return)
-name() { local base; base=$(basename "${1%%@*}"); [[ $1 == *@* ]] && base+="-${1#*@}"; echo "${base//[^A-Za-z0-9._-]/-}"; }
-folder() { echo "${1%%@*}"; }
-# the run's own overrides as --set arguments
-own_sets() { [[ $1 == *@* ]] || return 0; local IFS=@; for kv in ${1#*@}; do printf -- '--set\n%s\n' "$kv"; done; }
+. scripts/gpu_runs.sh  # name, folder, own_sets: what a run spec "folder@k=v@..." means
 train_cmd() {  # train_cmd ARM RUN_DIR: CMD = the trainer with the common settings, then the run's own
     local own
     mapfile -t own < <(own_sets "$1")

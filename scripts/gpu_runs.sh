@@ -1,0 +1,15 @@
+# Run specs of scripts/train_prior_gpu.sh: "LATENTS[@key=value@key=value...]", a latent folder
+# with the run's own trainer overrides. Sourced by that script; tests/test_gpu_runs.py checks it.
+
+# "folder@k=v@k2=v2" -> "folder-k-v-k2-v2" (letters, digits, ".", "_", "-": a file name $OUT can return)
+name() { local base; base=$(basename "${1%%@*}"); [[ $1 == *@* ]] && base+="-${1#*@}"; echo "${base//[^A-Za-z0-9._-]/-}"; }
+# the latent folder of a run spec
+folder() { echo "${1%%@*}"; }
+# the run's own overrides as --set arguments, one word per line
+# (split by read, not by an unquoted expansion: "[1,[2,6,2],1]" must not be taken for a file pattern)
+own_sets() {
+    [[ $1 == *@* ]] || return 0
+    local kv parts
+    IFS=@ read -ra parts <<< "${1#*@}"
+    for kv in "${parts[@]}"; do printf -- '--set\n%s\n' "$kv"; done
+}
