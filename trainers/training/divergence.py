@@ -59,6 +59,12 @@ class NonFiniteGuard:
         self.in_a_row: dict[int, int] = {}  # id(optimizer) -> consecutive skipped steps
         self.lazy: dict[int, dict[str, torch.Tensor]] = {}  # id(optimizer) -> device counters
 
+    @classmethod
+    def for_device(cls, device: torch.device, read_every: int) -> "NonFiniteGuard":
+        """Checked every step on the CPU, where a read costs nothing; on a GPU read only every
+        `read_every` steps (the log interval), so the host never waits for the device between."""
+        return cls(check_every=1 if device.type == "cpu" else read_every)
+
     def step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> bool | None:
         """optimizer.step() when loss and gradients are finite; returns whether it stepped, or
         None on the lazy path (the device knows; `check` reads it)."""

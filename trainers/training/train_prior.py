@@ -253,7 +253,7 @@ def train(config: PriorRunConfig, run_dir: Path, progress: bool = True) -> Path:
     step_loss = make_step_loss(model, bf16=tc.bf16, compile=tc.compile)
     # skips NaN/inf steps; stops the run after a few in a row. On a GPU it reads its verdict at
     # log steps and checkpoints only, so the host never waits for the device in between.
-    guard = NonFiniteGuard(check_every=1 if device.type == "cpu" else tc.log_every)
+    guard = NonFiniteGuard.for_device(device, tc.log_every)
     bar = tqdm(range(start, tc.steps), initial=start, total=tc.steps, desc="prior",
                disable=not (progress and dist.is_main()))
     # Step time = wall time over the steps since the last log row, read after the log's values

@@ -202,7 +202,7 @@ def train(config: VQGANRunConfig, run_dir: Path, progress: bool = True) -> Path:
     log = MetricLog(run_dir, resume_step=start)  # drops rows logged past the checkpoint
     counts = torch.zeros(config.model.n_embed, device=device)
     # skips NaN/inf steps and stops the run after a few in a row; on a GPU read at log steps only
-    guard = NonFiniteGuard(check_every=1 if device.type == "cpu" else tc.log_every)
+    guard = NonFiniteGuard.for_device(device, tc.log_every)
     bar = tqdm(range(start, tc.steps), initial=start, total=tc.steps, desc="vqgan", disable=not (progress and dist.is_main()))
     for step in bar:
         x = to_device(train_set.random_batch(tc.batch_size, data_gen), device)
