@@ -110,6 +110,21 @@ def test_same_seed_same_numbers(setup, tmp_path):
     assert first["methods"] == second["methods"] and first["images"] == second["images"]
 
 
+def test_token_completion_is_taken_in_float32(setup, tmp_path, monkeypatch):
+    """bf16 argmaxes of near-tied logits flip with the thread count: the completion figure must not."""
+    seen = []
+    real = eval_default.completion_accuracy
+
+    def spy(logits_fn, *args, **kwargs):
+        seen.append(next(logits_fn.model.parameters()).dtype)
+        return real(logits_fn, *args, **kwargs)
+
+    monkeypatch.setattr(eval_default, "completion_accuracy", spy)
+    code, report = run(setup, tmp_path, "--n", "2")
+    assert code == 0 and seen and set(seen) == {torch.float32}
+    assert report["token_completion"]["dtype"] == "float32"
+
+
 def test_class_accuracy_with_a_class_conditional_prior(setup, tmp_path):
     argv = ("--n", "1", "--classes", "--per-class", "2", "--steps", "3", "--min-steps", "1")
     code, report = run(setup, tmp_path, *argv, prior="class_prior.safetensors")

@@ -19,7 +19,8 @@ The checks a VQ-GAN + prior pair (the embedded defaults unless given) should pas
    reconstruction) of the first --grid-images images.
 2. Token completion: the prior's one-step top-1 accuracy on the hole's true tokens when they are
    replaced by random tokens (the rest clean), next to the accuracy for as many corrupted tokens
-   scattered at random over the grid.
+   scattered at random over the grid. Taken in float32 (the prior's weights read as fp32): in bf16
+   the argmax of near-tied logits flips with the thread count and moved the figure by ~0.015.
 3. --classes (class-conditional priors): a linear probe (`linear_probe.py`) on Inception pool
    features of the real training images, labelled by their subfolder (sorted names = class ids, as
    `sundae-build-latents --labels-from-folders`); its accuracy on the held-out images; then the
@@ -246,10 +247,13 @@ class InpaintingResult:
     thumbs: list[torch.Tensor]  # (3 t t) pictures for the grid, GRID_COLUMNS per image
 
 
-def inpainting(args, vqgan, prior, lpips, settings: InpaintSettings, device, progress: bool) -> InpaintingResult:
+def inpainting(args, vqgan, prior, scorer, lpips, settings: InpaintSettings, device, progress: bool) -> InpaintingResult:
+    """prior samples (the shipped path, in the inference dtype); scorer, the same prior in float32,
+    takes the one-step token completion."""
     f, vocab = vqgan.factor, vqgan.vocab_size
     files = held_out_subset(args.images, args.n, args.val_fraction)
     logits_fn = model_logits_fn(prior, compile=args.compile)
+    score_fn = model_logits_fn(scorer)
     place_gen = torch.Generator().manual_seed(args.seed)
     g = torch.Generator(device).manual_seed(args.seed)
     ring = args.ring or f
@@ -269,9 +273,9 @@ def inpainting(args, vqgan, prior, lpips, settings: InpaintSettings, device, pro
             result = sample(logits_fn, torch.where(repaint, noisy, tokens), settings.sampler, generator=g,
                             repaint=repaint, null_label=prior.null_label)
             decoded = vqgan.decode(torch.cat([tokens, result.tokens])).cpu()  # recon then inpaint
-            hole_acc = completion_accuracy(logits_fn, tokens, repaint, vocab, g)
+            hole_acc = completion_accuracy(score_fn, tokens, repaint, vocab, g)
             scattered = scattered_positions(b, *tokens.shape[-2:], args.hole ** 2, g, device)
-            scattered_acc = completion_accuracy(logits_fn, tokens, scattered, vocab, g)
+            scattered_acc = completion_accuracy(score_fn, tokens, scattered, vocab, g)
             filled = torch.stack([mean_fill(original[i], holes[i].box(f), ring) for i in range(b)])
             outputs = {"reconstruction": paste(original, decoded[:b], mask, settings.feather),
                        "inpaint": paste(original, decoded[b:], mask, settings.feather),
@@ -312,7 +316,7 @@ def inpainting(args, vqgan, prior, lpips, settings: InpaintSettings, device, pro
         "mean_steps_used": round(mean("steps_used"), 2),
         "seconds": round(seconds, 2), "grid_columns": list(GRID_COLUMNS), "images": rows,
     }
-    completion = {"n": len(rows), "tokens_per_image": args.hole ** 2,
+    completion = {"n": len(rows), "tokens_per_image": args.hole ** 2, "dtype": "float32",
                   "hole_accuracy": round(mean("hole_token_accuracy"), 4),
                   "scattered_accuracy": round(mean("scattered_token_accuracy"), 4)}
     return InpaintingResult({"inpainting": inpaint, "token_completion": completion}, thumbs)
@@ -501,6 +505,7 @@ def main(argv: list[str] | None = None, extractor: FeatureExtractor | None = Non
         args.prior = args.prior or str(default_model_path("prior"))
         vqgan = load_vqgan(args.vqgan, device=device, dtype=dtype)
         prior = load_prior(args.prior, device=device, dtype=dtype)
+        scorer = load_prior(args.prior, device=device, dtype=torch.float32)
         check_models_fit(vqgan, prior, f"--prior {args.prior} with --vqgan {args.vqgan}: ")
         if args.resolution % vqgan.factor:
             raise InputError(f"--resolution {args.resolution} is not a multiple of the VQ-GAN factor {vqgan.factor}")
@@ -515,7 +520,7 @@ def main(argv: list[str] | None = None, extractor: FeatureExtractor | None = Non
         report = {"vqgan": str(args.vqgan), "prior": str(args.prior), "images": str(args.images),
                   "val_fraction": args.val_fraction, "seed": args.seed, "batch_size": args.batch_size,
                   "prior_classes": prior.config.num_classes}
-        result = inpainting(args, vqgan, prior, lp, settings, device, progress)
+        result = inpainting(args, vqgan, prior, scorer, lp, settings, device, progress)
         report.update(result.report)
         if result.thumbs:
             path = save_png(make_grid(torch.stack(result.thumbs), nrow=len(GRID_COLUMNS)), out / "inpaint_grid.png")
@@ -544,7 +549,7 @@ def summary(report: dict) -> str:
     lines += [f"  {name:<15} {m['lpips']:.4f} / {m['psnr']:.2f} dB" for name, m in inp["methods"].items()]
     lines.append(f"  inpaint beats mean_fill on {inp['inpaint_beats_mean_fill']:.0%} of images; "
                  f"inpaint - reconstruction = {inp['inpaint_minus_reconstruction_lpips']:+.4f} LPIPS")
-    lines.append(f"token completion (one step, top-1): hole {comp['hole_accuracy']:.3f}, "
+    lines.append(f"token completion (one step, top-1, {comp['dtype']}): hole {comp['hole_accuracy']:.3f}, "
                  f"scattered {comp['scattered_accuracy']:.3f} ({comp['tokens_per_image']} tokens per image)")
     if "class_accuracy" in report:
         c = report["class_accuracy"]
