@@ -61,24 +61,17 @@ wait
 # Wall seconds per step between the probe's 10th and last step (data loading and logging
 # included, not only the step_seconds the trainer logs), and seconds from the start to the first
 # step (loading, and compiling: ~15 s from a warm cache, ~50 s cold on an H200)
-read -r step_s first_s < <("$PY" -c "
-import json, sys
-rates, firsts = [], []
-for path in sys.argv[1:]:
-    rows = [json.loads(l) for l in open(path)]
-    steps = [r for r in rows if 'step_seconds' in r]  # training rows, not validation's
-    a = next(r for r in steps if r['step'] >= 10)
-    rates.append((steps[-1]['time'] - a['time']) / (steps[-1]['step'] - a['step']))
-    firsts.append(rows[0]['time'])
-print(max(rates), max(firsts))" $(for arm in "${ARMS[@]}"; do echo "$RUNS/probe-$(name "$arm")/log.jsonl"; done))
+rate=$("$PY" -m trainers.training.time_budget rate \
+    $(for arm in "${ARMS[@]}"; do echo "$RUNS/probe-$(name "$arm")"; done))
+read -r step_s first_s <<< "$rate"
 fi
 left=$(( BUDGET - ($(date +%s) - began) ))
 if (( left < 60 )); then
     echo "the probe left $left s of the $BUDGET s budget: give more seconds" >&2
     exit 1
 fi
-# 20 s for validation, the sample grids and checkpoints, and 5 % to spare
-steps=$("$PY" -c "print(max(100, int(0.95 * ($left - $first_s - 20) / $step_s)))")
+# 20 s for validation, the sample grids and checkpoints, and 5 % to spare (time_budget.py)
+steps=$("$PY" -m trainers.training.time_budget steps "$left" "$step_s" "$first_s")
 echo "probe: $step_s s/step with ${#ARMS[@]} run(s) at once, $first_s s to the first step; $left s left -> $steps steps each"
 
 # 2. the runs; each is killed at the budget if the estimate was off (its last checkpoint is kept)
@@ -92,18 +85,8 @@ for arm in "${ARMS[@]}"; do run_arm "$arm" & done
 wait
 
 # 3. what comes back: the best run's weights, every run's log, config and last sample grid
-best=$("$PY" -c "
-import json, os, sys
-finals = {}
-for run in sys.argv[1:]:
-    path = os.path.join(run, 'log.jsonl')
-    if not os.path.isfile(os.path.join(run, 'model.safetensors')) or not os.path.isfile(path):
-        continue
-    vals = [json.loads(l)['val_loss'] for l in open(path) if 'val_loss' in l]
-    if vals:
-        finals[run] = vals[-1]
-        print(f'{os.path.basename(run)}: final held-out loss {vals[-1]:.4f}', file=sys.stderr)
-print(min(finals, key=finals.get) if finals else '')" $(for arm in "${ARMS[@]}"; do echo "$RUNS/$(name "$arm")"; done))
+best=$("$PY" -m trainers.training.time_budget best \
+    $(for arm in "${ARMS[@]}"; do echo "$RUNS/$(name "$arm")"; done))
 if [ -z "$best" ]; then
     echo "no run left a checkpoint and a held-out loss in $RUNS (train.ckpt_every=250): give more seconds" >&2
     exit 1

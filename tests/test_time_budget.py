@@ -1,0 +1,76 @@
+"""trainers/training/time_budget.py: the step count of a budgeted GPU run and which run won, from
+the trainer's log.jsonl rows."""
+
+import json
+
+import pytest
+
+from sundae_core.errors import InputError
+from trainers.training import time_budget
+
+
+def write_run(run_dir, rows, weights=True):
+    run_dir.mkdir(parents=True)
+    (run_dir / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if weights:
+        (run_dir / "model.safetensors").write_bytes(b"")
+    return run_dir
+
+
+def probe_rows(first_s, step_s):
+    """A probe's log: the first step after first_s seconds, then a row every 5 steps."""
+    rows = [{"step": 1, "time": first_s, "first_step_seconds": first_s}]
+    rows += [{"step": s, "time": first_s + (s - 1) * step_s, "loss": 1.0, "step_seconds": step_s}
+             for s in range(5, 31, 5)]
+    return rows
+
+
+def test_the_rate_is_wall_time_per_step_from_step_10_and_the_slowest_probe_sets_it(tmp_path, capsys):
+    a = write_run(tmp_path / "a", probe_rows(first_s=50.0, step_s=0.25))
+    b = write_run(tmp_path / "b", probe_rows(first_s=65.0, step_s=0.2))
+    assert time_budget.probe_rate(time_budget.read_log(a)) == pytest.approx((0.25, 50.0))
+    assert time_budget.main(["rate", str(a), str(b)]) == 0
+    step_s, first_s = map(float, capsys.readouterr().out.split())
+    assert (step_s, first_s) == pytest.approx((0.25, 65.0))
+
+
+def test_a_probe_without_steps_past_10_is_refused_with_the_fix(tmp_path):
+    rows = [{"step": 1, "time": 50.0}, {"step": 5, "time": 51.0, "step_seconds": 0.2}]
+    with pytest.raises(InputError, match="train.steps"):
+        time_budget.probe_rate(rows)
+
+
+def test_steps_fill_the_time_left_less_the_reserve_and_never_fall_below_the_floor():
+    # 445 s left, 66 s to the first step, 0.26 s a step: 0.95 * (445 - 66 - 20) / 0.26 = 1311
+    assert time_budget.budget_steps(445, 0.26, 66) == 1311
+    assert time_budget.budget_steps(80, 0.26, 66) == time_budget.MIN_STEPS
+    with pytest.raises(InputError):
+        time_budget.budget_steps(445, 0, 66)
+
+
+def test_the_best_run_has_the_lowest_final_held_out_loss_among_runs_that_left_weights(tmp_path, capsys):
+    def rows(*losses):
+        return [{"step": 250 * (i + 1), "time": 10.0 * i, "val_loss": v} for i, v in enumerate(losses)]
+    a = write_run(tmp_path / "a", rows(0.97, 0.9566))
+    b = write_run(tmp_path / "b", rows(0.99, 0.9541))  # worse early, better at the end: b wins
+    c = write_run(tmp_path / "c", rows(0.90), weights=False)  # no weights came back: not a candidate
+    assert time_budget.main(["best", str(a), str(b), str(c), str(tmp_path / "missing")]) == 0
+    out = capsys.readouterr()
+    assert out.out.strip() == str(b)
+    assert "a: final held-out loss 0.9566" in out.err and "c:" not in out.err
+
+
+def test_no_scored_run_prints_an_empty_line(tmp_path, capsys):
+    a = write_run(tmp_path / "a", [{"step": 10, "time": 1.0, "loss": 1.0, "step_seconds": 0.1}])
+    assert time_budget.main(["best", str(a)]) == 0
+    assert capsys.readouterr().out == "\n"
+
+
+def test_a_last_line_cut_short_by_a_timeout_is_skipped_but_damage_elsewhere_is_refused(tmp_path, capsys):
+    run = write_run(tmp_path / "a", probe_rows(first_s=50.0, step_s=0.25))
+    with open(run / "log.jsonl", "a") as log:
+        log.write('{"step": 35, "ti')
+    assert len(time_budget.read_log(run)) == 7
+    (run / "log.jsonl").write_text('{"step": 1\n{"step": 5, "time": 1.0}\n')
+    assert time_budget.main(["rate", str(run)]) == 1
+    assert "line 1 is not JSON" in capsys.readouterr().err

@@ -1,0 +1,107 @@
+"""The arithmetic of scripts/train_prior_gpu.sh: runs sized to a wall-clock budget, and which run won.
+
+    python -m trainers.training.time_budget rate RUN_DIR...          -> "STEP_S FIRST_S"
+    python -m trainers.training.time_budget steps LEFT STEP_S FIRST_S -> the step count for each run
+    python -m trainers.training.time_budget best RUN_DIR...          -> the run with the lowest held-out loss
+
+Every figure comes from the trainer's own log.jsonl (one JSON object per line: training rows carry
+"step_seconds", validation rows "val_loss", the first row the time to the first step).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from sundae_core.cli import run_guarded
+from sundae_core.errors import InputError
+
+# seconds kept for validation, the sample grids and checkpoints of a budgeted run, and the share of
+# the rest that is spent (the 5 % left over covers a step time that grows after the probe)
+RESERVE_S, SPEND = 20.0, 0.95
+MIN_STEPS = 100  # fewer than this would end before the first validation (every 250 steps) matters
+
+
+def read_log(run_dir: str | Path) -> list[dict]:
+    path = Path(run_dir) / "log.jsonl"
+    if not path.is_file():
+        raise InputError(f"{path} is missing: the run never logged (see its output)")
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for i, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i + 1 < len(lines):  # only the last line may be cut short (a run stopped by `timeout`)
+                raise InputError(f"{path} line {i + 1} is not JSON: the log is damaged") from None
+    return rows
+
+
+def probe_rate(rows: list[dict], after_step: int = 10) -> tuple[float, float]:
+    """(wall seconds per step from the first training row at or after `after_step` to the last,
+    seconds to the first step). Wall time, not the logged step_seconds: it counts data loading and
+    logging too, which is what a budget pays for."""
+    steps = [r for r in rows if "step_seconds" in r]
+    start = next((r for r in steps if r["step"] >= after_step), None)
+    if start is None or steps[-1]["step"] == start["step"]:
+        raise InputError(f"the probe logged no training steps after step {after_step}: give it more steps "
+                         "(train.steps) or log them more often (train.log_every)")
+    rate = (steps[-1]["time"] - start["time"]) / (steps[-1]["step"] - start["step"])
+    return rate, rows[0]["time"]
+
+
+def budget_steps(left_s: float, step_s: float, first_s: float) -> int:
+    """Steps that fit in `left_s` seconds after `first_s` to the first step, at `step_s` each."""
+    if step_s <= 0:
+        raise InputError(f"a step time must be positive, got {step_s}")
+    return max(MIN_STEPS, int(SPEND * (left_s - first_s - RESERVE_S) / step_s))
+
+
+def final_val_loss(run_dir: str | Path) -> float | None:
+    """The last held-out loss of a run that left weights, else None."""
+    if not (Path(run_dir) / "model.safetensors").is_file() or not (Path(run_dir) / "log.jsonl").is_file():
+        return None
+    losses = [r["val_loss"] for r in read_log(run_dir) if "val_loss" in r]
+    return losses[-1] if losses else None
+
+
+def best_run(run_dirs: list[str]) -> tuple[str | None, dict[str, float]]:
+    """(the run with the lowest final held-out loss or None, every scored run's loss)."""
+    finals = {run: loss for run in run_dirs if (loss := final_val_loss(run)) is not None}
+    return (min(finals, key=finals.get) if finals else None), finals
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m trainers.training.time_budget", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    rate = sub.add_parser("rate", help="the slowest probe's seconds per step and to the first step")
+    rate.add_argument("runs", nargs="+")
+    steps = sub.add_parser("steps", help="steps per run that fit the seconds left")
+    steps.add_argument("left", type=float)
+    steps.add_argument("step_s", type=float)
+    steps.add_argument("first_s", type=float)
+    best = sub.add_parser("best", help="the run with the lowest final held-out loss (empty if none)")
+    best.add_argument("runs", nargs="+")
+    args = parser.parse_args(argv)
+
+    def body() -> int:
+        if args.command == "rate":  # runs at once share the GPU: the slowest sets the pace
+            rates = [probe_rate(read_log(run)) for run in args.runs]
+            print(max(r for r, _ in rates), max(f for _, f in rates))
+        elif args.command == "steps":
+            print(budget_steps(args.left, args.step_s, args.first_s))
+        else:
+            winner, finals = best_run(args.runs)
+            for run, loss in finals.items():
+                print(f"{Path(run).name}: final held-out loss {loss:.4f}", file=sys.stderr)
+            print(winner or "")
+        return 0
+
+    return run_guarded(body)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
