@@ -4,6 +4,8 @@ LOCAL_RANK, and how batches, drawn from generators and data kept in RAM, get the
 from __future__ import annotations
 
 import os
+from contextlib import AbstractContextManager, nullcontext
+from typing import Callable
 
 import torch
 
@@ -38,3 +40,11 @@ def to_device(t: torch.Tensor | None, device: torch.device) -> torch.Tensor | No
     if t is None or device.type == "cpu":
         return t
     return t.pin_memory().to(device, non_blocking=True)
+
+
+def bf16_autocast(device: torch.device, enabled: bool) -> Callable[[], AbstractContextManager]:
+    """A factory of the context a trainer's forward passes run in: bf16 autocast on `device`
+    (`train.bf16`), or a no-op context."""
+    if not enabled:
+        return nullcontext
+    return lambda: torch.autocast(device.type, dtype=torch.bfloat16)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,7 +41,7 @@ from sundae_core.unroll import unrolled_loss
 from ..data.latent_data import LatentDataConfig, TokenSet, grey_level_images
 from ..data.token_shift import draw_shifts, largest_shift, shift_tokens
 from . import distributed as dist
-from .device import check_device_name, to_device, train_device
+from .device import bf16_autocast, check_device_name, to_device, train_device
 from .divergence import NonFiniteGuard
 from .ema import EMA
 from .prior_step import make_optimizer, make_step_loss, train_step
@@ -252,7 +251,7 @@ def train(config: PriorRunConfig, run_dir: Path, progress: bool = True) -> Path:
         check_models_fit(vqgan, model, f"train.vqgan {tc.vqgan} with the dataset {config.data.path}: ")
     if vqgan is None and manifest.get("decoder") != "pixels" and dist.is_main():
         print("note: train.vqgan is not set, so no sample grids are written")
-    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if tc.bf16 else nullcontext
+    autocast = bf16_autocast(device, tc.bf16)
     log = MetricLog(run_dir, resume_step=start)  # drops rows logged past the checkpoint
     step_loss = make_step_loss(model, bf16=tc.bf16, compile=tc.compile)
     # skips NaN/inf steps; stops the run after a few in a row. On a GPU it reads its verdict at

@@ -14,7 +14,6 @@ device it was started on.
 from __future__ import annotations
 
 import dataclasses
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, ContextManager
@@ -29,7 +28,7 @@ from sundae_core.vqgan import VQGAN
 
 from ..data.image_data import DataConfig, ImageSet
 from . import distributed as dist
-from .device import check_device_name, to_device, train_device
+from .device import bf16_autocast, check_device_name, to_device, train_device
 from .discriminator import DiscriminatorConfig, PatchDiscriminator
 from .divergence import NonFiniteGuard
 from .lpips import LPIPS, load_lpips
@@ -198,7 +197,7 @@ def train(config: VQGANRunConfig, run_dir: Path, progress: bool = True) -> Path:
                 group["lr"] = tc.lr
     dist.broadcast_module(model)
     dist.broadcast_module(disc)
-    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if tc.bf16 else nullcontext
+    autocast = bf16_autocast(device, tc.bf16)
     log = MetricLog(run_dir, resume_step=start)  # drops rows logged past the checkpoint
     counts = torch.zeros(config.model.n_embed, device=device)
     # skips NaN/inf steps and stops the run after a few in a row; on a GPU read at log steps only
