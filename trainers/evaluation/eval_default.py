@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import colorsys
+import copy
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -504,8 +505,8 @@ def main(argv: list[str] | None = None, extractor: FeatureExtractor | None = Non
         args.vqgan = args.vqgan or str(default_model_path("vqgan"))
         args.prior = args.prior or str(default_model_path("prior"))
         vqgan = load_vqgan(args.vqgan, device=device, dtype=dtype)
-        prior = load_prior(args.prior, device=device, dtype=dtype)
-        scorer = load_prior(args.prior, device=device, dtype=torch.float32)
+        scorer = load_prior(args.prior, device=device, dtype=torch.float32)  # read once; sampled in `dtype`
+        prior = copy.deepcopy(scorer).to(dtype)
         check_models_fit(vqgan, prior, f"--prior {args.prior} with --vqgan {args.vqgan}: ")
         if args.resolution % vqgan.factor:
             raise InputError(f"--resolution {args.resolution} is not a multiple of the VQ-GAN factor {vqgan.factor}")

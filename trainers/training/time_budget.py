@@ -11,10 +11,10 @@ Every figure comes from the trainer's own log.jsonl (one JSON object per line: t
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
+from sundae_core import bounded_json
 from sundae_core.cli import run_guarded
 from sundae_core.errors import InputError
 
@@ -32,8 +32,8 @@ def read_log(run_dir: str | Path) -> list[dict]:
     rows = []
     for i, line in enumerate(lines):
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
+            rows.append(bounded_json.loads(line))
+        except ValueError:
             if i + 1 < len(lines):  # only the last line may be cut short (a run stopped by `timeout`)
                 raise InputError(f"{path} line {i + 1} is not JSON: the log is damaged") from None
     return rows
