@@ -29,6 +29,11 @@ def test_curve_from_a_resumed_runs_log(tmp_path, capsys):
     (tmp_path / "config.yaml").write_text("model: {}\n")
     assert learning_curve.main([str(tmp_path), "--out", str(out)]) == 1
     assert "without train.batch_size" in capsys.readouterr().err
+    # damage before the last line is named, not silently left out of the curve (run_folder.read_log)
+    (tmp_path / "config.yaml").write_text("train:\n  batch_size: 8\n")
+    (tmp_path / "log.jsonl").write_text(json.dumps(rows[0]) + '\n{"step": 2\n' + json.dumps(rows[2]) + "\n")
+    assert learning_curve.main([str(tmp_path), "--out", str(out)]) == 1
+    assert "line 2 is not a log row" in capsys.readouterr().err
 
 
 def test_a_fine_tune_continues_the_committed_history(tmp_path, capsys):

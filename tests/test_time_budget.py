@@ -73,4 +73,4 @@ def test_a_last_line_cut_short_by_a_timeout_is_skipped_but_damage_elsewhere_is_r
     assert len(time_budget.read_log(run)) == 7
     (run / "log.jsonl").write_text('{"step": 1\n{"step": 5, "time": 1.0}\n')
     assert time_budget.main(["rate", str(run)]) == 1
-    assert "line 1 is not JSON" in capsys.readouterr().err
+    assert "line 1 is not a log row" in capsys.readouterr().err

@@ -39,22 +39,8 @@ from sundae_core.cli import run_guarded
 from sundae_core.errors import InputError
 from sundae_core.grid import save_png
 
+from ..training.run_folder import read_log
 from .line_plot import Panel, draw_panels
-
-
-def read_log(run_dir: Path) -> list[dict]:
-    path = run_dir / "log.jsonl"
-    if not path.is_file():
-        raise InputError(f"{run_dir} has no log.jsonl: give a prior run folder")
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            row = bounded_json.loads(line)
-        except ValueError:
-            continue  # a torn last line of a killed run
-        if isinstance(row, dict) and isinstance(row.get("step"), int):
-            rows.append(row)
-    return rows
 
 
 def read_run_settings(run_dir: Path) -> tuple[int, str]:

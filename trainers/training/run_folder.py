@@ -117,13 +117,39 @@ def trim_log(path: Path, step: int) -> int:
     return len(lines) - len(kept)
 
 
-def _row_step(line: str) -> int | None:
+def read_log(run_dir: str | Path) -> list[dict]:
+    """The rows of a run folder's log.jsonl, each a dict with an integer "step". A last line cut
+    short (a trainer killed mid-write, or stopped by `timeout`) is skipped; any other line that is
+    not a row means the file was edited or damaged, and is refused by its number rather than
+    silently left out of a figure."""
+    path = Path(run_dir) / "log.jsonl"
+    if not path.is_file():
+        raise InputError(f"{run_dir} has no log.jsonl: give a training run folder (a run that never "
+                         "logged has none; see its output)")
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for number, line in enumerate(lines, 1):
+        row = _parse_row(line)
+        if row is None:
+            if number == len(lines):
+                break
+            raise InputError(f"{path} line {number} is not a log row (a JSON object with an integer "
+                             "\"step\"): the log is damaged; delete that line to use the rest")
+        rows.append(row)
+    return rows
+
+
+def _parse_row(line: str) -> dict | None:
     try:
         row = bounded_json.loads(line)
     except ValueError:
         return None
-    step = row.get("step") if isinstance(row, dict) else None
-    return step if isinstance(step, int) else None
+    return row if isinstance(row, dict) and isinstance(row.get("step"), int) else None
+
+
+def _row_step(line: str) -> int | None:
+    row = _parse_row(line)
+    return None if row is None else row["step"]
 
 
 def check_run_folder(run_dir: Path) -> None:

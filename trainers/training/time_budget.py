@@ -14,29 +14,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from sundae_core import bounded_json
 from sundae_core.cli import run_guarded
 from sundae_core.errors import InputError
+
+from .run_folder import read_log
 
 # seconds kept for validation, the sample grids and checkpoints of a budgeted run, and the share of
 # the rest that is spent (the 5 % left over covers a step time that grows after the probe)
 RESERVE_S, SPEND = 20.0, 0.95
 MIN_STEPS = 100  # fewer than this would end before the first validation (every 250 steps) matters
-
-
-def read_log(run_dir: str | Path) -> list[dict]:
-    path = Path(run_dir) / "log.jsonl"
-    if not path.is_file():
-        raise InputError(f"{path} is missing: the run never logged (see its output)")
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    rows = []
-    for i, line in enumerate(lines):
-        try:
-            rows.append(bounded_json.loads(line))
-        except ValueError:
-            if i + 1 < len(lines):  # only the last line may be cut short (a run stopped by `timeout`)
-                raise InputError(f"{path} line {i + 1} is not JSON: the log is damaged") from None
-    return rows
 
 
 def probe_rate(rows: list[dict], after_step: int = 10) -> tuple[float, float]:
