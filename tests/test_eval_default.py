@@ -125,6 +125,35 @@ def test_token_completion_is_taken_in_float32(setup, tmp_path, monkeypatch):
     assert report["token_completion"]["dtype"] == "float32"
 
 
+def test_token_completion_does_not_move_with_the_workflows_sampler_settings(setup, tmp_path):
+    """It is a figure of the prior: sampling fewer or more steps must not change its noise draws."""
+    workflow = json.loads(eval_default.WORKFLOW.read_text())
+    sampler = next(node for node in workflow["nodes"] if node["type"] == "SundaeSample")
+    sampler["widgets_values"][5] = 0.9  # proportion: sampling draws a different count of numbers
+    changed = tmp_path / "changed.json"
+    changed.write_text(json.dumps(workflow))
+    shipped = run(setup, tmp_path / "a", "--n", "2")[1]
+    other = run(setup, tmp_path / "b", "--n", "2", "--workflow", str(changed))[1]
+    assert other["inpainting"]["workflow_settings"]["proportion"] == 0.9
+    assert shipped["token_completion"] == other["token_completion"] and shipped["token_completion"]["draws"] == 4
+    accuracy = [[row[k] for k in ("hole_token_accuracy", "scattered_token_accuracy")] for row in shipped["inpainting"]["images"]]
+    assert accuracy == [[row[k] for k in ("hole_token_accuracy", "scattered_token_accuracy")]
+                        for row in other["inpainting"]["images"]]
+
+
+def test_completion_accuracy_averages_its_draws():
+    """A logits function that predicts every token right scores 1 at any draw count; one that
+    predicts the noise it was given scores the chance that the noise was already right."""
+    tokens = torch.arange(16).view(1, 4, 4) % 4
+    positions = torch.ones(1, 4, 4, dtype=torch.bool)
+    oracle = lambda z, labels: F.one_hot(tokens, 4).float().expand(z.shape[0], -1, -1, -1)
+    echo = lambda z, labels: F.one_hot(z, 4).float()
+    g = torch.Generator().manual_seed(0)
+    assert eval_default.completion_accuracy(oracle, tokens, positions, 4, g, draws=3).tolist() == [1.0]
+    chance = eval_default.completion_accuracy(echo, tokens, positions, 4, g, draws=200)
+    assert 0.2 < float(chance) < 0.3  # 1 in 4, over 3200 noisy tokens
+
+
 def test_class_accuracy_with_a_class_conditional_prior(setup, tmp_path):
     argv = ("--n", "1", "--classes", "--per-class", "2", "--steps", "3", "--min-steps", "1")
     code, report = run(setup, tmp_path, *argv, prior="class_prior.safetensors")

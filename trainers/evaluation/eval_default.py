@@ -76,6 +76,7 @@ BACKGROUND = 250  # a pixel whose channels are all >= this (of 255) is white bac
 DOMINANCE = 0.05  # a code is red-dominant when its mean red beats green and blue by this much
 METHODS = ("reconstruction", "inpaint", "mean_fill")
 GRID_COLUMNS = ("original (hole outlined)", "inpaint", "mean_fill", "reconstruction")
+COMPLETION_SEED_OFFSET = 1  # the token-completion figure's generator: --seed + this
 
 
 # ---------------------------------------------------------------------------------------------
@@ -202,13 +203,16 @@ def scattered_positions(batch: int, height: int, width: int, count: int, generat
 
 
 def completion_accuracy(logits_fn, tokens: torch.Tensor, positions: torch.Tensor, vocab_size: int,
-                        generator: torch.Generator) -> torch.Tensor:
+                        generator: torch.Generator, draws: int = 1) -> torch.Tensor:
     """Replace `positions` (b h w) of tokens (b h w) by random tokens; the share of those positions
-    where the prior's top-1 prediction is the true token, per sample (b,)."""
-    noise = corrupt(tokens, vocab_size, generator=generator, rate=1.0).tokens
-    predicted = logits_fn(torch.where(positions, noise, tokens), None).argmax(-1)
-    hits = ((predicted == tokens) & positions).sum((1, 2))
-    return hits.float() / positions.sum((1, 2)).float()
+    where the prior's top-1 prediction is the true token, per sample (b,), averaged over `draws`
+    independent fillings (one draw moves a 64-token figure by about 0.01)."""
+    hits = torch.zeros(tokens.shape[0], device=tokens.device)
+    for _ in range(draws):
+        noise = corrupt(tokens, vocab_size, generator=generator, rate=1.0).tokens
+        predicted = logits_fn(torch.where(positions, noise, tokens), None).argmax(-1)
+        hits += ((predicted == tokens) & positions).sum((1, 2)).float()
+    return hits / (draws * positions.sum((1, 2)).float())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -257,6 +261,9 @@ def inpainting(args, vqgan, prior, scorer, lpips, settings: InpaintSettings, dev
     score_fn = model_logits_fn(scorer)
     place_gen = torch.Generator().manual_seed(args.seed)
     g = torch.Generator(device).manual_seed(args.seed)
+    # the completion figure draws from its own generator, so it is a figure of the prior alone: on
+    # the sampler's, it moved with any workflow setting that changed how many numbers sampling drew
+    completion_g = torch.Generator(device).manual_seed(args.seed + COMPLETION_SEED_OFFSET)
     ring = args.ring or f
     rows, thumbs = [], []
     start = time.perf_counter()
@@ -274,9 +281,10 @@ def inpainting(args, vqgan, prior, scorer, lpips, settings: InpaintSettings, dev
             result = sample(logits_fn, torch.where(repaint, noisy, tokens), settings.sampler, generator=g,
                             repaint=repaint, null_label=prior.null_label)
             decoded = vqgan.decode(torch.cat([tokens, result.tokens])).cpu()  # recon then inpaint
-            hole_acc = completion_accuracy(score_fn, tokens, repaint, vocab, g)
-            scattered = scattered_positions(b, *tokens.shape[-2:], args.hole ** 2, g, device)
-            scattered_acc = completion_accuracy(score_fn, tokens, scattered, vocab, g)
+            hole_acc = completion_accuracy(score_fn, tokens, repaint, vocab, completion_g, args.completion_draws)
+            scattered = scattered_positions(b, *tokens.shape[-2:], args.hole ** 2, completion_g, device)
+            scattered_acc = completion_accuracy(score_fn, tokens, scattered, vocab, completion_g,
+                                                args.completion_draws)
             filled = torch.stack([mean_fill(original[i], holes[i].box(f), ring) for i in range(b)])
             outputs = {"reconstruction": paste(original, decoded[:b], mask, settings.feather),
                        "inpaint": paste(original, decoded[b:], mask, settings.feather),
@@ -318,6 +326,7 @@ def inpainting(args, vqgan, prior, scorer, lpips, settings: InpaintSettings, dev
         "seconds": round(seconds, 2), "grid_columns": list(GRID_COLUMNS), "images": rows,
     }
     completion = {"n": len(rows), "tokens_per_image": args.hole ** 2, "dtype": "float32",
+                  "draws": args.completion_draws,
                   "hole_accuracy": round(mean("hole_token_accuracy"), 4),
                   "scattered_accuracy": round(mean("scattered_token_accuracy"), 4)}
     return InpaintingResult({"inpainting": inpaint, "token_completion": completion}, thumbs)
@@ -459,6 +468,8 @@ def build_parser() -> argparse.ArgumentParser:
     inp.add_argument("--workflow", default=str(WORKFLOW),
                      help="inpainting workflow whose corrupt rate, sampler settings and feather are used "
                           "(default workflows/inpaint_1024.json)")
+    inp.add_argument("--completion-draws", type=int, default=4,
+                     help="random fillings the one-step token completion is averaged over (default 4)")
     inp.add_argument("--grid-images", type=int, default=6, help="images shown in inpaint_grid.png (default 6)")
     inp.add_argument("--thumb", type=int, default=192, help="side in pixels of each picture in the grids (default 192)")
     cls = p.add_argument_group("class accuracy (--classes, class-conditional priors)")
@@ -482,8 +493,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    if min(args.n, args.hole, args.batch_size, args.per_class, args.feature_batch, args.thumb) < 1:
-        raise InputError("--n, --hole, --batch-size, --per-class, --feature-batch and --thumb must be >= 1")
+    if min(args.n, args.hole, args.batch_size, args.per_class, args.feature_batch, args.thumb,
+           args.completion_draws) < 1:
+        raise InputError("--n, --hole, --batch-size, --per-class, --feature-batch, --thumb and "
+                         "--completion-draws must be >= 1")
     if args.ring < 0 or args.grid_images < 0 or not 0 <= args.slack <= 1:
         raise InputError("--ring and --grid-images must be >= 0 and --slack in [0, 1]")
 
@@ -550,7 +563,8 @@ def summary(report: dict) -> str:
     lines += [f"  {name:<15} {m['lpips']:.4f} / {m['psnr']:.2f} dB" for name, m in inp["methods"].items()]
     lines.append(f"  inpaint beats mean_fill on {inp['inpaint_beats_mean_fill']:.0%} of images; "
                  f"inpaint - reconstruction = {inp['inpaint_minus_reconstruction_lpips']:+.4f} LPIPS")
-    lines.append(f"token completion (one step, top-1, {comp['dtype']}): hole {comp['hole_accuracy']:.3f}, "
+    lines.append(f"token completion (one step, top-1, {comp['dtype']}, {comp['draws']} draws): "
+                 f"hole {comp['hole_accuracy']:.3f}, "
                  f"scattered {comp['scattered_accuracy']:.3f} ({comp['tokens_per_image']} tokens per image)")
     if "class_accuracy" in report:
         c = report["class_accuracy"]
