@@ -165,7 +165,22 @@ def test_class_accuracy_with_a_class_conditional_prior(setup, tmp_path):
     assert c["probe_train_accuracy"] == 1.0  # two colour groups are linearly separable
     with Image.open(tmp_path / "out" / "class_samples.png") as grid:  # one row per class
         assert grid.size == (2 * 34 + 2, 2 * 34 + 2)
-    assert len(list((tmp_path / "cache").glob("classes-*.npz"))) == 2  # train and held-out features
+    # the ceiling: the probe on the held-out emoji through the VQ-GAN, a third cached feature set
+    assert 0 <= c["reconstructed_val_accuracy"] <= 1
+    assert c["ratio_to_reconstructed"] == pytest.approx(c["sample_accuracy"] / c["reconstructed_val_accuracy"], abs=1e-3)
+    assert len(list((tmp_path / "cache").glob("classes-*.npz"))) == 3
+    assert len(list((tmp_path / "cache").glob("classes-val-reconstructed-*.npz"))) == 1
+
+
+def test_reconstructions_are_the_vqgans_round_trip_in_file_order(setup):
+    from sundae_core.models import load_vqgan
+    vqgan = load_vqgan(str(setup / "vq.safetensors"), device=torch.device("cpu"), dtype=torch.float32)
+    files = sorted((setup / "images").rglob("*.png"))[:3]
+    images = list(eval_default.reconstructions(vqgan, files, 64, 2, torch.device("cpu")))
+    assert len(images) == 3 and images[0].shape == (64, 64, 3) and images[0].dtype == np.uint8
+    pixels = eval_default.to_model(np.stack([eval_default.load_rgb(files[2], 64)]))
+    expected = eval_default.to_uint8(vqgan.decode(vqgan.encode(pixels)))[0]
+    assert np.array_equal(images[2], expected)
 
 
 def test_classes_needs_a_class_conditional_prior(setup, tmp_path, capsys):

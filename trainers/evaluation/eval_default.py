@@ -44,6 +44,7 @@ import copy
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -66,7 +67,7 @@ from ..data.image_data import HELD_OUT_FRACTION, image_paths, is_validation, loa
 from ..sampling.sampler_flags import add_sampler_flags, settings_from_args
 from ..training.lpips import load_lpips
 from ..training.train_vqgan import psnr
-from .evaluate import SampleSource, cached_features, content_key, default_cache_dir, folder_images
+from .evaluate import SampleSource, cached_features, content_key, default_cache_dir, file_digest, folder_images
 from .inception import PREPROCESS_VERSION, FeatureExtractor, InceptionFeatures, extract_features
 from .linear_probe import fit_linear_probe
 
@@ -370,6 +371,17 @@ def class_accuracy(args, vqgan, prior, extractor: FeatureExtractor, device, out:
     (train_x, train_y), (val_x, val_y) = split_features["train"], split_features["val"]
     probe = fit_linear_probe(train_x, train_y, classes, l2=args.l2)
     real_accuracy = float((probe.predict(val_x) == val_y).mean())
+    # the ceiling a prior over this VQ-GAN's tokens can reach: the held-out emoji through the VQ-GAN
+    val_files = [p for p in files if is_validation(p, args.val_fraction)]
+    key = content_key([extractor.name, str(extractor.input_size), PREPROCESS_VERSION, "val-reconstructed",
+                       str(args.val_fraction), f"canvas={canvas}", file_digest(args.vqgan)], val_files, root)
+    recon_x, path, hit = cached_features(
+        cache_dir, "classes-val-reconstructed", key,
+        lambda: extract_features(extractor, reconstructions(vqgan, val_files, canvas, args.batch_size, device),
+                                 total=len(val_files), batch_size=args.feature_batch,
+                                 desc="held-out reconstructions' features", progress=progress))
+    print(f"val reconstructed: {len(val_files)} images, features {'from cache' if hit else 'cached'} at {path}")
+    recon_accuracy = float((probe.predict(recon_x) == val_y).mean())
 
     grid = (args.resolution // vqgan.factor,) * 2
     source = SampleSource(prior, vqgan, grid, args.batch_size, device, progress=progress, compile=args.compile)
@@ -391,11 +403,22 @@ def class_accuracy(args, vqgan, prior, extractor: FeatureExtractor, device, out:
             "extractor": extractor.name, "l2": args.l2,
             "probe_train_accuracy": round(probe.train_accuracy, 4),
             "real_val_accuracy": round(real_accuracy, 4),
+            "reconstructed_val_accuracy": round(recon_accuracy, 4),
             "sample_accuracy": round(sample_accuracy, 4),
             "ratio_to_real": round(sample_accuracy / real_accuracy, 4) if real_accuracy else None,
+            "ratio_to_reconstructed": round(sample_accuracy / recon_accuracy, 4) if recon_accuracy else None,
             "per_class_samples": args.per_class, "guidance": args.guidance, "seed": args.seed,
             "sampler": base.to_dict(),
             "per_class": per_class, "grid": str(path)}
+
+
+def reconstructions(vqgan, files: list[Path], canvas: int, batch_size: int, device) -> Iterator[np.ndarray]:
+    """The images of `files` encoded and decoded by the VQ-GAN, as uint8 (h w 3), in order."""
+    for begin in range(0, len(files), batch_size):
+        pixels = np.stack([load_rgb(p, canvas) for p in files[begin:begin + batch_size]])
+        with torch.inference_mode():
+            decoded = vqgan.decode(vqgan.encode(to_model(pixels).to(device)))
+        yield from to_uint8(decoded)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -568,8 +591,9 @@ def summary(report: dict) -> str:
                  f"scattered {comp['scattered_accuracy']:.3f} ({comp['tokens_per_image']} tokens per image)")
     if "class_accuracy" in report:
         c = report["class_accuracy"]
-        lines.append(f"class accuracy: real held-out {c['real_val_accuracy']:.3f}, guided samples "
-                     f"{c['sample_accuracy']:.3f} (ratio {c['ratio_to_real']})")
+        lines.append(f"class accuracy: real held-out {c['real_val_accuracy']:.3f} (through the VQ-GAN "
+                     f"{c['reconstructed_val_accuracy']:.3f}), guided samples {c['sample_accuracy']:.3f} "
+                     f"(ratio {c['ratio_to_real']} to real, {c['ratio_to_reconstructed']} to reconstructed)")
     if "code_colours" in report:
         c = report["code_colours"]
         lines.append(f"code colours: {c['red_dominant']} red, {c['green_dominant']} green, {c['blue_dominant']} blue "
