@@ -21,12 +21,16 @@ The checks a VQ-GAN + prior pair (the embedded defaults unless given) should pas
    replaced by random tokens (the rest clean), next to the accuracy for as many corrupted tokens
    scattered at random over the grid. Taken in float32 (the prior's weights read as fp32): in bf16
    the argmax of near-tied logits flips with the thread count and moved the figure by ~0.015.
+   Averaged over --completion-draws random fillings drawn from a generator of its own (--seed + 1),
+   so it is a figure of the prior alone, whatever the workflow's sampler settings.
 3. --classes (class-conditional priors): a linear probe (`linear_probe.py`) on Inception pool
    features of the real training images, labelled by their subfolder (sorted names = class ids, as
    `sundae-build-latents --labels-from-folders`); its accuracy on the held-out images; then the
    share of --per-class guided samples of each class the probe labels as that class, and that
-   share's ratio to the real held-out accuracy. Real features are cached in --cache-dir under a key
-   hashing the files, their split and the canvas.
+   share's ratio to the real held-out accuracy. Beside it, the probe's accuracy on the held-out
+   images through the VQ-GAN (encoded and decoded): the ceiling any prior over these tokens can
+   reach, and the samples' ratio to that. Features are cached in --cache-dir under a key hashing
+   the files, their split and the canvas (and the VQ-GAN file, for the reconstructions).
 4. --code-colours: every code decoded as a 2 x 2 grid of itself and averaged: how many codes are
    red / green / blue dominant (the channel beats both others by 0.05), and a palette of the codes'
    mean colours sorted by hue (a VQ-GAN that decodes every colour as brown fails this at a glance).
