@@ -35,6 +35,12 @@ def show_warnings() -> None:
         WARNINGS.addHandler(_WarningLines())
 
 
+def doc_summary(doc: str) -> str:
+    """A module docstring's first paragraph as one line: a CLI's --help description (its first
+    line alone cut some sentences in half)."""
+    return " ".join(doc.strip().split("\n\n")[0].split())
+
+
 def run_guarded(body: Callable[[], int | None], reuse_memory: bool = False) -> int:
     """Run a CLI body; a SundaeError (bad input, bad file) or a failing disk becomes one line on
     stderr and exit 1. reuse_memory: the whole body runs in cpu_memory.reuse_freed_memory (CLIs

@@ -68,7 +68,7 @@ from pathlib import Path
 import torch
 
 from sundae_core.checkpoint import atomic_write
-from sundae_core.cli import cpu_name, run_guarded, write_json_report
+from sundae_core.cli import cpu_name, doc_summary, run_guarded, write_json_report
 from sundae_core.errors import InputError
 
 from .bench_ar import vanilla_config
@@ -102,7 +102,7 @@ def positive_ints(text: str, flag: str) -> tuple[int, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sundae-bench", description=__doc__.splitlines()[0],
+    p = argparse.ArgumentParser(prog="sundae-bench", description=doc_summary(__doc__),
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="\n".join(__doc__.splitlines()[1:]))
     p.add_argument("--quick", action="store_true",

@@ -32,7 +32,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from sundae_core.checkpoint import atomic_write
-from sundae_core.cli import run_guarded, write_json_report
+from sundae_core.cli import doc_summary, run_guarded, write_json_report
 from sundae_core.config import apply_overrides, load_yaml
 from sundae_core.errors import InputError
 from sundae_core.hourglass import HourglassTransformer
@@ -172,7 +172,7 @@ def bench_device(name: str) -> torch.device:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sundae-bench-train", description=__doc__.splitlines()[0],
+    p = argparse.ArgumentParser(prog="sundae-bench-train", description=doc_summary(__doc__),
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--config", default="configs/prior_emoji.yaml", help="prior run config (model + train sections)")
     p.add_argument("--threads", default="1,2", help="thread counts of the one-process cases (default 1,2)")

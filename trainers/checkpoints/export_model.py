@@ -13,12 +13,12 @@ import torch
 
 from sundae_core.checkpoint import load_checkpoint, save_checkpoint
 from sundae_core.models import TOKEN_VERSION_KEY, load_vqgan
-from sundae_core.cli import run_guarded
+from sundae_core.cli import doc_summary, run_guarded
 from sundae_core.errors import CheckpointError
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=doc_summary(__doc__))
     parser.add_argument("source", help="model.safetensors of a run (kind vqgan or prior)")
     parser.add_argument("target", help="where to write the shipped copy")
     parser.add_argument("--bf16", action="store_true", help="store floating-point weights as bfloat16")

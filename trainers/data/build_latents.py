@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from sundae_core import bounded_json
 from sundae_core.checkpoint import atomic_write
-from sundae_core.cli import run_guarded
+from sundae_core.cli import doc_summary, run_guarded
 from sundae_core.errors import InputError, MissingAssetError
 from sundae_core.models import load_vqgan
 
@@ -290,7 +290,7 @@ def extra_scales(text: str) -> tuple[float, ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=doc_summary(__doc__))
     parser.add_argument("--out", required=True, help="output folder of shards + manifest.json")
     parser.add_argument("--vqgan", help="VQ-GAN checkpoint (.safetensors) that encodes the images")
     parser.add_argument("--images", help="folder of .png/.jpg/.webp images (searched recursively)")

@@ -32,7 +32,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from sundae_core.checkpoint import atomic_write
-from sundae_core.cli import run_guarded
+from sundae_core.cli import doc_summary, run_guarded
 from sundae_core.errors import MissingAssetError
 
 from .image_data import HELD_OUT_FRACTION, SKIN_TONES, emoji_key, is_validation
@@ -126,7 +126,7 @@ def prepare(assets: Path, out: Path, variants: bool = False) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=doc_summary(__doc__))
     parser.add_argument("--assets", default="data/assets/node_modules",
                         help=f"node_modules folder holding the two npm packages ({INSTALL})")
     parser.add_argument("--out", default="data/emoji_groups", help="output folder (one subfolder per group)")

@@ -56,7 +56,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from sundae_core.cli import run_guarded, write_json_report
+from sundae_core.cli import doc_summary, run_guarded, write_json_report
 from sundae_core.corruption import corrupt
 from sundae_core.errors import InputError
 from sundae_core.graph import default_registry, load_workflow
@@ -473,7 +473,7 @@ def palette(colours: np.ndarray, swatch: int = 16, per_row: int = 32) -> Image.I
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sundae-eval-default", description=__doc__.splitlines()[0],
+    p = argparse.ArgumentParser(prog="sundae-eval-default", description=doc_summary(__doc__),
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="\n".join(__doc__.splitlines()[2:]))
     models = p.add_argument_group("models and data")

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from sundae_core.cli import run_guarded, write_json_report
+from sundae_core.cli import doc_summary, run_guarded, write_json_report
 from sundae_core.grid import make_grid, save_png
 from sundae_core.models import default_model_path, inference_dtype, load_vqgan
 
@@ -119,7 +119,7 @@ def held_out_holes(args, vqgan, lpips, device, progress: bool) -> tuple[dict, li
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sundae-eval-vqgan", description=__doc__.splitlines()[0],
+    p = argparse.ArgumentParser(prog="sundae-eval-vqgan", description=doc_summary(__doc__),
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--vqgan", help="VQ-GAN checkpoint (default: the embedded default model)")
     p.add_argument("--images", default="data/emoji_groups", help="image folder with the held-out split")

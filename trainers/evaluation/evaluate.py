@@ -41,7 +41,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from sundae_core.checkpoint import atomic_write
-from sundae_core.cli import run_guarded, write_json_report
+from sundae_core.cli import doc_summary, run_guarded, write_json_report
 from sundae_core.compiled import compiled_decode_fn
 from sundae_core.errors import InputError
 from sundae_core.grid import to_uint8
@@ -308,7 +308,7 @@ def parse_grid(text: str) -> tuple[int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sundae-eval", description=__doc__.splitlines()[0],
+    p = argparse.ArgumentParser(prog="sundae-eval", description=doc_summary(__doc__),
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="\n".join(__doc__.splitlines()[1:]))
     src = p.add_argument_group("what to score")

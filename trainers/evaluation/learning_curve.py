@@ -35,7 +35,7 @@ import yaml
 
 from sundae_core import bounded_json
 from sundae_core.checkpoint import atomic_write
-from sundae_core.cli import run_guarded
+from sundae_core.cli import doc_summary, run_guarded
 from sundae_core.errors import InputError
 from sundae_core.grid import save_png
 
@@ -140,7 +140,7 @@ def markdown(points: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="sundae-learning-curve", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="sundae-learning-curve", description=doc_summary(__doc__))
     parser.add_argument("run_dir", help="a prior run folder (holding log.jsonl)")
     parser.add_argument("--out", default="learning_curve.png", help="where the plot goes (PNG)")
     parser.add_argument("--history", help="earlier points of the campaign (JSON lines) that this run continues")

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from sundae_core.checkpoint import read_metadata
-from sundae_core.cli import run_guarded, write_json_report
+from sundae_core.cli import doc_summary, run_guarded, write_json_report
 from sundae_core.config import to_dict
 from sundae_core.errors import InputError
 from sundae_core.grid import save_grid
@@ -40,7 +40,7 @@ SIDE, VOCAB, CLASSES = 28, 256, 10
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m trainers.evaluation.mnist_eval", description=__doc__.splitlines()[0],
+    p = argparse.ArgumentParser(prog="python -m trainers.evaluation.mnist_eval", description=doc_summary(__doc__),
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="\n".join(__doc__.splitlines()[1:]))
     p.add_argument("--prior", required=True, help="class-conditional MNIST pixel prior (.safetensors)")

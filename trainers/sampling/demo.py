@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from sundae_core.cli import run_guarded, write_json_report
+from sundae_core.cli import doc_summary, run_guarded, write_json_report
 from sundae_core.errors import MissingAssetError
 from sundae_core.graph import default_registry, load_workflow, run_workflow
 from sundae_core.grid import make_grid, save_png
@@ -109,7 +109,7 @@ def run_inpainting(out: Path, args) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sundae-demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="sundae-demo", description=doc_summary(__doc__))
     parser.add_argument("--output-dir", default="output/demo", help="where images and timings.json go")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the samples and of the inpainting workflow's sampler")
