@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from sundae_core.cli import WARNINGS
@@ -179,6 +180,47 @@ def with_token_version(mc: HourglassConfig, manifest: dict, data_path: str) -> H
     return dataclasses.replace(mc, token_version=version or mc.token_version)
 
 
+def subject_windows(tokens: torch.Tensor, side: int, background: int) -> torch.Tensor:
+    """(b h w) -> (b h w) bool: per sequence, the side x side window holding the most tokens other
+    than `background` (the first in raster order on a tie): sundae-eval-default's hole on the
+    subject, found in token space."""
+    b, h, w = tokens.shape
+    subject = (tokens != background).float()[:, None]
+    counts = F.avg_pool2d(subject, side, stride=1)[:, 0]  # (b, h - side + 1, w - side + 1)
+    best = counts.flatten(1).argmax(1)
+    top, left = best // counts.shape[-1], best % counts.shape[-1]
+    rows = torch.arange(h, device=tokens.device)[None]
+    cols = torch.arange(w, device=tokens.device)[None]
+    in_rows = (rows >= top[:, None]) & (rows < top[:, None] + side)
+    in_cols = (cols >= left[:, None]) & (cols < left[:, None] + side)
+    return in_rows[:, :, None] & in_cols[:, None, :]
+
+
+@torch.no_grad()
+def hole_accuracy(model, val: TokenSet, batch_size: int, side: int = 8) -> float:
+    """One-step top-1 on every held-out sequence's subject hole (side x side tokens filled with
+    random ones, the rest clean; no label), in float32: the campaign's hole aim, which the held-out
+    loss failed to track (session 11: two fine-tunes lowered the loss and lost hole accuracy).
+    The background is the split's most common token (the white canvas)."""
+    model.eval()
+    device = next(model.parameters()).device
+    side = min(side, *val.tokens.shape[-2:])
+    background = int(torch.bincount(val.tokens.flatten()).argmax())
+    g = torch.Generator().manual_seed(4321)
+    logits_fn = model_logits_fn(model)
+    hits = total = 0
+    for begin in range(0, len(val), batch_size):
+        tokens = val.tokens[begin:begin + batch_size]
+        hole = subject_windows(tokens, side, background)
+        noise = torch.randint(0, model.config.vocab_size, tokens.shape, generator=g)
+        tokens, hole, noise = (to_device(t, device) for t in (tokens, hole, noise))
+        predicted = logits_fn(torch.where(hole, noise, tokens), None).argmax(-1)
+        hits += int(((predicted == tokens) & hole).sum())
+        total += int(hole.sum())
+    model.train()
+    return hits / total
+
+
 @torch.no_grad()
 def validation_loss(model, val: TokenSet, tc: PriorTrainConfig, autocast, block_share: float = 0.0) -> float:
     """Mean unrolled loss on fixed validation batches; block_share: share of block samples (0 = the paper's)."""
@@ -291,6 +333,7 @@ def train(config: PriorRunConfig, run_dir: Path, progress: bool = True) -> Path:
             val = {"val_loss": validation_loss(ema.model, val_set, tc, autocast)}
             if tc.block_corruption:  # how well the prior completes holes
                 val["val_block_loss"] = validation_loss(ema.model, val_set, tc, autocast, block_share=1.0)
+            val["val_hole_top1"] = hole_accuracy(ema.model, val_set, tc.batch_size)
             log.write(step + 1, **val)
         if dist.is_main() and ((step + 1) % tc.sample_every == 0 or last):
             if vqgan is not None or manifest.get("decoder") == "pixels":
