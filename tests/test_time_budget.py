@@ -52,12 +52,14 @@ def test_the_best_run_has_the_lowest_final_held_out_loss_among_runs_that_left_we
     def rows(*losses):
         return [{"step": 250 * (i + 1), "time": 10.0 * i, "val_loss": v} for i, v in enumerate(losses)]
     a = write_run(tmp_path / "a", rows(0.97, 0.9566))
-    b = write_run(tmp_path / "b", rows(0.99, 0.9541))  # worse early, better at the end: b wins
+    b = write_run(tmp_path / "b", rows(0.99, 0.9541) + [{"step": 500, "time": 12.0, "val_hole_top1": 0.4072}])
+    # b: worse early, better at the end, so it wins; its hole figure is printed beside its loss
     c = write_run(tmp_path / "c", rows(0.90), weights=False)  # no weights came back: not a candidate
     assert time_budget.main(["best", str(a), str(b), str(c), str(tmp_path / "missing")]) == 0
     out = capsys.readouterr()
     assert out.out.strip() == str(b)
-    assert "a: final held-out loss 0.9566" in out.err and "c:" not in out.err
+    assert "a: final held-out loss 0.9566\n" in out.err and "c:" not in out.err
+    assert "b: final held-out loss 0.9541, hole top-1 0.4072" in out.err
 
 
 def test_no_scored_run_prints_an_empty_line(tmp_path, capsys):

@@ -82,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             winner, finals = best_run(args.runs)
             for run, loss in finals.items():
-                print(f"{Path(run).name}: final held-out loss {loss:.4f}", file=sys.stderr)
+                holes = [r["val_hole_top1"] for r in read_log(run) if "val_hole_top1" in r]
+                hole = f", hole top-1 {holes[-1]:.4f}" if holes else ""  # the loss alone misled in session 11
+                print(f"{Path(run).name}: final held-out loss {loss:.4f}{hole}", file=sys.stderr)
             print(winner or "")
         return 0
 
