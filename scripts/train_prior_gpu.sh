@@ -16,8 +16,8 @@
 # Each run is named after its folder and overrides; the one with the lowest final held-out loss is
 # printed as "best", and every run's weights come back to be judged on sundae-eval-default (at most
 # two runs: two bf16 models and the logs fill most of the 64 MiB a call returns). Every folder
-# needs the same val split for the losses to compare. Trailing --set overrides apply to every run (a dry run on the CPU:
-# --set train.device=cpu --set train.compile=false --set train.batch_size=2).
+# needs the same val split for the losses to compare. Trailing --set overrides apply to every run
+# (a dry run on the CPU: --set train.device=cpu --set train.compile=false --set train.batch_size=2).
 #
 # STEP_S=0.13 FIRST_S=70 (wall seconds per step with these runs at once, and to the first step)
 # skip the probe: for a short call on a machine whose step time is known, where the probe's

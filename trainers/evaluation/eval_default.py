@@ -74,6 +74,7 @@ from ..training.train_vqgan import psnr
 from .evaluate import SampleSource, cached_features, content_key, default_cache_dir, file_digest, folder_images
 from .inception import PREPROCESS_VERSION, FeatureExtractor, InceptionFeatures, extract_features
 from .linear_probe import fit_linear_probe
+from .token_completion import completion_accuracy
 
 WORKFLOW = Path(__file__).resolve().parents[2] / "workflows" / "inpaint_1024.json"
 REPORT = "eval_default.json"
@@ -205,19 +206,6 @@ def scattered_positions(batch: int, height: int, width: int, count: int, generat
     mask = torch.zeros(batch, height * width, dtype=torch.bool, device=device)
     mask.scatter_(1, chosen, True)
     return mask.view(batch, height, width)
-
-
-def completion_accuracy(logits_fn, tokens: torch.Tensor, positions: torch.Tensor, vocab_size: int,
-                        generator: torch.Generator, draws: int = 1) -> torch.Tensor:
-    """Replace `positions` (b h w) of tokens (b h w) by random tokens; the share of those positions
-    where the prior's top-1 prediction is the true token, per sample (b,), averaged over `draws`
-    independent fillings (one draw moves a 64-token figure by about 0.01)."""
-    hits = torch.zeros(tokens.shape[0], device=tokens.device)
-    for _ in range(draws):
-        noise = corrupt(tokens, vocab_size, generator=generator, rate=1.0).tokens
-        predicted = logits_fn(torch.where(positions, noise, tokens), None).argmax(-1)
-        hits += ((predicted == tokens) & positions).sum((1, 2)).float()
-    return hits / (draws * positions.sum((1, 2)).float())
 
 
 # ---------------------------------------------------------------------------------------------
