@@ -380,6 +380,33 @@ def test_torchrun_uses_gloo_even_where_cuda_is_present(monkeypatch):
     assert backends == ["gloo"]
 
 
+# What each rank runs: a collective, an optimiser (whose first construction imports torch._dynamo,
+# which kept the process group alive past destroy_process_group), then the trainers' cleanup; gloo
+# threads still running then die with the interpreter and abort the process now and then.
+THREADS_AFTER_CLEANUP = """
+import glob, torch
+from trainers.training import distributed
+distributed.setup()
+distributed.all_reduce_sum(torch.ones(3))
+torch.optim.AdamW(torch.nn.Linear(2, 2).parameters())
+distributed.barrier()
+distributed.cleanup()
+left = sorted(open(p).read().strip() for p in glob.glob("/proc/self/task/*/comm"))
+raise SystemExit(f"gloo threads left after cleanup: {left}" if any("gloo" in n for n in left) else 0)
+"""
+
+
+@pytest.mark.torchrun
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads the process's threads from /proc")
+def test_torchrun_cleanup_leaves_no_gloo_thread(tmp_path):
+    script = tmp_path / "rank.py"
+    script.write_text(THREADS_AFTER_CLEANUP)
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+               "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), str(script)]
+    proc = subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
 def test_train_device_cuda_without_a_gpu_is_one_error_line(tmp_path, latents, capsys, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert train_prior.main(_prior_command(tmp_path / "prior", latents(), "train.device=cuda")) == 1
