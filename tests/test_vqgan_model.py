@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from sundae_core.config import VQGANConfig
 from sundae_core.errors import InputError
 from sundae_core.quantize import VectorQuantizer
-from sundae_core.vqgan import VQGAN
+from sundae_core.vqgan import NORMS, VQGAN, ResnetBlock, channels_last
 
 
 def _gen(seed=0):
@@ -157,3 +157,21 @@ def test_bf16_model_encodes_and_decodes():
     assert (out_same_tokens - ref).abs().mean() < 0.02
     if torch.equal(tokens, ref_tokens):
         assert torch.equal(out, out_same_tokens)
+
+
+@pytest.mark.parametrize("cin,cout,norm", [(8, 8, "group"), (8, 16, "group"), (8, 8, "channel")])
+def test_resnet_block_without_gradients_computes_what_it_computes_with_them(cin, cout, norm):
+    """Inference runs the block in place (fewer megapixel buffers); the result must not change,
+    in fp32 and in the bf16 channels-last layout decoding uses, and the input must stay intact."""
+    torch.manual_seed(0)
+    block = ResnetBlock(cin, cout, 0.0, NORMS[norm]).eval()
+    for dtype in (torch.float32, torch.bfloat16):
+        block = block.to(dtype).to(memory_format=torch.channels_last)
+        x = channels_last(torch.randn(2, cin, 6, 10).to(dtype))
+        kept = x.clone()
+        with torch.enable_grad():
+            reference = block(x)
+        with torch.inference_mode():
+            fast = block(x)
+        assert torch.equal(x, kept)
+        assert torch.equal(fast, reference.detach())
