@@ -1,14 +1,16 @@
-"""Opt-in torch.compile for sampling and decoding: Inductor with the weights frozen into the graph.
+"""Opt-in torch.compile for sampling: Inductor with the weights frozen into the graph.
 
 Frozen weights let Inductor prepack every linear layer for oneDNN with its bias and GELU fused
 and fuse the norms, adds and rotary work between them. Measured on an Intel Xeon with AMX, 2
 threads, bf16, the FFHQ1024 preset prior (random weights), one denoising step: eager 210 ms,
 compiled 179 ms (1.49x its FLOP floor; outside matmul and attention kernels 18 % of the time,
-eager 22 %). The f = 32 megapixel decoder gains nothing (4.7 s either way: Inductor's fused
-GroupNorm + SiLU is slower than eager's channels-last kernels), so decoding stays eager unless
-asked. Compiling costs tens of seconds at the first call (and again when the batch size first
-changes; the batch is then a dynamic dimension), so it is opt-in (--compile in the CLIs): worth
-it for long jobs (benchmarks, FID runs, big batches), not for one picture.
+eager 22 %). Only the prior is compiled: the f = 32 megapixel decoder compiled was slower than
+eager in every CPU measurement (AMX, 2 threads: 4.55 s against 2.77 s in session 12's sundae-bench;
+Inductor's fused GroupNorm + SiLU over a 128 x 1024 x 1024 channels-last bf16 activation takes
+457 ms where eager's GroupNorm and in-place SiLU take 133 ms). Compiling costs tens of seconds at
+the first call (and again when the batch size first changes; the batch is then a dynamic
+dimension), so it is opt-in (--compile in the CLIs): worth it for long jobs (benchmarks, FID
+runs, big batches), not for one picture.
 """
 
 from __future__ import annotations
@@ -53,13 +55,3 @@ def compiled_features_fn(model: torch.nn.Module):
     require_compiler(next(model.parameters()).device)
     return frozen_compile(model.unchecked_features)
 
-
-def compiled_decode_fn(vqgan: torch.nn.Module):
-    """VQGAN.decode with the token checks and code lookup eager and the decoder compiled."""
-    require_compiler(next(vqgan.parameters()).device)
-    decoder = frozen_compile(vqgan.decode_latents)
-
-    def decode(tokens: torch.Tensor) -> torch.Tensor:
-        return decoder(vqgan.lookup_tokens(tokens)).float().clamp(-1, 1)
-
-    return decode

@@ -12,8 +12,8 @@ import torch
 from einops import rearrange
 from torch.distributions import Categorical
 
-from sundae_core.compiled import compiled_decode_fn
 from sundae_core.config import HourglassConfig, VQGANConfig
+from sundae_core.cpu_memory import reuse_freed_memory
 from sundae_core.hourglass import HourglassTransformer, flops
 from sundae_core.presets import MEGAPIXEL_VQGAN, PRESET_GRIDS, PRESETS
 from sundae_core.sampler import (SamplerSettings, denoise_step, model_logits_fn, random_tokens, sample,
@@ -73,9 +73,9 @@ def bench_sample(bench: Bench, model_name: str, config: HourglassConfig, grid: t
                  compiled: bool = False, profile: bool = True) -> list[dict]:
     """Full samples at batch 1 in bf16 at torch's current thread count: T prior steps + decode,
     each stage and the whole against its FLOP floor at `peak_flop_per_s` (the bf16 matmul peak
-    measured at this thread count). compiled: the prior and the decoder run through torch.compile
-    (sundae_core/compiled.py); the compile happens in the first (warm-up) call and is reported, not
-    timed. profile: after the timed runs, one profiled prior step (`denoise_step`, proportion 0.5,
+    measured at this thread count). compiled: the prior runs through torch.compile, the decoder
+    stays eager as in the CLIs (sundae_core/compiled.py); the compile happens in the first
+    (warm-up) call and is reported, not timed. profile: after the timed runs, one profiled prior step (`denoise_step`, proportion 0.5,
     through the same logits function) and one profiled decode give the share of self CPU time
     outside matmul, convolution and attention kernels (bench_timing.outside_share)."""
     dev = bench.device
@@ -88,12 +88,15 @@ def bench_sample(bench: Bench, model_name: str, config: HourglassConfig, grid: t
         prior = build(lambda: HourglassTransformer(config), dev, torch.bfloat16)
         vqgan = build_inference_vqgan(vq, dev) if vq is not None else None
         logits_fn = model_logits_fn(prior, compile=compiled)
-        decode = None if vqgan is None else compiled_decode_fn(vqgan) if compiled else vqgan.decode
+        decode = None if vqgan is None else vqgan.decode  # eager in both modes (compiled.py)
 
         def run(steps: int) -> tuple[float, float]:
             g = torch.Generator(dev).manual_seed(0)
             start = time.perf_counter()
-            with torch.inference_mode():
+            # one memory scope around sampling and decoding, as sundae-run runs a workflow
+            # (graph/execute.py): the decode reuses the sampler's freed memory. Inside ComfyUI each
+            # node has its own scope, so there the decode faults its memory in anew (README)
+            with torch.inference_mode(), reuse_freed_memory():
                 z = random_tokens(1, *grid, config.vocab_size, generator=g, device=dev)
                 out = sample(logits_fn, z, SamplerSettings(steps=steps, self_stop=False), generator=g)
                 sync(dev)
