@@ -14,6 +14,7 @@ from .config import HourglassConfig, VQGANConfig, from_dict, to_dict
 from .errors import CheckpointError, ConfigError, InputError, MissingAssetError
 from .hourglass import HourglassTransformer
 from .limits import model_blocks_problem, model_bytes_problem
+from .packed_linear import pack_for_cpu_inference
 from .token_version import check_pair
 from .vqgan import VQGAN
 
@@ -137,8 +138,10 @@ def load_model(path: str | Path, kind: str, device: str | torch.device | None = 
     model = build_with_weights(config, ckpt.tensors, path)
     model.eval().requires_grad_(False)
     model = model.to(device=device or "cpu", dtype=dtype)
+    if kind == "prior":  # bf16 on an AMX CPU: linear weights packed once for oneDNN (packed_linear.py)
+        return pack_for_cpu_inference(model)
     # conv weights channels-last, as VQGAN.encode/decode lay out their inputs (vqgan.channels_last)
-    return model.to(memory_format=torch.channels_last) if kind == "vqgan" else model
+    return model.to(memory_format=torch.channels_last)
 
 
 def load_vqgan(path: str | Path, device=None, dtype=None) -> VQGAN:

@@ -15,6 +15,7 @@ from torch.distributions import Categorical
 from sundae_core.config import HourglassConfig, VQGANConfig
 from sundae_core.cpu_memory import reuse_freed_memory
 from sundae_core.hourglass import HourglassTransformer, flops
+from sundae_core.packed_linear import pack_for_cpu_inference
 from sundae_core.presets import MEGAPIXEL_VQGAN, PRESET_GRIDS, PRESETS
 from sundae_core.sampler import (SamplerSettings, denoise_step, model_logits_fn, random_tokens, sample,
                                  sample_categorical)
@@ -85,7 +86,9 @@ def bench_sample(bench: Bench, model_name: str, config: HourglassConfig, grid: t
     over = lambda seconds, bound: seconds / bound if bound else None
     rows = []
     with MemoryProbe(dev) as mem:
-        prior = build(lambda: HourglassTransformer(config), dev, torch.bfloat16)
+        # laid out as models.load_model lays out a loaded prior: linear weights packed for oneDNN
+        # on an AMX CPU (packed_linear.py)
+        prior = pack_for_cpu_inference(build(lambda: HourglassTransformer(config), dev, torch.bfloat16))
         vqgan = build_inference_vqgan(vq, dev) if vq is not None else None
         logits_fn = model_logits_fn(prior, compile=compiled)
         decode = None if vqgan is None else vqgan.decode  # eager in both modes (compiled.py)
