@@ -52,18 +52,38 @@ def test_gradients_and_casts_take_the_plain_path_exactly():
         assert torch.equal(packed32(tokens, labels), plain32(tokens, labels))
 
 
-def test_a_weight_changed_in_place_is_packed_again():
+def _packed_after_first_use():
+    """A bf16 Linear, a PackedLinear of a copy that has packed its weight once, and an input."""
     linear = nn.Linear(16, 8).to(torch.bfloat16)
     packed = PackedLinear(copy.deepcopy(linear))
     x = torch.randn(4, 16, dtype=torch.bfloat16)
     with torch.inference_mode():
-        packed(x)  # packs the first weight
-    with torch.no_grad():
-        linear.weight.mul_(-2)
-        packed.load_state_dict(linear.state_dict())
+        packed(x)
+    return linear, packed, x
+
+
+def _assert_same_output(linear, packed, x):
     with torch.inference_mode():
         expected, got = linear(x).float(), packed(x).float()
     assert (expected - got).abs().max() <= 0.02 * expected.abs().max()
+
+
+def test_a_weight_changed_in_place_is_packed_again():
+    linear, packed, x = _packed_after_first_use()
+    with torch.no_grad():
+        linear.weight.mul_(-2)
+        packed.load_state_dict(linear.state_dict())
+    _assert_same_output(linear, packed, x)
+
+
+def test_a_cast_drops_the_packed_copy():
+    linear, packed, x = _packed_after_first_use()
+    packed.float()
+    with torch.no_grad():
+        packed.weight.mul_(-2)  # new weights reach the module in fp32, then back to bf16
+    packed.to(torch.bfloat16)
+    linear.load_state_dict(packed.state_dict())
+    _assert_same_output(linear, packed, x)
 
 
 @pytest.mark.parametrize("amx", [True, False])
@@ -74,19 +94,3 @@ def test_models_are_packed_only_in_bf16_on_an_amx_cpu(monkeypatch, amx):
     assert any(isinstance(m, PackedLinear) for m in model.modules()) == amx
     fp32 = pack_for_cpu_inference(HourglassTransformer(CONFIG))
     assert not any(isinstance(m, PackedLinear) for m in fp32.modules())
-
-
-def test_a_cast_drops_the_packed_copy():
-    linear = nn.Linear(16, 8).to(torch.bfloat16)
-    packed = PackedLinear(copy.deepcopy(linear))
-    x = torch.randn(4, 16, dtype=torch.bfloat16)
-    with torch.inference_mode():
-        packed(x)  # packs the bf16 weight
-    packed.float()
-    with torch.no_grad():
-        packed.weight.mul_(-2)  # new weights reach the module in fp32, then back to bf16
-    packed.to(torch.bfloat16)
-    linear.load_state_dict(packed.state_dict())
-    with torch.inference_mode():
-        expected, got = linear(x).float(), packed(x).float()
-    assert (expected - got).abs().max() <= 0.02 * expected.abs().max()
