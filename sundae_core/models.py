@@ -138,10 +138,16 @@ def load_model(path: str | Path, kind: str, device: str | torch.device | None = 
     model = build_with_weights(config, ckpt.tensors, path)
     model.eval().requires_grad_(False)
     model = model.to(device=device or "cpu", dtype=dtype)
-    if kind == "prior":  # bf16 on an AMX CPU: linear weights packed once for oneDNN (packed_linear.py)
-        return pack_for_cpu_inference(model)
-    # conv weights channels-last, as VQGAN.encode/decode lay out their inputs (vqgan.channels_last)
-    return model.to(memory_format=torch.channels_last)
+    return inference_layout(model)
+
+
+def inference_layout(model: nn.Module) -> nn.Module:
+    """A model laid out as every loaded one is for inference: a VQ-GAN's conv weights
+    channels-last, as VQGAN.encode/decode lay out their inputs (vqgan.channels_last); a prior's
+    linear weights packed once for oneDNN when bf16 on an AMX CPU (packed_linear.py)."""
+    if isinstance(model, VQGAN):
+        return model.to(memory_format=torch.channels_last)
+    return pack_for_cpu_inference(model)
 
 
 def load_vqgan(path: str | Path, device=None, dtype=None) -> VQGAN:

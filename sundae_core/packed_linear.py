@@ -9,8 +9,8 @@ linear (M = 256, 1024 -> 4096 with its GELU fused: 1.36 -> 0.95 ms; M = 1024, 10
 
 A PackedLinear keeps its plain `weight` (state_dict, export, `.to()`, training all see an ordinary
 Linear) and uses the packed copy only where it is valid: no autograd, not compiling, a CPU bf16
-input, and a weight unchanged since packing (an in-place load repacks; see _weight_key). Anything else takes the
-plain path, so a packed model is never wrong, only sometimes not faster.
+input, and a weight unchanged since packing (an in-place load repacks; see _weight_key). Anything
+else takes the plain path, so a packed model is never wrong, only sometimes not faster.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from torch.distributions import Categorical
 from sundae_core.config import HourglassConfig, VQGANConfig
 from sundae_core.cpu_memory import reuse_freed_memory
 from sundae_core.hourglass import HourglassTransformer, flops
-from sundae_core.packed_linear import pack_for_cpu_inference
+from sundae_core.models import inference_layout
 from sundae_core.presets import MEGAPIXEL_VQGAN, PRESET_GRIDS, PRESETS
 from sundae_core.sampler import (SamplerSettings, denoise_step, model_logits_fn, random_tokens, sample,
                                  sample_categorical)
@@ -76,9 +76,10 @@ def bench_sample(bench: Bench, model_name: str, config: HourglassConfig, grid: t
     each stage and the whole against its FLOP floor at `peak_flop_per_s` (the bf16 matmul peak
     measured at this thread count). compiled: the prior runs through torch.compile, the decoder
     stays eager as in the CLIs (sundae_core/compiled.py); the compile happens in the first
-    (warm-up) call and is reported, not timed. profile: after the timed runs, one profiled prior step (`denoise_step`, proportion 0.5,
-    through the same logits function) and one profiled decode give the share of self CPU time
-    outside matmul, convolution and attention kernels (bench_timing.outside_share)."""
+    (warm-up) call and is reported, not timed. profile: after the timed runs, one profiled prior
+    step (`denoise_step`, proportion 0.5, through the same logits function) and one profiled
+    decode give the share of self CPU time outside matmul, convolution and attention kernels
+    (bench_timing.outside_share)."""
     dev = bench.device
     prior_f = flops(config, 1, *grid)
     dec_f = decoder_flops(vq, *grid) if vq is not None else 0
@@ -86,9 +87,7 @@ def bench_sample(bench: Bench, model_name: str, config: HourglassConfig, grid: t
     over = lambda seconds, bound: seconds / bound if bound else None
     rows = []
     with MemoryProbe(dev) as mem:
-        # laid out as models.load_model lays out a loaded prior: linear weights packed for oneDNN
-        # on an AMX CPU (packed_linear.py)
-        prior = pack_for_cpu_inference(build(lambda: HourglassTransformer(config), dev, torch.bfloat16))
+        prior = inference_layout(build(lambda: HourglassTransformer(config), dev, torch.bfloat16))  # as loaded
         vqgan = build_inference_vqgan(vq, dev) if vq is not None else None
         logits_fn = model_logits_fn(prior, compile=compiled)
         decode = None if vqgan is None else vqgan.decode  # eager in both modes (compiled.py)

@@ -9,6 +9,7 @@ import torch
 
 from sundae_core.config import VQGANConfig, load_yaml
 from sundae_core.errors import InputError
+from sundae_core.models import inference_layout
 from sundae_core.presets import MEGAPIXEL_VQGAN
 from sundae_core.vqgan import VQGAN
 
@@ -29,10 +30,10 @@ EIGHT_GB_MB = 8 * 1024  # issue 5: the megapixel 1024 x 1024 decode must fit in 
 
 
 def build_inference_vqgan(config: VQGANConfig, device: torch.device) -> VQGAN:
-    """A bf16 VQ-GAN laid out as models.load_model lays out every loaded one: channels-last conv
+    """A bf16 VQ-GAN laid out as every loaded one (models.inference_layout): channels-last conv
     weights (an NCHW model fed the channels-last input VQGAN.decode makes reorders its weights at
     every conv: the megapixel decode took 6.2 s instead of 3.2 s on 2 threads)."""
-    return build(lambda: VQGAN(config), device, torch.bfloat16).to(memory_format=torch.channels_last)
+    return inference_layout(build(lambda: VQGAN(config), device, torch.bfloat16))
 
 
 def vqgan_run_config(name: str) -> VQGANRunConfig:

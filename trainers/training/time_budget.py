@@ -45,18 +45,18 @@ def budget_steps(left_s: float, step_s: float, first_s: float) -> int:
     return max(MIN_STEPS, int(SPEND * (left_s - first_s - RESERVE_S) / step_s))
 
 
-def final_val_loss(run_dir: str | Path) -> float | None:
-    """The last held-out loss of a run that left weights, else None."""
+def final_validation(run_dir: str | Path) -> dict[str, float]:
+    """The last logged value of each validation figure (val_loss, val_hole_top1) of a run that
+    left weights; {} for a run without weights or a log."""
     if not (Path(run_dir) / "model.safetensors").is_file() or not (Path(run_dir) / "log.jsonl").is_file():
-        return None
-    losses = [r["val_loss"] for r in read_log(run_dir) if "val_loss" in r]
-    return losses[-1] if losses else None
+        return {}
+    return {key: row[key] for row in read_log(run_dir) for key in ("val_loss", "val_hole_top1") if key in row}
 
 
-def best_run(run_dirs: list[str]) -> tuple[str | None, dict[str, float]]:
-    """(the run with the lowest final held-out loss or None, every scored run's loss)."""
-    finals = {run: loss for run in run_dirs if (loss := final_val_loss(run)) is not None}
-    return (min(finals, key=finals.get) if finals else None), finals
+def best_run(run_dirs: list[str]) -> tuple[str | None, dict[str, dict[str, float]]]:
+    """(the run with the lowest final held-out loss or None, every scored run's final figures)."""
+    finals = {run: final for run in run_dirs if "val_loss" in (final := final_validation(run))}
+    return (min(finals, key=lambda run: finals[run]["val_loss"]) if finals else None), finals
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,10 +81,10 @@ def main(argv: list[str] | None = None) -> int:
             print(budget_steps(args.left, args.step_s, args.first_s))
         else:
             winner, finals = best_run(args.runs)
-            for run, loss in finals.items():
-                holes = [r["val_hole_top1"] for r in read_log(run) if "val_hole_top1" in r]
-                hole = f", hole top-1 {holes[-1]:.4f}" if holes else ""  # the loss alone misled in session 11
-                print(f"{Path(run).name}: final held-out loss {loss:.4f}{hole}", file=sys.stderr)
+            for run, final in finals.items():
+                # the hole figure beside the loss: the loss alone misled in session 11
+                hole = f", hole top-1 {final['val_hole_top1']:.4f}" if "val_hole_top1" in final else ""
+                print(f"{Path(run).name}: final held-out loss {final['val_loss']:.4f}{hole}", file=sys.stderr)
             print(winner or "")
         return 0
 
