@@ -272,3 +272,26 @@ def test_eval_vqgan_reports_flat_colours_holes_and_hue_spread(setup, tmp_path):
     assert sum(codes.get("codes_per_hue_sector", [])) == codes["non_grey_codes"]
     for picture in report["pictures"].values():
         assert Path(picture).is_file()
+
+
+def test_compare_to_an_earlier_report_pairs_the_same_holes(setup, tmp_path):
+    code, first = run(setup, tmp_path / "a", "--n", "2")
+    workflow = json.loads(eval_default.WORKFLOW.read_text())
+    sampler = next(node for node in workflow["nodes"] if node["type"] == "SundaeSample")
+    sampler["widgets_values"][5] = 0.9  # another proportion: other samples, the same holes
+    changed = tmp_path / "changed.json"
+    changed.write_text(json.dumps(workflow))
+    code, second = run(setup, tmp_path / "b", "--n", "2", "--workflow", str(changed),
+                       "--compare-to", str(tmp_path / "a" / "out" / eval_default.REPORT))
+    assert code == 0
+    result = second["compared_to"]["inpainting"]
+    assert (result["images"], result["unmatched"]) == (2, 0)
+    diffs = [b["inpaint_lpips"] - a["inpaint_lpips"]
+             for a, b in zip(first["inpainting"]["images"], second["inpainting"]["images"])]
+    assert result["figures"]["inpaint_lpips"]["difference"] == pytest.approx(sum(diffs) / 2, abs=1e-4)
+
+
+def test_compare_to_a_missing_report_fails_before_the_models_load(setup, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(eval_default, "load_vqgan", lambda *a, **k: pytest.fail("loaded a model first"))
+    code, _ = run(setup, tmp_path, "--compare-to", str(tmp_path / "nowhere.json"))
+    assert code != 0 and "nowhere.json" in capsys.readouterr().err

@@ -37,7 +37,8 @@ The checks a VQ-GAN + prior pair (the embedded defaults unless given) should pas
 
 Outputs in --out: eval_default.json (every number and setting), inpaint_grid.png, and with the
 flags class_samples.png (one row per class) and code_palette.png. Same seed and batch size, same
-numbers.
+numbers. --compare-to an earlier report prints the two paired image by image (paired.py): decide
+between checkpoints on those differences and their standard errors, not on the means alone.
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ from ..training.train_vqgan import psnr
 from .evaluate import SampleSource, cached_features, content_key, default_cache_dir, file_digest, folder_images
 from .inception import PREPROCESS_VERSION, FeatureExtractor, InceptionFeatures, extract_features
 from .linear_probe import fit_linear_probe
+from .paired import compare_reports, format_comparison, load_report
 from .token_completion import completion_accuracy
 
 WORKFLOW = Path(__file__).resolve().parents[2] / "workflows" / "inpaint_1024.json"
@@ -504,6 +506,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="cpu", help="torch device (default cpu)")
     run.add_argument("--out", default="runs/eval_default", help="output folder (default runs/eval_default)")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    run.add_argument("--compare-to", metavar="REPORT",
+                     help="an earlier eval_default.json: print this run's figures against it, paired image by "
+                          "image (trainers/evaluation/paired.py), and keep the comparison in the report")
     return p
 
 
@@ -525,6 +530,7 @@ def main(argv: list[str] | None = None, extractor: FeatureExtractor | None = Non
         _check_args(args)
         if args.classes:
             settings_from_args(args)  # bad sampler flags fail before the models load
+        baseline = load_report(args.compare_to) if args.compare_to else None  # a bad path fails early too
         device = torch.device(args.device)
         progress = not args.no_progress
         out = Path(args.out)
@@ -565,6 +571,10 @@ def main(argv: list[str] | None = None, extractor: FeatureExtractor | None = Non
             report["code_colours"] = {**colour_report(colours), "palette": str(path)}
 
         print(summary(report))
+        if baseline is not None:
+            comparison = compare_reports(baseline, report)
+            report["compared_to"] = {"report": str(args.compare_to), **comparison}
+            print(format_comparison(comparison))
         write_json_report(out / REPORT, report)
         return 0
 

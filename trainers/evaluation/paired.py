@@ -1,0 +1,142 @@
+"""Two `sundae-eval-default` reports compared image by image: did the new model (or workflow) win?
+
+A campaign decides between checkpoints whose figures differ by less than their spread over images
+(hole LPIPS moves by 0.2 from one emoji to the next; two checkpoints differ by 0.005). Paired on the
+same images and holes, the per-image differences cancel that spread: their mean and its standard
+error say whether a change is real. Images are matched by file and hole position, so reports run
+with the same --images, --n, --seed and --slack pair fully; a hole placed elsewhere is left out
+(and counted).
+
+The class figure is not paired: the samples of two priors differ, so its standard error is that
+of two independent proportions.
+
+    python -m trainers.evaluation.paired BASE/eval_default.json NEW/eval_default.json
+    sundae-eval-default ... --compare-to BASE/eval_default.json   (printed and kept in the report)
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+from sundae_core import bounded_json
+from sundae_core.errors import InputError
+
+# per-image figures of an inpainting report, and whether lower is better
+PAIRED = {"inpaint_lpips": True, "inpaint_psnr": False, "hole_token_accuracy": False,
+          "scattered_token_accuracy": False}
+
+
+def mean_and_se(values: list[float]) -> tuple[float, float | None]:
+    """Mean and its standard error (None for fewer than two values)."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, None
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
+
+
+def _images(report: dict, which: str) -> dict[tuple, dict]:
+    try:
+        rows = report["inpainting"]["images"]
+    except (KeyError, TypeError):
+        raise InputError(f"the {which} report has no inpainting images: give an eval_default.json written "
+                         "by sundae-eval-default") from None
+    return {(r["file"], r["hole_top"], r["hole_left"]): r for r in rows}
+
+
+def compare_inpainting(base: dict, new: dict) -> dict:
+    """Per-image differences new - base over the images both inpainted with the hole in the same place."""
+    a, b = _images(base, "base"), _images(new, "new")
+    shared = sorted(a.keys() & b.keys())
+    if not shared:
+        raise InputError("the two reports share no image with its hole in the same place: run both with the "
+                         "same --images, --n, --seed and --slack")
+    figures = {}
+    for key, lower_is_better in PAIRED.items():
+        if not all(key in a[k] and key in b[k] for k in shared):
+            continue
+        diffs = [b[k][key] - a[k][key] for k in shared]
+        mean, se = mean_and_se(diffs)
+        better = sum((d < 0) if lower_is_better else (d > 0) for d in diffs)
+        figures[key] = {"base": round(sum(a[k][key] for k in shared) / len(shared), 4),
+                        "new": round(sum(b[k][key] for k in shared) / len(shared), 4),
+                        "difference": round(mean, 4), "standard_error": None if se is None else round(se, 4),
+                        "new_better_on": better, "new_worse_on": sum(d != 0 for d in diffs) - better}
+    beats = lambda rows: sum(rows[k]["inpaint_lpips"] < rows[k]["mean_fill_lpips"] for k in shared)
+    return {"images": len(shared), "unmatched": len(a.keys() | b.keys()) - len(shared),
+            "figures": figures, "beats_mean_fill": {"base": beats(a), "new": beats(b)}}
+
+
+def compare_classes(base: dict, new: dict) -> dict | None:
+    """Class-probe accuracy of both, by class and overall, with an unpaired standard error."""
+    ca, cb = base.get("class_accuracy"), new.get("class_accuracy")
+    if not ca or not cb:
+        return None
+    n_a = len(ca["per_class"]) * ca["per_class_samples"]
+    n_b = len(cb["per_class"]) * cb["per_class_samples"]
+    pa, pb = ca["sample_accuracy"], cb["sample_accuracy"]
+    se = math.sqrt(pa * (1 - pa) / n_a + pb * (1 - pb) / n_b)
+    by_class = {c["name"]: [c["accuracy"], None] for c in ca["per_class"]}
+    for c in cb["per_class"]:
+        by_class.setdefault(c["name"], [None, None])[1] = c["accuracy"]
+    return {"base": pa, "new": pb, "difference": round(pb - pa, 4), "standard_error": round(se, 4),
+            "samples": [n_a, n_b], "by_class": by_class}
+
+
+def compare_reports(base: dict, new: dict) -> dict:
+    return {"inpainting": compare_inpainting(base, new), "classes": compare_classes(base, new)}
+
+
+def format_comparison(result: dict) -> str:
+    inp = result["inpainting"]
+    lines = [f"paired over {inp['images']} held-out images (new - base; {inp['unmatched']} unmatched left out):"]
+    for key, f in inp["figures"].items():
+        lines.append(f"  {key:<26} {f['base']:.4f} -> {f['new']:.4f}: {f['difference']:+.4f} "
+                     f"(SE {_se(f['standard_error'])}; new better on {f['new_better_on']}, worse on {f['new_worse_on']})")
+    wins = inp["beats_mean_fill"]
+    lines.append(f"  beats the mean-colour fill    {wins['base']} -> {wins['new']} of {inp['images']}")
+    cls = result["classes"]
+    if cls:
+        lines.append(f"class probe (unpaired): {cls['base']:.3f} -> {cls['new']:.3f}: {cls['difference']:+.3f} "
+                     f"(SE {cls['standard_error']:.3f}, {cls['samples'][0]} and {cls['samples'][1]} samples)")
+        lines.append("  " + ", ".join(f"{name} {_pct(a)} -> {_pct(b)}" for name, (a, b) in cls["by_class"].items()))
+    return "\n".join(lines)
+
+
+def _se(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def load_report(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such report; give the eval_default.json of an earlier sundae-eval-default run")
+    try:
+        report = bounded_json.loads(path.read_bytes())
+    except ValueError as err:
+        raise InputError(f"{path}: not a report sundae-eval-default wrote ({err})") from None
+    if not isinstance(report, dict):
+        raise InputError(f"{path}: not a report sundae-eval-default wrote (a JSON object was expected)")
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m trainers.evaluation.paired", description=__doc__.splitlines()[0])
+    p.add_argument("base", help="eval_default.json of the model to compare against")
+    p.add_argument("new", help="eval_default.json of the candidate")
+    args = p.parse_args(argv)
+    try:
+        print(format_comparison(compare_reports(load_report(args.base), load_report(args.new))))
+    except InputError as err:
+        p.exit(2, f"error: {err}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
