@@ -295,3 +295,12 @@ def test_compare_to_a_missing_report_fails_before_the_models_load(setup, tmp_pat
     monkeypatch.setattr(eval_default, "load_vqgan", lambda *a, **k: pytest.fail("loaded a model first"))
     code, _ = run(setup, tmp_path, "--compare-to", str(tmp_path / "nowhere.json"))
     assert code != 0 and "nowhere.json" in capsys.readouterr().err
+
+
+def test_a_comparison_that_cannot_be_made_keeps_the_report(setup, tmp_path, capsys):
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"inpainting": {"images": [
+        {"file": "elsewhere.png", "hole_top": 0, "hole_left": 0, "inpaint_lpips": 0.1, "mean_fill_lpips": 0.2}]}}))
+    code, report = run(setup, tmp_path, "--n", "2", "--compare-to", str(other))
+    assert code == 0 and report["inpainting"]["n"] == 2 and "--seed" in report["compared_to"]["error"]
+    assert "not compared" in capsys.readouterr().out

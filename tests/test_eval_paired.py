@@ -78,3 +78,14 @@ def test_cli_prints_the_comparison_and_refuses_a_bad_file(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         paired.main([str(a), str(tmp_path / "bad.json")])
     assert exit_.value.code == 2 and "not a report" in capsys.readouterr().err
+
+
+def test_a_class_run_on_other_images_still_compares_its_classes():
+    base = report([("a.png", 1, 0.2)], {"flags": 0.5})
+    new = report([("b.png", 1, 0.2)], {"flags": 0.6})
+    result = paired.compare_reports(base, new)
+    assert result["inpainting"] is None and "--seed" in result["inpainting_not_compared"]
+    assert result["classes"]["difference"] == pytest.approx(0.1)
+    assert "inpainting not compared" in paired.format_comparison(result)
+    with pytest.raises(InputError):  # nothing at all to compare
+        paired.compare_reports(report([("a.png", 1, 0.2)]), report([("b.png", 1, 0.2)]))

@@ -571,10 +571,14 @@ def main(argv: list[str] | None = None, extractor: FeatureExtractor | None = Non
             report["code_colours"] = {**colour_report(colours), "palette": str(path)}
 
         print(summary(report))
-        if baseline is not None:
-            comparison = compare_reports(baseline, report)
+        if baseline is not None:  # a comparison that cannot be made must not cost the run its report
+            try:
+                comparison = compare_reports(baseline, report)
+                print(format_comparison(comparison))
+            except InputError as err:
+                comparison = {"error": str(err)}
+                print(f"not compared with {args.compare_to}: {err}")
             report["compared_to"] = {"report": str(args.compare_to), **comparison}
-            print(format_comparison(comparison))
         write_json_report(out / REPORT, report)
         return 0
 

@@ -86,17 +86,30 @@ def compare_classes(base: dict, new: dict) -> dict | None:
 
 
 def compare_reports(base: dict, new: dict) -> dict:
-    return {"inpainting": compare_inpainting(base, new), "classes": compare_classes(base, new)}
+    """Both comparisons; one that the reports cannot support is None with the reason beside it
+    (a class-probe run on a few images shares no hole with a full inpainting run). InputError only
+    when neither can be made."""
+    classes = compare_classes(base, new)
+    try:
+        inpainting, reason = compare_inpainting(base, new), None
+    except InputError as err:
+        if classes is None:
+            raise
+        inpainting, reason = None, str(err)
+    return {"inpainting": inpainting, "inpainting_not_compared": reason, "classes": classes}
 
 
 def format_comparison(result: dict) -> str:
-    inp = result["inpainting"]
-    lines = [f"paired over {inp['images']} held-out images (new - base; {inp['unmatched']} unmatched left out):"]
-    for key, f in inp["figures"].items():
-        lines.append(f"  {key:<26} {f['base']:.4f} -> {f['new']:.4f}: {f['difference']:+.4f} "
-                     f"(SE {_se(f['standard_error'])}; new better on {f['new_better_on']}, worse on {f['new_worse_on']})")
-    wins = inp["beats_mean_fill"]
-    lines.append(f"  beats the mean-colour fill    {wins['base']} -> {wins['new']} of {inp['images']}")
+    inp, lines = result["inpainting"], []
+    if inp is None:
+        lines.append(f"inpainting not compared: {result.get('inpainting_not_compared')}")
+    else:
+        lines.append(f"paired over {inp['images']} held-out images (new - base; {inp['unmatched']} unmatched left out):")
+        for key, f in inp["figures"].items():
+            lines.append(f"  {key:<26} {f['base']:.4f} -> {f['new']:.4f}: {f['difference']:+.4f} (SE "
+                         f"{_se(f['standard_error'])}; new better on {f['new_better_on']}, worse on {f['new_worse_on']})")
+        wins = inp["beats_mean_fill"]
+        lines.append(f"  beats the mean-colour fill    {wins['base']} -> {wins['new']} of {inp['images']}")
     cls = result["classes"]
     if cls:
         lines.append(f"class probe (unpaired): {cls['base']:.3f} -> {cls['new']:.3f}: {cls['difference']:+.3f} "
