@@ -21,6 +21,7 @@ import math
 from pathlib import Path
 
 from sundae_core import bounded_json
+from sundae_core.cli import doc_summary
 from sundae_core.errors import InputError
 
 # per-image figures of an inpainting report, and whether lower is better
@@ -134,13 +135,15 @@ def load_report(path: str | Path) -> dict:
         report = bounded_json.loads(path.read_bytes())
     except ValueError as err:
         raise InputError(f"{path}: not a report sundae-eval-default wrote ({err})") from None
+    except OSError as err:  # unreadable: permissions, a file vanishing between the check and the read
+        raise InputError(f"{path}: cannot be read ({err.strerror or err})") from None
     if not isinstance(report, dict):
         raise InputError(f"{path}: not a report sundae-eval-default wrote (a JSON object was expected)")
     return report
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m trainers.evaluation.paired", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m trainers.evaluation.paired", description=doc_summary(__doc__))
     p.add_argument("base", help="eval_default.json of the model to compare against")
     p.add_argument("new", help="eval_default.json of the candidate")
     args = p.parse_args(argv)
