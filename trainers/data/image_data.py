@@ -9,6 +9,7 @@ an f = 32 model on 256 px art "scaled to 1024" costs what 256 px crops cost.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,9 @@ HELD_OUT_FRACTION = 0.10
 # Emoji skin-tone modifiers and the variation selector: variants of one emoji differ only in these.
 SKIN_TONES = frozenset({"1f3fb", "1f3fc", "1f3fd", "1f3fe", "1f3ff"})
 VARIATION_SELECTOR = "fe0f"
+# A frame cut from an animation is named "<source stem>__frame<index>" (`sundae-prepare-emoji
+# --animated`); its key is its source's, so every frame lands on the same side of the split.
+FRAME_SUFFIX = re.compile(r"__frame\d+$")
 
 
 @dataclass(frozen=True)
@@ -65,9 +69,11 @@ def image_paths(root: str | Path) -> list[Path]:
 def emoji_key(stem: str) -> str:
     """The name shared by all variants of one image: the file stem in lower case with the emoji
     skin-tone modifiers (1f3fb-1f3ff) and variation selector (fe0f) removed from its "-"-separated
-    parts ("1f44b-1f3fd" -> "1f44b"). Other file names are just lower-cased."""
-    parts = [p for p in stem.lower().split("-") if p not in SKIN_TONES and p != VARIATION_SELECTOR]
-    return "-".join(parts) or stem.lower()
+    parts ("1f44b-1f3fd" -> "1f44b"), and an animation frame's "__frame<index>" suffix dropped
+    ("1f600__frame12" -> "1f600"). Other file names are just lower-cased."""
+    stem = FRAME_SUFFIX.sub("", stem.lower())
+    parts = [p for p in stem.split("-") if p not in SKIN_TONES and p != VARIATION_SELECTOR]
+    return "-".join(parts) or stem
 
 
 def is_validation(path: Path, fraction: float = HELD_OUT_FRACTION) -> bool:
