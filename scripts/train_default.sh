@@ -78,6 +78,21 @@ python -m trainers.data.build_latents --vqgan sundae_core/default_models/vqgan.s
 #       --set model.dropout=0.2 --set train.lr=0.0005                       # on the GPU machine
 #   (then join and export as in 3b, with --note data="... plus the skin-tone variants of training emoji ...")
 
+# 3d. Session 14 (no GPU): 8 frames of each training emoji's animation (the animated Fluent emoji,
+#     the same 3D art; 665 emoji, 5320 frames), extending the set above, then a CPU fine-tune from
+#     the shipped prior on all of it with the classes drawn more evenly (people would be 48 % of
+#     the natural mix, symbols 2.5 %). Its outcome is in the model card.
+(cd "$DATA/assets" && npm install @lobehub/fluent-emoji-anim-{1,2,3,4}@1.0.0)
+python -m trainers.data.prepare_emoji --assets "$DATA/assets/node_modules" --out "$DATA/emoji_anim8" --animated 8
+python -m trainers.data.build_latents --vqgan sundae_core/default_models/vqgan.safetensors \
+    --images "$DATA/emoji_anim8" --resolution 1024 --labels-from-folders \
+    --extend "$DATA/emoji_latents_v2t" --out "$DATA/emoji_latents_v2a"
+OMP_NUM_THREADS=2 python -m trainers.training.train_prior --config configs/prior_emoji.yaml \
+    --run-dir "$RUNS/prior_cpu_s14_anim" --set data.path="$DATA/emoji_latents_v2a" \
+    --set train.init=sundae_core/default_models/prior.safetensors \
+    --set data.class_balance=0.5 --set model.dropout=0 --set train.lr=0.00005 --set train.decay=constant \
+    --set train.warmup=50 --set train.ema_decay=0.995 --set train.val_every=250 --set train.val_batches=64
+
 # FINETUNE (a session without $RUNS/prior_v2): a new run that starts from the shipped prior, on the
 # same tokens (the latent dataset is rebuilt by step 2 from the shipped VQ-GAN):
 #   OMP_NUM_THREADS=2 python -m trainers.training.train_prior --config configs/prior_emoji.yaml \
