@@ -89,6 +89,10 @@ def category_table(emoji_json: Path) -> dict[str, str]:
     return table
 
 
+def has_skin_tone(path: Path) -> bool:
+    return bool(SKIN_TONES & set(path.stem.lower().split("-")))
+
+
 def curate(files: list[Path], table: dict[str, str]) -> dict[str, tuple[Path, str]]:
     """key -> (the file kept for that emoji, its group); unlabelled and Component files dropped."""
     by_key: dict[str, list[Path]] = defaultdict(list)
@@ -96,7 +100,7 @@ def curate(files: list[Path], table: dict[str, str]) -> dict[str, tuple[Path, st
         by_key[emoji_key(f.stem)].append(f)
     chosen = {}
     for key, group in sorted(by_key.items()):
-        plain = [f for f in group if not SKIN_TONES & set(f.stem.lower().split("-"))]
+        plain = [f for f in group if not has_skin_tone(f)]
         keep = (plain or group)[0]
         category = table.get(keep.stem.lower()) or table.get(normalise_code(keep.stem))
         if category in GROUPS:
@@ -130,9 +134,10 @@ def training_animations(files: list[Path], chosen: dict[str, tuple[Path, str]]) 
     picked = []
     for f in sorted(files):
         key = emoji_key(f.stem)
-        if (key in chosen and not is_validation(f) and not SKIN_TONES & set(f.stem.lower().split("-"))
-                and getattr(Image.open(f), "n_frames", 1) > 1):
-            picked.append((key, f, chosen[key][1]))
+        if key in chosen and not is_validation(f) and not has_skin_tone(f):
+            with Image.open(f) as movie:
+                if getattr(movie, "n_frames", 1) > 1:
+                    picked.append((key, f, chosen[key][1]))
     return picked
 
 
@@ -176,9 +181,11 @@ def prepare(assets: Path, out: Path, variants: bool = False, animated: int = 0) 
     for key, path, category in tqdm(picked, desc="emoji", unit="file", disable=len(picked) < 50):
         folder = out / GROUPS[category]
         folder.mkdir(parents=True, exist_ok=True)
-        names = write_frames(path, folder, animated) if animated else [path.name]
-        if not animated:
+        if animated:
+            names = write_frames(path, folder, animated)
+        else:
             shutil.copyfile(path, folder / path.name)
+            names = [path.name]
         for name in names:
             catalog.append({"file": f"{GROUPS[category]}/{name}", "key": key, "group": category,
                             "split": "val" if is_validation(path) else "train"})
