@@ -1,6 +1,6 @@
 """`sundae-demo` (trainers/sampling/demo.py): samples through the shared sampler flags, and the inpainting
-workflow's sampler found by node type, not by a hard-coded id (its 50-step default:
-test_sampler_flags.py)."""
+workflow's sampler found by node type, not by a hard-coded id, and its defaults those of the shipped
+sampling workflows."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from sundae_core.config import HourglassConfig, VQGANConfig
 from sundae_core.graph import default_registry, load_workflow
 from sundae_core.hourglass import HourglassTransformer
 from sundae_core.models import save_model
+from sundae_core.sampler import SamplerSettings
 from sundae_core.vqgan import VQGAN
 from trainers.sampling import demo
 
@@ -55,7 +56,21 @@ def test_a_class_conditional_prior_gets_a_row_of_guided_samples_per_class(tmp_pa
             "--skip-inpaint", "--no-progress"]
     assert demo.main(argv) == 0
     report = json.loads((out / "timings.json").read_text())["class_samples"]
-    assert report["classes"] == ["a", "b", "c"] and report["per_class"] == 2 and report["guidance"] == 3.0
+    assert report["classes"] == ["a", "b", "c"] and report["per_class"] == 2 and report["guidance"] == demo.CLASS_GUIDANCE
     from PIL import Image
     with Image.open(out / "class_samples.png") as grid:
         assert grid.height > grid.width  # 3 rows of 2
+
+
+def _sampler_inputs(name: str) -> dict:
+    prompt = load_workflow(demo.WORKFLOWS / f"{name}.json", default_registry().definitions()).prompt
+    (node,) = [node for node in prompt.values() if node["class_type"] == "SundaeSample"]
+    return node["inputs"]
+
+
+def test_the_demo_draws_with_the_shipped_workflows_sampler():
+    # what a user sees from `demo.sh` is what the workflows in ComfyUI draw
+    unconditional = _sampler_inputs("unconditional_sampling")
+    assert SamplerSettings.from_node_inputs(unconditional) == demo.DEMO_SAMPLER
+    classes = _sampler_inputs("class_conditional_sampling")
+    assert SamplerSettings.from_node_inputs(classes) == demo.DEMO_SAMPLER.replace(guidance=demo.CLASS_GUIDANCE)

@@ -47,7 +47,7 @@ def test_flags_read_back_into_the_same_settings_and_a_cli_may_choose_its_default
     assert not hasattr(_parse([], guidance=False), "guidance")
     assert settings_from_args(_parse([], guidance=False), guidance=1.5).guidance == 1.5
     # each CLI's own defaults
-    assert settings_from_args(demo.build_parser().parse_args([])) == SamplerSettings(steps=50)
+    assert settings_from_args(demo.build_parser().parse_args([])) == demo.DEMO_SAMPLER
     assert settings_from_args(eval_default.build_parser().parse_args([])) == SamplerSettings(guidance=3.0)
     assert settings_from_args(evaluate.build_parser().parse_args(["--ref", "r"])) == DEFAULT_SETTINGS
 

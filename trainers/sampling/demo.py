@@ -5,8 +5,10 @@ denoising chain of one sample, and the shipped 1024 x 1024 inpainting workflow, 
 
 An application over the library, so it lives beside the other CLIs: it reads `workflows/` from
 the repository clone, which the installed `sundae_core` package does not contain. The sampler
-flags are the shared ones (trainers/sampling/sampler_flags.py), at 50 steps; --seed seeds the samples and
-every SundaeSample node of the workflow.
+flags are the shared ones (trainers/sampling/sampler_flags.py), defaulting to the sampler of
+`workflows/unconditional_sampling.json`, and the per-group grid takes the guidance of
+`workflows/class_conditional_sampling.json`: the demo draws what the shipped workflows draw. --seed
+seeds the samples and every SundaeSample node of the inpainting workflow.
 """
 
 from __future__ import annotations
@@ -30,7 +32,11 @@ from sundae_core.sampler import SamplerSettings, model_logits_fn, random_tokens,
 from .sampler_flags import add_sampler_flags, settings_from_args
 
 WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
-DEMO_SAMPLER = SamplerSettings(steps=50)  # the demo's defaults: the paper's sampler at 50 steps
+# The shipped sampling workflows' sampler: on the embedded emoji model 16 steps keeping 80 % of the
+# proposals score KID 0.040 against 0.055 for 50 steps keeping half (500 samples; model card), in a
+# third of the time. The paper's sampler is one flag away (--steps 100 --proportion 0.5).
+DEMO_SAMPLER = SamplerSettings(steps=16, proportion=0.8)
+CLASS_GUIDANCE = 2.0  # workflows/class_conditional_sampling.json's
 
 
 def thumbnails(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -122,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--skip-inpaint", action="store_true", help="only draw samples")
     parser.add_argument("--per-class", type=int, default=2,
                         help="guided samples per class in class_samples.png, for class-conditional priors (0 = none)")
-    parser.add_argument("--class-guidance", type=float, default=3.0, help="guidance of those samples (default 3)")
+    parser.add_argument("--class-guidance", type=float, default=CLASS_GUIDANCE,
+                        help=f"guidance of those samples (default {CLASS_GUIDANCE:g}, the class workflow's)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser
 
