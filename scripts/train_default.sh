@@ -93,6 +93,18 @@ OMP_NUM_THREADS=2 python -m trainers.training.train_prior --config configs/prior
     --set data.class_balance=0.5 --set model.dropout=0 --set train.lr=0.00005 --set train.decay=constant \
     --set train.warmup=50 --set train.ema_decay=0.995 --set train.val_every=250 --set train.val_batches=64
 
+# 3e. Session 15 (no GPU): the same run with the classes in their natural mix (the A/B of 3d's
+#     class balance), and weight averages of the CPU fine-tunes' EMA checkpoints (copies of
+#     model.safetensors taken every 250-500 steps; outcome in the model card):
+OMP_NUM_THREADS=2 python -m trainers.training.train_prior --config configs/prior_emoji.yaml \
+    --run-dir "$RUNS/prior_cpu_s15_nat" --set data.path="$DATA/emoji_latents_v2a" \
+    --set train.init=sundae_core/default_models/prior.safetensors \
+    --set data.class_balance=1.0 --set model.dropout=0 --set train.lr=0.00005 --set train.decay=constant \
+    --set train.warmup=50 --set train.ema_decay=0.995 --set train.val_every=250 --set train.val_batches=64
+#   python -m trainers.checkpoints.average_priors sundae_core/default_models/prior.safetensors \
+#       FROZEN/s14_anim_{500,950,1250,last}.safetensors FROZEN/s13_shift2.safetensors \
+#       FROZEN/prior_cpu_s12.safetensors FROZEN/s13_unroll3.safetensors --out FROZEN/soup8.safetensors --bf16
+
 # FINETUNE (a session without $RUNS/prior_v2): a new run that starts from the shipped prior, on the
 # same tokens (the latent dataset is rebuilt by step 2 from the shipped VQ-GAN):
 #   OMP_NUM_THREADS=2 python -m trainers.training.train_prior --config configs/prior_emoji.yaml \
