@@ -56,7 +56,8 @@ def test_a_class_conditional_prior_gets_a_row_of_guided_samples_per_class(tmp_pa
             "--skip-inpaint", "--no-progress"]
     assert demo.main(argv) == 0
     report = json.loads((out / "timings.json").read_text())["class_samples"]
-    assert report["classes"] == ["a", "b", "c"] and report["per_class"] == 2 and report["guidance"] == demo.CLASS_GUIDANCE
+    assert report["classes"] == ["a", "b", "c"] and report["per_class"] == 2
+    assert report["guidance"] == demo.CLASS_GUIDANCE
     from PIL import Image
     with Image.open(out / "class_samples.png") as grid:
         assert grid.height > grid.width  # 3 rows of 2
