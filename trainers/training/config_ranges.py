@@ -64,6 +64,7 @@ RANGES: dict[str, Range] = {
     "train.ckpt_every": AT_LEAST_1,
     "train.val_every": AT_LEAST_1,
     "train.val_batches": AT_LEAST_1,
+    "train.val_samples": Range(0, note="0 = off"),
     "train.val_images": AT_LEAST_1,
     "data.resolution": AT_LEAST_1,
     "data.crop": AT_LEAST_1,
