@@ -64,7 +64,8 @@ def test_priors_that_do_not_share_an_architecture_are_refused_in_one_line(tmp_pa
 @pytest.mark.parametrize("argv, says", [(["--weights", "1"], "one per source"),
                                         (["--weights", "1,x"], "one number per source"),
                                         (["--weights", "0,0"], "not all 0"),
-                                        (["--weights", "1,nan"], ">= 0")])
+                                        (["--weights", "1,nan"], "finite"),
+                                        (["--weights", "inf,1"], "finite")])
 def test_bad_weights_are_named(tmp_path, capsys, argv, says):
     saved_prior(tmp_path / "a.safetensors", 1)
     saved_prior(tmp_path / "b.safetensors", 2)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -42,8 +43,8 @@ def parse_weights(text: str | None, count: int) -> list[float]:
         raise InputError(f"--weights {text!r}: give one number per source, separated by commas") from None
     if len(weights) != count:
         raise InputError(f"--weights has {len(weights)} numbers for {count} sources: give one per source")
-    if any(not w >= 0 for w in weights) or sum(weights) <= 0:
-        raise InputError(f"--weights {text!r}: the weights must be >= 0 and not all 0")
+    if any(not 0 <= w < math.inf for w in weights) or sum(weights) <= 0:
+        raise InputError(f"--weights {text!r}: the weights must be finite, >= 0 and not all 0")
     total = sum(weights)
     return [w / total for w in weights]
 
