@@ -94,8 +94,10 @@ OMP_NUM_THREADS=2 python -m trainers.training.train_prior --config configs/prior
     --set train.warmup=50 --set train.ema_decay=0.995 --set train.val_every=250 --set train.val_batches=64
 
 # 3e. Session 15 (no GPU): the same run with the classes in their natural mix (the A/B of 3d's
-#     class balance), and weight averages of the CPU fine-tunes' EMA checkpoints (copies of
-#     model.safetensors taken every 250-500 steps; outcome in the model card):
+#     class balance; below), the same with model.dropout=0.2 and class balance 0.5, and weight
+#     averages of the CPU fine-tunes' EMA checkpoints (copies of model.safetensors taken every
+#     250-500 steps). Judged by KID (sundae-eval --n 200 --steps 16 --proportion 0.8): every one
+#     samples worse than the shipped prior; none ships (model card).
 OMP_NUM_THREADS=2 python -m trainers.training.train_prior --config configs/prior_emoji.yaml \
     --run-dir "$RUNS/prior_cpu_s15_nat" --set data.path="$DATA/emoji_latents_v2a" \
     --set train.init=sundae_core/default_models/prior.safetensors \
