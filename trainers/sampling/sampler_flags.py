@@ -9,6 +9,12 @@ import argparse
 from sundae_core.errors import InputError
 from sundae_core.sampler import DEFAULT_SETTINGS, LIMITS, MEANINGS, SELECTIONS, SamplerSettingError, SamplerSettings
 
+# The sampler of the shipped sampling workflows (workflows/unconditional_sampling.json; the class
+# workflow adds guidance): on the embedded emoji model 16 steps keeping 80 % of the proposals score
+# KID 0.040 against 0.055 for 50 steps keeping half (500 samples; model card), in a third of the
+# time. The demo draws with it, and the prior trainer's sample-spread figure measures with it.
+WORKFLOW_SAMPLER = SamplerSettings(steps=16, proportion=0.8)
+
 # SamplerSettings field -> the flag that sets it
 FLAGS = {"steps": "--steps", "temperature": "--temperature", "proportion": "--proportion",
          "min_steps": "--min-steps", "self_stop": "--no-self-stop", "guidance": "--guidance",

@@ -42,6 +42,7 @@ from sundae_core.unroll import unrolled_loss
 from ..data.latent_data import LatentDataConfig, TokenSet, grey_level_images
 from ..data.token_shift import draw_shifts, largest_shift, shift_tokens
 from ..evaluation.token_completion import completion_accuracy
+from ..sampling.sampler_flags import WORKFLOW_SAMPLER
 from . import distributed as dist
 from .device import bf16_autocast, check_device_name, to_device, train_device
 from .divergence import NonFiniteGuard
@@ -221,10 +222,6 @@ def hole_accuracy(model, val: TokenSet, batch_size: int, side: int = 8) -> float
     return total / len(val)
 
 
-# The shipped sampling workflows' sampler (workflows/unconditional_sampling.json)
-SPREAD_SAMPLER = SamplerSettings(steps=16, proportion=0.8)
-
-
 def distinct_tokens(tokens: torch.Tensor, vocab_size: int) -> torch.Tensor:
     """(b h w) -> (b,) the number of different tokens in each grid."""
     seen = torch.zeros(tokens.shape[0], vocab_size, dtype=torch.bool, device=tokens.device)
@@ -244,7 +241,7 @@ def sample_distinct_tokens(model, count: int, grid: tuple[int, int], autocast, s
     g = torch.Generator(device).manual_seed(seed)
     z = random_tokens(count, *grid, model.config.vocab_size, generator=g, device=device)
     with autocast():
-        tokens = sample(model_logits_fn(model), z, SPREAD_SAMPLER, generator=g).tokens
+        tokens = sample(model_logits_fn(model), z, WORKFLOW_SAMPLER, generator=g).tokens
     model.train()
     return float(distinct_tokens(tokens, model.config.vocab_size).float().mean())
 
