@@ -54,3 +54,51 @@ def test_compiled_step_matches_eager_and_learns():
         opt.step()
         first = first if first is not None else out.loss.item()
     assert out.loss.item() < 0.85 * first  # from ln(16) = 2.77 at the start
+
+
+def _clean_step_loss(model):
+    """A step loss that scores the clean tokens whatever the corruption drew: deterministic, so one
+    batch and its micro-batches must give the same gradient."""
+    def step_loss(z, labels, targets):
+        logits = model(targets, labels)
+        return logits, torch.nn.functional.cross_entropy(logits.flatten(0, 2).float(), targets.flatten())
+    return step_loss
+
+
+def _step_grads(accumulate, tokens, labels):
+    from dataclasses import replace
+
+    from trainers.training.prior_step import train_step
+    from trainers.training.train_prior import PriorTrainConfig
+    torch.manual_seed(0)
+    model = HourglassTransformer(CONFIG).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)  # a step that leaves the weights for comparing
+    tc = replace(PriorTrainConfig(), unroll_steps=1, label_dropout=0.0, accumulate=accumulate, grad_clip=0.0)
+    out, norm = train_step(model, opt, _clean_step_loss(model), tokens, labels, tc, torch.Generator().manual_seed(3))
+    return out, norm, {name: p.grad.clone() for name, p in model.named_parameters()}
+
+
+def test_accumulated_micro_batches_give_the_whole_batchs_gradient_and_loss():
+    g = torch.Generator().manual_seed(1)
+    tokens = torch.randint(0, V, (8, 8, 8), generator=g)
+    labels = torch.randint(0, 3, (8,), generator=g)
+    whole, whole_norm, whole_grads = _step_grads(1, tokens, labels)
+    for parts in (2, 4):
+        got, norm, grads = _step_grads(parts, tokens, labels)
+        assert torch.allclose(got.loss, whole.loss, rtol=1e-5)
+        assert torch.allclose(got.accuracy, whole.accuracy)
+        assert not got.loss.requires_grad  # the parts' graphs are gone once their backward ran
+        assert torch.allclose(norm, whole_norm, rtol=1e-4)
+        for name, grad in whole_grads.items():
+            assert torch.allclose(grads[name], grad, rtol=1e-4, atol=1e-7), (parts, name)
+
+
+def test_accumulate_must_split_the_batch_evenly():
+    from sundae_core.errors import ConfigError
+    from trainers.training.config_ranges import check_run_config
+    from trainers.training.train_prior import PriorRunConfig, PriorTrainConfig
+    check_run_config(PriorRunConfig(train=PriorTrainConfig(batch_size=256, accumulate=16)))
+    with pytest.raises(ConfigError, match=r"train.batch_size \(30\) must split into train.accumulate \(4\)"):
+        check_run_config(PriorRunConfig(train=PriorTrainConfig(batch_size=30, accumulate=4)))
+    with pytest.raises(ConfigError, match="train.accumulate must be >= 1"):
+        check_run_config(PriorRunConfig(train=PriorTrainConfig(accumulate=0)))

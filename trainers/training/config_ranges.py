@@ -43,6 +43,7 @@ SHARE = Range(0, 1)
 RANGES: dict[str, Range] = {
     "train.steps": AT_LEAST_1,
     "train.batch_size": AT_LEAST_1,
+    "train.accumulate": Range(1, note="1 = the whole batch at once"),
     "train.lr": Range(0, low_open=True),
     "train.betas": Range(0, 1, high_open=True),  # each of them
     "train.weight_decay": Range(0),
@@ -97,6 +98,10 @@ def check_run_config(config: Any) -> None:
     if betas is not None and len(betas) != 2:
         raise ConfigError(f"train.betas must list 2 values (Adam's beta1, beta2), got {_show(betas)}")
     _check_crop(config)
+    accumulate, batch = _lookup(config, "train.accumulate"), _lookup(config, "train.batch_size")
+    if accumulate is not None and batch % accumulate:
+        raise ConfigError(f"train.batch_size ({batch}) must split into train.accumulate ({accumulate}) "
+                          f"equal micro-batches: make the batch a multiple of it")
 
 
 def _check_crop(config: Any) -> None:

@@ -64,16 +64,26 @@ def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, step_loss: St
     runs it (`sundae-bench-train` times this same function): label dropout to the null class, the
     unrolled loss with the config's corruption, backward, `sync` (gradient averaging across ranks),
     clipping, then `optimizer_step(opt, loss)` (default: opt.step()). `tc` is the run's train
-    config. Returns the loss and the gradient norm before clipping."""
+    config. Returns the loss and the gradient norm before clipping.
+
+    With `tc.accumulate` = k > 1 the batch runs as k micro-batches of b / k, each backward adding
+    1 / k of its gradient, before one optimiser step: the update of batch b in the memory of b / k
+    (the unrolled loss is a mean over samples, so the sum of the parts is the whole's gradient;
+    the corruption is drawn per micro-batch, so the draws differ from one batch of b)."""
     num_classes = model.config.num_classes
     if labels is not None and tc.label_dropout:
         drop = torch.rand(labels.shape, generator=noise, device=labels.device) < tc.label_dropout
         labels = torch.where(drop, torch.full_like(labels, num_classes), labels)
-    out = unrolled_loss(None, tokens, model.config.vocab_size, steps=tc.unroll_steps, generator=noise,
-                        labels=labels, block_share=tc.block_corruption, block_shapes=tc.block_shapes,
-                        step_loss=step_loss)
+    parts = tc.accumulate
     opt.zero_grad(set_to_none=True)
-    out.loss.backward()
+    outs = []
+    for part_tokens, part_labels in zip(tokens.chunk(parts), _chunks(labels, parts)):
+        out = unrolled_loss(None, part_tokens, model.config.vocab_size, steps=tc.unroll_steps, generator=noise,
+                            labels=part_labels, block_share=tc.block_corruption, block_shapes=tc.block_shapes,
+                            step_loss=step_loss)
+        (out.loss / parts if parts > 1 else out.loss).backward()
+        outs.append(out)
+    out = outs[0] if parts == 1 else _mean_of(outs)
     sync(model)
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip or float("inf"))
     if optimizer_step is None:
@@ -81,3 +91,16 @@ def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, step_loss: St
     else:
         optimizer_step(opt, out.loss)
     return out, grad_norm
+
+
+def _chunks(labels: torch.Tensor | None, parts: int) -> list[torch.Tensor | None]:
+    return [None] * parts if labels is None else list(labels.chunk(parts))
+
+
+def _mean_of(outs: list[UnrolledLoss]) -> UnrolledLoss:
+    """The micro-batches' losses as one batch's (equal parts, so the plain mean), detached: their
+    gradients are already in the parameters."""
+    mean = lambda values: torch.stack([v.detach() for v in values]).mean()
+    return UnrolledLoss(loss=mean([o.loss for o in outs]),
+                        per_step=[mean(step) for step in zip(*(o.per_step for o in outs))],
+                        accuracy=mean([o.accuracy for o in outs]))

@@ -14,6 +14,8 @@ sample) next to val_loss (the paper's corruption, comparable across runs).
 train.shift > 0 moves each training sample's token grid by up to that many positions in each
 direction (edges replicated; trainers/data/token_shift.py); validation batches are never shifted.
 A dataset whose manifest lists "class_names" names the classes of the prior (model.class_names).
+train.accumulate = k runs each batch as k micro-batches (one optimiser step per batch): batch 256
+in the memory of 256 / k (validation still draws batches of train.batch_size, without gradients).
 train.device "cuda" trains on the GPU (each torchrun rank on the GPU of its LOCAL_RANK); the data
 stays in RAM and each batch is moved over. A run resumes on the device it was started on.
 """
@@ -56,6 +58,9 @@ from .run_state import has_state, init_weights, load_state, save_checkpoint_pair
 class PriorTrainConfig:
     steps: int = 20000
     batch_size: int = 32
+    # the batch runs as this many micro-batches of batch_size / accumulate, gradients summed before
+    # one optimiser step (prior_step.train_step): a large batch in the memory of a small one
+    accumulate: int = 1
     lr: float = 3e-4
     weight_decay: float = 0.01
     betas: tuple[float, ...] = (0.9, 0.99)
