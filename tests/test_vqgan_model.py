@@ -4,11 +4,12 @@ loss with beta on the commitment term, dead-code restart, l2-normalised codes.""
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from sundae_core.config import VQGANConfig
 from sundae_core.errors import InputError
 from sundae_core.quantize import VectorQuantizer
-from sundae_core.vqgan import NORMS, VQGAN, ResnetBlock, channels_last
+from sundae_core.vqgan import NORMS, VQGAN, ResnetBlock, Upsample, channels_last
 
 
 def _gen(seed=0):
@@ -161,11 +162,13 @@ def test_bf16_model_encodes_and_decodes():
 
 @pytest.mark.parametrize("cin,cout,norm", [(8, 8, "group"), (8, 16, "group"), (8, 8, "channel")])
 def test_resnet_block_without_gradients_computes_what_it_computes_with_them(cin, cout, norm):
-    """Inference runs the block in place (fewer megapixel buffers); the result must not change,
-    in fp32 and in the bf16 channels-last layout decoding uses, and the input must stay intact."""
+    """Inference runs the block in place (fewer megapixel buffers) with the residual added by the
+    last convolution (conv_plus); the result must not change beyond rounding (the fused add skips
+    one bf16 rounding of the conv's output), in fp32 and in the bf16 channels-last layout decoding
+    uses, and the input must stay intact."""
     torch.manual_seed(0)
     block = ResnetBlock(cin, cout, 0.0, NORMS[norm]).eval()
-    for dtype in (torch.float32, torch.bfloat16):
+    for dtype, tol in ((torch.float32, 1e-5), (torch.bfloat16, 2e-2)):
         block = block.to(dtype).to(memory_format=torch.channels_last)
         x = channels_last(torch.randn(2, cin, 6, 10).to(dtype))
         kept = x.clone()
@@ -174,4 +177,48 @@ def test_resnet_block_without_gradients_computes_what_it_computes_with_them(cin,
         with torch.inference_mode():
             fast = block(x)
         assert torch.equal(x, kept)
-        assert torch.equal(fast, reference.detach())
+        torch.testing.assert_close(fast.float(), reference.detach().float(), atol=tol, rtol=tol)
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "contiguous"])
+def test_upsample_in_sub_pixel_form_is_the_nearest_upsample_and_conv(layout):
+    """Inference upsamples with 2 x 2 phase kernels on the low-resolution input; it must give what
+    the reference's nearest 2x + 3 x 3 conv gives: to float32 rounding in fp32, within bf16
+    rounding in bf16, on odd sizes and a batch, and again after the weights change in place."""
+    torch.manual_seed(0)
+    up = Upsample(6).eval()
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    for dtype, tol in ((torch.float32, 1e-5), (torch.bfloat16, 0.05)):
+        up = up.to(dtype).to(memory_format=fmt)
+        x = torch.randn(2, 6, 5, 7).to(dtype).contiguous(memory_format=fmt)
+        for _ in range(2):
+            with torch.enable_grad():
+                reference = up(x).detach()
+            with torch.no_grad():
+                fast = up(x)
+            assert fast.shape == reference.shape == (2, 6, 10, 14)
+            assert fast.is_contiguous(memory_format=torch.channels_last)
+            torch.testing.assert_close(fast.float(), reference.float(), atol=tol, rtol=tol)
+            # the reference itself, spelled out
+            spelled = F.conv2d(F.interpolate(x.float(), scale_factor=2.0, mode="nearest"),
+                               up.conv.weight.float(), up.conv.bias.float(), padding=1)
+            torch.testing.assert_close(fast.float(), spelled, atol=tol * 2, rtol=tol * 2)
+            with torch.no_grad():  # loaded in place: the phase kernels must follow
+                up.conv.weight.mul_(-0.5)
+                up.conv.bias.add_(1.0)
+
+
+def test_conv_plus_is_the_conv_and_the_sum_on_either_path():
+    """The fused residual add (oneDNN's binary post-op on the CPU) and the plain fallback (here a
+    reflect-padded conv, which the post-op does not take) both give conv(x) + other, leaving other
+    and x intact."""
+    from sundae_core.vqgan import conv_plus
+    torch.manual_seed(0)
+    x, other = torch.randn(2, 4, 6, 5), torch.randn(2, 6, 6, 5)
+    for conv in (nn.Conv2d(4, 6, 3, padding=1), nn.Conv2d(4, 6, 3, padding=1, padding_mode="reflect"),
+                 nn.Conv2d(4, 6, 1)):
+        kept_x, kept_other = x.clone(), other.clone()
+        with torch.no_grad():
+            got = conv_plus(conv, x, other)
+            torch.testing.assert_close(got, conv(x) + other, atol=1e-5, rtol=1e-5)
+        assert torch.equal(x, kept_x) and torch.equal(other, kept_other)
