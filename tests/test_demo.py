@@ -75,3 +75,11 @@ def test_the_demo_draws_with_the_shipped_workflows_sampler():
     assert SamplerSettings.from_node_inputs(unconditional) == demo.DEMO_SAMPLER
     classes = _sampler_inputs("class_conditional_sampling")
     assert SamplerSettings.from_node_inputs(classes) == demo.DEMO_SAMPLER.replace(guidance=demo.CLASS_GUIDANCE)
+
+
+def test_the_class_probe_draws_with_the_class_workflows_sampler():
+    # the campaign's class figure measures what the class workflow draws, as inpainting's does
+    from trainers.evaluation import eval_default
+    args = eval_default.build_parser().parse_args(["--classes"])
+    classes = SamplerSettings.from_node_inputs(_sampler_inputs("class_conditional_sampling"))
+    assert eval_default.settings_from_args(args) == classes

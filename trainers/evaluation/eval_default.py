@@ -27,7 +27,9 @@ The checks a VQ-GAN + prior pair (the embedded defaults unless given) should pas
    features of the real training images, labelled by their subfolder (sorted names = class ids, as
    `sundae-build-latents --labels-from-folders`); its accuracy on the held-out images; then the
    share of --per-class guided samples of each class the probe labels as that class, and that
-   share's ratio to the real held-out accuracy. Beside it, the probe's accuracy on the held-out
+   share's ratio to the real held-out accuracy. The samples are drawn with
+   `workflows/class_conditional_sampling.json`'s sampler (16 steps keeping 80 %, guidance 2)
+   unless the sampler flags say otherwise. Beside it, the probe's accuracy on the held-out
    images through the VQ-GAN (encoded and decoded): the ceiling any prior over these tokens can
    reach, and the samples' ratio to that. Features are cached in --cache-dir under a key hashing
    the files, their split and the canvas (and the VQ-GAN file, for the reconstructions).
@@ -69,7 +71,7 @@ from sundae_core.sampler import SamplerSettingError, SamplerSettings, model_logi
 
 from ..data.build_latents import _folder_labels, folder_classes
 from ..data.image_data import HELD_OUT_FRACTION, image_paths, is_validation, load_rgb
-from ..sampling.sampler_flags import add_sampler_flags, settings_from_args
+from ..sampling.sampler_flags import CLASS_WORKFLOW_SAMPLER, add_sampler_flags, settings_from_args
 from ..training.lpips import load_lpips
 from ..training.train_vqgan import psnr
 from .evaluate import SampleSource, cached_features, content_key, default_cache_dir, file_digest, folder_images
@@ -493,7 +495,8 @@ def build_parser() -> argparse.ArgumentParser:
     cls.add_argument("--classes", action="store_true",
                      help="score guided class-conditional samples with a linear probe on Inception features")
     cls.add_argument("--per-class", type=int, default=10, help="samples drawn per class (default 10)")
-    add_sampler_flags(cls, defaults=SamplerSettings(guidance=3.0))
+    # the class workflow's sampler, as inpainting takes the inpainting workflow's
+    add_sampler_flags(cls, defaults=CLASS_WORKFLOW_SAMPLER)
     cls.add_argument("--l2", type=float, default=1e-2, help="L2 weight of the linear probe (default 0.01)")
     cls.add_argument("--cache-dir", help=f"where real image features are cached (default {default_cache_dir()})")
     cls.add_argument("--feature-batch", type=int, default=32, help="images per Inception batch (default 32)")

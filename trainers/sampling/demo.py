@@ -29,12 +29,12 @@ from sundae_core.grid import make_grid, save_png
 from sundae_core.models import check_models_fit, default_model_path, inference_dtype, load_prior, load_vqgan
 from sundae_core.sampler import SamplerSettings, model_logits_fn, random_tokens, sample
 
-from .sampler_flags import WORKFLOW_SAMPLER, add_sampler_flags, settings_from_args
+from .sampler_flags import CLASS_WORKFLOW_SAMPLER, WORKFLOW_SAMPLER, add_sampler_flags, settings_from_args
 
 WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
 # the shipped workflows' sampler; the paper's is one flag away (--steps 100 --proportion 0.5)
 DEMO_SAMPLER = WORKFLOW_SAMPLER
-CLASS_GUIDANCE = 2.0  # workflows/class_conditional_sampling.json's
+CLASS_GUIDANCE = CLASS_WORKFLOW_SAMPLER.guidance
 
 
 def thumbnails(images: torch.Tensor, size: int) -> torch.Tensor:
