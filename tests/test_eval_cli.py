@@ -171,3 +171,32 @@ def test_bad_sampler_settings_fail_before_any_model_or_feature_work(tmp_path, ca
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and message in err and "\n" not in err
     assert ext.seen == 0 and not (tmp_path / "c").exists()  # no reference feature was extracted
+
+
+def test_null_label_samples_the_null_class_as_the_unconditional_workflow_does(tmp_path, models, monkeypatch, capsys):
+    _, vq = models
+    torch.manual_seed(0)
+    conditional = HourglassTransformer(HourglassConfig(vocab_size=16, dim=16, heads=2, depth=(1, 1, 1), num_classes=3))
+    save_model(tmp_path / "cond.safetensors", conditional)
+    ref = write_images(tmp_path / "ref", 6, size=16)
+    seen = []
+    real_sample = evaluate.sample
+
+    def spy(*args, labels=None, **kwargs):
+        seen.append(labels.tolist())
+        return real_sample(*args, labels=labels, **kwargs)
+
+    monkeypatch.setattr(evaluate, "sample", spy)
+    argv = ["--ref", str(ref), "--ref-split", "all", "--cache-dir", str(tmp_path / "cache"), "--vqgan", str(vq),
+            "--n", "5", "--batch-size", "5", "--steps", "2", "--kid-subsets", "2", "--k", "2", "--no-progress"]
+    out = tmp_path / "null"
+    assert evaluate.main(argv + ["--prior", str(tmp_path / "cond.safetensors"), "--label", "null",
+                                 "--out", str(out)], extractor=TinyFeatures()) == 0
+    assert seen == [[3] * 5]  # the null class of a 3-class prior
+    assert json.loads((out / "eval.json").read_text())["results"][0]["label"] == "null"
+    # a prior without classes has no null class to ask for; a label must be a number or null
+    assert evaluate.main(argv + ["--prior", str(models[0]), "--label", "null", "--out", str(tmp_path / "x")],
+                         extractor=TinyFeatures()) == 1
+    assert "no classes" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        evaluate.build_parser().parse_args(["--label", "cats"])

@@ -294,6 +294,16 @@ def parse_sweep(spec: str) -> tuple[str, list[float]]:
     return name, parsed
 
 
+def label_arg(text: str) -> int | str:
+    """--label: a class id, or 'null' for the null class (no class)."""
+    if text == "null":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a class id or 'null', got {text!r}") from None
+
+
 def parse_grid(text: str) -> tuple[int, int]:
     try:
         h, w = (int(v) for v in text.lower().split("x"))
@@ -331,7 +341,10 @@ def build_parser() -> argparse.ArgumentParser:
     smp.add_argument("--n", type=int, default=1000, help="number of samples per setting (default 1000)")
     smp.add_argument("--batch-size", type=int, default=16, help="samples drawn (and images reconstructed) at once")
     add_sampler_flags(smp)
-    smp.add_argument("--label", type=int, help="class label for every sample (default: uniform random labels)")
+    smp.add_argument("--label", type=label_arg,
+                     help="class label for every sample, or 'null': the null class, i.e. no class, as "
+                          "workflows/unconditional_sampling.json samples a class-conditional prior "
+                          "(default: uniform random labels)")
     smp.add_argument("--grid", help="token grid HxW (default: the VQ-GAN's resolution / its factor)")
     smp.add_argument("--resolution", type=int,
                      help="image side for --recon and for the default grid (default: the VQ-GAN config's)")
@@ -461,7 +474,9 @@ def _load_prior(args, vqgan, resolution, device) -> tuple[torch.nn.Module, tuple
             raise InputError("a pixel prior needs --grid HxW (e.g. 28x28 for MNIST)")
     else:
         check_models_fit(vqgan, prior, f"--prior {args.prior}: ")
-    if args.label is not None and not (c.num_classes and 0 <= args.label < c.num_classes):
+    if args.label == "null" and not c.num_classes:
+        raise InputError("--label null: this prior has no classes, so every sample is unconditional already")
+    if args.label not in (None, "null") and not (c.num_classes and 0 <= args.label < c.num_classes):
         raise InputError(f"--label {args.label}: this prior has {c.num_classes or 'no'} classes")
     if args.grid:
         grid = parse_grid(args.grid)
@@ -477,7 +492,8 @@ def _score_samples(ctx: Context, source: SampleSource, args, points) -> list[dic
     for sweep, value, settings in points:
         tag = "samples" if sweep is None else f"{sweep}={value:g}"
         # the sampling bar shows progress; features are extracted as the samples arrive
-        feats = ctx.features(source.images(args.n, settings, args.seed, tag, args.label), args.n,
+        label = source.prior.null_label if args.label == "null" else args.label
+        feats = ctx.features(source.images(args.n, settings, args.seed, tag, label), args.n,
                              f"{tag} features", progress=False)
         extra = {"prior": str(args.prior), "grid": list(source.grid), **settings.to_dict(),
                  "compile": args.compile, "label": args.label, "seed": args.seed,
