@@ -209,8 +209,9 @@ def test_prior_training_with_labels_label_dropout_and_resume(tmp_path, latents, 
     assert any("val_loss" in r for r in rows)
     assert all(0 <= r["val_hole_top1"] <= 1 for r in rows if "val_loss" in r)  # beside every held-out loss
     # the sample-collapse alarm beside it, and what it compares with, logged once
-    assert all(1 <= r["val_sample_distinct"] <= 16 for r in rows if "val_loss" in r)
-    assert len([r for r in rows if "data_distinct" in r]) == 1
+    assert all(1 <= r["val_sample_distinct"] <= 16 and 0 <= r["val_sample_background"] <= 1
+               for r in rows if "val_loss" in r)
+    assert len([r for r in rows if "data_distinct" in r and 0 < r["data_background"] <= 1]) == 1
     assert (run / "samples" / "samples_000003.png").is_file()
     assert train_prior.main(command + _sets(["train.steps=5"])) == 0
     assert [r["step"] for r in _log(run) if "loss" in r] == [1, 2, 3, 4, 5]

@@ -85,8 +85,9 @@ class PriorTrainConfig:
     log_every: int = 20
     val_every: int = 500
     val_batches: int = 4
-    # unconditional samples drawn at each validation to log val_sample_distinct (0 = off): see
-    # sample_distinct_tokens; ~15 s for 32 on 2 CPU threads at the emoji prior's size
+    # unconditional samples drawn at each validation to log val_sample_distinct and
+    # val_sample_background (0 = off): see sample_spread; ~15 s for 32 on 2 CPU threads at the
+    # emoji prior's size
     val_samples: int = 32
     sample_every: int = 1000
     sample_per_class: int = 1  # images per class (4 in all for an unconditional prior) in a grid
@@ -215,7 +216,7 @@ def hole_accuracy(model, val: TokenSet, batch_size: int, side: int = 8) -> float
     model.eval()
     device = next(model.parameters()).device
     side = min(side, *val.tokens.shape[-2:])
-    background = int(torch.bincount(val.tokens.flatten()).argmax())
+    background = background_token(val.tokens)
     g = torch.Generator(device).manual_seed(4321)
     logits_fn = model_logits_fn(model)
     total = 0.0
@@ -233,14 +234,28 @@ def distinct_tokens(tokens: torch.Tensor, vocab_size: int) -> torch.Tensor:
     return seen.scatter_(1, tokens.flatten(1), True).sum(1)
 
 
+def background_token(tokens: torch.Tensor) -> int:
+    """The most common token of a split: the white canvas of the emoji, black for MNIST."""
+    return int(torch.bincount(tokens.flatten()).argmax())
+
+
+def spread_of(tokens: torch.Tensor, vocab_size: int, background: int) -> dict[str, float]:
+    """Mean different tokens per grid and the share of background tokens, of (b h w) grids."""
+    return {"distinct": float(distinct_tokens(tokens, vocab_size).float().mean()),
+            "background": float((tokens == background).float().mean())}
+
+
 @torch.no_grad()
-def sample_distinct_tokens(model, count: int, grid: tuple[int, int], autocast, seed: int = 1234) -> float:
-    """Mean number of different tokens in `count` unconditional samples drawn with the shipped
-    sampler: a cheap alarm for samples collapsing into smooth blobs, which the held-out loss cannot
-    raise because smooth regions are the easiest tokens to predict. Session 15: CPU fine-tunes
-    lowered the held-out loss by 0.016 while their samples went from faces to featureless blobs,
-    85 -> 61 different tokens a sample (the held-out emoji have 129), and KID from 0.036 to 0.046.
-    Compare it with the run's `data_distinct`, logged once at the start."""
+def sample_spread(model, count: int, grid: tuple[int, int], autocast, background: int,
+                  seed: int = 1234) -> dict[str, float]:
+    """spread_of `count` unconditional samples drawn with the shipped sampler: a cheap alarm for
+    samples collapsing, which the held-out loss cannot raise because plain regions are the easiest
+    tokens to predict. Session 15: CPU fine-tunes lowered the held-out loss by 0.016 while their
+    samples went from faces to featureless blobs, 85 -> 61 different tokens a sample (the held-out
+    emoji have 129), and KID from 0.036 to 0.046. Session 16: how they collapse: along the
+    sampler's chain the fine-tune turns its own half-formed content into background, 0.57 of the
+    final tokens where step 10397 keeps 0.35 (the data's share: 0.33). Compare both with the run's
+    `data_distinct` and `data_background`, logged once at the start."""
     model.eval()
     device = next(model.parameters()).device
     g = torch.Generator(device).manual_seed(seed)
@@ -248,7 +263,7 @@ def sample_distinct_tokens(model, count: int, grid: tuple[int, int], autocast, s
     with autocast():
         tokens = sample(model_logits_fn(model), z, WORKFLOW_SAMPLER, generator=g).tokens
     model.train()
-    return float(distinct_tokens(tokens, model.config.vocab_size).float().mean())
+    return spread_of(tokens, model.config.vocab_size, background)
 
 
 @torch.no_grad()
@@ -326,8 +341,9 @@ def train(config: PriorRunConfig, run_dir: Path, progress: bool = True) -> Path:
     autocast = bf16_autocast(device, tc.bf16)
     log = MetricLog(run_dir, resume_step=start)  # drops rows logged past the checkpoint
     if dist.is_main() and val_set is not None and tc.val_samples and start == 0:
-        # what val_sample_distinct is measured against: the held-out sequences' own spread
-        log.write(0, data_distinct=float(distinct_tokens(val_set.tokens, mc.vocab_size).float().mean()))
+        # what val_sample_distinct / _background are measured against: the held-out sequences' own
+        data = spread_of(val_set.tokens, mc.vocab_size, background_token(val_set.tokens))
+        log.write(0, data_distinct=data["distinct"], data_background=data["background"])
     step_loss = make_step_loss(model, bf16=tc.bf16, compile=tc.compile)
     # skips NaN/inf steps; stops the run after a few in a row. On a GPU it reads its verdict at
     # log steps and checkpoints only, so the host never waits for the device in between.
@@ -368,8 +384,9 @@ def train(config: PriorRunConfig, run_dir: Path, progress: bool = True) -> Path:
                 val["val_block_loss"] = validation_loss(ema.model, val_set, tc, autocast, block_share=1.0)
             val["val_hole_top1"] = hole_accuracy(ema.model, val_set, tc.batch_size)
             if tc.val_samples:
-                val["val_sample_distinct"] = sample_distinct_tokens(ema.model, tc.val_samples,
-                                                                    tuple(val_set.tokens.shape[-2:]), autocast)
+                spread = sample_spread(ema.model, tc.val_samples, tuple(val_set.tokens.shape[-2:]), autocast,
+                                       background_token(val_set.tokens))
+                val["val_sample_distinct"], val["val_sample_background"] = spread["distinct"], spread["background"]
             log.write(step + 1, **val)
         if dist.is_main() and ((step + 1) % tc.sample_every == 0 or last):
             if vqgan is not None or manifest.get("decoder") == "pixels":
