@@ -253,9 +253,11 @@ def sample_spread(model, count: int, grid: tuple[int, int], autocast, background
     tokens to predict. Session 15: CPU fine-tunes lowered the held-out loss by 0.016 while their
     samples went from faces to featureless blobs, 85 -> 61 different tokens a sample (the held-out
     emoji have 129), and KID from 0.036 to 0.046. Session 16: how they collapse: along the
-    sampler's chain the fine-tune turns its own half-formed content into background, 0.57 of the
-    final tokens where step 10397 keeps 0.35 (the data's share: 0.33). Compare both with the run's
-    `data_distinct` and `data_background`, logged once at the start."""
+    sampler's chain the fine-tune turns its own half-formed content into background. Measured
+    here (32 null-class samples), step 10397 reads 85.3 different tokens and a background share of
+    0.57 (its null class draws small figures on white; the held-out emoji: 0.33), a batch-128
+    fine-tune 50 steps on 41.7 and 0.80. Compare both with the run's `data_distinct` and
+    `data_background`, logged once at the start."""
     model.eval()
     device = next(model.parameters()).device
     g = torch.Generator(device).manual_seed(seed)
