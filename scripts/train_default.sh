@@ -107,6 +107,23 @@ OMP_NUM_THREADS=2 python -m trainers.training.train_prior --config configs/prior
 #       FROZEN/s14_anim_{500,950,1250,last}.safetensors FROZEN/s13_shift2.safetensors \
 #       FROZEN/prior_cpu_s12.safetensors FROZEN/s13_unroll3.safetensors --out FROZEN/soup8.safetensors --bf16
 
+# 3f. Session 16 (no GPU): session 14's recipe at batch 128 (the batch was the one difference from the
+#     GPU runs left untested) collapsed by step 50, so the batch is not the cause; then the GPU runs'
+#     own recipe on the CPU at batch 16 (dropout 0.2, the tokens they trained on, the natural class
+#     mix, weight decay 0.05, EMA 0.999; 7 s a step: no fused attention with dropout). Its outcome is
+#     in the model card.
+OMP_NUM_THREADS=2 python -m trainers.training.train_prior --config configs/prior_emoji.yaml \
+    --run-dir "$RUNS/prior_cpu_s16_b128" --set data.path="$DATA/emoji_latents_v2a" \
+    --set train.init=sundae_core/default_models/prior.safetensors --set train.batch_size=128 \
+    --set data.class_balance=0.5 --set model.dropout=0 --set train.lr=0.00005 --set train.decay=constant \
+    --set train.warmup=50 --set train.ema_decay=0.995 --set train.val_every=50 --set train.val_batches=8
+OMP_NUM_THREADS=2 python -m trainers.training.train_prior --config configs/prior_emoji.yaml \
+    --run-dir "$RUNS/prior_cpu_s16_gpurecipe" --set data.path="$DATA/emoji_latents_v2t" \
+    --set train.init=sundae_core/default_models/prior.safetensors \
+    --set data.class_balance=1.0 --set model.dropout=0.2 --set train.lr=0.00005 --set train.decay=constant \
+    --set train.warmup=50 --set train.weight_decay=0.05 --set train.ema_decay=0.999 \
+    --set train.val_every=50 --set train.val_batches=32
+
 # FINETUNE (a session without $RUNS/prior_v2): a new run that starts from the shipped prior, on the
 # same tokens (the latent dataset is rebuilt by step 2 from the shipped VQ-GAN):
 #   OMP_NUM_THREADS=2 python -m trainers.training.train_prior --config configs/prior_emoji.yaml \
