@@ -12,7 +12,7 @@ from sundae_core.errors import InputError
 from sundae_core.sampler import DEFAULT_SETTINGS, LIMITS, SamplerSettings
 from trainers.sampling import demo
 from trainers.evaluation import eval_default, evaluate, mnist_eval
-from trainers.sampling.sampler_flags import add_sampler_flags, settings_from_args
+from trainers.sampling.sampler_flags import CLASS_WORKFLOW_SAMPLER, add_sampler_flags, settings_from_args
 
 
 def test_node_widgets_take_their_defaults_and_limits_from_the_settings():
@@ -48,7 +48,7 @@ def test_flags_read_back_into_the_same_settings_and_a_cli_may_choose_its_default
     assert settings_from_args(_parse([], guidance=False), guidance=1.5).guidance == 1.5
     # each CLI's own defaults
     assert settings_from_args(demo.build_parser().parse_args([])) == demo.DEMO_SAMPLER
-    assert settings_from_args(eval_default.build_parser().parse_args([])) == SamplerSettings(guidance=3.0)
+    assert settings_from_args(eval_default.build_parser().parse_args([])) == CLASS_WORKFLOW_SAMPLER
     assert settings_from_args(evaluate.build_parser().parse_args(["--ref", "r"])) == DEFAULT_SETTINGS
 
 
