@@ -87,22 +87,23 @@ python -m trainers.data.prepare_emoji --assets "$DATA/assets/node_modules" --out
 python -m trainers.data.build_latents --vqgan sundae_core/default_models/vqgan.safetensors \
     --images "$DATA/emoji_anim8" --resolution 1024 --labels-from-folders \
     --extend "$DATA/emoji_latents_v2t" --out "$DATA/emoji_latents_v2a"
-OMP_NUM_THREADS=2 python -m trainers.training.train_prior --config configs/prior_emoji.yaml \
+# every CPU fine-tune of the shipped prior below (3d-3f): its config, start, constant lr and warmup
+CPU_FT=(--config configs/prior_emoji.yaml --set train.init=sundae_core/default_models/prior.safetensors
+        --set train.lr=0.00005 --set train.decay=constant --set train.warmup=50)
+OMP_NUM_THREADS=2 python -m trainers.training.train_prior "${CPU_FT[@]}" \
     --run-dir "$RUNS/prior_cpu_s14_anim" --set data.path="$DATA/emoji_latents_v2a" \
-    --set train.init=sundae_core/default_models/prior.safetensors \
-    --set data.class_balance=0.5 --set model.dropout=0 --set train.lr=0.00005 --set train.decay=constant \
-    --set train.warmup=50 --set train.ema_decay=0.995 --set train.val_every=250 --set train.val_batches=64
+    --set data.class_balance=0.5 --set model.dropout=0 \
+    --set train.ema_decay=0.995 --set train.val_every=250 --set train.val_batches=64
 
 # 3e. Session 15 (no GPU): the same run with the classes in their natural mix (the A/B of 3d's
 #     class balance; below), the same with model.dropout=0.2 and class balance 0.5, and weight
 #     averages of the CPU fine-tunes' EMA checkpoints (copies of model.safetensors taken every
 #     250-500 steps). Judged by KID (sundae-eval --n 200 --steps 16 --proportion 0.8): every one
 #     samples worse than the shipped prior; none ships (model card).
-OMP_NUM_THREADS=2 python -m trainers.training.train_prior --config configs/prior_emoji.yaml \
+OMP_NUM_THREADS=2 python -m trainers.training.train_prior "${CPU_FT[@]}" \
     --run-dir "$RUNS/prior_cpu_s15_nat" --set data.path="$DATA/emoji_latents_v2a" \
-    --set train.init=sundae_core/default_models/prior.safetensors \
-    --set data.class_balance=1.0 --set model.dropout=0 --set train.lr=0.00005 --set train.decay=constant \
-    --set train.warmup=50 --set train.ema_decay=0.995 --set train.val_every=250 --set train.val_batches=64
+    --set data.class_balance=1.0 --set model.dropout=0 \
+    --set train.ema_decay=0.995 --set train.val_every=250 --set train.val_batches=64
 #   python -m trainers.checkpoints.average_priors sundae_core/default_models/prior.safetensors \
 #       FROZEN/s14_anim_{500,950,1250,last}.safetensors FROZEN/s13_shift2.safetensors \
 #       FROZEN/prior_cpu_s12.safetensors FROZEN/s13_unroll3.safetensors --out FROZEN/soup8.safetensors --bf16
@@ -112,17 +113,14 @@ OMP_NUM_THREADS=2 python -m trainers.training.train_prior --config configs/prior
 #     own recipe on the CPU at batch 16 (dropout 0.2, the tokens they trained on, the natural class
 #     mix, weight decay 0.05, EMA 0.999; 7 s a step: no fused attention with dropout). Its outcome is
 #     in the model card.
-OMP_NUM_THREADS=2 python -m trainers.training.train_prior --config configs/prior_emoji.yaml \
-    --run-dir "$RUNS/prior_cpu_s16_b128" --set data.path="$DATA/emoji_latents_v2a" \
-    --set train.init=sundae_core/default_models/prior.safetensors --set train.batch_size=128 \
-    --set data.class_balance=0.5 --set model.dropout=0 --set train.lr=0.00005 --set train.decay=constant \
-    --set train.warmup=50 --set train.ema_decay=0.995 --set train.val_every=50 --set train.val_batches=8
-OMP_NUM_THREADS=2 python -m trainers.training.train_prior --config configs/prior_emoji.yaml \
+OMP_NUM_THREADS=2 python -m trainers.training.train_prior "${CPU_FT[@]}" \
+    --run-dir "$RUNS/prior_cpu_s16_b128" --set data.path="$DATA/emoji_latents_v2a" --set train.batch_size=128 \
+    --set data.class_balance=0.5 --set model.dropout=0 \
+    --set train.ema_decay=0.995 --set train.val_every=50 --set train.val_batches=8
+OMP_NUM_THREADS=2 python -m trainers.training.train_prior "${CPU_FT[@]}" \
     --run-dir "$RUNS/prior_cpu_s16_gpurecipe" --set data.path="$DATA/emoji_latents_v2t" \
-    --set train.init=sundae_core/default_models/prior.safetensors \
-    --set data.class_balance=1.0 --set model.dropout=0.2 --set train.lr=0.00005 --set train.decay=constant \
-    --set train.warmup=50 --set train.weight_decay=0.05 --set train.ema_decay=0.999 \
-    --set train.val_every=50 --set train.val_batches=32
+    --set data.class_balance=1.0 --set model.dropout=0.2 --set train.weight_decay=0.05 \
+    --set train.ema_decay=0.999 --set train.val_every=50 --set train.val_batches=32
 
 # FINETUNE (a session without $RUNS/prior_v2): a new run that starts from the shipped prior, on the
 # same tokens (the latent dataset is rebuilt by step 2 from the shipped VQ-GAN):

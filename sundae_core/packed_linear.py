@@ -9,7 +9,7 @@ linear (M = 256, 1024 -> 4096 with its GELU fused: 1.36 -> 0.95 ms; M = 1024, 10
 
 A PackedLinear keeps its plain `weight` (state_dict, export, `.to()`, training all see an ordinary
 Linear) and uses the packed copy only where it is valid: no autograd, not compiling, a CPU bf16
-input, and a weight unchanged since packing (an in-place load repacks; see _weight_key). Anything
+input, and a weight unchanged since packing (an in-place load repacks; see weights_key). Anything
 else takes the plain path, so a packed model is never wrong, only sometimes not faster.
 """
 
@@ -36,6 +36,14 @@ def packing_supported() -> bool:
             and hasattr(ops, "_reorder_linear_weight") and bool(ops._is_mkldnn_bf16_supported()))
 
 
+def weights_key(*tensors: torch.Tensor | None) -> tuple[tuple[int, int], ...]:
+    """What a copy derived from these tensors is valid for: their storage and version (an in-place
+    load bumps the version). Tensors created under inference_mode have no version counter: a model
+    loaded that way is derived from once (changing its weights in place inside inference_mode goes
+    unseen)."""
+    return tuple((t.data_ptr(), -1 if t.is_inference() else t._version) for t in tensors if t is not None)
+
+
 class PackedLinear(nn.Linear):
     """nn.Linear (optionally followed by GELU) with a oneDNN-packed copy of its bf16 weight."""
 
@@ -49,14 +57,8 @@ class PackedLinear(nn.Linear):
         self._packed: torch.Tensor | None = None
         self._packed_key: tuple[int, int] | None = None
 
-    def _weight_key(self) -> tuple[int, int]:
-        # weights created under inference_mode have no version counter: a model loaded that way
-        # is packed once (changing its weights in place inside inference_mode goes unseen)
-        w = self.weight
-        return w.data_ptr(), -1 if w.is_inference() else w._version
-
     def _packed_weight(self) -> torch.Tensor:
-        key = self._weight_key()
+        key = weights_key(self.weight)
         if self._packed is None or self._packed_key != key:
             self._packed = torch.ops.mkldnn._reorder_linear_weight(self.weight.detach(), None)
             self._packed_key = key

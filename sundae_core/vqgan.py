@@ -16,6 +16,7 @@ from torch import nn
 from .config import VQGANConfig
 from .cpu_memory import reuse_freed_memory
 from .errors import InputError
+from .packed_linear import weights_key
 from .quantize import Quantized, ScalarQuantizer, VectorQuantizer
 from .token_version import ENCODING_PARTS, compute_token_version
 
@@ -170,7 +171,7 @@ class Upsample(nn.Module):
     instead of 36, and no upsampled copy of the input. The f = 32 megapixel decoder's five
     upsamplings are 26 % of its FLOPs; on an Intel Xeon with AMX, 2 threads, bf16, the one into
     1024 x 1024 (128 channels) took 250 ms against 310, the one into 512 x 512 (256 channels) 160
-    against 203 ms. The kernels are derived once per weight version (as packed_linear does)."""
+    against 203 ms. The kernels are derived once per weight version (packed_linear.weights_key)."""
 
     def __init__(self, channels: int):
         super().__init__()
@@ -185,8 +186,7 @@ class Upsample(nn.Module):
 
     def _phase_weights(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         w, bias = self.conv.weight, self.conv.bias
-        # a weight loaded in place gets a new version (packed_linear._weight_key: inference tensors have none)
-        key = tuple((p.data_ptr(), -1 if p.is_inference() else p._version) for p in (w, bias) if p is not None)
+        key = weights_key(w, bias)
         if self._phases is None or self._phases[0] != key:
             self._phases = (key, channels_last(sub_pixel_kernel(w.detach())),
                             None if bias is None else bias.detach().repeat(4))

@@ -342,9 +342,10 @@ def train(config: PriorRunConfig, run_dir: Path, progress: bool = True) -> Path:
         print("note: train.vqgan is not set, so no sample grids are written")
     autocast = bf16_autocast(device, tc.bf16)
     log = MetricLog(run_dir, resume_step=start)  # drops rows logged past the checkpoint
+    background = background_token(val_set.tokens) if val_set is not None else None
     if dist.is_main() and val_set is not None and tc.val_samples and start == 0:
         # what val_sample_distinct / _background are measured against: the held-out sequences' own
-        data = spread_of(val_set.tokens, mc.vocab_size, background_token(val_set.tokens))
+        data = spread_of(val_set.tokens, mc.vocab_size, background)
         log.write(0, data_distinct=data["distinct"], data_background=data["background"])
     step_loss = make_step_loss(model, bf16=tc.bf16, compile=tc.compile)
     # skips NaN/inf steps; stops the run after a few in a row. On a GPU it reads its verdict at
@@ -387,7 +388,7 @@ def train(config: PriorRunConfig, run_dir: Path, progress: bool = True) -> Path:
             val["val_hole_top1"] = hole_accuracy(ema.model, val_set, tc.batch_size)
             if tc.val_samples:
                 spread = sample_spread(ema.model, tc.val_samples, tuple(val_set.tokens.shape[-2:]), autocast,
-                                       background_token(val_set.tokens))
+                                       background)
                 val["val_sample_distinct"], val["val_sample_background"] = spread["distinct"], spread["background"]
             log.write(step + 1, **val)
         if dist.is_main() and ((step + 1) % tc.sample_every == 0 or last):
