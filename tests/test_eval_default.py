@@ -21,6 +21,7 @@ from sundae_core.vqgan import VQGAN
 from trainers.evaluation import eval_default
 from trainers.data.image_data import is_validation
 from trainers.evaluation.linear_probe import fit_linear_probe
+from trainers.evaluation.token_completion import nearest_known_accuracy
 
 GROUPS = ("animals", "food")
 VAL_FRACTION = 0.5
@@ -95,6 +96,8 @@ def test_report_fields_holes_on_the_subject_and_code_colours(setup, tmp_path):
         assert 1 <= row["steps_used"] <= 100
     comp = report["token_completion"]
     assert comp["tokens_per_image"] == 64 and 0 <= comp["hole_accuracy"] <= 1 and 0 <= comp["scattered_accuracy"] <= 1
+    assert set(comp["nearest_known"]) == {"hole_accuracy", "scattered_accuracy"}
+    assert "no model (each position copies the nearest known token)" in eval_default.summary(report)
     assert "class_accuracy" not in report
     colours = report["code_colours"]
     assert colours["n_codes"] == 16
@@ -152,6 +155,25 @@ def test_completion_accuracy_averages_its_draws():
     assert eval_default.completion_accuracy(oracle, tokens, positions, 4, g, draws=3).tolist() == [1.0]
     chance = eval_default.completion_accuracy(echo, tokens, positions, 4, g, draws=200)
     assert 0.2 < float(chance) < 0.3  # 1 in 4, over 3200 noisy tokens
+
+
+def test_nearest_known_baseline_copies_the_closest_unchosen_token():
+    """A hole two columns wide copies the columns on either side of it; a lone position with four
+    known neighbours at distance 1 copies the first in raster order (the one above it)."""
+    columns = torch.arange(6).repeat(6, 1)[None]  # (1 6 6): column x holds token x
+    stripes = torch.tensor([0, 0, 0, 1, 1, 1]).repeat(6, 1)[None]  # columns 0-2 token 0, 3-5 token 1
+    hole = torch.zeros(1, 6, 6, dtype=torch.bool)
+    hole[0, :, 2:4] = True  # columns 2 and 3 copy columns 1 and 4
+    assert nearest_known_accuracy(stripes, hole).tolist() == [1.0]
+    assert nearest_known_accuracy(columns, hole).tolist() == [0.0]
+    lone = torch.zeros(1, 6, 6, dtype=torch.bool)
+    lone[0, 2, 2] = True
+    assert nearest_known_accuracy(columns, lone).tolist() == [1.0]  # (1, 2) is in the same column
+    assert nearest_known_accuracy(columns.transpose(1, 2), lone).tolist() == [0.0]  # rows: (1, 2) holds 1
+    half = torch.cat([hole, lone])  # per sample
+    assert nearest_known_accuracy(torch.cat([stripes, columns]), half).tolist() == [1.0, 1.0]
+    with pytest.raises(ValueError, match="no known token"):
+        nearest_known_accuracy(columns, torch.ones(1, 6, 6, dtype=torch.bool))
 
 
 def test_class_accuracy_with_a_class_conditional_prior(setup, tmp_path):

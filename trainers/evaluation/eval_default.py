@@ -22,7 +22,8 @@ The checks a VQ-GAN + prior pair (the embedded defaults unless given) should pas
    scattered at random over the grid. Taken in float32 (the prior's weights read as fp32): in bf16
    the argmax of near-tied logits flips with the thread count and moved the figure by ~0.015.
    Averaged over --completion-draws random fillings drawn from a generator of its own (--seed + 1),
-   so it is a figure of the prior alone, whatever the workflow's sampler settings.
+   so it is a figure of the prior alone, whatever the workflow's sampler settings. Beside both, the
+   no-model baseline: each position copies the nearest token left as it was (`nearest_known`).
 3. --classes (class-conditional priors): a linear probe (`linear_probe.py`) on Inception pool
    features of the real training images, labelled by their subfolder (sorted names = class ids, as
    `sundae-build-latents --labels-from-folders`); its accuracy on the held-out images; then the
@@ -78,7 +79,7 @@ from .evaluate import SampleSource, cached_features, content_key, default_cache_
 from .inception import PREPROCESS_VERSION, FeatureExtractor, InceptionFeatures, extract_features
 from .linear_probe import fit_linear_probe
 from .paired import compare_reports, format_comparison, load_report
-from .token_completion import completion_accuracy
+from .token_completion import completion_accuracy, nearest_known_accuracy
 
 WORKFLOW = Path(__file__).resolve().parents[2] / "workflows" / "inpaint_1024.json"
 REPORT = "eval_default.json"
@@ -282,6 +283,7 @@ def inpainting(args, vqgan, prior, scorer, lpips, settings: InpaintSettings, dev
             scattered = scattered_positions(b, *tokens.shape[-2:], args.hole ** 2, completion_g, device)
             scattered_acc = completion_accuracy(score_fn, tokens, scattered, vocab, completion_g,
                                                 args.completion_draws)
+            hole_near, scattered_near = nearest_known_accuracy(tokens, repaint), nearest_known_accuracy(tokens, scattered)
             filled = torch.stack([mean_fill(original[i], holes[i].box(f), ring) for i in range(b)])
             outputs = {"reconstruction": paste(original, decoded[:b], mask, settings.feather),
                        "inpaint": paste(original, decoded[b:], mask, settings.feather),
@@ -296,7 +298,9 @@ def inpainting(args, vqgan, prior, scorer, lpips, settings: InpaintSettings, dev
                    "hole_left": holes[i].left, "subject_share": holes[i].subject_share,
                    "steps_used": int(result.steps_used[i]),
                    "hole_token_accuracy": round(float(hole_acc[i]), 4),
-                   "scattered_token_accuracy": round(float(scattered_acc[i]), 4)}
+                   "scattered_token_accuracy": round(float(scattered_acc[i]), 4),
+                   "hole_nearest_known_accuracy": round(float(hole_near[i]), 4),
+                   "scattered_nearest_known_accuracy": round(float(scattered_near[i]), 4)}
             for name in METHODS:
                 row[f"{name}_lpips"] = round(float(scores[name][0][i]), 4)
                 row[f"{name}_psnr"] = round(float(scores[name][1][i]), 3)
@@ -325,7 +329,10 @@ def inpainting(args, vqgan, prior, scorer, lpips, settings: InpaintSettings, dev
     completion = {"n": len(rows), "tokens_per_image": args.hole ** 2, "dtype": "float32",
                   "draws": args.completion_draws,
                   "hole_accuracy": round(mean("hole_token_accuracy"), 4),
-                  "scattered_accuracy": round(mean("scattered_token_accuracy"), 4)}
+                  "scattered_accuracy": round(mean("scattered_token_accuracy"), 4),
+                  # no model: each position copies the nearest token left as it was
+                  "nearest_known": {"hole_accuracy": round(mean("hole_nearest_known_accuracy"), 4),
+                                    "scattered_accuracy": round(mean("scattered_nearest_known_accuracy"), 4)}}
     return InpaintingResult({"inpainting": inpaint, "token_completion": completion}, thumbs)
 
 
@@ -598,6 +605,10 @@ def summary(report: dict) -> str:
     lines.append(f"token completion (one step, top-1, {comp['dtype']}, {comp['draws']} draws): "
                  f"hole {comp['hole_accuracy']:.3f}, "
                  f"scattered {comp['scattered_accuracy']:.3f} ({comp['tokens_per_image']} tokens per image)")
+    if "nearest_known" in comp:  # reports written before session 17 lack the baseline
+        near = comp["nearest_known"]
+        lines.append(f"  no model (each position copies the nearest known token): hole {near['hole_accuracy']:.3f}, "
+                     f"scattered {near['scattered_accuracy']:.3f}")
     if "class_accuracy" in report:
         c = report["class_accuracy"]
         lines.append(f"class accuracy: real held-out {c['real_val_accuracy']:.3f} (through the VQ-GAN "
