@@ -106,6 +106,28 @@ def test_model_sweep_and_reconstruction_floor(tmp_path, models):
     assert len(list((out / "samples" / "proportion=0.2").glob("*.png"))) == 7
 
 
+def test_random_token_baseline_decodes_uniform_noise_and_scores_worse_than_the_floor(tmp_path, models, monkeypatch):
+    """The no-model baseline: --n decodes of uniform random tokens, at the VQ-GAN's grid, seeded."""
+    _, vq = models
+    ref = write_images(tmp_path / "ref", 8, size=16)
+    argv = ["--ref", str(ref), "--ref-split", "all", "--cache-dir", str(tmp_path / "cache"), "--vqgan", str(vq),
+            "--random-tokens", "--recon", "--n", "6", "--batch-size", "4", "--kid-subsets", "3", "--no-progress"]
+    reports = []
+    for out in ("a", "b"):
+        assert evaluate.main(argv + ["--out", str(tmp_path / out)], extractor=TinyFeatures()) == 0
+        reports.append(json.loads((tmp_path / out / "eval.json").read_text())["results"])
+    recon, noise = reports[0]
+    assert noise["what"] == "random_tokens" and noise["n_fake"] == 6 and noise["grid"] == [8, 8]
+    assert noise["fid"] > recon["fid"]
+    assert reports[0] == [dict(r, seconds=reports[0][i]["seconds"]) for i, r in enumerate(reports[1])]  # seeded
+
+    seen = []
+    real = evaluate.random_tokens
+    monkeypatch.setattr(evaluate, "random_tokens", lambda *a, **k: seen.append(a) or real(*a, **k))
+    assert evaluate.main(argv + ["--out", str(tmp_path / "c")], extractor=TinyFeatures()) == 0
+    assert [a[:4] for a in seen] == [(4, 8, 8, 16), (2, 8, 8, 16)]  # batches of the VQ-GAN's 16 codes
+
+
 def test_same_seed_same_scores(tmp_path, models):
     prior, vq = models
     ref = write_images(tmp_path / "ref", 8, size=16)
@@ -124,6 +146,7 @@ def test_same_seed_same_scores(tmp_path, models):
     (["--images", "IMAGES", "--sweep", "color=1"], "NAME=V1"),
     ([], "nothing to score"),
     (["--recon"], "--recon needs --vqgan"),
+    (["--random-tokens"], "--random-tokens needs --vqgan"),
     (["--images", "IMAGES", "--k", "20"], "k-NN"),
 ])
 def test_bad_requests_are_one_line_errors(tmp_path, capsys, extra, message):

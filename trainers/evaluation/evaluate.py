@@ -5,7 +5,9 @@ What is scored (one of, plus --recon):
   --prior P [--vqgan V]      N samples drawn here with the given sampler settings (no --vqgan:
                              a pixel prior whose tokens are grey levels, as MNIST);
   --recon --vqgan V          the VQ-GAN's reconstructions of the reference images: the FID floor
-                             no prior over its tokens can beat (combine with --prior to get both).
+                             no prior over its tokens can beat (combine with --prior to get both);
+  --random-tokens --vqgan V  N decodes of uniform random tokens: the no-model baseline a prior
+                             has to beat (what its sampler starts from).
 Sweeps (model mode): `--sweep proportion=0.2,0.4,0.6,0.8` (the paper's Figure 8), `--sweep
 steps=10,25,50,100` (Figure 12), `--sweep temperature=0.5,0.7,0.9,1.1` (Figure 13, a constant
 tau); each value draws N fresh samples with the same seed, the other settings held fixed.
@@ -203,6 +205,16 @@ class SampleSource:
                 bar.update(b)
 
 
+def random_token_decodes(vqgan, grid: tuple[int, int], n: int, batch_size: int, seed: int,
+                         device: torch.device) -> Iterator[np.ndarray]:
+    """n decodes of uniform random token grids, drawn from `seed`."""
+    g = torch.Generator(device).manual_seed(seed)
+    for start in range(0, n, batch_size):
+        z = random_tokens(min(batch_size, n - start), *grid, vqgan.vocab_size, generator=g, device=device)
+        with torch.inference_mode():
+            yield from to_uint8(vqgan.decode(z))
+
+
 def reconstructions(vqgan, files: list[Path], resolution: int, batch_size: int,
                     device: torch.device) -> Iterator[np.ndarray]:
     """The VQ-GAN round trip (encode, quantize, decode) of each reference image at `resolution`."""
@@ -324,6 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--vqgan", help="VQ-GAN checkpoint that decodes the prior's tokens (and for --recon)")
     src.add_argument("--recon", action="store_true",
                      help="also score the VQ-GAN's reconstructions of the reference images (the FID floor)")
+    src.add_argument("--random-tokens", action="store_true",
+                     help="also score --n decodes of uniform random tokens through --vqgan (the no-model baseline)")
     ref = p.add_argument_group("reference")
     ref.add_argument("--ref", required=True, help="folder of reference images (e.g. the training image folder)")
     ref.add_argument("--ref-split", choices=("val", "train", "all"), default="val",
@@ -366,10 +380,13 @@ def build_parser() -> argparse.ArgumentParser:
 def _check_args(args: argparse.Namespace) -> None:
     if sum(bool(x) for x in (args.images, args.prior)) > 1:
         raise InputError("score either --images or --prior, not both")
-    if not (args.images or args.prior or args.recon):
-        raise InputError("nothing to score: give --images DIR, --prior (with --vqgan), or --recon --vqgan")
+    if not (args.images or args.prior or args.recon or args.random_tokens):
+        raise InputError("nothing to score: give --images DIR, --prior (with --vqgan), --recon --vqgan "
+                         "or --random-tokens --vqgan")
     if args.recon and not args.vqgan:
         raise InputError("--recon needs --vqgan: the reconstructions are that model's")
+    if args.random_tokens and not args.vqgan:
+        raise InputError("--random-tokens needs --vqgan: it decodes the random tokens")
     if args.sweep and not args.prior:
         raise InputError("--sweep draws samples, so it needs --prior")
     if args.n < 1 or args.batch_size < 1 or args.feature_batch < 1 or args.k < 1 or args.kid_subsets < 1:
@@ -395,6 +412,8 @@ def main(argv: list[str] | None = None, extractor: FeatureExtractor | None = Non
         vqgan = load_vqgan(args.vqgan, device=device, dtype=inference_dtype(device)) if args.vqgan else None
         resolution = args.resolution or (vqgan.config.resolution if vqgan is not None else None)
         prior, grid = _load_prior(args, vqgan, resolution, device) if args.prior else (None, None)
+        if grid is None and args.random_tokens:
+            grid = _vqgan_grid(args, vqgan, resolution)
         image_files = image_paths(args.images) if args.images else []
         canvas = args.ref_resolution or _canvas(vqgan, resolution, grid, image_files, ext.input_size)
 
@@ -425,6 +444,14 @@ def main(argv: list[str] | None = None, extractor: FeatureExtractor | None = Non
                 lambda: ctx.features(reconstructions(vqgan, files, resolution, args.batch_size, device),
                                      len(files), "reconstruction features"))
             rows.append(_row("reconstruction", ctx.score(feats), vqgan=str(args.vqgan), resolution=resolution,
+                             seconds=round(time.perf_counter() - start, 2)))
+            print(summary_line(rows[-1]))
+
+        if args.random_tokens:
+            start = time.perf_counter()
+            feats = ctx.features(random_token_decodes(vqgan, grid, args.n, args.batch_size, args.seed, device),
+                                 args.n, "random-token features")
+            rows.append(_row("random_tokens", ctx.score(feats), vqgan=str(args.vqgan), grid=list(grid),
                              seconds=round(time.perf_counter() - start, 2)))
             print(summary_line(rows[-1]))
 
@@ -478,13 +505,16 @@ def _load_prior(args, vqgan, resolution, device) -> tuple[torch.nn.Module, tuple
         raise InputError("--label null: this prior has no classes, so every sample is unconditional already")
     if args.label not in (None, "null") and not (c.num_classes and 0 <= args.label < c.num_classes):
         raise InputError(f"--label {args.label}: this prior has {c.num_classes or 'no'} classes")
+    return prior, _vqgan_grid(args, vqgan, resolution)
+
+
+def _vqgan_grid(args, vqgan, resolution) -> tuple[int, int]:
+    """--grid, else the VQ-GAN's token grid at `resolution`."""
     if args.grid:
-        grid = parse_grid(args.grid)
-    else:
-        if resolution % vqgan.factor:
-            raise InputError(f"--resolution {resolution} is not a multiple of the VQ-GAN factor {vqgan.factor}")
-        grid = (resolution // vqgan.factor,) * 2
-    return prior, grid
+        return parse_grid(args.grid)
+    if resolution % vqgan.factor:
+        raise InputError(f"--resolution {resolution} is not a multiple of the VQ-GAN factor {vqgan.factor}")
+    return (resolution // vqgan.factor,) * 2
 
 
 def _score_samples(ctx: Context, source: SampleSource, args, points) -> list[dict]:
