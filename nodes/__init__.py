@@ -7,7 +7,8 @@ owns the top-level name `nodes`), hence relative imports only.
 from .loaders import SundaePriorLoader, SundaeVQGANLoader
 from .pixels import SundaeComposite, SundaeOutpaintCanvas, SundaeVQDecode
 from .sampling import SundaeDenoiseStep, SundaeSample
-from .tokens import SundaeClassLabel, SundaeCorrupt, SundaeLatentMask, SundaeRandomTokens, SundaeVQEncode
+from .tokens import (SundaeClassLabel, SundaeCorrupt, SundaeLatentMask, SundaeRandomClass, SundaeRandomTokens,
+                     SundaeVQEncode)
 
 NODE_DISPLAY_NAME_MAPPINGS = {
     "SundaeVQGANLoader": "Load SUNDAE VQ-GAN",
@@ -17,6 +18,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "SundaeLatentMask": "SUNDAE Latent Mask",
     "SundaeCorrupt": "SUNDAE Corrupt Tokens",
     "SundaeClassLabel": "SUNDAE Class Label",
+    "SundaeRandomClass": "SUNDAE Random Class",
     "SundaeSample": "SUNDAE Sample",
     "SundaeDenoiseStep": "SUNDAE Denoise Step",
     "SundaeVQDecode": "SUNDAE VQ Decode",
@@ -25,4 +27,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
 }
 NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in (
     SundaeVQGANLoader, SundaePriorLoader, SundaeVQEncode, SundaeRandomTokens, SundaeLatentMask, SundaeCorrupt,
-    SundaeClassLabel, SundaeSample, SundaeDenoiseStep, SundaeVQDecode, SundaeComposite, SundaeOutpaintCanvas)}
+    SundaeClassLabel, SundaeRandomClass, SundaeSample, SundaeDenoiseStep, SundaeVQDecode, SundaeComposite,
+    SundaeOutpaintCanvas)}

@@ -225,6 +225,16 @@ def random_tokens(batch: int, height: int, width: int, vocab_size: int, *,
     return torch.randint(0, vocab_size, (batch, height, width), generator=generator, device=device)
 
 
+def random_labels(batch: int, num_classes: int, *, generator: torch.Generator | None = None,
+                  device: str | torch.device = "cpu") -> torch.Tensor:
+    """One class per sample, uniform over a class-conditional prior's classes: (b,) int64. Sampling
+    with these and no guidance draws from the classes' even mixture, where the null class draws
+    the mix the prior was trained on."""
+    if batch < 1 or num_classes < 1:
+        raise InputError(f"random labels need batch and num_classes >= 1, got {batch} and {num_classes}")
+    return torch.randint(0, num_classes, (batch,), generator=generator, device=device)
+
+
 def sample_categorical(logits: torch.Tensor, temperature: float,
                        generator: torch.Generator | None = None) -> torch.Tensor:
     """logits (n v) -> indices (n,). temperature <= 0 is argmax."""

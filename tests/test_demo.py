@@ -31,6 +31,7 @@ def test_samples_and_chain_with_tiny_models(tmp_path, capsys):
     assert demo.main(argv) == 0
     report = json.loads((out / "timings.json").read_text())
     assert report["sampler"]["steps"] == 4 and report["samples"]["image_size"] == 8
+    assert report["samples"]["classes"] is None  # a prior without classes samples without one
     assert (out / "samples.png").is_file() and (out / "denoising_chain.png").is_file()
     assert f"wrote {out / 'timings.json'}" in capsys.readouterr().out
     assert demo.main([*argv, "--proportion", "2"]) == 1
@@ -55,6 +56,8 @@ def test_a_class_conditional_prior_gets_a_row_of_guided_samples_per_class(tmp_pa
             "--output-dir", str(out), "--samples", "1", "--grid", "4", "--steps", "3", "--per-class", "2",
             "--skip-inpaint", "--no-progress"]
     assert demo.main(argv) == 0
+    drawn = json.loads((out / "timings.json").read_text())["samples"]["classes"]
+    assert len(drawn) == 1 and drawn[0] in ("a", "b", "c")  # as the unconditional workflow: a random class
     report = json.loads((out / "timings.json").read_text())["class_samples"]
     assert report["classes"] == ["a", "b", "c"] and report["per_class"] == 2
     assert report["guidance"] == demo.CLASS_GUIDANCE
@@ -75,6 +78,15 @@ def test_the_demo_draws_with_the_shipped_workflows_sampler():
     assert SamplerSettings.from_node_inputs(unconditional) == demo.DEMO_SAMPLER
     classes = _sampler_inputs("class_conditional_sampling")
     assert SamplerSettings.from_node_inputs(classes) == demo.DEMO_SAMPLER.replace(guidance=demo.CLASS_GUIDANCE)
+
+
+def test_the_unconditional_workflow_and_the_demo_draw_a_random_class_per_sample():
+    # the null class learned the training mix (half people); random classes score the better KID
+    prompt = load_workflow(demo.WORKFLOWS / "unconditional_sampling.json", default_registry().definitions()).prompt
+    (sampler,) = [node for node in prompt.values() if node["class_type"] == "SundaeSample"]
+    source, _ = sampler["inputs"]["class_label"]
+    assert prompt[source]["class_type"] == "SundaeRandomClass"
+    assert prompt[source]["inputs"]["tokens"] == sampler["inputs"]["tokens"]
 
 
 def test_the_class_probe_draws_with_the_class_workflows_sampler():

@@ -125,6 +125,26 @@ def test_denoise_step_and_class_label(vqgan, prior, model_dir):
         N["SundaeClassLabel"]().make(unconditional, 0)
 
 
+def test_random_class_draws_one_seeded_class_per_sample(vqgan, prior):
+    """Uniform over the prior's 3 classes, one per sample of the tokens' batch, the same for the
+    same seed; a prior without classes gets no label, so the graph runs unconditionally."""
+    tokens = N["SundaeRandomTokens"]().make(vqgan, 32, 32, 64, 0)[0]
+    make = N["SundaeRandomClass"]().make
+    labels = make(prior, tokens, 5)[0]
+    assert labels.shape == (64,) and labels.dtype == torch.long
+    assert set(labels.tolist()) == {0, 1, 2}  # 64 draws over 3 classes miss one with p < 1e-10
+    assert torch.equal(labels, make(prior, tokens, 5)[0]) and not torch.equal(labels, make(prior, tokens, 6)[0])
+    run = N["SundaeSample"]().sample
+    args = dict(steps=3, temperature_start=1.0, temperature_end=1.0, proportion=0.8, self_stop=False,
+                min_steps=0, guidance=0.0, selection="random")
+    few = tokens[:2]  # each sample follows its own label: changing the second leaves the first alone
+    first = run(prior, few, 4, **args, class_label=torch.tensor([0, 1]))[0]
+    second = run(prior, few, 4, **args, class_label=torch.tensor([0, 2]))[0]
+    assert torch.equal(first[0], second[0]) and not torch.equal(first[1], second[1])
+    unconditional = N["SundaePriorLoader"]().load("more/uncond.safetensors")[0]
+    assert make(unconditional, tokens, 5) == (None,)
+
+
 def test_composite_keeps_pixels_outside_the_mask_and_outpaint_canvas_grows(vqgan):
     original, generated = torch.rand(1, 32, 32, 3), torch.rand(1, 32, 32, 3)
     mask = torch.zeros(1, 32, 32)

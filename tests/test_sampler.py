@@ -6,8 +6,8 @@ import torch.nn.functional as F
 
 from sundae_core import sampler
 from sundae_core.errors import InputError
-from sundae_core.sampler import (LIMITS, SamplerSettingError, SamplerSettings, denoise_step, random_tokens, sample,
-                                  sample_categorical)
+from sundae_core.sampler import (LIMITS, SamplerSettingError, SamplerSettings, denoise_step, random_labels,
+                                  random_tokens, sample, sample_categorical)
 from sundae_core.schedules import schedule_values
 
 V = 8
@@ -375,3 +375,13 @@ def test_rotary_tables_first_built_while_sampling_still_train():
     model.train()
     model(tokens).logsumexp(-1).mean().backward()
     assert model.embed.weight.grad is not None
+
+
+def test_random_labels_are_uniform_seeded_and_checked():
+    labels = random_labels(9000, 9, generator=torch.Generator().manual_seed(0))
+    counts = torch.bincount(labels, minlength=9)
+    assert labels.shape == (9000,) and labels.dtype == torch.long and counts.min() > 850 and counts.max() < 1150
+    assert torch.equal(labels, random_labels(9000, 9, generator=torch.Generator().manual_seed(0)))
+    with pytest.raises(InputError, match="num_classes >= 1"):
+        random_labels(4, 0)
+

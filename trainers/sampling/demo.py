@@ -1,4 +1,4 @@
-"""`sundae-demo`: the main job on the embedded default models: unconditional samples, the
+"""`sundae-demo`: the main job on the embedded default models: samples without a chosen class, the
 denoising chain of one sample, and the shipped 1024 x 1024 inpainting workflow, with timings.
 
     python -m trainers.sampling.demo --output-dir output/demo
@@ -27,7 +27,7 @@ from sundae_core.errors import MissingAssetError
 from sundae_core.graph import default_registry, load_workflow, run_workflow
 from sundae_core.grid import make_grid, save_png
 from sundae_core.models import check_models_fit, default_model_path, inference_dtype, load_prior, load_vqgan
-from sundae_core.sampler import SamplerSettings, model_logits_fn, random_tokens, sample
+from sundae_core.sampler import SamplerSettings, model_logits_fn, random_labels, random_tokens, sample
 
 from .sampler_flags import CLASS_WORKFLOW_SAMPLER, WORKFLOW_SAMPLER, add_sampler_flags, settings_from_args
 
@@ -46,10 +46,16 @@ def run_samples(out: Path, args, settings: SamplerSettings, vqgan, prior, device
     g = torch.Generator(device).manual_seed(args.seed)
     h = w = args.grid
     z = random_tokens(args.samples, h, w, prior.config.vocab_size, generator=g, device=device)
+    # as workflows/unconditional_sampling.json's SUNDAE Random Class: one class per sample from a
+    # generator of its own, seeded like the sampler; a prior without classes samples without one
+    classes = prior.config.num_classes
+    labels = (random_labels(args.samples, classes, generator=torch.Generator(device).manual_seed(args.seed),
+                            device=device) if classes else None)
     keep = max(1, settings.steps // 8)
     start = time.perf_counter()
     with torch.inference_mode():
-        result = sample(model_logits_fn(prior, compile=args.compile), z, settings, generator=g, history_every=keep)
+        result = sample(model_logits_fn(prior, compile=args.compile), z, settings, generator=g, history_every=keep,
+                        labels=labels, null_label=prior.null_label)
         prior_s = time.perf_counter() - start
         images = torch.cat([vqgan.decode(result.tokens[i:i + 1]) for i in range(args.samples)])
     total_s = time.perf_counter() - start
@@ -59,8 +65,13 @@ def run_samples(out: Path, args, settings: SamplerSettings, vqgan, prior, device
         chain = torch.cat([vqgan.decode(state[:1]) for state in result.history])
     save_png(make_grid(thumbnails(chain, 256), nrow=len(result.history)), out / "denoising_chain.png")
     return {"samples": args.samples, "image_size": h * vqgan.factor, "steps_used": result.steps_used.tolist(),
+            "classes": None if labels is None else [_class_name(prior.config, int(i)) for i in labels],
             "prior_seconds": round(prior_s, 2), "prior_and_decode_seconds": round(total_s, 2),
             "seconds_per_image": round(total_s / args.samples, 2)}
+
+
+def _class_name(config, label: int) -> str:
+    return config.class_names[label] if config.class_names else str(label)
 
 
 def run_class_grid(out: Path, args, settings: SamplerSettings, vqgan, prior, device) -> dict:
@@ -150,8 +161,9 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_inpaint:
             report["inpainting"] = run_inpainting(out, args)
         drawn = report["samples"]
+        drawn_classes = f"; classes drawn at random: {', '.join(drawn['classes'])}" if drawn["classes"] else ""
         print(f"samples:           {out / 'samples.png'} ({drawn['seconds_per_image']} s per "
-              f"{drawn['image_size']} px image)")
+              f"{drawn['image_size']} px image{drawn_classes})")
         print(f"denoising chain:   {out / 'denoising_chain.png'}")
         if "class_samples" in report:
             print(f"samples per class: {out / 'class_samples.png'} (one row per class: "
