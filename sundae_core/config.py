@@ -95,6 +95,11 @@ class HourglassConfig:
     mlp_ratio: int = 4
     num_classes: int = 0
     dropout: float = 0.0
+    # Where an attention block's dropout goes. "weights": on the attention weights (the GPU runs').
+    # "output": on the attention branch's output, as the MLP's; a CPU has no fused attention kernel
+    # that drops weights, so "weights" makes its full-resolution attention materialise every
+    # weight map (~3.5x the step), while "output" keeps the fused kernel. No effect at inference.
+    attention_dropout_at: str = "weights"
     # Names of classes 0..num_classes-1 for messages (empty: unnamed). Checkpoints made before
     # this field load with it empty.
     class_names: tuple[str, ...] = ()
@@ -108,6 +113,8 @@ class HourglassConfig:
                               f"(prior.num_classes), got {len(self.class_names)} names")
         if self.dim < 1 or self.heads < 1:
             raise ConfigError(f"prior.dim and prior.heads must be >= 1, got {self.dim} and {self.heads}")
+        if self.attention_dropout_at not in ("weights", "output"):
+            raise ConfigError(f"model.attention_dropout_at must be 'weights' or 'output', got {self.attention_dropout_at!r}")
         if self.dim % self.heads:
             raise ConfigError(f"prior.dim ({self.dim}) must be divisible by prior.heads ({self.heads})")
         if (self.dim // self.heads) % 4:

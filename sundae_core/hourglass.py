@@ -68,15 +68,18 @@ class Attention(nn.Module):
 class Block(nn.Module):
     """Pre-norm transformer block: x + attn(norm(x)), x + mlp(norm(x)), GELU MLP."""
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: int, dropout: float):
+    def __init__(self, dim: int, heads: int, mlp_ratio: int, dropout: float, dropout_at: str = "weights"):
         super().__init__()
-        self.norm1, self.attn = nn.LayerNorm(dim), Attention(dim, heads, dropout)
+        on_weights = dropout_at == "weights"
+        self.norm1, self.attn = nn.LayerNorm(dim), Attention(dim, heads, dropout if on_weights else 0.0)
+        # identity unless the attention's dropout goes to its output (HourglassConfig.attention_dropout_at)
+        self.attn_dropout = nn.Dropout(0.0 if on_weights else dropout)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(nn.Linear(dim, mlp_ratio * dim), nn.GELU(),
                                  nn.Linear(mlp_ratio * dim, dim), nn.Dropout(dropout))
 
     def forward(self, x: torch.Tensor, rotary: Rotary) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x), rotary=rotary)
+        x = x + self.attn_dropout(self.attn(self.norm1(x), rotary=rotary))
         return x + self.mlp(self.norm2(x))
 
 
@@ -129,7 +132,8 @@ class Level(nn.Module):
     def __init__(self, levels: DepthLevels, c: HourglassConfig):
         super().__init__()
         self.head_dim = c.dim // c.heads
-        make = lambda n: nn.ModuleList(Block(c.dim, c.heads, c.mlp_ratio, c.dropout) for _ in range(n))
+        make = lambda n: nn.ModuleList(Block(c.dim, c.heads, c.mlp_ratio, c.dropout, c.attention_dropout_at)
+                                       for _ in range(n))
         if not levels.shortened:
             self.pre, self.valley, self.post = make(levels.valley), None, make(0)
             return

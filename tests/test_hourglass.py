@@ -226,3 +226,34 @@ def test_bf16_forward_matches_fp32_loosely():
     err = (low.float() - ref).abs().max() / ref.abs().max()
     assert err < 0.05, err
     assert (low.float().argmax(-1) == ref.argmax(-1)).float().mean() > 0.9
+
+
+def test_attention_dropout_at_output_keeps_the_fused_kernel_and_drops_the_branch(monkeypatch):
+    """With attention_dropout_at="output" no attention is asked to drop weights (so the CPU keeps
+    its fused kernel at every length) and the dropout moves to the attention branch's output; the
+    weights, and the model in eval mode, are the same as with "weights"."""
+    import dataclasses
+
+    config = HourglassConfig(vocab_size=16, dim=32, heads=2, depth=(1, 1, 1), shorten=4, dropout=0.5)
+    asked = []
+    real = hourglass.attend
+    monkeypatch.setattr(hourglass, "attend", lambda q, k, v, dropout=0.0: asked.append(dropout) or real(q, k, v, dropout))
+    tokens = torch.randint(0, 16, (2, 4, 4))
+    torch.manual_seed(0)
+    on_weights = HourglassTransformer(config).train()
+    on_weights(tokens)
+    assert 0.5 in asked  # the block attentions drop weights
+    asked.clear()
+    torch.manual_seed(0)
+    on_output = HourglassTransformer(dataclasses.replace(config, attention_dropout_at="output")).train()
+    assert on_output.state_dict().keys() == on_weights.state_dict().keys()
+    assert all(torch.equal(on_output.state_dict()[k], v) for k, v in on_weights.state_dict().items())
+    first, second = on_output(tokens), on_output(tokens)
+    assert set(asked) == {0.0} and not torch.equal(first, second)  # dropout still acts, elsewhere
+    branch = lambda model: {m.attn_dropout.p for m in model.modules() if isinstance(m, hourglass.Block)}
+    assert branch(on_output) == {0.5} and branch(on_weights) == {0.0}
+    on_output.eval(), on_weights.eval()
+    with torch.no_grad():
+        assert torch.allclose(on_output(tokens), on_weights(tokens))
+    with pytest.raises(Exception, match="attention_dropout_at"):
+        HourglassConfig(attention_dropout_at="everywhere")

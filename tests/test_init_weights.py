@@ -42,3 +42,6 @@ def test_init_ignores_dropout_which_has_no_weights(tmp_path):
     fresh = HourglassTransformer(dataclasses.replace(CONFIG, dropout=0.1))
     init_weights(fresh, tmp_path / "prior.safetensors", "prior")
     assert all(torch.equal(fresh.state_dict()[k], v) for k, v in source.state_dict().items())
+    elsewhere = HourglassTransformer(dataclasses.replace(CONFIG, dropout=0.2, attention_dropout_at="output"))
+    init_weights(elsewhere, tmp_path / "prior.safetensors", "prior")
+    assert all(torch.equal(elsewhere.state_dict()[k], v) for k, v in source.state_dict().items())

@@ -339,9 +339,12 @@ def test_trainer_io_faults_are_one_error_line_and_keep_the_last_checkpoint(tmp_p
 def test_dropout_on_the_cpu_warns_of_its_cost_once(tmp_path, latents, capsys):
     assert train_prior.main(_prior_command(tmp_path / "a", latents(), "train.steps=1", "model.dropout=0.2")) == 0
     warned = [line for line in capsys.readouterr().err.splitlines() if "model.dropout=0.2 on the CPU" in line]
-    assert len(warned) == 1 and "set model.dropout=0" in warned[0]
+    assert len(warned) == 1 and "model.attention_dropout_at=output" in warned[0]
     assert train_prior.main(_prior_command(tmp_path / "b", latents(), "train.steps=1")) == 0
     assert "model.dropout" not in capsys.readouterr().err
+    assert train_prior.main(_prior_command(tmp_path / "c", latents(), "train.steps=1", "model.dropout=0.2",
+                                           "model.attention_dropout_at=output")) == 0
+    assert "model.dropout" not in capsys.readouterr().err  # the fused kernel keeps working: nothing to warn of
 
 
 def test_an_absurd_model_section_is_refused_before_training_starts(tmp_path, latents, capsys):

@@ -210,7 +210,8 @@ def init_weights(module: nn.Module, path: str | Path, kind: str) -> None:
     # nor is the token version: the run's dataset sets it (a prior fine-tuned on new tokens)
     mine.pop("token_version", None), theirs.pop("token_version", None)
     # nor is dropout: a regulariser of training, with no weights of its own
-    mine.pop("dropout", None), theirs.pop("dropout", None)
+    for key in ("dropout", "attention_dropout_at"):
+        mine.pop(key, None), theirs.pop(key, None)
     if mine != theirs:
         diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
         raise CheckpointError(f"train.init {path}: its model config differs from this run's in "

@@ -312,9 +312,10 @@ def train(config: PriorRunConfig, run_dir: Path, progress: bool = True) -> Path:
     from sundae_core.hourglass import HourglassTransformer
 
     device = train_device(tc.device, rank)
-    if device.type == "cpu" and mc.dropout > 0 and dist.is_main():
+    if device.type == "cpu" and mc.dropout > 0 and mc.attention_dropout_at == "weights" and dist.is_main():
         WARNINGS.warning(f"model.dropout={mc.dropout:g} on the CPU: dropped attention weights have no fused CPU "
-                         "kernel, so steps take ~2.6x longer (README, training speed); set model.dropout=0 for CPU runs")
+                         "kernel, so steps take ~3.5x longer (README, training speed); set "
+                         "model.attention_dropout_at=output to drop the attention's output instead")
     model = HourglassTransformer(mc).train()
     if tc.init and not has_state(run_dir / "state.safetensors"):
         init_weights(model, tc.init, "prior")
