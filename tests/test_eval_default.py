@@ -192,6 +192,13 @@ def test_class_accuracy_with_a_class_conditional_prior(setup, tmp_path):
     assert c["ratio_to_reconstructed"] == pytest.approx(c["sample_accuracy"] / c["reconstructed_val_accuracy"], abs=1e-3)
     assert len(list((tmp_path / "cache").glob("classes-*.npz"))) == 3
     assert len(list((tmp_path / "cache").glob("classes-val-reconstructed-*.npz"))) == 1
+    # per group: the probe on that group's real and reconstructed held-out emoji, which add up to the totals
+    rows = c["per_class"]
+    assert sum(row["n_val"] for row in rows) == c["n_val"]
+    for key in ("real_val_accuracy", "reconstructed_val_accuracy"):
+        total = sum((row[key] or 0) * row["n_val"] for row in rows) / c["n_val"]
+        assert total == pytest.approx(c[key], abs=1e-3)
+    assert f"{GROUPS[0]:<18} samples" in eval_default.summary(report)
 
 
 def test_reconstructions_are_the_vqgans_round_trip_in_file_order(setup):

@@ -373,7 +373,8 @@ def class_accuracy(args, vqgan, prior, extractor: FeatureExtractor, device, out:
         split_features[split] = (feats, np.array([labels_of[p] for p in mine]))
     (train_x, train_y), (val_x, val_y) = split_features["train"], split_features["val"]
     probe = fit_linear_probe(train_x, train_y, classes, l2=args.l2)
-    real_accuracy = float((probe.predict(val_x) == val_y).mean())
+    real_hits = probe.predict(val_x) == val_y
+    real_accuracy = float(real_hits.mean())
     # the ceiling a prior over this VQ-GAN's tokens can reach: the held-out emoji through the VQ-GAN
     val_files = [p for p in files if is_validation(p, args.val_fraction)]
     key = content_key([extractor.name, str(extractor.input_size), PREPROCESS_VERSION, "val-reconstructed",
@@ -384,7 +385,8 @@ def class_accuracy(args, vqgan, prior, extractor: FeatureExtractor, device, out:
                                  total=len(val_files), batch_size=args.feature_batch,
                                  desc="held-out reconstructions' features", progress=progress))
     print(f"val reconstructed: {len(val_files)} images, features {'from cache' if hit else 'cached'} at {path}")
-    recon_accuracy = float((probe.predict(recon_x) == val_y).mean())
+    recon_hits = probe.predict(recon_x) == val_y
+    recon_accuracy = float(recon_hits.mean())
 
     grid = (args.resolution // vqgan.factor,) * 2
     source = SampleSource(prior, vqgan, grid, args.batch_size, device, progress=progress, compile=args.compile)
@@ -396,7 +398,12 @@ def class_accuracy(args, vqgan, prior, extractor: FeatureExtractor, device, out:
                                                    desc=f"{name} features", progress=False))
         hits = predicted == label
         all_hits += hits.tolist()
+        # beside it, the probe on this group's real held-out emoji and on them through the VQ-GAN:
+        # a group whose real or reconstructed images it misreads caps that group's figure
+        mine = val_y == label
         per_class.append({"label": label, "name": name, "accuracy": round(float(hits.mean()), 4),
+                          "real_val_accuracy": _share(real_hits[mine]),
+                          "reconstructed_val_accuracy": _share(recon_hits[mine]), "n_val": int(mine.sum()),
                           "predicted": predicted.tolist(),
                           "mean_steps_used": round(float(np.mean(source.steps_used)), 2)})
         thumbs += [thumbnail(to_model(image[None])[0], args.thumb) for image in images]
@@ -413,6 +420,10 @@ def class_accuracy(args, vqgan, prior, extractor: FeatureExtractor, device, out:
             "per_class_samples": args.per_class, "guidance": args.guidance, "seed": args.seed,
             "sampler": base.to_dict(),
             "per_class": per_class, "grid": str(path)}
+
+
+def _share(hits: np.ndarray) -> float | None:
+    return round(float(hits.mean()), 4) if hits.size else None
 
 
 def reconstructions(vqgan, files: list[Path], canvas: int, batch_size: int, device) -> Iterator[np.ndarray]:
@@ -614,6 +625,12 @@ def summary(report: dict) -> str:
         lines.append(f"class accuracy: real held-out {c['real_val_accuracy']:.3f} (through the VQ-GAN "
                      f"{c['reconstructed_val_accuracy']:.3f}), guided samples {c['sample_accuracy']:.3f} "
                      f"(ratio {c['ratio_to_real']} to real, {c['ratio_to_reconstructed']} to reconstructed)")
+        for row in c["per_class"]:
+            if "real_val_accuracy" in row:  # reports before session 17 lack the per-group real figures
+                real, recon = row["real_val_accuracy"], row["reconstructed_val_accuracy"]
+                lines.append(f"  {row['name']:<18} samples {row['accuracy']:.2f}   held-out real "
+                             f"{'-' if real is None else f'{real:.2f}'}, through the VQ-GAN "
+                             f"{'-' if recon is None else f'{recon:.2f}'} ({row['n_val']} images)")
     if "code_colours" in report:
         c = report["code_colours"]
         lines.append(f"code colours: {c['red_dominant']} red, {c['green_dominant']} green, {c['blue_dominant']} blue "
