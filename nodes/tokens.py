@@ -175,4 +175,3 @@ class SundaeRandomClass:
             return (None,)
         device = model_device(prior)
         return (random_labels(tokens.shape[0], classes, generator=generator_for(seed, device), device=device),)
-

@@ -90,7 +90,7 @@ def run_class_grid(out: Path, args, settings: SamplerSettings, vqgan, prior, dev
     seconds = time.perf_counter() - start
     rows = make_grid(images, nrow=args.per_class)
     save_png(rows, out / "class_samples.png")
-    names = list(prior.config.class_names) or [str(i) for i in range(classes)]
+    names = [_class_name(prior.config, i) for i in range(classes)]
     return {"classes": names, "per_class": args.per_class, "guidance": args.class_guidance,
             "seconds": round(seconds, 2)}
 
