@@ -201,6 +201,17 @@ def test_class_accuracy_with_a_class_conditional_prior(setup, tmp_path):
     assert f"{GROUPS[0]:<18} samples" in eval_default.summary(report)
 
 
+def test_the_probe_can_learn_the_training_emoji_through_the_vqgan(setup, tmp_path):
+    argv = ("--n", "1", "--classes", "--per-class", "1", "--steps", "2", "--min-steps", "1")
+    real = run(setup, tmp_path / "a", *argv, prior="class_prior.safetensors")[1]["class_accuracy"]
+    code, report = run(setup, tmp_path / "b", *argv, "--probe-domain", "reconstructed", prior="class_prior.safetensors")
+    c = report["class_accuracy"]
+    assert code == 0 and c["probe_domain"] == "reconstructed" and real["probe_domain"] == "real"
+    # a fourth cached set: the training split's reconstructions, keyed by the VQ-GAN file
+    assert len(list((tmp_path / "b" / "cache").glob("classes-train-reconstructed-*.npz"))) == 1
+    assert "trained on the training emoji's reconstructed images" in eval_default.summary(report)
+
+
 def test_reconstructions_are_the_vqgans_round_trip_in_file_order(setup):
     from sundae_core.models import load_vqgan
     vqgan = load_vqgan(str(setup / "vq.safetensors"), device=torch.device("cpu"), dtype=torch.float32)

@@ -32,8 +32,11 @@ The checks a VQ-GAN + prior pair (the embedded defaults unless given) should pas
    `workflows/class_conditional_sampling.json`'s sampler (16 steps keeping 80 %, guidance 2)
    unless the sampler flags say otherwise. Beside it, the probe's accuracy on the held-out
    images through the VQ-GAN (encoded and decoded): the ceiling any prior over these tokens can
-   reach, and the samples' ratio to that. Features are cached in --cache-dir under a key hashing
-   the files, their split and the canvas (and the VQ-GAN file, for the reconstructions).
+   reach, and the samples' ratio to that. Per group, the same three figures. --probe-domain
+   reconstructed trains the probe on the training emoji through the VQ-GAN instead, the domain the
+   samples are drawn in (the campaign's aim is the default, real). Features are cached in
+   --cache-dir under a key hashing the files, their split and the canvas (and the VQ-GAN file, for
+   the reconstructions).
 4. --code-colours: every code decoded as a 2 x 2 grid of itself and averaged: how many codes are
    red / green / blue dominant (the channel beats both others by 0.05), and a palette of the codes'
    mean colours sorted by hue (a VQ-GAN that decodes every colour as brown fails this at a glance).
@@ -372,19 +375,16 @@ def class_accuracy(args, vqgan, prior, extractor: FeatureExtractor, device, out:
         print(f"{split}: {len(mine)} images, features {'from cache' if hit else 'cached'} at {path}")
         split_features[split] = (feats, np.array([labels_of[p] for p in mine]))
     (train_x, train_y), (val_x, val_y) = split_features["train"], split_features["val"]
+    if args.probe_domain == "reconstructed":
+        # the probe learns the training emoji as the VQ-GAN draws them, the domain its samples live in
+        train_files = [p for p in files if not is_validation(p, args.val_fraction)]
+        train_x = _reconstructed_features(args, vqgan, extractor, train_files, root, "train", cache_dir, device, progress)
     probe = fit_linear_probe(train_x, train_y, classes, l2=args.l2)
     real_hits = probe.predict(val_x) == val_y
     real_accuracy = float(real_hits.mean())
     # the ceiling a prior over this VQ-GAN's tokens can reach: the held-out emoji through the VQ-GAN
     val_files = [p for p in files if is_validation(p, args.val_fraction)]
-    key = content_key([extractor.name, str(extractor.input_size), PREPROCESS_VERSION, "val-reconstructed",
-                       str(args.val_fraction), f"canvas={canvas}", file_digest(args.vqgan)], val_files, root)
-    recon_x, path, hit = cached_features(
-        cache_dir, "classes-val-reconstructed", key,
-        lambda: extract_features(extractor, reconstructions(vqgan, val_files, canvas, args.batch_size, device),
-                                 total=len(val_files), batch_size=args.feature_batch,
-                                 desc="held-out reconstructions' features", progress=progress))
-    print(f"val reconstructed: {len(val_files)} images, features {'from cache' if hit else 'cached'} at {path}")
+    recon_x = _reconstructed_features(args, vqgan, extractor, val_files, root, "val", cache_dir, device, progress)
     recon_hits = probe.predict(recon_x) == val_y
     recon_accuracy = float(recon_hits.mean())
 
@@ -417,9 +417,26 @@ def class_accuracy(args, vqgan, prior, extractor: FeatureExtractor, device, out:
             "sample_accuracy": round(sample_accuracy, 4),
             "ratio_to_real": round(sample_accuracy / real_accuracy, 4) if real_accuracy else None,
             "ratio_to_reconstructed": round(sample_accuracy / recon_accuracy, 4) if recon_accuracy else None,
+            "probe_domain": args.probe_domain,
             "per_class_samples": args.per_class, "guidance": args.guidance, "seed": args.seed,
             "sampler": base.to_dict(),
             "per_class": per_class, "grid": str(path)}
+
+
+def _reconstructed_features(args, vqgan, extractor, files: list[Path], root: Path, split: str, cache_dir: Path,
+                            device, progress: bool) -> np.ndarray:
+    """Inception features of `files` through the VQ-GAN (encoded and decoded), cached under a key
+    hashing the files, the split and the VQ-GAN file."""
+    canvas = args.resolution
+    key = content_key([extractor.name, str(extractor.input_size), PREPROCESS_VERSION, f"{split}-reconstructed",
+                       str(args.val_fraction), f"canvas={canvas}", file_digest(args.vqgan)], files, root)
+    feats, path, hit = cached_features(
+        cache_dir, f"classes-{split}-reconstructed", key,
+        lambda: extract_features(extractor, reconstructions(vqgan, files, canvas, args.batch_size, device),
+                                 total=len(files), batch_size=args.feature_batch,
+                                 desc=f"{split} reconstructions' features", progress=progress))
+    print(f"{split} reconstructed: {len(files)} images, features {'from cache' if hit else 'cached'} at {path}")
+    return feats
 
 
 def _share(hits: np.ndarray) -> float | None:
@@ -516,6 +533,9 @@ def build_parser() -> argparse.ArgumentParser:
     # the class workflow's sampler, as inpainting takes the inpainting workflow's
     add_sampler_flags(cls, defaults=CLASS_WORKFLOW_SAMPLER)
     cls.add_argument("--l2", type=float, default=1e-2, help="L2 weight of the linear probe (default 0.01)")
+    cls.add_argument("--probe-domain", choices=("real", "reconstructed"), default="real",
+                     help="train the probe on the real training emoji (default; the campaign's aim) or on "
+                          "their VQ-GAN reconstructions, the domain the samples are drawn in")
     cls.add_argument("--cache-dir", help=f"where real image features are cached (default {default_cache_dir()})")
     cls.add_argument("--feature-batch", type=int, default=32, help="images per Inception batch (default 32)")
     col = p.add_argument_group("code colours")
@@ -622,6 +642,8 @@ def summary(report: dict) -> str:
                      f"scattered {near['scattered_accuracy']:.3f}")
     if "class_accuracy" in report:
         c = report["class_accuracy"]
+        if c.get("probe_domain", "real") != "real":
+            lines.append(f"class probe trained on the training emoji's {c['probe_domain']} images")
         lines.append(f"class accuracy: real held-out {c['real_val_accuracy']:.3f} (through the VQ-GAN "
                      f"{c['reconstructed_val_accuracy']:.3f}), guided samples {c['sample_accuracy']:.3f} "
                      f"(ratio {c['ratio_to_real']} to real, {c['ratio_to_reconstructed']} to reconstructed)")
