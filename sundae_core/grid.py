@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from PIL import Image
 
@@ -16,6 +17,11 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     """(b c h w) in [-1, 1] -> (b h w c) uint8."""
     x = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     return rearrange(x, "b c h w -> b h w c").cpu().numpy()
+
+
+def thumbnails(images: torch.Tensor, size: int) -> torch.Tensor:
+    """(b c h w) -> (b c size size), antialiased, for grids that stay readable and small."""
+    return F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
 
 
 def make_grid(images: torch.Tensor, nrow: int, pad: int = 2) -> Image.Image:

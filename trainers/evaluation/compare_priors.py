@@ -22,13 +22,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from sundae_core.cli import doc_summary, run_guarded, write_json_report
 from sundae_core.errors import InputError
-from sundae_core.grid import save_png, to_uint8
+from sundae_core.grid import save_png, thumbnails, to_uint8
 from sundae_core.models import check_models_fit, default_model_path, inference_dtype, load_prior, load_vqgan
 from sundae_core.sampler import model_logits_fn, random_labels, random_tokens, sample
 
@@ -49,8 +48,7 @@ def background_of(vqgan) -> int:
 
 def draw_row(images: torch.Tensor, thumb: int, name: str) -> np.ndarray:
     """(b 3 H W) in [-1, 1] -> one uint8 row of thumbnails with `name` written on its left."""
-    small = F.interpolate(images.float(), size=(thumb, thumb), mode="bilinear", antialias=True, align_corners=False)
-    row = np.concatenate(list(to_uint8(small)), axis=1)
+    row = np.concatenate(list(to_uint8(thumbnails(images, thumb))), axis=1)
     strip = Image.new("RGB", (LABEL_WIDTH, thumb), "white")
     ImageDraw.Draw(strip).text((6, thumb // 2 - 6), name[-34:], fill=(0, 0, 0))
     return np.concatenate([np.asarray(strip), row], axis=1)

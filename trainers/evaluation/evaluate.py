@@ -47,7 +47,8 @@ from sundae_core.cli import doc_summary, run_guarded, write_json_report
 from sundae_core.errors import InputError
 from sundae_core.grid import to_uint8
 from sundae_core.models import check_models_fit, inference_dtype, load_prior, load_vqgan
-from sundae_core.sampler import SamplerSettingError, SamplerSettings, model_logits_fn, random_tokens, sample
+from sundae_core.sampler import (SamplerSettingError, SamplerSettings, model_logits_fn, random_labels, random_tokens,
+                                 sample)
 
 from ..data.image_data import HELD_OUT_FRACTION, image_paths, is_validation, load_rgb
 from ..data.latent_data import grey_level_images
@@ -185,7 +186,7 @@ class SampleSource:
                 labels = None
                 if c.num_classes:
                     labels = (torch.full((b,), label, device=self.device) if label is not None
-                              else torch.randint(0, c.num_classes, (b,), generator=g, device=self.device))
+                              else random_labels(b, c.num_classes, generator=g, device=self.device))
                 z = random_tokens(b, *self.grid, c.vocab_size, generator=g, device=self.device)
                 with torch.inference_mode():
                     out = sample(self.logits_fn, z, settings, generator=g, labels=labels,

@@ -27,14 +27,12 @@ def nearest_known_accuracy(tokens: torch.Tensor, positions: torch.Tensor) -> tor
     the nearest position left as it was (Euclidean distance on the grid, ties to the first in raster
     order), the token-space analogue of filling a hole with the colour around it. tokens, positions
     (b h w); returns the share of chosen positions brought back, per sample (b,)."""
-    b, h, w = tokens.shape
+    _, h, w = tokens.shape
     yx = torch.stack(torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij"), -1).reshape(-1, 2).float()
-    hits = torch.zeros(b, device=tokens.device)
-    for i in range(b):
-        chosen, known = positions[i].reshape(-1).cpu(), ~positions[i].reshape(-1).cpu()
-        if not known.any():
+    shares = []
+    for grid, chosen in zip(tokens.flatten(1).cpu(), positions.flatten(1).cpu()):
+        if chosen.all():
             raise ValueError("every position is chosen: there is no known token to copy")
-        nearest = torch.cdist(yx[chosen], yx[known]).argmin(1)  # index among the known positions
-        guess = tokens[i].reshape(-1)[known.to(tokens.device)][nearest.to(tokens.device)]
-        hits[i] = (guess == tokens[i].reshape(-1)[chosen.to(tokens.device)]).sum()
-    return hits / positions.sum((1, 2)).float()
+        nearest = torch.cdist(yx[chosen], yx[~chosen]).argmin(1)  # index among the known positions
+        shares.append((grid[~chosen][nearest] == grid[chosen]).float().mean())
+    return torch.stack(shares).to(tokens.device)

@@ -19,13 +19,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from sundae_core.cli import doc_summary, run_guarded, write_json_report
 from sundae_core.errors import MissingAssetError
 from sundae_core.graph import default_registry, load_workflow, run_workflow
-from sundae_core.grid import make_grid, save_png
+from sundae_core.grid import make_grid, save_png, thumbnails
 from sundae_core.models import check_models_fit, default_model_path, inference_dtype, load_prior, load_vqgan
 from sundae_core.sampler import SamplerSettings, model_logits_fn, random_labels, random_tokens, sample
 
@@ -35,11 +34,6 @@ WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
 # the shipped workflows' sampler; the paper's is one flag away (--steps 100 --proportion 0.5)
 DEMO_SAMPLER = WORKFLOW_SAMPLER
 CLASS_GUIDANCE = CLASS_WORKFLOW_SAMPLER.guidance
-
-
-def thumbnails(images: torch.Tensor, size: int) -> torch.Tensor:
-    """(b c h w) -> (b c size size), antialiased, for grids that stay readable and small."""
-    return F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
 
 
 def run_samples(out: Path, args, settings: SamplerSettings, vqgan, prior, device) -> dict:

@@ -208,15 +208,15 @@ def subject_windows(tokens: torch.Tensor, side: int, background: int) -> torch.T
 
 
 @torch.no_grad()
-def hole_accuracy(model, val: TokenSet, batch_size: int, side: int = 8) -> float:
+def hole_accuracy(model, val: TokenSet, batch_size: int, side: int = 8, background: int | None = None) -> float:
     """One-step top-1 on every held-out sequence's subject hole (side x side tokens filled with
     random ones, the rest clean; no label), in float32: the campaign's hole aim, which the held-out
     loss failed to track (session 11: two fine-tunes lowered the loss and lost hole accuracy).
-    The background is the split's most common token (the white canvas)."""
+    The background is the split's most common token (the white canvas) unless given."""
     model.eval()
     device = next(model.parameters()).device
     side = min(side, *val.tokens.shape[-2:])
-    background = background_token(val.tokens)
+    background = background_token(val.tokens) if background is None else background
     g = torch.Generator(device).manual_seed(4321)
     logits_fn = model_logits_fn(model)
     total = 0.0
@@ -386,7 +386,7 @@ def train(config: PriorRunConfig, run_dir: Path, progress: bool = True) -> Path:
             val = {"val_loss": validation_loss(ema.model, val_set, tc, autocast)}
             if tc.block_corruption:  # how well the prior completes holes
                 val["val_block_loss"] = validation_loss(ema.model, val_set, tc, autocast, block_share=1.0)
-            val["val_hole_top1"] = hole_accuracy(ema.model, val_set, tc.batch_size)
+            val["val_hole_top1"] = hole_accuracy(ema.model, val_set, tc.batch_size, background=background)
             if tc.val_samples:
                 spread = sample_spread(ema.model, tc.val_samples, tuple(val_set.tokens.shape[-2:]), autocast,
                                        background)
