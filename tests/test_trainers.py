@@ -126,6 +126,18 @@ def test_vqgan_training_run_and_resume(tmp_path, vqgan_config, capsys):
     assert "another config" in capsys.readouterr().err
 
 
+def test_the_discriminator_warms_up_before_the_generator_hears_it(tmp_path, vqgan_config):
+    run = tmp_path / "run"
+    command = ["--config", str(vqgan_config), "--run-dir", str(run), "--no-progress",
+               "--set", "train.disc_start=1", "--set", "train.disc_warmup=2", "--set", "train.steps=5"]
+    assert train_vqgan.main(command) == 0
+    rows = {row["step"]: row for row in _log(run) if "d_loss" in row}
+    assert rows[1]["d_loss"] == 0 and rows[1]["gan_weight"] == 0  # before disc_start: neither
+    assert rows[2]["d_loss"] != 0 and rows[3]["d_loss"] != 0  # steps 1, 2: the discriminator alone
+    assert rows[2]["gan_weight"] == rows[3]["gan_weight"] == 0
+    assert rows[4]["gan_weight"] > 0 and rows[5]["gan_weight"] > 0  # from disc_start + disc_warmup
+
+
 def test_only_the_main_rank_logs_dead_code_restarts(tmp_path, vqgan_config, monkeypatch):
     command = lambda run: ["--config", str(vqgan_config), "--run-dir", str(run), "--no-progress",
                            *_sets(["train.steps=2", "train.restart_dead_codes_every=1"])]

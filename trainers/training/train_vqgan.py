@@ -46,6 +46,11 @@ class VQTrainConfig:
     perceptual_weight: float = 1.0
     lpips_net: str = "vgg"
     disc_start: int = 15000
+    # The discriminator trains alone for this many steps from disc_start before its judgement
+    # reaches the generator: a freshly initialised discriminator's gradients are noise, and on a
+    # trained decoder (a GAN phase started late, as the embedded default's) that noise costs
+    # reconstruction quality before the adversarial term can pay it back.
+    disc_warmup: int = 0
     disc_weight: float = 0.5
     disc_layers: int = 3
     disc_channels: int = 64
@@ -121,13 +126,13 @@ def _optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, guard: NonFi
 
 def train_step(model: VQGAN, disc: PatchDiscriminator, lpips: LPIPS, opt_ae: torch.optim.Optimizer,
                opt_d: torch.optim.Optimizer, x: torch.Tensor, tc: VQTrainConfig, *, gan_on: bool,
-               autocast: Callable[[], ContextManager],
+               autocast: Callable[[], ContextManager], disc_on: bool | None = None,
                sync: Callable[[torch.nn.Module], None] = _no_sync,
                guard: NonFiniteGuard | None = None) -> StepResult:
     """One generator step (L1 + LPIPS + codebook loss, plus the adaptive-weight GAN term once
-    `gan_on`) and, once `gan_on`, one discriminator step on x (b c h w) in [-1, 1]. `sync(module)`
-    runs between each backward and its optimiser step (DDP gradient averaging); a `guard` skips
-    an optimiser step whose loss or gradients are not finite. `sundae-bench` times this same
+    `gan_on`) and, once `disc_on` (default: `gan_on`), one discriminator step on x (b c h w) in
+    [-1, 1]. `sync(module)` runs between each backward and its optimiser step (DDP gradient
+    averaging); a `guard` skips an optimiser step whose loss or gradients are not finite. `sundae-bench` times this same
     function."""
     with autocast():
         z = model.encode_latents(x)
@@ -147,7 +152,7 @@ def train_step(model: VQGAN, disc: PatchDiscriminator, lpips: LPIPS, opt_ae: tor
     sync(model)
     _optimizer_step(opt_ae, g.total, guard)
     d_loss = torch.zeros((), device=x.device)
-    if gan_on:
+    if gan_on if disc_on is None else disc_on:
         with autocast():
             d_loss = hinge_d_loss(disc(x).float(), disc(rec.detach()).float())
         opt_d.zero_grad(set_to_none=True)
@@ -205,8 +210,8 @@ def train(config: VQGANRunConfig, run_dir: Path, progress: bool = True) -> Path:
     bar = tqdm(range(start, tc.steps), initial=start, total=tc.steps, desc="vqgan", disable=not (progress and dist.is_main()))
     for step in bar:
         x = to_device(train_set.random_batch(tc.batch_size, data_gen), device)
-        s = train_step(model, disc, lpips, opt_ae, opt_d, x, tc, gan_on=step >= tc.disc_start,
-                       autocast=autocast, sync=dist.average_gradients, guard=guard)
+        s = train_step(model, disc, lpips, opt_ae, opt_d, x, tc, gan_on=step >= tc.disc_start + tc.disc_warmup,
+                       disc_on=step >= tc.disc_start, autocast=autocast, sync=dist.average_gradients, guard=guard)
         guard.check(step + 1)
         q = s.q
         counts += dist.all_reduce_sum(torch.bincount(q.tokens.flatten(), minlength=config.model.n_embed).float())
