@@ -307,11 +307,26 @@ def test_eval_vqgan_reports_flat_colours_holes_and_hue_spread(setup, tmp_path):
     assert report["worst_flat_colour_error"] == max(v["mean_colour_error"] for v in flat.values())
     holes = report["holes"]
     assert holes["n"] == 3 and set(holes["methods"]) == {"reconstruction", "mean_fill"}
+    assert holes["edge_ratio"] > 0 and all("edge_ratio" in row for row in holes["images"])
     codes = report["code_colours"]
     assert codes["n_codes"] == 16 and 0 <= codes["hue_sectors_used"] <= 12
     assert sum(codes.get("codes_per_hue_sector", [])) == codes["non_grey_codes"]
     for picture in report["pictures"].values():
         assert Path(picture).is_file()
+
+
+def test_the_edge_ratio_is_one_for_the_original_and_falls_when_edges_blur():
+    from trainers.evaluation.eval_vqgan import edge_ratio
+
+    x = torch.zeros(2, 3, 32, 32)
+    x[..., 8:24, 8:24] = 1.0  # a sharp white square
+    blurred = torch.nn.functional.avg_pool2d(x, 5, stride=1, padding=2, count_include_pad=False)
+    assert torch.allclose(edge_ratio(x, x), torch.ones(2))
+    assert (edge_ratio(blurred, x) < 0.6).all()  # a 5 x 5 box blur spreads each edge over 5 px: ~1 / sqrt(5)
+    noisy = x + 0.3 * torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    assert (edge_ratio(noisy, x) > 1).all()  # noise reads as more edges: the ratio is not a quality score alone
+    flat = torch.zeros(1, 3, 8, 8)
+    assert edge_ratio(flat, flat).item() == 1.0
 
 
 def test_compare_to_an_earlier_report_pairs_the_same_holes(setup, tmp_path):

@@ -8,7 +8,10 @@ The checks a first stage must pass before its encoder is frozen (priors are trai
 2. Held-out holes: on --n held-out images (the project's split), the 8 x 8-token hole on the subject
    that `sundae-eval-default` uses (same placement, same seed), pasted with the inpainting workflow's
    feather; LPIPS-Alex and PSNR inside the hole for the VQ-GAN reconstruction and for the no-model
-   mean-colour fill, plus PSNR over the whole image and on luminance alone (shape against colour).
+   mean-colour fill, plus PSNR over the whole image and on luminance alone (shape against colour),
+   and the edge ratio: the reconstruction's RMS luminance gradient over the original's (1.0 is as
+   sharp as the original; an L1 + LPIPS decoder draws soft edges, well below 1; a GAN phase should
+   bring it toward 1 without costing the hole's LPIPS).
 3. Code colours: every code decoded as a 2 x 2 grid of itself; red / green / blue dominant counts,
    and the hue spread: how many of 12 hue sectors (30 degrees each) hold a non-grey code, and the
    entropy of the codes' hues in bits (log2 12 = 3.58 when hues are even).
@@ -76,6 +79,23 @@ def luminance(x: torch.Tensor) -> torch.Tensor:
     return (x * torch.tensor([0.299, 0.587, 0.114])[None, :, None, None]).sum(1, keepdim=True)
 
 
+def edge_energy(x: torch.Tensor) -> torch.Tensor:
+    """(b 3 h w) in [-1, 1] -> (b,): the mean squared luminance step to the right and downward
+    neighbour. Squared, because a blur keeps an edge's total rise (the plain mean of |steps| does
+    not fall) but spreads it over more pixels: a step of height h over w pixels gives h**2 / w."""
+    y = luminance(x.float())
+    return ((y[..., :, 1:] - y[..., :, :-1]).pow(2).mean((1, 2, 3))
+            + (y[..., 1:, :] - y[..., :-1, :]).pow(2).mean((1, 2, 3)))
+
+
+def edge_ratio(reconstruction: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
+    """(b,) sqrt of the reconstruction's edge energy over the original's: 1 is as sharp, an edge
+    blurred over w pixels reads about 1 / sqrt(w); a flat original gives 1."""
+    real = edge_energy(original)
+    ratio = (edge_energy(reconstruction) / real.clamp_min(1e-12)).sqrt()
+    return torch.where(real > 0, ratio, torch.ones_like(real))
+
+
 @torch.inference_mode()
 def held_out_holes(args, vqgan, lpips, device, progress: bool) -> tuple[dict, list[torch.Tensor]]:
     f = vqgan.factor
@@ -98,9 +118,10 @@ def held_out_holes(args, vqgan, lpips, device, progress: bool) -> tuple[dict, li
             fake = hole_crops(image, holes, f)
             scores[name] = (lpips(fake.to(device), real.to(device)).float().cpu(), psnr(fake, real),
                             psnr(luminance(fake), luminance(real)))
-        whole = psnr(decoded, original)
+        whole, edges = psnr(decoded, original), edge_ratio(decoded, original)
         for i, path in enumerate(batch):
-            row = {"file": str(Path(path).relative_to(args.images)), "image_psnr": round(float(whole[i]), 3)}
+            row = {"file": str(Path(path).relative_to(args.images)), "image_psnr": round(float(whole[i]), 3),
+                   "edge_ratio": round(float(edges[i]), 4)}
             for name, (lp, ps, lum) in scores.items():
                 row.update({f"{name}_lpips": round(float(lp[i]), 4), f"{name}_psnr": round(float(ps[i]), 3),
                             f"{name}_luma_psnr": round(float(lum[i]), 3)})
@@ -114,7 +135,7 @@ def held_out_holes(args, vqgan, lpips, device, progress: bool) -> tuple[dict, li
     report = {"n": len(rows), "hole_tokens": args.hole, "resolution": args.resolution, "feather": feather,
               "methods": {name: {"lpips": mean(f"{name}_lpips"), "psnr": mean(f"{name}_psnr"),
                                  "luma_psnr": mean(f"{name}_luma_psnr")} for name in ("reconstruction", "mean_fill")},
-              "image_psnr": mean("image_psnr"), "images": rows}
+              "image_psnr": mean("image_psnr"), "edge_ratio": mean("edge_ratio"), "images": rows}
     return report, thumbs
 
 
@@ -176,7 +197,8 @@ def summary(report: dict) -> str:
              f"held-out holes ({h['n']} images, {h['hole_tokens']}x{h['hole_tokens']} tokens), LPIPS-Alex / PSNR / luma PSNR:"]
     lines += [f"  {name:<15} {m['lpips']:.4f} / {m['psnr']:.2f} dB / {m['luma_psnr']:.2f} dB"
               for name, m in h["methods"].items()]
-    lines.append(f"whole-image PSNR {h['image_psnr']:.2f} dB")
+    lines.append(f"whole-image PSNR {h['image_psnr']:.2f} dB; edge ratio (reconstruction's RMS luminance "
+                 f"gradient over the original's, 1 = as sharp) {h['edge_ratio']:.3f}")
     lines.append(f"codes: {c['red_dominant']} red, {c['green_dominant']} green, {c['blue_dominant']} blue dominant, "
                  f"{c['grey']} grey of {c['n_codes']}; hue sectors used {c['hue_sectors_used']}/{HUE_SECTORS}, "
                  f"hue entropy {c['hue_entropy_bits']} bits")
