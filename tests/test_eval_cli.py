@@ -141,6 +141,22 @@ def test_same_seed_same_scores(tmp_path, models):
         assert results[0][key] == results[1][key]
 
 
+def test_default_names_the_embedded_pair(tmp_path, models, monkeypatch):
+    """--prior default brings the embedded VQ-GAN with it; --vqgan default alone serves --recon."""
+    prior, vq = models
+    monkeypatch.setattr(evaluate, "default_model_path", lambda kind: {"prior": prior, "vqgan": vq}[kind])
+    ref = write_images(tmp_path / "ref", 8, size=16)
+    base = ["--ref", str(ref), "--ref-split", "all", "--cache-dir", str(tmp_path / "cache"), "--n", "6",
+            "--steps", "2", "--kid-subsets", "2", "--no-progress"]
+    assert evaluate.main(base + ["--prior", "default", "--out", str(tmp_path / "a")], extractor=TinyFeatures()) == 0
+    row = json.loads((tmp_path / "a" / "eval.json").read_text())["results"][0]
+    assert row["prior"] == str(prior) and row["n_fake"] == 6
+    assert evaluate.main(base + ["--vqgan", "default", "--recon", "--out", str(tmp_path / "b")],
+                         extractor=TinyFeatures()) == 0
+    row = json.loads((tmp_path / "b" / "eval.json").read_text())["results"][0]
+    assert row["what"] == "reconstruction" and row["vqgan"] == str(vq)
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--images", "IMAGES", "--sweep", "steps=5"], "needs --prior"),
     (["--images", "IMAGES", "--sweep", "color=1"], "NAME=V1"),

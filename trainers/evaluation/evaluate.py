@@ -46,7 +46,7 @@ from sundae_core.checkpoint import atomic_write
 from sundae_core.cli import doc_summary, run_guarded, write_json_report
 from sundae_core.errors import InputError
 from sundae_core.grid import to_uint8
-from sundae_core.models import check_models_fit, inference_dtype, load_prior, load_vqgan
+from sundae_core.models import check_models_fit, default_model_path, inference_dtype, load_prior, load_vqgan
 from sundae_core.sampler import (SamplerSettingError, SamplerSettings, model_logits_fn, random_labels, random_tokens,
                                  sample)
 
@@ -57,6 +57,7 @@ from .inception import PREPROCESS_VERSION, FeatureExtractor, InceptionFeatures, 
 from .line_plot import Panel, draw_panels
 from .metrics import Metrics, all_metrics, feature_stats
 
+DEFAULT = "default"  # --prior / --vqgan: the embedded model
 SWEEPS = {
     "proportion": ("fig8_proportion.png", "Figure 8: sample quality against the sample proportion p"),
     "steps": ("fig12_steps.png", "Figure 12: sample quality against the number of sampling steps T"),
@@ -333,8 +334,10 @@ def build_parser() -> argparse.ArgumentParser:
                                 epilog="\n".join(__doc__.splitlines()[1:]))
     src = p.add_argument_group("what to score")
     src.add_argument("--images", help="folder of images to score (png, jpg, webp, ..., searched recursively)")
-    src.add_argument("--prior", help="prior checkpoint (.safetensors) to sample from")
-    src.add_argument("--vqgan", help="VQ-GAN checkpoint that decodes the prior's tokens (and for --recon)")
+    src.add_argument("--prior", help="prior checkpoint (.safetensors) to sample from; 'default' = the "
+                     "embedded prior (with the embedded VQ-GAN unless --vqgan names another)")
+    src.add_argument("--vqgan", help="VQ-GAN checkpoint that decodes the prior's tokens (and for --recon); "
+                     "'default' = the embedded VQ-GAN")
     src.add_argument("--recon", action="store_true",
                      help="also score the VQ-GAN's reconstructions of the reference images (the FID floor)")
     src.add_argument("--random-tokens", action="store_true",
@@ -378,6 +381,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _resolve_defaults(args: argparse.Namespace) -> None:
+    """'default' names the embedded model; the embedded prior comes with its VQ-GAN."""
+    if args.prior == DEFAULT and not args.vqgan:
+        args.vqgan = DEFAULT
+    for kind in ("prior", "vqgan"):
+        if getattr(args, kind) == DEFAULT:
+            setattr(args, kind, str(default_model_path(kind)))
+
+
 def _check_args(args: argparse.Namespace) -> None:
     if sum(bool(x) for x in (args.images, args.prior)) > 1:
         raise InputError("score either --images or --prior, not both")
@@ -400,6 +412,7 @@ def main(argv: list[str] | None = None, extractor: FeatureExtractor | None = Non
 
     def body() -> int:
         sweeps = [parse_sweep(s) for s in args.sweep]
+        _resolve_defaults(args)
         _check_args(args)
         # every sampler setting of every sweep point is checked before any work
         base = settings_from_args(args) if args.prior else None
