@@ -24,6 +24,7 @@ from sundae_core.hourglass import HourglassTransformer
 from sundae_core.models import load_prior, load_vqgan
 from sundae_core.vqgan import VQGAN
 from trainers.training import distributed, prior_step, train_prior, train_vqgan
+from trainers.training.train_vqgan import VQTrainConfig
 from trainers.training.discriminator import DiscriminatorConfig, PatchDiscriminator
 from trainers.training.distributed import weights_digest
 from trainers.data.image_data import is_validation
@@ -136,6 +137,16 @@ def test_the_discriminator_warms_up_before_the_generator_hears_it(tmp_path, vqga
     assert rows[2]["d_loss"] != 0 and rows[3]["d_loss"] != 0  # steps 1, 2: the discriminator alone
     assert rows[2]["gan_weight"] == rows[3]["gan_weight"] == 0
     assert rows[4]["gan_weight"] > 0 and rows[5]["gan_weight"] > 0  # from disc_start + disc_warmup
+
+    def rates() -> dict:
+        groups = json.loads(read_metadata(run / "state.safetensors")["param_groups"])
+        return {name: [g["lr"] for g in groups[name]] for name in ("ae", "disc")}
+
+    lr = VQTrainConfig().lr
+    assert rates() == {"ae": [lr], "disc": [lr]}  # disc_lr 0: the discriminator at train.lr
+    # resumed with a discriminator rate of its own (two time scales); the generator's is unchanged
+    assert train_vqgan.main(command + ["--set", "train.steps=6", "--set", "train.disc_lr=0.001"]) == 0
+    assert rates() == {"ae": [lr], "disc": [0.001]}
 
 
 def test_only_the_main_rank_logs_dead_code_restarts(tmp_path, vqgan_config, monkeypatch):
