@@ -15,7 +15,7 @@ from PIL import Image
 from sundae_core.config import HourglassConfig, VQGANConfig
 from sundae_core.hourglass import HourglassTransformer
 from sundae_core.errors import InputError
-from sundae_core.models import save_model
+from sundae_core.models import load_vqgan, save_model
 from sundae_core.sampler import SamplerSettings
 from sundae_core.vqgan import VQGAN
 from trainers.evaluation import eval_default
@@ -213,7 +213,6 @@ def test_the_probe_can_learn_the_training_emoji_through_the_vqgan(setup, tmp_pat
 
 
 def test_reconstructions_are_the_vqgans_round_trip_in_file_order(setup):
-    from sundae_core.models import load_vqgan
     vqgan = load_vqgan(str(setup / "vq.safetensors"), device=torch.device("cpu"), dtype=torch.float32)
     files = sorted((setup / "images").rglob("*.png"))[:3]
     images = list(eval_default.reconstructions(vqgan, files, 64, 2, torch.device("cpu")))
@@ -313,6 +312,22 @@ def test_eval_vqgan_reports_flat_colours_holes_and_hue_spread(setup, tmp_path):
     assert sum(codes.get("codes_per_hue_sector", [])) == codes["non_grey_codes"]
     for picture in report["pictures"].values():
         assert Path(picture).is_file()
+
+    # a second decoder on the same holes, paired image by image against the first report
+    other = load_vqgan(setup / "vq.safetensors")
+    with torch.no_grad():
+        other.decoder.conv_out.bias.add_(0.2)  # the same tokens (encoder untouched), a brighter decode
+    save_model(tmp_path / "other_vq.safetensors", other)
+    argv2 = [*argv[:1], str(tmp_path / "other_vq.safetensors"), *argv[2:]]
+    argv2[argv2.index("--out") + 1] = str(tmp_path / "vq2")
+    assert eval_vqgan.main(argv2 + ["--compare-to", str(out / eval_vqgan.REPORT)], lpips=fake_lpips) == 0
+    compared = json.loads((tmp_path / "vq2" / eval_vqgan.REPORT).read_text())["compared_to"]
+    assert (compared["images"], compared["unmatched"]) == (3, 0)
+    psnr = compared["figures"]["reconstruction_psnr"]
+    assert psnr["new"] < psnr["base"] and psnr["new_worse_on"] == 3  # every hole decoded too bright
+    assert set(compared["flat_colour_errors"]) == set(eval_vqgan.FLAT_COLOURS)
+    # a missing baseline is a one-line error before any work
+    assert eval_vqgan.main(argv2 + ["--compare-to", str(tmp_path / "missing.json")], lpips=fake_lpips) == 1
 
 
 def test_the_edge_ratio_is_one_for_the_original_and_falls_when_edges_blur():

@@ -17,7 +17,9 @@ The checks a first stage must pass before its encoder is frozen (priors are trai
    entropy of the codes' hues in bits (log2 12 = 3.58 when hues are even).
 
 Outputs in --out: eval_vqgan.json, flat_colours.png (each colour above its decode), code_palette.png
-and recon_grid.png (original, reconstruction, with the hole outlined).
+and recon_grid.png (original, reconstruction, with the hole outlined). --compare-to an earlier
+eval_vqgan.json pairs the two decoders image by image on the same holes (paired.py): a decoder
+fine-tune (the GAN phase) moves the hole LPIPS by less than its spread over images.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from ..training.lpips import load_lpips
 from ..training.train_vqgan import psnr
 from .eval_default import (DOMINANCE, WORKFLOW, code_colours, colour_report, held_out_subset, hole_crops, hole_masks,
                            mean_fill, palette, paste, place_hole, thumbnail, to_model, workflow_settings)
+from .paired import compare_vqgan, format_vqgan_comparison, load_report
 
 REPORT = "eval_vqgan.json"
 FLAT_COLOURS = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255), "yellow": (255, 255, 0),
@@ -120,7 +123,8 @@ def held_out_holes(args, vqgan, lpips, device, progress: bool) -> tuple[dict, li
                             psnr(luminance(fake), luminance(real)))
         whole, edges = psnr(decoded, original), edge_ratio(decoded, original)
         for i, path in enumerate(batch):
-            row = {"file": str(Path(path).relative_to(args.images)), "image_psnr": round(float(whole[i]), 3),
+            row = {"file": str(Path(path).relative_to(args.images)), "hole_top": holes[i].top,
+                   "hole_left": holes[i].left, "image_psnr": round(float(whole[i]), 3),
                    "edge_ratio": round(float(edges[i]), 4)}
             for name, (lp, ps, lum) in scores.items():
                 row.update({f"{name}_lpips": round(float(lp[i]), 4), f"{name}_psnr": round(float(ps[i]), 3),
@@ -158,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--out", default="runs/eval_vqgan", help="output folder (default runs/eval_vqgan)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--compare-to", metavar="REPORT", help="an earlier eval_vqgan.json: print this run's "
+                   "figures against it, paired image by image, and keep the comparison in the report")
     return p
 
 
@@ -167,6 +173,8 @@ def main(argv: list[str] | None = None, lpips=None) -> int:
 
     def body() -> int:
         device, progress, out = torch.device(args.device), not args.no_progress, Path(args.out)
+        # a bad path fails before any work
+        baseline = load_report(args.compare_to, "sundae-eval-vqgan", REPORT) if args.compare_to else None
         args.vqgan = args.vqgan or str(default_model_path("vqgan"))
         vqgan = load_vqgan(args.vqgan, device=device, dtype=inference_dtype(device))
         flat, flat_picture = flat_colours(vqgan, device)
@@ -183,6 +191,10 @@ def main(argv: list[str] | None = None, lpips=None) -> int:
                                "recon_grid": str(save_png(make_grid(torch.stack(thumbs), nrow=4),
                                                           out / "recon_grid.png"))}}
         print(summary(report))
+        if baseline is not None:
+            comparison = compare_vqgan(baseline, report)
+            print(format_vqgan_comparison(comparison))
+            report["compared_to"] = {"report": str(args.compare_to), **comparison}
         write_json_report(out / REPORT, report)
         return 0
 

@@ -1,4 +1,4 @@
-"""Two `sundae-eval-default` reports compared image by image: did the new model (or workflow) win?
+"""Two evaluation reports compared image by image: did the new model (or workflow) win?
 
 A campaign decides between checkpoints whose figures differ by less than their spread over images
 (hole LPIPS moves by 0.2 from one emoji to the next; two checkpoints differ by 0.005). Paired on the
@@ -12,6 +12,7 @@ of two independent proportions.
 
     python -m trainers.evaluation.paired BASE/eval_default.json NEW/eval_default.json
     sundae-eval-default ... --compare-to BASE/eval_default.json   (printed and kept in the report)
+    sundae-eval-vqgan ... --compare-to BASE/eval_vqgan.json       (two decoders on the same holes)
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ from sundae_core.errors import InputError
 # per-image figures of an inpainting report, and whether lower is better
 PAIRED = {"inpaint_lpips": True, "inpaint_psnr": False, "hole_token_accuracy": False,
           "scattered_token_accuracy": False}
+# the same for a VQ-GAN report (sundae-eval-vqgan): the reconstruction inside the hole and overall
+PAIRED_VQGAN = {"reconstruction_lpips": True, "reconstruction_psnr": False, "reconstruction_luma_psnr": False,
+                "image_psnr": False, "edge_ratio": False}
 
 
 def mean_and_se(values: list[float]) -> tuple[float, float | None]:
@@ -47,15 +51,16 @@ def _images(report: dict, which: str) -> dict[tuple, dict]:
     return {(r["file"], r["hole_top"], r["hole_left"]): r for r in rows}
 
 
-def compare_inpainting(base: dict, new: dict) -> dict:
-    """Per-image differences new - base over the images both inpainted with the hole in the same place."""
-    a, b = _images(base, "base"), _images(new, "new")
+def paired_figures(a: dict[tuple, dict], b: dict[tuple, dict], spec: dict[str, bool]) -> tuple[list, dict]:
+    """The keys both hold, and per figure of `spec` (name -> lower is better) present in every
+    shared row: both means, the mean difference b - a with its standard error, and on how many
+    images b is better and worse."""
     shared = sorted(a.keys() & b.keys())
     if not shared:
         raise InputError("the two reports share no image with its hole in the same place: run both with the "
                          "same --images, --n, --seed and --slack")
     figures = {}
-    for key, lower_is_better in PAIRED.items():
+    for key, lower_is_better in spec.items():
         if not all(key in a[k] and key in b[k] for k in shared):
             continue
         diffs = [b[k][key] - a[k][key] for k in shared]
@@ -65,9 +70,49 @@ def compare_inpainting(base: dict, new: dict) -> dict:
                         "new": round(sum(b[k][key] for k in shared) / len(shared), 4),
                         "difference": round(mean, 4), "standard_error": None if se is None else round(se, 4),
                         "new_better_on": better, "new_worse_on": sum(d != 0 for d in diffs) - better}
+    return shared, figures
+
+
+def compare_inpainting(base: dict, new: dict) -> dict:
+    """Per-image differences new - base over the images both inpainted with the hole in the same place."""
+    a, b = _images(base, "base"), _images(new, "new")
+    shared, figures = paired_figures(a, b, PAIRED)
     beats = lambda rows: sum(rows[k]["inpaint_lpips"] < rows[k]["mean_fill_lpips"] for k in shared)
     return {"images": len(shared), "unmatched": len(a.keys() | b.keys()) - len(shared),
             "figures": figures, "beats_mean_fill": {"base": beats(a), "new": beats(b)}}
+
+
+def compare_vqgan(base: dict, new: dict) -> dict:
+    """Two `sundae-eval-vqgan` reports: per-image differences new - base on the same holes, and
+    the flat colours side by side (not paired: one canvas each)."""
+    rows = []
+    for report, which in ((base, "base"), (new, "new")):
+        try:
+            rows.append({(r["file"], r["hole_top"], r["hole_left"]): r for r in report["holes"]["images"]})
+        except (KeyError, TypeError):
+            raise InputError(f"the {which} report has no held-out holes with their places: give an "
+                             "eval_vqgan.json written by sundae-eval-vqgan (this version or later)") from None
+    shared, figures = paired_figures(*rows, PAIRED_VQGAN)
+    flat = {name: [base["flat_colours"][name]["mean_colour_error"], new["flat_colours"][name]["mean_colour_error"]]
+            for name in base.get("flat_colours", {}) if name in new.get("flat_colours", {})}
+    return {"images": len(shared), "unmatched": len(rows[0].keys() | rows[1].keys()) - len(shared),
+            "figures": figures, "flat_colour_errors": flat}
+
+
+def format_figures(result: dict) -> list[str]:
+    lines = [f"paired over {result['images']} held-out images (new - base; {result['unmatched']} unmatched left out):"]
+    for key, f in result["figures"].items():
+        lines.append(f"  {key:<26} {f['base']:.4f} -> {f['new']:.4f}: {f['difference']:+.4f} (SE "
+                     f"{_se(f['standard_error'])}; new better on {f['new_better_on']}, worse on {f['new_worse_on']})")
+    return lines
+
+
+def format_vqgan_comparison(result: dict) -> str:
+    lines = format_figures(result)
+    if result["flat_colour_errors"]:
+        lines.append("  flat colours, worst channel error (0-255), base -> new: " + ", ".join(
+            f"{name} {a:.0f} -> {b:.0f}" for name, (a, b) in result["flat_colour_errors"].items()))
+    return "\n".join(lines)
 
 
 def compare_classes(base: dict, new: dict) -> dict | None:
@@ -105,10 +150,7 @@ def format_comparison(result: dict) -> str:
     if inp is None:
         lines.append(f"inpainting not compared: {result.get('inpainting_not_compared')}")
     else:
-        lines.append(f"paired over {inp['images']} held-out images (new - base; {inp['unmatched']} unmatched left out):")
-        for key, f in inp["figures"].items():
-            lines.append(f"  {key:<26} {f['base']:.4f} -> {f['new']:.4f}: {f['difference']:+.4f} (SE "
-                         f"{_se(f['standard_error'])}; new better on {f['new_better_on']}, worse on {f['new_worse_on']})")
+        lines += format_figures(inp)
         wins = inp["beats_mean_fill"]
         lines.append(f"  beats the mean-colour fill    {wins['base']} -> {wins['new']} of {inp['images']}")
     cls = result["classes"]
@@ -127,18 +169,18 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-def load_report(path: str | Path) -> dict:
+def load_report(path: str | Path, tool: str = "sundae-eval-default", name: str = "eval_default.json") -> dict:
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"{path}: no such report; give the eval_default.json of an earlier sundae-eval-default run")
+        raise InputError(f"{path}: no such report; give the {name} of an earlier {tool} run")
     try:
         report = bounded_json.loads(path.read_bytes())
     except ValueError as err:
-        raise InputError(f"{path}: not a report sundae-eval-default wrote ({err})") from None
+        raise InputError(f"{path}: not a report {tool} wrote ({err})") from None
     except OSError as err:  # unreadable: permissions, a file vanishing between the check and the read
         raise InputError(f"{path}: cannot be read ({err.strerror or err})") from None
     if not isinstance(report, dict):
-        raise InputError(f"{path}: not a report sundae-eval-default wrote (a JSON object was expected)")
+        raise InputError(f"{path}: not a report {tool} wrote (a JSON object was expected)")
     return report
 
 
