@@ -44,6 +44,16 @@ python -m trainers.checkpoints.export_model "$RUNS/vqgan_dec/model.safetensors" 
     sundae_core/default_models/vqgan.safetensors --bf16 \
     --note data="Fluent Emoji 3D 1.1.0 (MIT), 1869 emoji, 10 % held out"
 
+# 1c. Session 18, not shipped (model card): the GAN phase on the decoder alone, from the shipped
+#     VQ-GAN; the discriminator alone for 300 steps, then at 5x the generator's rate. Step 1300
+#     cost the holes 0.004 LPIPS and moved no KID. Measured with
+#     sundae-eval-vqgan --n 172 --vqgan CANDIDATE --compare-to runs/eval_vqgan/eval_vqgan.json.
+#   OMP_NUM_THREADS=2 python -m trainers.training.train_vqgan --config configs/vqgan_emoji_f32.yaml \
+#       --run-dir "$RUNS/vqgan_gan" --set data.path="$DATA/emoji_groups" \
+#       --set train.init=sundae_core/default_models/vqgan.safetensors --set train.freeze_encoder=true \
+#       --set data.synthetic=0.3 --set train.lr=0.00004 --set train.disc_start=0 --set train.disc_warmup=300 \
+#       --set train.disc_lr=0.0002 --set train.disc_weight=0.5 --set train.sample_every=100
+
 # 2. The latent dataset, from the shipped (bf16) encoder: every image and its mirror image at
 #    1024 px, labelled by group folder; the manifest records the token version.
 torchrun --nproc-per-node 2 -m trainers.data.build_latents --vqgan sundae_core/default_models/vqgan.safetensors \
