@@ -141,6 +141,14 @@ OMP_NUM_THREADS=2 python -m trainers.training.train_prior "${CPU_FT[@]}" \
     --set data.class_balance=1.0 --set model.dropout=0.2 --set model.attention_dropout_at=output \
     --set train.weight_decay=0.05 --set train.ema_decay=0.999 --set train.val_every=50 --set train.val_batches=32
 
+# 3h. Session 18 (no GPU): 3f with the groups drawn half-way to even (data.class_balance=0.5), the
+#     planned GPU A/B's second arm at batch 16. At step 300 within noise of the shipped prior on every
+#     figure (class probe +0.022, SE 0.043; model card); not shipped.
+OMP_NUM_THREADS=2 python -m trainers.training.train_prior "${CPU_FT[@]}" \
+    --run-dir "$RUNS/prior_cpu_s18_gr_cb05" --set data.path="$DATA/emoji_latents_v2t" \
+    --set data.class_balance=0.5 --set model.dropout=0.2 --set train.weight_decay=0.05 \
+    --set train.ema_decay=0.999 --set train.val_every=50 --set train.val_batches=32
+
 # FINETUNE (a session without $RUNS/prior_v2): a new run that starts from the shipped prior, on the
 # same tokens (the latent dataset is rebuilt by step 2 from the shipped VQ-GAN):
 #   OMP_NUM_THREADS=2 python -m trainers.training.train_prior --config configs/prior_emoji.yaml \
