@@ -32,7 +32,7 @@ from sundae_core.models import check_models_fit, default_model_path, inference_d
 from sundae_core.sampler import model_logits_fn, random_labels, random_tokens, sample
 
 from ..sampling.sampler_flags import WORKFLOW_SAMPLER, add_sampler_flags, settings_from_args
-from ..training.train_prior import spread_of
+from ..training.train_prior import background_token, spread_of
 from .evaluate import label_arg
 
 LABEL_WIDTH = 220  # px of the strip left of each row that names its prior
@@ -43,7 +43,7 @@ def background_of(vqgan) -> int:
     side = vqgan.config.resolution
     white = torch.ones(1, 3, side, side, device=next(vqgan.parameters()).device)
     with torch.inference_mode():
-        return int(torch.mode(vqgan.encode(white).flatten()).values)
+        return background_token(vqgan.encode(white))
 
 
 def draw_row(images: torch.Tensor, thumb: int, name: str) -> np.ndarray:

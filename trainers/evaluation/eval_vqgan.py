@@ -10,8 +10,8 @@ The checks a first stage must pass before its encoder is frozen (priors are trai
    feather; LPIPS-Alex and PSNR inside the hole for the VQ-GAN reconstruction and for the no-model
    mean-colour fill, plus PSNR over the whole image and on luminance alone (shape against colour),
    and the edge ratio: the reconstruction's RMS luminance gradient over the original's (1.0 is as
-   sharp as the original; an L1 + LPIPS decoder draws soft edges, well below 1; a GAN phase should
-   bring it toward 1 without costing the hole's LPIPS).
+   sharp as the original; blurred edges lower it, mottled flat areas raise it, so read it beside
+   recon_grid.png: the embedded decoder's soft edges and mottling offset to 0.99).
 3. Code colours: every code decoded as a 2 x 2 grid of itself; red / green / blue dominant counts,
    and the hue spread: how many of 12 hue sectors (30 degrees each) hold a non-grey code, and the
    entropy of the codes' hues in bits (log2 12 = 3.58 when hues are even).

@@ -42,13 +42,14 @@ def mean_and_se(values: list[float]) -> tuple[float, float | None]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
 
 
-def _images(report: dict, which: str) -> dict[tuple, dict]:
+def _images(report: dict, which: str, section: str = "inpainting",
+            missing: str = "no inpainting images: give an eval_default.json written by sundae-eval-default"
+            ) -> dict[tuple, dict]:
+    """The per-image rows of `report[section]`, keyed by file and hole place."""
     try:
-        rows = report["inpainting"]["images"]
+        return {(r["file"], r["hole_top"], r["hole_left"]): r for r in report[section]["images"]}
     except (KeyError, TypeError):
-        raise InputError(f"the {which} report has no inpainting images: give an eval_default.json written "
-                         "by sundae-eval-default") from None
-    return {(r["file"], r["hole_top"], r["hole_left"]): r for r in rows}
+        raise InputError(f"the {which} report has {missing}") from None
 
 
 def paired_figures(a: dict[tuple, dict], b: dict[tuple, dict], spec: dict[str, bool]) -> tuple[list, dict]:
@@ -85,13 +86,9 @@ def compare_inpainting(base: dict, new: dict) -> dict:
 def compare_vqgan(base: dict, new: dict) -> dict:
     """Two `sundae-eval-vqgan` reports: per-image differences new - base on the same holes, and
     the flat colours side by side (not paired: one canvas each)."""
-    rows = []
-    for report, which in ((base, "base"), (new, "new")):
-        try:
-            rows.append({(r["file"], r["hole_top"], r["hole_left"]): r for r in report["holes"]["images"]})
-        except (KeyError, TypeError):
-            raise InputError(f"the {which} report has no held-out holes with their places: give an "
-                             "eval_vqgan.json written by sundae-eval-vqgan (this version or later)") from None
+    missing = ("no held-out holes with their places: give an eval_vqgan.json written by sundae-eval-vqgan "
+               "(this version or later)")
+    rows = [_images(report, which, "holes", missing) for report, which in ((base, "base"), (new, "new"))]
     shared, figures = paired_figures(*rows, PAIRED_VQGAN)
     flat = {name: [base["flat_colours"][name]["mean_colour_error"], new["flat_colours"][name]["mean_colour_error"]]
             for name in base.get("flat_colours", {}) if name in new.get("flat_colours", {})}
