@@ -113,6 +113,18 @@ def test_same_seed_same_numbers(setup, tmp_path):
     assert first["methods"] == second["methods"] and first["images"] == second["images"]
 
 
+def test_split_train_inpaints_training_images_only(setup, tmp_path):
+    held_out = {row["file"] for row in run(setup, tmp_path / "val", "--n", "40")[1]["inpainting"]["images"]}
+    code, report = run(setup, tmp_path / "train", "--split", "train", "--n", "40")
+    assert code == 0 and report["split"] == "train"
+    training = {row["file"] for row in report["inpainting"]["images"]}
+    images = setup / "images"
+    assert training == {str(p.relative_to(images)) for p in images.rglob("*.png")
+                        if not is_validation(p, VAL_FRACTION)}
+    assert held_out and not held_out & training
+    assert f"{len(training)} training images" in eval_default.summary(report)
+
+
 def test_token_completion_is_taken_in_float32(setup, tmp_path, monkeypatch):
     """bf16 argmaxes of near-tied logits flip with the thread count: the completion figure must not."""
     seen = []

@@ -16,7 +16,8 @@ The checks a VQ-GAN + prior pair (the embedded defaults unless given) should pas
    so the methods differ only in what fills the hole. Reported: mean hole LPIPS-Alex and PSNR per
    method, the share of images where inpaint beats mean_fill on hole LPIPS, inpaint - reconstruction
    in hole LPIPS, and a picture grid (original with the hole outlined, inpaint, mean_fill,
-   reconstruction) of the first --grid-images images.
+   reconstruction) of the first --grid-images images. --split train runs 1 and 2 on training images
+   instead: beside the held-out report, the gap says how much of the prior's skill is memory.
 2. Token completion: the prior's one-step top-1 accuracy on the hole's true tokens when they are
    replaced by random tokens (the rest clean), next to the accuracy for as many corrupted tokens
    scattered at random over the grid. Taken in float32 (the prior's weights read as fp32): in bf16
@@ -220,11 +221,13 @@ def scattered_positions(batch: int, height: int, width: int, count: int, generat
 # 1 + 2: inpainting and token completion
 
 
-def held_out_subset(root: str | Path, n: int, val_fraction: float) -> list[Path]:
-    """`n` held-out images spread evenly over the sorted held-out list (so every group appears)."""
-    files = [f for f in image_paths(root) if is_validation(f, val_fraction)]
+def held_out_subset(root: str | Path, n: int, val_fraction: float, split: str = "val") -> list[Path]:
+    """`n` held-out images spread evenly over the sorted held-out list (so every group appears);
+    split="train" takes them from the training images instead (the generalisation gap)."""
+    files = [f for f in image_paths(root) if is_validation(f, val_fraction) == (split == "val")]
     if not files:
-        raise InputError(f"{root} has no held-out images (val_fraction={val_fraction}); use a larger "
+        which = "held-out" if split == "val" else "training"
+        raise InputError(f"{root} has no {which} images (val_fraction={val_fraction}); use another "
                          "--val-fraction or a larger folder")
     if n >= len(files):
         return files
@@ -257,7 +260,7 @@ def inpainting(args, vqgan, prior, scorer, lpips, settings: InpaintSettings, dev
     """prior samples (the shipped path, in the inference dtype); scorer, the same prior in float32,
     takes the one-step token completion."""
     f, vocab = vqgan.factor, vqgan.vocab_size
-    files = held_out_subset(args.images, args.n, args.val_fraction)
+    files = held_out_subset(args.images, args.n, args.val_fraction, args.split)
     logits_fn = model_logits_fn(prior, compile=args.compile)
     score_fn = model_logits_fn(scorer)
     place_gen = torch.Generator().manual_seed(args.seed)
@@ -514,6 +517,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="square canvas images are brought to and samples drawn at (default 1024)")
     inp = p.add_argument_group("inpainting and token completion")
     inp.add_argument("--n", type=int, default=40, help="held-out images to inpaint (default 40)")
+    inp.add_argument("--split", choices=("val", "train"), default="val",
+                     help="inpaint held-out images (val, the aims' figures) or training images (train: "
+                          "beside a val report, how much of the prior's skill is memory; default val)")
     inp.add_argument("--hole", type=int, default=8, help="side of the square hole in tokens (default 8)")
     inp.add_argument("--slack", type=float, default=0.1,
                      help="hole windows whose non-white share is within this of the best are candidates (default 0.1)")
@@ -594,8 +600,8 @@ def main(argv: list[str] | None = None, extractor: FeatureExtractor | None = Non
         settings = workflow_settings(args.workflow)
 
         report = {"vqgan": str(args.vqgan), "prior": str(args.prior), "images": str(args.images),
-                  "val_fraction": args.val_fraction, "seed": args.seed, "batch_size": args.batch_size,
-                  "prior_classes": prior.config.num_classes}
+                  "val_fraction": args.val_fraction, "split": args.split, "seed": args.seed,
+                  "batch_size": args.batch_size, "prior_classes": prior.config.num_classes}
         result = inpainting(args, vqgan, prior, scorer, lp, settings, device, progress)
         report.update(result.report)
         if result.thumbs:
@@ -628,7 +634,8 @@ def main(argv: list[str] | None = None, extractor: FeatureExtractor | None = Non
 
 def summary(report: dict) -> str:
     inp, comp = report["inpainting"], report["token_completion"]
-    lines = [f"inpainting, {inp['n']} held-out images, {inp['hole_tokens']}x{inp['hole_tokens']}-token hole "
+    which = "training" if report.get("split") == "train" else "held-out"  # reports before --split: held-out
+    lines = [f"inpainting, {inp['n']} {which} images, {inp['hole_tokens']}x{inp['hole_tokens']}-token hole "
              f"({inp['hole_pixels']} px), hole LPIPS-Alex / PSNR:"]
     lines += [f"  {name:<15} {m['lpips']:.4f} / {m['psnr']:.2f} dB" for name, m in inp["methods"].items()]
     lines.append(f"  inpaint beats mean_fill on {inp['inpaint_beats_mean_fill']:.0%} of images; "
