@@ -96,14 +96,15 @@ def grow(config: HourglassConfig, tensors: dict[str, torch.Tensor], depth,
     if unexpected:
         raise InputError(f"the source prior has weights the grown one lacks ({unexpected[0]!r}): "
                          "is it a prior of this code's hourglass?")
-    new_blocks = sorted({key.rsplit(".", 3)[0] if ".attn." in key or ".mlp." in key else key.rsplit(".", 2)[0]
-                         for key in missing})
-    for prefix in new_blocks:
-        block = model.get_submodule(prefix)
-        if not isinstance(block, Block):
-            raise InputError(f"the source prior lacks {prefix!r}, which is not an added block: it does not match "
-                             "its own config")
-        identity_block_(block)
+    missing = set(missing)
+    for prefix, block in model.named_modules():
+        keys = {f"{prefix}.{name}" for name in block.state_dict()}
+        if isinstance(block, Block) and keys <= missing:  # wholly new: appended by the grown depth
+            identity_block_(block)
+            missing -= keys
+    if missing:
+        raise InputError(f"the source prior lacks {sorted(missing)[0]!r}, which is not part of an added block: "
+                         "its weights do not match its own config")
     return grown_config, {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
