@@ -6,9 +6,11 @@ import torch.nn.functional as F
 
 from sundae_core.checkpoint import read_metadata
 from sundae_core.config import HourglassConfig
+from sundae_core.errors import ConfigError
 from sundae_core.hourglass import HourglassTransformer
 from sundae_core.models import load_prior, save_model
 from trainers.checkpoints import grow_prior
+from trainers.training import train_prior
 from trainers.training.run_state import init_weights
 
 TINY = dict(vocab_size=16, dim=16, heads=2, depth=(1, (1, 1, 1), 1), shorten=4, num_classes=3)
@@ -67,3 +69,47 @@ def test_depths_that_do_not_grow_the_source_are_refused_in_one_line(source, tmp_
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and named in err[0]
     assert not out.exists()
+
+
+def test_added_parameters_are_the_new_blocks_and_need_a_grown_file(source, tmp_path):
+    path, _ = source
+    out = tmp_path / "grown.safetensors"
+    assert grow_prior.main([str(path), "--depth", "1,(1,2,1),1", "--out", str(out)]) == 0
+    added = grow_prior.added_parameters(out, load_prior(out).config)
+    assert added and all(name.startswith("body.valley.valley.pre.1.") for name in added)
+    assert len(added) == len(list(HourglassTransformer(HourglassConfig(**TINY)).body.valley.valley.pre[0].parameters()))
+    with pytest.raises(ConfigError, match="not made by sundae-grow-prior"):
+        grow_prior.added_parameters(path, load_prior(path).config)
+
+
+def test_a_fine_tune_of_a_grown_prior_scales_the_new_blocks_rate_and_resumes(source, tmp_path, latents):
+    path, _ = source
+    grown = tmp_path / "grown.safetensors"
+    assert grow_prior.main([str(path), "--depth", "1,(1,2,1),1", "--out", str(grown)]) == 0
+    data = latents(num_classes=3, decoder="pixels")
+    run = tmp_path / "run"
+    sets = ["model.vocab_size=16", "model.dim=16", "model.heads=2", "model.depth=[1, [1, 2, 1], 1]",
+            "model.num_classes=3", "train.batch_size=4", "train.warmup=1", "train.lr=0.001", "train.log_every=1",
+            "train.val_every=1000", "train.val_samples=0", "train.sample_every=1000", "train.bf16=false",
+            f"train.init={grown}", "train.grown_lr_scale=10", f"data.path={data}"]
+    command = ["--run-dir", str(run), "--no-progress", *[a for s in sets for a in ("--set", s)]]
+    assert train_prior.main(command + ["--set", "train.steps=2"]) == 0
+    groups = json.loads(read_metadata(run / "state.safetensors")["param_groups"])["opt"]
+    assert [(g["lr_scale"], g["lr"]) for g in groups] == [(1.0, 0.001), (1.0, 0.001), (10.0, 0.01), (10.0, 0.01)]
+    added = grow_prior.added_parameters(grown, load_prior(grown).config)
+    assert sum(len(g["params"]) for g in groups[2:]) == len(added)
+    assert train_prior.main(command + ["--set", "train.steps=3"]) == 0  # resumes with the same groups
+    groups = json.loads(read_metadata(run / "state.safetensors")["param_groups"])["opt"]
+    assert [g["lr_scale"] for g in groups] == [1.0, 1.0, 10.0, 10.0]
+
+
+def test_grown_lr_scale_without_a_grown_init_is_one_error_line(source, tmp_path, latents, capsys):
+    path, _ = source
+    data = latents(num_classes=3, decoder="pixels")
+    base = ["--no-progress", "--set", "model.vocab_size=16", "--set", "model.dim=16", "--set", "model.heads=2",
+            "--set", "model.depth=[1, [1, 1, 1], 1]", "--set", "model.num_classes=3", "--set", f"data.path={data}",
+            "--set", "train.steps=1", "--set", "train.grown_lr_scale=10"]
+    assert train_prior.main(["--run-dir", str(tmp_path / "a"), *base]) == 1
+    assert train_prior.main(["--run-dir", str(tmp_path / "b"), *base, "--set", f"train.init={path}"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "set train.init to the grown prior" in err[0] and "not made by sundae-grow-prior" in err[1]

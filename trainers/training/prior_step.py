@@ -15,7 +15,7 @@ loss and gradients within bf16 tolerance.
 from __future__ import annotations
 
 from contextlib import nullcontext
-from typing import Callable
+from typing import Callable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -45,14 +45,21 @@ def make_step_loss(model: torch.nn.Module, *, bf16: bool, compile: bool) -> Step
 
 
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, betas: tuple[float, ...],
-                   fused: bool) -> torch.optim.AdamW:
+                   fused: bool, lr_scales: Mapping[str, float] | None = None) -> torch.optim.AdamW:
     """AdamW with weight decay on matrices only (not on norms, biases or embeddings); `fused`: one
-    kernel for all parameters instead of a dozen small ops per tensor."""
-    decay, no_decay = [], []
+    kernel for all parameters instead of a dozen small ops per tensor. `lr_scales` {parameter name:
+    multiplier} puts those parameters in groups of their own whose "lr_scale" the trainer's
+    schedule multiplies (the blocks sundae-grow-prior added: train.grown_lr_scale)."""
+    lr_scales = lr_scales or {}
+    groups: dict[tuple[bool, float], list[torch.nn.Parameter]] = {}
     for name, p in model.named_parameters():
-        (no_decay if p.ndim < 2 or "embed" in name else decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), fused=fused or None)
+        decays = not (p.ndim < 2 or "embed" in name)
+        groups.setdefault((decays, lr_scales.get(name, 1.0)), []).append(p)
+    # the unscaled pair first, in the order runs before lr_scales saved their optimiser state in
+    order = sorted(groups, key=lambda key: (key[1] != 1.0, key[1], not key[0]))
+    param_groups = [{"params": groups[key], "weight_decay": weight_decay if key[0] else 0.0, "lr_scale": key[1]}
+                    for key in order]
+    return torch.optim.AdamW(param_groups, lr=lr, betas=tuple(betas), fused=fused or None)
 
 
 def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, step_loss: StepLoss, tokens: torch.Tensor,
