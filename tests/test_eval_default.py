@@ -18,7 +18,7 @@ from sundae_core.errors import InputError
 from sundae_core.models import load_vqgan, save_model
 from sundae_core.sampler import SamplerSettings
 from sundae_core.vqgan import VQGAN
-from trainers.evaluation import eval_default
+from trainers.evaluation import eval_default, paired
 from trainers.data.image_data import is_validation
 from trainers.evaluation.linear_probe import fit_linear_probe
 from trainers.evaluation.token_completion import nearest_known_accuracy
@@ -123,6 +123,10 @@ def test_split_train_inpaints_training_images_only(setup, tmp_path):
                         if not is_validation(p, VAL_FRACTION)}
     assert held_out and not held_out & training
     assert f"{len(training)} training images" in eval_default.summary(report)
+    code, again = run(setup, tmp_path / "again", "--split", "train", "--n", "40", "--compare-to",
+                      str(tmp_path / "train" / "out" / eval_default.REPORT))
+    assert code == 0 and f"paired over {len(training)} training images" in paired.format_comparison(
+        paired.compare_reports(report, again))
 
 
 def test_token_completion_is_taken_in_float32(setup, tmp_path, monkeypatch):

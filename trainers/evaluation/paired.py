@@ -79,7 +79,7 @@ def compare_inpainting(base: dict, new: dict) -> dict:
     a, b = _images(base, "base"), _images(new, "new")
     shared, figures = paired_figures(a, b, PAIRED)
     beats = lambda rows: sum(rows[k]["inpaint_lpips"] < rows[k]["mean_fill_lpips"] for k in shared)
-    return {"images": len(shared), "unmatched": len(a.keys() | b.keys()) - len(shared),
+    return {"images": len(shared), "unmatched": len(a.keys() | b.keys()) - len(shared), "split": new.get("split", "val"),
             "figures": figures, "beats_mean_fill": {"base": beats(a), "new": beats(b)}}
 
 
@@ -97,7 +97,8 @@ def compare_vqgan(base: dict, new: dict) -> dict:
 
 
 def format_figures(result: dict) -> list[str]:
-    lines = [f"paired over {result['images']} held-out images (new - base; {result['unmatched']} unmatched left out):"]
+    which = "training" if result.get("split") == "train" else "held-out"  # sundae-eval-default --split
+    lines = [f"paired over {result['images']} {which} images (new - base; {result['unmatched']} unmatched left out):"]
     for key, f in result["figures"].items():
         lines.append(f"  {key:<26} {f['base']:.4f} -> {f['new']:.4f}: {f['difference']:+.4f} (SE "
                      f"{_se(f['standard_error'])}; new better on {f['new_better_on']}, worse on {f['new_worse_on']})")
