@@ -149,6 +149,16 @@ OMP_NUM_THREADS=2 python -m trainers.training.train_prior "${CPU_FT[@]}" \
     --set data.class_balance=0.5 --set model.dropout=0.2 --set train.weight_decay=0.05 \
     --set train.ema_decay=0.999 --set train.val_every=50 --set train.val_batches=32
 
+# 3i. Session 19 (no GPU): capacity without starting over: step 10397 grown by four identity blocks
+#     at 8 x 8 tokens, then 3f's recipe with the new blocks at 20x the rate. At step 250 within noise
+#     of the shipped prior on the held-out and the training holes (model card); not shipped.
+python -m trainers.checkpoints.grow_prior sundae_core/default_models/prior.safetensors --depth "1,(2,10,2),1" --out "$RUNS/prior_d10.safetensors"
+OMP_NUM_THREADS=2 python -m trainers.training.train_prior "${CPU_FT[@]}" \
+    --run-dir "$RUNS/prior_cpu_s19_grown_lr20" --set data.path="$DATA/emoji_latents_v2t" \
+    --set 'model.depth=[1,[2,10,2],1]' --set train.init="$RUNS/prior_d10.safetensors" --set train.grown_lr_scale=20 \
+    --set data.class_balance=1.0 --set model.dropout=0.2 --set train.weight_decay=0.05 \
+    --set train.ema_decay=0.999 --set train.val_every=50 --set train.val_batches=32
+
 # FINETUNE (a session without $RUNS/prior_v2): a new run that starts from the shipped prior, on the
 # same tokens (the latent dataset is rebuilt by step 2 from the shipped VQ-GAN):
 #   OMP_NUM_THREADS=2 python -m trainers.training.train_prior --config configs/prior_emoji.yaml \
