@@ -79,8 +79,9 @@ def compare_inpainting(base: dict, new: dict) -> dict:
     a, b = _images(base, "base"), _images(new, "new")
     shared, figures = paired_figures(a, b, PAIRED)
     beats = lambda rows: sum(rows[k]["inpaint_lpips"] < rows[k]["mean_fill_lpips"] for k in shared)
-    return {"images": len(shared), "unmatched": len(a.keys() | b.keys()) - len(shared), "split": new.get("split", "val"),
-            "figures": figures, "beats_mean_fill": {"base": beats(a), "new": beats(b)}}
+    return {"images": len(shared), "unmatched": len(a.keys() | b.keys()) - len(shared),
+            "split": new.get("split", "val"), "figures": figures,
+            "beats_mean_fill": {"base": beats(a), "new": beats(b)}}
 
 
 def compare_vqgan(base: dict, new: dict) -> dict:
