@@ -13,3 +13,18 @@ own_sets() {
     IFS=@ read -ra parts <<< "${1#*@}"
     for kv in "${parts[@]}"; do printf -- '--set\n%s\n' "$kv"; done
 }
+# the comma-separated run specs of the script's first argument, one per line; a comma inside
+# brackets belongs to a value ("a,b@model.depth=[1,[2,10,2],1]" is two runs, not four)
+run_specs() {
+    local spec="" depth=0 c i
+    for (( i = 0; i < ${#1}; i++ )); do
+        c=${1:i:1}
+        case $c in
+            "[") depth=$((depth + 1)) ;;
+            "]") depth=$((depth - 1)) ;;
+            ",") if (( depth == 0 )); then printf '%s\n' "$spec"; spec=""; continue; fi ;;
+        esac
+        spec+=$c
+    done
+    printf '%s\n' "$spec"
+}

@@ -13,6 +13,8 @@
 # batch-256 step of this small prior leaves most of an H200 idle, so two runs cost far less than
 # twice one). A run is a latent folder, optionally followed by its own overrides after "@":
 #   .device_data/latents,.device_data/latents@train.block_corruption=0.5@model.dropout=0.2
+# A grown prior against the shipped one (sundae-grow-prior; commas inside brackets stay in the value):
+#   .device_data/latents,.device_data/latents@train.init=GROWN@model.depth=[1,[2,10,2],1]@train.grown_lr_scale=3
 # Each run is named after its folder and overrides; the one with the lowest final held-out loss is
 # printed as "best", and every run's weights come back to be judged on sundae-eval-default (at most
 # two runs: two bf16 models and the logs fill most of the 64 MiB a call returns). Every folder
@@ -35,7 +37,8 @@ shift $(( $# < 3 ? $# : 3 ))
 PY=${PYTHON:-python3}
 began=$(date +%s)
 RUNS=${SUNDAE_GPU_RUNS:-/tmp/sundae_gpu}
-IFS=, read -ra ARMS <<< "$LATENTS"
+. scripts/gpu_runs.sh  # run_specs, name, folder, own_sets: what a run spec "folder@k=v@..." means
+mapfile -t ARMS < <(run_specs "$LATENTS")
 if (( ${#ARMS[@]} > 2 )); then
     echo "${#ARMS[@]} runs given: at most two, whose weights both fit what a GPU call returns" >&2
     exit 1
@@ -45,7 +48,6 @@ COMMON=(--config configs/prior_emoji.yaml --no-progress --set train.device=cuda
         --set train.init=sundae_core/default_models/prior.safetensors --set train.compile=true
         --set train.batch_size=256 --set train.lr=0.001 --set train.weight_decay=0.05 --set model.dropout=0.1
         --set train.ema_decay=0.999 "$@")
-. scripts/gpu_runs.sh  # name, folder, own_sets: what a run spec "folder@k=v@..." means
 train_cmd() {  # train_cmd ARM RUN_DIR: CMD = the trainer with the common settings, then the run's own
     local own
     mapfile -t own < <(own_sets "$1")

@@ -38,3 +38,10 @@ def test_a_bracketed_value_is_not_expanded_as_a_file_pattern(tmp_path):
     out = subprocess.run(["bash", "-c", script, "bash", "x@model.depth=[1]", str(tmp_path)],
                          capture_output=True, text=True, check=True)
     assert out.stdout.splitlines() == ["--set", "model.depth=[1]"]
+
+
+def test_runs_split_at_commas_outside_brackets():
+    grown = ".device_data/v2t@train.init=.device_data/grown.safetensors@model.depth=[1,[2,10,2],1]"
+    assert _call("run_specs", f".device_data/v2t,{grown}") == [".device_data/v2t", grown]
+    assert _call("run_specs", ".device_data/v2t") == [".device_data/v2t"]
+    assert _call("own_sets", grown)[-1] == "model.depth=[1,[2,10,2],1]"
