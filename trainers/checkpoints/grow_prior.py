@@ -32,9 +32,9 @@ from pathlib import Path
 
 import torch
 
-from sundae_core.checkpoint import load_checkpoint, read_metadata, save_checkpoint
+from sundae_core.checkpoint import read_metadata, save_checkpoint
 from sundae_core.cli import doc_summary, run_guarded
-from sundae_core.config import HourglassConfig, from_dict, parse_depth, to_dict
+from sundae_core.config import HourglassConfig, parse_depth, to_dict
 from sundae_core.errors import ConfigError, InputError
 from sundae_core.hourglass import Block, HourglassTransformer
 from sundae_core.models import TOKEN_VERSION_KEY, load_prior
@@ -91,15 +91,14 @@ def identity_block_(block: Block) -> Block:
     return block
 
 
-def grow(config: HourglassConfig, tensors: dict[str, torch.Tensor], depth,
-         generator_seed: int = 0) -> tuple[HourglassConfig, dict[str, torch.Tensor]]:
-    """The grown config and its weights (float32): the source's tensors where they exist, new blocks
-    initialised as the prior's own init does and then made identities."""
-    check_growth(config.depth, depth)
-    grown_config = replace(config, depth=depth)
+def grow(source: HourglassTransformer, depth, generator_seed: int = 0) -> HourglassTransformer:
+    """The grown prior (float32): the source's weights where they exist, new blocks initialised as
+    the prior's own init does and then made identities."""
+    check_growth(source.config.depth, depth)
     torch.manual_seed(generator_seed)  # nn.Module init draws from the global generator
-    model = HourglassTransformer(grown_config)
-    missing, unexpected = model.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=False)
+    model = HourglassTransformer(replace(source.config, depth=depth)).eval()
+    missing, unexpected = model.load_state_dict({k: v.float() for k, v in source.state_dict().items()},
+                                                strict=False)
     if unexpected:
         raise InputError(f"the source prior has weights the grown one lacks ({unexpected[0]!r}): "
                          "is it a prior of this code's hourglass?")
@@ -112,7 +111,7 @@ def grow(config: HourglassConfig, tensors: dict[str, torch.Tensor], depth,
     if missing:
         raise InputError(f"the source prior lacks {sorted(missing)[0]!r}, which is not part of an added block: "
                          "its weights do not match its own config")
-    return grown_config, {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return model
 
 
 def added_parameters(init: str | Path, config: HourglassConfig) -> set[str]:
@@ -153,32 +152,25 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         depth = parse_depth_text(args.depth)
-        load_prior(args.source)  # a readable prior, or the error that says why not
-        ckpt = load_checkpoint(args.source, kind="prior")
-        source_config = from_dict(HourglassConfig, ckpt.config)
-        config, tensors = grow(source_config, ckpt.tensors, depth, args.seed)
-        change = max_logit_change(_float_model(source_config, ckpt.tensors), _float_model(config, tensors))
+        source = load_prior(args.source, dtype=torch.float32)  # float32 loads stay unpacked: plain state keys
+        grown = grow(source, depth, args.seed)
+        change = max_logit_change(source, grown)
         if change > 1e-4:
             raise RuntimeError(f"growing changed the logits by {change:.2g}: the new blocks are not identities")
-        meta = {GROWN_FROM: json.dumps({"file": Path(args.source).name, "step": ckpt.metadata.get("step", ""),
-                                          "depth": to_dict(source_config)["depth"]})}
-        if config.token_version:
-            meta[TOKEN_VERSION_KEY] = config.token_version
-        save_checkpoint(args.out, tensors, kind="prior", config=to_dict(config), metadata=meta)
+        source_step = read_metadata(args.source).get("step", "")
+        meta = {GROWN_FROM: json.dumps({"file": Path(args.source).name, "step": source_step,
+                                        "depth": to_dict(source.config)["depth"]})}
+        if grown.config.token_version:
+            meta[TOKEN_VERSION_KEY] = grown.config.token_version
+        save_checkpoint(args.out, grown.state_dict(), kind="prior", config=to_dict(grown.config), metadata=meta)
         load_prior(args.out)  # the file a user gets loads as a prior, or this run fails here
-        old_n, new_n = sum(_lists(source_config.depth)), sum(_lists(depth))
+        old_n, new_n = sum(_lists(source.config.depth)), sum(_lists(depth))
         print(f"wrote {args.out}: depth {args.depth} ({new_n} blocks, {old_n} before), logits within "
               f"{change:.1g} of the source's; fine-tune it with --set train.init={args.out} and "
               f"model.depth set to the grown depth")
         return 0
 
     return run_guarded(body)
-
-
-def _float_model(config: HourglassConfig, tensors: dict[str, torch.Tensor]) -> HourglassTransformer:
-    model = HourglassTransformer(config).eval()
-    model.load_state_dict({k: v.float() for k, v in tensors.items()})
-    return model
 
 
 if __name__ == "__main__":

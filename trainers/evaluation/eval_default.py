@@ -221,9 +221,9 @@ def scattered_positions(batch: int, height: int, width: int, count: int, generat
 # 1 + 2: inpainting and token completion
 
 
-def held_out_subset(root: str | Path, n: int, val_fraction: float, split: str = "val") -> list[Path]:
-    """`n` held-out images spread evenly over the sorted held-out list (so every group appears);
-    split="train" takes them from the training images instead (the generalisation gap)."""
+def image_subset(root: str | Path, n: int, val_fraction: float, split: str = "val") -> list[Path]:
+    """`n` images of one split (held-out "val", or "train": the generalisation gap) spread evenly
+    over its sorted list, so every group appears."""
     files = [f for f in image_paths(root) if is_validation(f, val_fraction) == (split == "val")]
     if not files:
         which = "held-out" if split == "val" else "training"
@@ -260,7 +260,7 @@ def inpainting(args, vqgan, prior, scorer, lpips, settings: InpaintSettings, dev
     """prior samples (the shipped path, in the inference dtype); scorer, the same prior in float32,
     takes the one-step token completion."""
     f, vocab = vqgan.factor, vqgan.vocab_size
-    files = held_out_subset(args.images, args.n, args.val_fraction, args.split)
+    files = image_subset(args.images, args.n, args.val_fraction, args.split)
     logits_fn = model_logits_fn(prior, compile=args.compile)
     score_fn = model_logits_fn(scorer)
     place_gen = torch.Generator().manual_seed(args.seed)

@@ -39,7 +39,7 @@ from sundae_core.models import default_model_path, inference_dtype, load_vqgan
 from ..data.image_data import HELD_OUT_FRACTION, load_rgb
 from ..training.lpips import load_lpips
 from ..training.train_vqgan import psnr
-from .eval_default import (DOMINANCE, WORKFLOW, code_colours, colour_report, held_out_subset, hole_crops, hole_masks,
+from .eval_default import (DOMINANCE, WORKFLOW, code_colours, colour_report, hole_crops, hole_masks, image_subset,
                            mean_fill, palette, paste, place_hole, thumbnail, to_model, workflow_settings)
 from .paired import compare_vqgan, format_vqgan_comparison, load_report
 
@@ -103,7 +103,7 @@ def edge_ratio(reconstruction: torch.Tensor, original: torch.Tensor) -> torch.Te
 def held_out_holes(args, vqgan, lpips, device, progress: bool) -> tuple[dict, list[torch.Tensor]]:
     f = vqgan.factor
     feather = workflow_settings(args.workflow).feather
-    files = held_out_subset(args.images, args.n, args.val_fraction)
+    files = image_subset(args.images, args.n, args.val_fraction)
     place_gen = torch.Generator().manual_seed(args.seed)
     rows, thumbs = [], []
     for begin in tqdm(range(0, len(files), args.batch_size), desc="held-out holes", disable=not progress):
