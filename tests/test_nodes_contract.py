@@ -194,11 +194,12 @@ def test_previews_honour_comfyuis_preview_method(fake_comfy, monkeypatch):
 
 
 def _self_stopping_sample(prior):
-    """proportion 0 changes nothing, so sampling stops itself after min_steps = 3 of 50 steps."""
+    """confidence selection at proportion 0 looks at every token and takes none, so sampling stops
+    itself after min_steps = 3 of 50 steps."""
     with torch.inference_mode():
         NODE_CLASS_MAPPINGS["SundaeSample"]().sample(prior, torch.zeros(1, 4, 4, dtype=torch.long), 0, steps=50,
                                                      temperature_start=1.0, temperature_end=1.0, proportion=0.0,
-                                                     self_stop=True, min_steps=3, guidance=0.0, selection="random")
+                                                     self_stop=True, min_steps=3, guidance=0.0, selection="confidence")
 
 
 def test_the_progress_bar_is_full_when_sampling_stops_itself(fake_comfy):
