@@ -11,6 +11,7 @@ from PIL import Image
 from sundae_core.graph.image_files import image_to_pil
 from sundae_core.images import composite, model_to_comfy, outpaint_canvas
 from sundae_core.limits import pixel_problem
+from sundae_core.seams import DEFAULT_BAND as SEAM_BAND
 from sundae_core.token_version import check_tokens
 
 from .model_files import default_vqgan_factor
@@ -89,10 +90,14 @@ class SundaeComposite:
             "mask": ("MASK", {"tooltip": "1 = take the generated pixels (the same mask used for inpainting)."}),
             "feather": ("INT", {"default": 8, "min": 0, "max": 256, "step": 1, "tooltip": (
                 "Width in pixels of the blend ramp just inside the mask edge; 0 = hard edge.")}),
+            "seam_band": ("INT", {"default": SEAM_BAND, "min": 0, "max": 256, "step": 1, "tooltip": (
+                "Match the pasted area to its surroundings: the VQ-GAN round trip shifts colours a "
+                "little, so its error is measured on this many pixels around the mask and taken out "
+                "of the generated pixels (smoothly; detail is kept). 0 = paste as decoded.")}),
         }}
 
-    def composite(self, original, generated, mask, feather):
-        return (composite(original, generated, mask, feather),)
+    def composite(self, original, generated, mask, feather, seam_band=SEAM_BAND):
+        return (composite(original, generated, mask, feather, seam_band),)
 
 
 class SundaeOutpaintCanvas:

@@ -10,6 +10,7 @@ from einops import rearrange
 
 from .errors import InputError
 from .limits import check_pixels
+from .seams import match_seams
 
 
 def check_multiple(width: int, height: int, factor: int, what: str = "the image") -> None:
@@ -63,14 +64,22 @@ def feathered(mask: torch.Tensor, feather: int) -> torch.Tensor:
     return torch.where(mask > 0, ((inside - 0.5) * 2).clamp(0, 1) * mask.clamp(0, 1), torch.zeros_like(mask))
 
 
-def composite(original: torch.Tensor, generated: torch.Tensor, mask: torch.Tensor, feather: int = 8) -> torch.Tensor:
-    """IMAGE (b h w c) x2 + MASK -> original outside the mask, generated inside, feathered edge."""
+def composite(original: torch.Tensor, generated: torch.Tensor, mask: torch.Tensor, feather: int = 8,
+              seam_band: int = 0) -> torch.Tensor:
+    """IMAGE (b h w c) x2 + MASK -> original outside the mask, generated inside, feathered edge.
+    seam_band > 0: first take the decoder's colour error, measured on that many pixels around the
+    mask, out of the generated pixels (sundae_core/seams.py), so the pasted area's edge does not show."""
     if original.shape[1:3] != generated.shape[1:3]:
         generated = rearrange(F.interpolate(rearrange(generated, "b h w c -> b c h w"),
                                             size=original.shape[1:3], mode="bilinear", align_corners=False),
                               "b c h w -> b h w c")
     b = max(original.shape[0], generated.shape[0])
-    m = feathered(mask_to_batch(mask, b, *original.shape[1:3]), feather)[..., None]
+    mask = mask_to_batch(mask, b, *original.shape[1:3])
+    if seam_band > 0:
+        to_chw = lambda image: rearrange(image[..., :3].float(), "b h w c -> b c h w")
+        generated = rearrange(match_seams(to_chw(original), to_chw(generated), mask, seam_band).clamp(0, 1),
+                              "b c h w -> b h w c")
+    m = feathered(mask, feather)[..., None]
     return original[..., :3] * (1 - m) + generated[..., :3] * m
 
 

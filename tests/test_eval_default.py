@@ -272,9 +272,24 @@ def test_hole_lands_on_the_subject_and_follows_the_seed():
 
 def test_workflow_settings_come_from_the_shipped_workflow():
     s = eval_default.workflow_settings(eval_default.WORKFLOW)
-    assert (s.rate, s.feather) == (1.0, 8)
+    assert (s.rate, s.feather, s.seam_band) == (1.0, 8, 32)
     assert s.sampler == SamplerSettings(steps=100, temperature=(0.5, 0.3), proportion=0.5, min_steps=10,
                                         self_stop=True, guidance=0.0, selection="random")
+
+
+def test_the_seam_band_pastes_a_colour_shifted_decode_closer_to_the_original():
+    """paste() with the workflow's seam band (used for the reconstruction and the inpainting)."""
+    g = torch.Generator().manual_seed(0)
+    original = torch.nn.functional.interpolate(torch.rand(1, 3, 4, 4, generator=g) * 2 - 1, size=(96, 96),
+                                               mode="bilinear")
+    mask = torch.zeros(1, 96, 96)
+    mask[:, 32:64, 32:64] = 1
+    decoded = (original + 0.2).clamp(-1, 1)  # a decoder that shifts every colour
+    hole = (slice(None), slice(None), slice(32, 64), slice(32, 64))
+    plain = eval_default.paste(original, decoded, mask, 4)
+    matched = eval_default.paste(original, decoded, mask, 4, seam_band=16)
+    assert (matched - original)[hole].abs().mean() < (plain - original)[hole].abs().mean() / 4
+    assert torch.equal(matched[..., :16, :], plain[..., :16, :])  # outside the mask: the original both ways
 
 
 def test_a_workflow_with_a_sampler_setting_out_of_range_is_refused_naming_it(tmp_path):

@@ -13,10 +13,12 @@ The checks a VQ-GAN + prior pair (the embedded defaults unless given) should pas
      ships;
    - mean_fill: no model, the hole filled with the mean colour of a ring of --ring pixels around it.
    Every method's output is pasted into the original with the workflow's composite (same feather),
-   so the methods differ only in what fills the hole. Reported: mean hole LPIPS-Alex and PSNR per
-   method, the share of images where inpaint beats mean_fill on hole LPIPS, inpaint - reconstruction
-   in hole LPIPS, and a picture grid (original with the hole outlined, inpaint, mean_fill,
-   reconstruction) of the first --grid-images images. --split train runs 1 and 2 on training images
+   so the methods differ only in what fills the hole; the workflow's seam matching (its seam_band)
+   applies to the reconstruction and the inpainting, not to mean_fill, which stays the flat mean
+   colour the aim names (seam matching would turn it into a smooth fill from the ring). Reported:
+   mean hole LPIPS-Alex and PSNR per method, the share of images where inpaint beats mean_fill on
+   hole LPIPS, inpaint - reconstruction in hole LPIPS, and a picture grid (original with the hole
+   outlined, inpaint, mean_fill, reconstruction) of the first --grid-images images. --split train runs 1 and 2 on training images
    instead: beside the held-out report, the gap says how much of the prior's skill is memory.
 2. Token completion: the prior's one-step top-1 accuracy on the hole's true tokens when they are
    replaced by random tokens (the rest clean), next to the accuracy for as many corrupted tokens
@@ -100,14 +102,15 @@ COMPLETION_SEED_OFFSET = 1  # the token-completion figure's generator: --seed + 
 
 @dataclass(frozen=True)
 class InpaintSettings:
-    """The inpainting workflow's corrupt rate, sampler settings and composite feather."""
+    """The inpainting workflow's corrupt rate, sampler settings and composite feather and seam band."""
 
     rate: float
     sampler: SamplerSettings
     feather: int
+    seam_band: int = 0
 
     def to_dict(self) -> dict:
-        return {"rate": self.rate, **self.sampler.to_dict(), "feather": self.feather}
+        return {"rate": self.rate, **self.sampler.to_dict(), "feather": self.feather, "seam_band": self.seam_band}
 
 
 def workflow_settings(path: str | Path) -> InpaintSettings:
@@ -130,7 +133,8 @@ def workflow_settings(path: str | Path) -> InpaintSettings:
         sampler = SamplerSettings.from_node_inputs(s)
     except SamplerSettingError as err:
         raise InputError(f"{path}: the SundaeSample node's {err.setting}: {err}") from None
-    return InpaintSettings(rate=float(c["rate"]), sampler=sampler, feather=int(m["feather"]))
+    return InpaintSettings(rate=float(c["rate"]), sampler=sampler, feather=int(m["feather"]),
+                           seam_band=int(m["seam_band"]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -202,9 +206,10 @@ def hole_crops(images: torch.Tensor, holes: list[Hole], factor: int) -> torch.Te
                         in zip(images, (hole.box(factor) for hole in holes))])
 
 
-def paste(original: torch.Tensor, generated: torch.Tensor, mask: torch.Tensor, feather: int) -> torch.Tensor:
+def paste(original: torch.Tensor, generated: torch.Tensor, mask: torch.Tensor, feather: int,
+          seam_band: int = 0) -> torch.Tensor:
     """The workflow's composite for model-layout images (b 3 H W) in [-1, 1]."""
-    return comfy_to_model(composite(model_to_comfy(original), model_to_comfy(generated), mask, feather))
+    return comfy_to_model(composite(model_to_comfy(original), model_to_comfy(generated), mask, feather, seam_band))
 
 
 def scattered_positions(batch: int, height: int, width: int, count: int, generator: torch.Generator,
@@ -291,8 +296,8 @@ def inpainting(args, vqgan, prior, scorer, lpips, settings: InpaintSettings, dev
                                                 args.completion_draws)
             hole_near, scattered_near = nearest_known_accuracy(tokens, repaint), nearest_known_accuracy(tokens, scattered)
             filled = torch.stack([mean_fill(original[i], holes[i].box(f), ring) for i in range(b)])
-            outputs = {"reconstruction": paste(original, decoded[:b], mask, settings.feather),
-                       "inpaint": paste(original, decoded[b:], mask, settings.feather),
+            outputs = {"reconstruction": paste(original, decoded[:b], mask, settings.feather, settings.seam_band),
+                       "inpaint": paste(original, decoded[b:], mask, settings.feather, settings.seam_band),
                        "mean_fill": paste(original, filled, mask, settings.feather)}
             real = hole_crops(original, holes, f)
             scores = {}
