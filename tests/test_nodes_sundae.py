@@ -149,9 +149,11 @@ def test_composite_keeps_pixels_outside_the_mask_and_outpaint_canvas_grows(vqgan
     original, generated = torch.rand(1, 32, 32, 3), torch.rand(1, 32, 32, 3)
     mask = torch.zeros(1, 32, 32)
     mask[:, 8:20, 8:20] = 1
-    out = N["SundaeComposite"]().composite(original, generated, mask, 4)[0]
+    out = N["SundaeComposite"]().composite(original, generated, mask, 4, 0)[0]  # seam band 0: as decoded
     assert torch.equal(out[mask == 0], original[mask == 0])
     assert torch.allclose(out[0, 14, 14], generated[0, 14, 14])
+    matched = N["SundaeComposite"]().composite(original, generated, mask, 4)[0]  # the default seam band
+    assert torch.equal(matched[mask == 0], original[mask == 0]) and not torch.equal(matched, out)
     canvas, new = N["SundaeOutpaintCanvas"]().grow(original, vqgan, 3, 0, 8, 0, 1.0)
     assert canvas.shape == (1, 32, 44, 3) and new.shape == (1, 32, 44)  # 3 rounds up to the factor 4
     assert torch.equal(canvas[:, :, 4:36], original) and new[:, :, 4:36].eq(0).all() and new[:, :, :4].eq(1).all()
