@@ -158,6 +158,10 @@ OMP_NUM_THREADS=2 python -m trainers.training.train_prior "${CPU_FT[@]}" \
     --set data.class_balance=1.0 --set model.dropout=0.2 --set train.weight_decay=0.05 \
     --set train.ema_decay=0.999 --set train.val_every=50 --set train.val_batches=32
 
+# 3j. Session 20 (no GPU, a new machine without $RUNS or $DATA): scripts/emoji_data.sh rebuilt the data,
+#     then 3i again from its start (the grown file rebuilt by sundae-grow-prior); its outcome is in the
+#     model card. Not shipped.
+
 # FINETUNE (a session without $RUNS/prior_v2): a new run that starts from the shipped prior, on the
 # same tokens (the latent dataset is rebuilt by step 2 from the shipped VQ-GAN):
 #   OMP_NUM_THREADS=2 python -m trainers.training.train_prior --config configs/prior_emoji.yaml \
