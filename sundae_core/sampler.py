@@ -182,7 +182,7 @@ class StepResult:
     changed: torch.Tensor  # (b,) bool: did any token of the sample change
     # (b h w) bool: positions whose proposal was drawn this step (kept or changed); self-stopping
     # counts a position as settled only once it has been looked at
-    looked: torch.Tensor | None = None
+    looked: torch.Tensor
 
 
 @dataclass

@@ -32,7 +32,8 @@ TRUST = 4
 
 def push_pull(values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """values (b c h w), weight (b 1 h w) in [0, 1] -> (b c h w): `values` where weight is 1, a
-    smooth fill from the weighted neighbourhood elsewhere. Any size; levels halve to 1 x 1."""
+    smooth fill from the weighted neighbourhood elsewhere. Any size; levels halve until the
+    shorter side is 1."""
     sums, weights = [values * weight], [weight]
     while min(sums[-1].shape[-2:]) > 1:
         sums.append(F.avg_pool2d(sums[-1], 2, ceil_mode=True))
