@@ -35,6 +35,7 @@ from einops import rearrange
 from .cpu_memory import reuse_freed_memory
 from .errors import InputError
 from .schedules import schedule_values
+from .shifted_views import VIEW_SHIFTS, with_views
 
 LogitsFn = Callable[[torch.Tensor, "torch.Tensor | None"], torch.Tensor]
 SELECTIONS = ("random", "confidence")
@@ -46,6 +47,7 @@ LIMITS: dict[str, tuple[float, float]] = {
     "temperature": (0.0, 10.0),  # 0 = argmax
     "proportion": (0.0, 1.0),  # 0 changes nothing (an invariant the tests check)
     "guidance": (0.0, 20.0),  # 0 = off
+    "views": (1, len(VIEW_SHIFTS)),  # 1 = the grid as it is (shifted_views.py)
 }
 # What each setting does, in one wording for CLI help and error messages (and node tooltips where
 # the node has nothing more specific to say).
@@ -57,6 +59,8 @@ MEANINGS: dict[str, str] = {
     "self_stop": "stop a sample once every token it may change was redrawn and kept since it last changed "
                  "(after min_steps)",
     "guidance": "classifier-free guidance strength for class-conditional priors; 0 = off",
+    "views": ("how many copies of the token grid, moved by one position, the prior reads each step; "
+              "their predictions are averaged (1 = the grid alone; each view costs a network pass)"),
     "selection": ("which tokens take their proposal: 'random' (each with probability proportion, the "
                   "paper) or 'confidence' (the proportion share whose proposals most outrank the token there now)"),
 }
@@ -74,7 +78,7 @@ class SamplerSettingError(InputError):
 def check_setting(name: str, value: Any) -> None:
     """Refuse a number outside LIMITS[name] (NaN included), naming the setting and its range."""
     low, high = LIMITS[name]
-    whole = name in ("steps", "min_steps")
+    whole = name in ("steps", "min_steps", "views")
     ok_type = isinstance(value, Integral) if whole else isinstance(value, Real)
     if isinstance(value, bool) or not ok_type:
         kind = "a whole number" if whole else "a number"
@@ -123,17 +127,20 @@ class SamplerSettings:
     self_stop: bool = True
     guidance: float = 0.0
     selection: str = "random"
+    views: int = 1
 
     def __post_init__(self) -> None:
         check_setting("steps", self.steps)
         check_setting("min_steps", self.min_steps)
         check_setting("guidance", self.guidance)
+        check_setting("views", self.views)
         check_selection(self.selection)
         if not isinstance(self.self_stop, bool):
             raise SamplerSettingError("self_stop", f"sampler self_stop must be true or false, got {self.self_stop!r}")
         # frozen: normalise through object.__setattr__ (lists become tuples, ints floats)
         object.__setattr__(self, "steps", int(self.steps))
         object.__setattr__(self, "min_steps", int(self.min_steps))
+        object.__setattr__(self, "views", int(self.views))
         object.__setattr__(self, "guidance", float(self.guidance))
         object.__setattr__(self, "temperature", _schedule("temperature", self.temperature, self.steps))
         object.__setattr__(self, "proportion", _schedule("proportion", self.proportion, self.steps))
@@ -305,7 +312,7 @@ def _repaint_mask(repaint: torch.Tensor | None, tokens: torch.Tensor) -> torch.T
 def denoise_step(logits_fn: LogitsFn, tokens: torch.Tensor, *, generator: torch.Generator | None = None,
                  temperature: float = 1.0, proportion: float = 0.5, repaint: torch.Tensor | None = None,
                  labels: Any = None, guidance: float = 0.0, null_label: int | None = None,
-                 selection: str = "random") -> StepResult:
+                 selection: str = "random", views: int = 1) -> StepResult:
     """One SUNDAE step on tokens (b h w). `repaint` (b h w) or (h w) bool: only True positions may
     change. `labels`: None, one label for the batch, or (b,).
 
@@ -315,13 +322,15 @@ def denoise_step(logits_fn: LogitsFn, tokens: torch.Tensor, *, generator: torch.
     updates. Relative, because SUNDAE has no mask token: ranked by the proposal's probability
     alone, the positions already right (proposal = current token, both likely) win every step, the
     noise a sample starts from is never picked, and self-stopping ends the sample with it in place.
+    views > 1 averages the prior over shifted copies of the grid (shifted_views.py).
     Arguments are checked against LIMITS here; `sample` checks its settings once instead.
     """
     check_setting("temperature", temperature)
     check_setting("proportion", proportion)
     check_setting("guidance", guidance)
+    check_setting("views", views)
     check_selection(selection)
-    return _step(logits_fn, tokens, generator, float(temperature), float(proportion),
+    return _step(with_views(logits_fn, int(views)), tokens, generator, float(temperature), float(proportion),
                  _repaint_mask(repaint, tokens), batch_labels(labels, tokens), float(guidance), null_label,
                  selection)
 
@@ -386,6 +395,7 @@ def sample(logits_fn: LogitsFn, tokens: torch.Tensor, settings: SamplerSettings 
         raise InputError(f"sample() takes a SamplerSettings as its third argument, got {type(settings).__name__}")
     steps = settings.steps
     b = tokens.shape[0]
+    logits_fn = with_views(logits_fn, settings.views)
     taus, props = settings.temperatures(), settings.proportions()
     repaint = _repaint_mask(repaint, tokens)
     labels = batch_labels(labels, tokens)

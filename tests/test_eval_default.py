@@ -160,6 +160,38 @@ def test_token_completion_does_not_move_with_the_workflows_sampler_settings(setu
                         for row in other["inpainting"]["images"]]
 
 
+def test_a_workflow_with_views_adds_their_completion_on_the_same_fillings(setup, tmp_path):
+    """The prior's own completion figure does not move with the workflow's views; the views'
+    figure beside it replays the same random fillings (so the two pair image by image)."""
+    reports = {}
+    for views in (1, 4):
+        workflow = json.loads(eval_default.WORKFLOW.read_text())
+        sampler = next(node for node in workflow["nodes"] if node["type"] == "SundaeSample")
+        sampler["widgets_values"][10:] = [views]  # after selection
+        path = tmp_path / f"views{views}.json"
+        path.write_text(json.dumps(workflow))
+        reports[views] = run(setup, tmp_path / str(views), "--n", "2", "--workflow", str(path))[1]
+    plain, views = reports[1]["token_completion"], reports[4]["token_completion"]
+    assert "with_views" not in plain and reports[4]["inpainting"]["workflow_settings"]["views"] == 4
+    with_views = views.pop("with_views")
+    assert views == plain
+    rows = reports[4]["inpainting"]["images"]
+    assert with_views == {"views": 4, "hole_accuracy": round(float(np.mean([r["hole_token_accuracy_views"]
+                                                                             for r in rows])), 4)}
+
+
+def test_the_views_figure_replays_the_priors_fillings(setup, tmp_path, monkeypatch):
+    """With the views replaced by the prior itself, the two figures agree image by image: they
+    were taken on the same random fillings of the hole."""
+    monkeypatch.setattr(eval_default, "ShiftedViews", lambda logits_fn, views: logits_fn)
+    workflow = json.loads(eval_default.WORKFLOW.read_text())
+    next(node for node in workflow["nodes"] if node["type"] == "SundaeSample")["widgets_values"][10:] = [4]
+    path = tmp_path / "views.json"
+    path.write_text(json.dumps(workflow))
+    rows = run(setup, tmp_path, "--n", "3", "--workflow", str(path))[1]["inpainting"]["images"]
+    assert [r["hole_token_accuracy_views"] for r in rows] == [r["hole_token_accuracy"] for r in rows]
+
+
 def test_completion_accuracy_averages_its_draws():
     """A logits function that predicts every token right scores 1 at any draw count; one that
     predicts the noise it was given scores the chance that the noise was already right."""

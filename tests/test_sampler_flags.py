@@ -19,7 +19,7 @@ def test_node_widgets_take_their_defaults_and_limits_from_the_settings():
     sample = SundaeSample.INPUT_TYPES()["required"]
     step = SundaeDenoiseStep.INPUT_TYPES()["required"]
     widgets = {"steps": sample["steps"], "min_steps": sample["min_steps"], "temperature": sample["temperature_start"],
-               "proportion": sample["proportion"], "guidance": sample["guidance"]}
+               "proportion": sample["proportion"], "guidance": sample["guidance"], "views": sample["views"]}
     for name, (_, options) in widgets.items():
         assert (options["min"], options["max"]) == LIMITS[name]
     for name in ("temperature", "proportion", "guidance"):
@@ -40,9 +40,10 @@ def _parse(argv, **kw):
 def test_flags_read_back_into_the_same_settings_and_a_cli_may_choose_its_defaults():
     assert settings_from_args(_parse([])) == DEFAULT_SETTINGS
     args = _parse(["--steps", "7", "--temperature", "0.9", "0.1", "--proportion", "0.25", "--min-steps", "3",
-                   "--no-self-stop", "--selection", "confidence", "--guidance", "2"])
+                   "--no-self-stop", "--selection", "confidence", "--guidance", "2", "--views", "4"])
     assert settings_from_args(args) == SamplerSettings(steps=7, temperature=(0.9, 0.1), proportion=0.25, min_steps=3,
-                                                       self_stop=False, selection="confidence", guidance=2.0)
+                                                       self_stop=False, selection="confidence", guidance=2.0,
+                                                       views=4)
     assert settings_from_args(_parse([], defaults=SamplerSettings(steps=50))).steps == 50
     assert not hasattr(_parse([], guidance=False), "guidance")
     assert settings_from_args(_parse([], guidance=False), guidance=1.5).guidance == 1.5
@@ -57,6 +58,7 @@ def test_flags_read_back_into_the_same_settings_and_a_cli_may_choose_its_default
     (["--min-steps", "-1"], "--min-steps: sampler min_steps -1 is outside [0, 10000]"),
     (["--proportion", "1.01"], "--proportion: sampler proportion 1.01 is outside [0, 1]"),
     (["--temperature", "11", "1"], "--temperature: sampler temperature 11.0 is outside [0, 10]"),
+    (["--views", "10"], "--views: sampler views 10 is outside [1, 9]"),
 ])
 def test_an_out_of_range_flag_is_an_error_naming_the_flag(argv, message):
     with pytest.raises(InputError) as err:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from trainers.data.latent_data import TokenSet
-from trainers.data.token_shift import draw_shifts, largest_shift, shift_tokens
+from sundae_core.token_shift import draw_shifts, largest_shift, shift_tokens
 from trainers.training import prior_step, train_prior
 
 PRIOR_SETTINGS = ["model.vocab_size=16", "model.dim=16", "model.heads=2", "model.depth=[1, 1, 1]",

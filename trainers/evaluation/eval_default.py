@@ -75,6 +75,7 @@ from sundae_core.images import comfy_to_model, composite, model_to_comfy
 from sundae_core.masks import latent_mask
 from sundae_core.models import check_models_fit, default_model_path, inference_dtype, load_prior, load_vqgan
 from sundae_core.sampler import SamplerSettingError, SamplerSettings, model_logits_fn, sample
+from sundae_core.shifted_views import ShiftedViews
 
 from ..data.build_latents import _folder_labels, folder_classes
 from ..data.image_data import HELD_OUT_FRACTION, image_paths, is_validation, load_rgb
@@ -268,6 +269,8 @@ def inpainting(args, vqgan, prior, scorer, lpips, settings: InpaintSettings, dev
     files = image_subset(args.images, args.n, args.val_fraction, args.split)
     logits_fn = model_logits_fn(prior, compile=args.compile)
     score_fn = model_logits_fn(scorer)
+    # with the workflow's shifted views, the completion the sampler sees, beside the prior's own
+    views_fn = ShiftedViews(score_fn, settings.sampler.views) if settings.sampler.views > 1 else None
     place_gen = torch.Generator().manual_seed(args.seed)
     g = torch.Generator(device).manual_seed(args.seed)
     # the completion figure draws from its own generator, so it is a figure of the prior alone: on
@@ -290,7 +293,12 @@ def inpainting(args, vqgan, prior, scorer, lpips, settings: InpaintSettings, dev
             result = sample(logits_fn, torch.where(repaint, noisy, tokens), settings.sampler, generator=g,
                             repaint=repaint, null_label=prior.null_label)
             decoded = vqgan.decode(torch.cat([tokens, result.tokens])).cpu()  # recon then inpaint
+            fillings = completion_g.get_state()  # the views' figure replays the same random fillings
             hole_acc = completion_accuracy(score_fn, tokens, repaint, vocab, completion_g, args.completion_draws)
+            if views_fn is not None:
+                replay = torch.Generator(device)
+                replay.set_state(fillings)
+                hole_views_acc = completion_accuracy(views_fn, tokens, repaint, vocab, replay, args.completion_draws)
             scattered = scattered_positions(b, *tokens.shape[-2:], args.hole ** 2, completion_g, device)
             scattered_acc = completion_accuracy(score_fn, tokens, scattered, vocab, completion_g,
                                                 args.completion_draws)
@@ -310,6 +318,7 @@ def inpainting(args, vqgan, prior, scorer, lpips, settings: InpaintSettings, dev
                    "steps_used": int(result.steps_used[i]),
                    "hole_token_accuracy": round(float(hole_acc[i]), 4),
                    "scattered_token_accuracy": round(float(scattered_acc[i]), 4),
+                   **({"hole_token_accuracy_views": round(float(hole_views_acc[i]), 4)} if views_fn else {}),
                    "hole_nearest_known_accuracy": round(float(hole_near[i]), 4),
                    "scattered_nearest_known_accuracy": round(float(scattered_near[i]), 4)}
             for name in METHODS:
@@ -344,6 +353,9 @@ def inpainting(args, vqgan, prior, scorer, lpips, settings: InpaintSettings, dev
                   # no model: each position copies the nearest token left as it was
                   "nearest_known": {"hole_accuracy": round(mean("hole_nearest_known_accuracy"), 4),
                                     "scattered_accuracy": round(mean("scattered_nearest_known_accuracy"), 4)}}
+    if views_fn is not None:
+        completion["with_views"] = {"views": settings.sampler.views,
+                                    "hole_accuracy": round(mean("hole_token_accuracy_views"), 4)}
     return InpaintingResult({"inpainting": inpaint, "token_completion": completion}, thumbs)
 
 
@@ -648,6 +660,9 @@ def summary(report: dict) -> str:
     lines.append(f"token completion (one step, top-1, {comp['dtype']}, {comp['draws']} draws): "
                  f"hole {comp['hole_accuracy']:.3f}, "
                  f"scattered {comp['scattered_accuracy']:.3f} ({comp['tokens_per_image']} tokens per image)")
+    if "with_views" in comp:
+        v = comp["with_views"]
+        lines.append(f"  with the workflow's {v['views']} shifted views (the same fillings): hole {v['hole_accuracy']:.3f}")
     if "nearest_known" in comp:  # reports written before session 17 lack the baseline
         near = comp["nearest_known"]
         lines.append(f"  no model (each position copies the nearest known token): hole {near['hole_accuracy']:.3f}, "

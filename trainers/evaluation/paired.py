@@ -27,7 +27,7 @@ from sundae_core.errors import InputError
 
 # per-image figures of an inpainting report, and whether lower is better
 PAIRED = {"inpaint_lpips": True, "inpaint_psnr": False, "hole_token_accuracy": False,
-          "scattered_token_accuracy": False}
+          "hole_token_accuracy_views": False, "scattered_token_accuracy": False}
 # the same for a VQ-GAN report (sundae-eval-vqgan): the reconstruction inside the hole and overall
 PAIRED_VQGAN = {"reconstruction_lpips": True, "reconstruction_psnr": False, "reconstruction_luma_psnr": False,
                 "image_psnr": False, "edge_ratio": False}

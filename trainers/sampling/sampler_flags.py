@@ -22,7 +22,7 @@ CLASS_WORKFLOW_SAMPLER = WORKFLOW_SAMPLER.replace(guidance=2.0)
 # SamplerSettings field -> the flag that sets it
 FLAGS = {"steps": "--steps", "temperature": "--temperature", "proportion": "--proportion",
          "min_steps": "--min-steps", "self_stop": "--no-self-stop", "guidance": "--guidance",
-         "selection": "--selection"}
+         "selection": "--selection", "views": "--views"}
 
 
 def _range(setting: str) -> str:
@@ -33,7 +33,7 @@ def _range(setting: str) -> str:
 def add_sampler_flags(group: argparse._ArgumentGroup | argparse.ArgumentParser,
                       defaults: SamplerSettings = DEFAULT_SETTINGS, guidance: bool = True) -> None:
     """--steps, --temperature START END, --proportion, --min-steps, --no-self-stop, --selection,
-    --guidance (unless `guidance=False`: a CLI with its own guidance flag) and --compile.
+    --views, --guidance (unless `guidance=False`: a CLI with its own guidance flag) and --compile.
     Defaults are `defaults`' (the paper's FFHQ1024 sampler unless a CLI chooses others)."""
     d = defaults.to_dict()
     group.add_argument("--steps", type=int, default=d["steps"],
@@ -50,6 +50,8 @@ def add_sampler_flags(group: argparse._ArgumentGroup | argparse.ArgumentParser,
                        help="run every sample for all --steps (default: " + MEANINGS["self_stop"] + ")")
     group.add_argument("--selection", choices=SELECTIONS, default=d["selection"],
                        help=f"{MEANINGS['selection']} (default {d['selection']})")
+    group.add_argument("--views", type=int, default=d["views"],
+                       help=f"{MEANINGS['views']} ({_range('views')}; default {d['views']})")
     if guidance:
         group.add_argument("--guidance", type=float, default=d["guidance"],
                            help=f"{MEANINGS['guidance']} ({_range('guidance')}; default {d['guidance']:g})")
@@ -63,7 +65,8 @@ def settings_from_args(args: argparse.Namespace, **changes) -> SamplerSettings:
     value, one of several guidance scales); a flag's value out of range is an InputError naming
     the flag, a bad `changes` value the SamplerSettingError for the caller to place."""
     values = {"steps": args.steps, "temperature": tuple(args.temperature), "proportion": args.proportion,
-              "min_steps": args.min_steps, "self_stop": args.self_stop, "selection": args.selection}
+              "min_steps": args.min_steps, "self_stop": args.self_stop, "selection": args.selection,
+              "views": getattr(args, "views", 1)}
     if "guidance" not in changes and hasattr(args, "guidance"):
         values["guidance"] = args.guidance
     values.update(changes)

@@ -12,7 +12,7 @@ region redrawn, for inpainting; sundae_core/corruption.py), shaped by train.bloc
 paper's corruption only. With it on, validation also logs val_block_loss (every sample a block
 sample) next to val_loss (the paper's corruption, comparable across runs).
 train.shift > 0 moves each training sample's token grid by up to that many positions in each
-direction (edges replicated; trainers/data/token_shift.py); validation batches are never shifted.
+direction (edges replicated; sundae_core/token_shift.py); validation batches are never shifted.
 A dataset whose manifest lists "class_names" names the classes of the prior (model.class_names).
 train.accumulate = k runs each batch as k micro-batches (one optimiser step per batch): batch 256
 in the memory of 256 / k (validation still draws batches of train.batch_size, without gradients).
@@ -39,11 +39,11 @@ from sundae_core.errors import ConfigError
 from sundae_core.grid import save_grid
 from sundae_core.models import check_models_fit, load_vqgan
 from sundae_core.sampler import SamplerSettingError, SamplerSettings, model_logits_fn, random_tokens, sample
+from sundae_core.token_shift import draw_shifts, largest_shift, shift_tokens
 from sundae_core.unroll import unrolled_loss
 
 from ..checkpoints.grow_prior import added_parameters
 from ..data.latent_data import LatentDataConfig, TokenSet, grey_level_images
-from ..data.token_shift import draw_shifts, largest_shift, shift_tokens
 from ..evaluation.token_completion import completion_accuracy
 from ..sampling.sampler_flags import WORKFLOW_SAMPLER
 from . import distributed as dist
@@ -75,7 +75,7 @@ class PriorTrainConfig:
     block_corruption: float = 0.0  # share of samples with block corruption (0 = the paper's only)
     block_shapes: BlockShapes = field(default_factory=BlockShapes)  # what those blocks look like
     # each training grid moved by (dy, dx) uniform in [-shift, shift], edges replicated
-    # (trainers/data/token_shift.py); 0 = off, and then nothing is drawn, so runs resume as before
+    # (sundae_core/token_shift.py); 0 = off, and then nothing is drawn, so runs resume as before
     shift: int = 0
     bf16: bool = True
     # torch.compile the network and loss of each unrolled step (prior_step.py): faster steps

@@ -1,4 +1,5 @@
-"""Token-grid shift augmentation for prior training: each sample's grid moved by a few positions.
+"""Token grids moved by a few positions: the prior trainer's augmentation, and the shifted views
+the sampler can average (shifted_views.py).
 
 The emoji VQ-GAN is convolutional with f = 32, so a canvas moved by 32 px moves its tokens by
 one position: shifting a token grid is a nearly exact, free augmentation. The uncovered rows and

@@ -1,0 +1,79 @@
+"""Shifted views: the prior reads a few copies of the token grid moved by one position, and the
+sampler averages their predictions.
+
+The prior is not translation-invariant: its hourglass merges 2 x 2 patches, so a token's
+neighbours are pooled with it or apart depending on where the grid starts, and a grid moved by one
+position is a different question with the same answer. The default prior trained on grids moved
+by up to one position each way (`train.shift`, token_shift.py), so those views are in its training
+distribution; averaging their log-probabilities (a product of the views' predictions) is
+test-time augmentation. Measured on the default prior (docs/campaign/history.md, session 21):
+one-step top-1 on the 172 held-out 8 x 8 holes 0.384 alone, 0.398 with 4 views, 0.398 with 9;
+views moved by two or three positions, which it never trained on, scored 0.388.
+
+`views = n` takes the first n of VIEW_SHIFTS: 4 gives every 2 x 2 patch alignment, 9 every shift
+of the trained range. Each view costs a network pass, so a step takes about n times as long.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from .token_shift import shift_tokens
+
+# (dy, dx), a positive dy moving the content down: the unshifted grid, then the three other 2 x 2
+# patch alignments, then the rest of the one-position neighbourhood
+VIEW_SHIFTS: tuple[tuple[int, int], ...] = ((0, 0), (0, 1), (1, 0), (1, 1), (0, -1), (-1, 0), (-1, -1),
+                                            (1, -1), (-1, 1))
+
+
+class ShiftedViews:
+    """A LogitsFn averaging another's log-probabilities over shifted copies of the grid.
+
+    Uncovered rows and columns repeat the grid's edge (token_shift.py), and a position pushed off
+    the grid by a view is averaged over the views that still hold it (the unshifted one always
+    does). Returns float32 log-probabilities, which the sampler takes as logits. Like PriorLogits
+    it has `at`, so the vocabulary head runs only where a step draws.
+    """
+
+    def __init__(self, logits_fn: Callable, views: int):
+        if not 1 <= views <= len(VIEW_SHIFTS):
+            raise ValueError(f"views must be 1 to {len(VIEW_SHIFTS)}, got {views}")
+        self.inner = logits_fn
+        self.shifts = VIEW_SHIFTS[:views]
+
+    def __call__(self, tokens: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """log-probabilities (b h w v)."""
+        b, h, w = tokens.shape
+        flat = torch.arange(b * h * w, device=tokens.device)
+        return self.at(tokens, labels, flat).reshape(b, h, w, -1)
+
+    def at(self, tokens: torch.Tensor, labels: torch.Tensor | None, positions: torch.Tensor) -> torch.Tensor:
+        """log-probabilities (n v) at `positions`, flat indices into (b h w)."""
+        b, h, w = tokens.shape
+        row, col = (positions // w) % h, positions % w
+        total, count = None, torch.zeros(positions.shape[0], 1, device=tokens.device)
+        for dy, dx in self.shifts:
+            # token (y, x) of the grid sits at (y + dy, x + dx) of the moved one
+            y, x = row + dy, col + dx
+            held = (y >= 0) & (y < h) & (x >= 0) & (x < w)
+            moved = shift_tokens(tokens, torch.tensor([[dy, dx]]).expand(b, 2))
+            where = positions + dy * w + dx  # the same sample, moved by (dy, dx)
+            logp = self._logits_at(moved, labels, where[held]).float().log_softmax(-1)
+            if total is None:
+                total = torch.zeros(positions.shape[0], logp.shape[-1], device=tokens.device)
+            total[held] += logp
+            count[held] += 1
+        return total / count
+
+    def _logits_at(self, tokens: torch.Tensor, labels: torch.Tensor | None, positions: torch.Tensor) -> torch.Tensor:
+        at = getattr(self.inner, "at", None)
+        if at is not None:
+            return at(tokens, labels, positions)
+        return self.inner(tokens, labels).flatten(0, 2)[positions]
+
+
+def with_views(logits_fn: Callable, views: int) -> Callable:
+    """logits_fn itself for one view, else a ShiftedViews over it."""
+    return logits_fn if views == 1 else ShiftedViews(logits_fn, views)
