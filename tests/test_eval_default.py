@@ -306,7 +306,7 @@ def test_workflow_settings_come_from_the_shipped_workflow():
     s = eval_default.workflow_settings(eval_default.WORKFLOW)
     assert (s.rate, s.feather, s.seam_band) == (1.0, 8, 32)
     assert s.sampler == SamplerSettings(steps=100, temperature=(0.5, 0.3), proportion=0.5, min_steps=10,
-                                        self_stop=True, guidance=0.0, selection="random")
+                                        self_stop=True, guidance=0.0, selection="random", views=9)
 
 
 def test_the_seam_band_pastes_a_colour_shifted_decode_closer_to_the_original():
