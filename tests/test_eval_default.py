@@ -24,6 +24,7 @@ from trainers.evaluation.linear_probe import fit_linear_probe
 from trainers.evaluation.token_completion import nearest_known_accuracy
 
 GROUPS = ("animals", "food")
+ONE_VIEW = "inpaint_one_view.json"
 VAL_FRACTION = 0.5
 
 
@@ -62,11 +63,17 @@ def setup(tmp_path_factory):
             Image.fromarray(rgba, "RGBA").save(root / "images" / group / f"{group}{i}.png")
     held_out = [p for p in (root / "images").rglob("*.png") if is_validation(p, VAL_FRACTION)]
     assert 3 <= len(held_out) < 12  # the hash split leaves images on both sides
+    # the shipped workflow with its sampler reading the grid alone: 9 shifted views cost 9 passes a step
+    workflow = json.loads(eval_default.WORKFLOW.read_text())
+    next(node for node in workflow["nodes"] if node["type"] == "SundaeSample")["widgets_values"][10:] = [1]
+    (root / ONE_VIEW).write_text(json.dumps(workflow))
     return root
 
 
 def run(setup, tmp_path, *extra, prior="prior.safetensors") -> tuple[int, dict]:
     out = tmp_path / "out"
+    if "--workflow" not in extra:  # the views have tests of their own (below, test_shifted_views.py)
+        extra = ("--workflow", str(setup / ONE_VIEW), *extra)
     argv = ["--vqgan", str(setup / "vq.safetensors"), "--prior", str(setup / prior),
             "--images", str(setup / "images"), "--val-fraction", str(VAL_FRACTION), "--resolution", "64",
             "--n", "3", "--hole", "8", "--batch-size", "2", "--grid-images", "2", "--thumb", "32",
@@ -135,7 +142,8 @@ def test_token_completion_is_taken_in_float32(setup, tmp_path, monkeypatch):
     real = eval_default.completion_accuracy
 
     def spy(logits_fn, *args, **kwargs):
-        seen.append(next(logits_fn.model.parameters()).dtype)
+        prior_logits = getattr(logits_fn, "inner", logits_fn)  # under the workflow's shifted views
+        seen.append(next(prior_logits.model.parameters()).dtype)
         return real(logits_fn, *args, **kwargs)
 
     monkeypatch.setattr(eval_default, "completion_accuracy", spy)
@@ -146,7 +154,7 @@ def test_token_completion_is_taken_in_float32(setup, tmp_path, monkeypatch):
 
 def test_token_completion_does_not_move_with_the_workflows_sampler_settings(setup, tmp_path):
     """It is a figure of the prior: sampling fewer or more steps must not change its noise draws."""
-    workflow = json.loads(eval_default.WORKFLOW.read_text())
+    workflow = json.loads((setup / ONE_VIEW).read_text())
     sampler = next(node for node in workflow["nodes"] if node["type"] == "SundaeSample")
     sampler["widgets_values"][5] = 0.9  # proportion: sampling draws a different count of numbers
     changed = tmp_path / "changed.json"
