@@ -377,6 +377,17 @@ def test_eval_vqgan_reports_flat_colours_holes_and_hue_spread(setup, tmp_path):
     assert report["worst_flat_colour_error"] == max(v["mean_colour_error"] for v in flat.values())
     holes = report["holes"]
     assert holes["n"] == 3 and set(holes["methods"]) == {"reconstruction", "mean_fill"}
+    # pasted as sundae-eval-default pastes it: the workflow's seam band on the reconstruction only
+    assert (holes["feather"], holes["seam_band"]) == (8, 32)
+    workflow = json.loads(eval_default.WORKFLOW.read_text())
+    next(node for node in workflow["nodes"] if node["type"] == "SundaeComposite")["widgets_values"] = [8, 0]
+    (tmp_path / "no_band.json").write_text(json.dumps(workflow))
+    no_band_out = tmp_path / "vq_no_band"
+    assert eval_vqgan.main([*argv[:-3], "--out", str(no_band_out), "--no-progress", "--workflow",
+                            str(tmp_path / "no_band.json")], lpips=fake_lpips) == 0
+    no_band = json.loads((no_band_out / eval_vqgan.REPORT).read_text())["holes"]
+    assert no_band["methods"]["mean_fill"] == holes["methods"]["mean_fill"]
+    assert no_band["methods"]["reconstruction"] != holes["methods"]["reconstruction"]
     assert holes["edge_ratio"] > 0 and all("edge_ratio" in row for row in holes["images"])
     codes = report["code_colours"]
     assert codes["n_codes"] == 16 and 0 <= codes["hue_sectors_used"] <= 12

@@ -7,8 +7,8 @@ The checks a first stage must pass before its encoder is frozen (priors are trai
    colour and of any pixel. A colour-true VQ-GAN keeps each within a few levels.
 2. Held-out holes: on --n held-out images (the project's split), the 8 x 8-token hole on the subject
    that `sundae-eval-default` uses (same placement, same seed), pasted with the inpainting workflow's
-   feather; LPIPS-Alex and PSNR inside the hole for the VQ-GAN reconstruction and for the no-model
-   mean-colour fill, plus PSNR over the whole image and on luminance alone (shape against colour),
+   feather and seam band (the mean fill with the feather only, as there); LPIPS-Alex and PSNR
+   inside the hole for the VQ-GAN reconstruction and for the no-model mean-colour fill, plus PSNR over the whole image and on luminance alone (shape against colour),
    and the edge ratio: the reconstruction's RMS luminance gradient over the original's (1.0 is as
    sharp as the original; blurred edges lower it, mottled flat areas raise it, so read it beside
    recon_grid.png: the embedded decoder's soft edges and mottling offset to 0.99).
@@ -102,7 +102,8 @@ def edge_ratio(reconstruction: torch.Tensor, original: torch.Tensor) -> torch.Te
 @torch.inference_mode()
 def held_out_holes(args, vqgan, lpips, device, progress: bool) -> tuple[dict, list[torch.Tensor]]:
     f = vqgan.factor
-    feather = workflow_settings(args.workflow).feather
+    settings = workflow_settings(args.workflow)
+    feather = settings.feather
     files = image_subset(args.images, args.n, args.val_fraction)
     place_gen = torch.Generator().manual_seed(args.seed)
     rows, thumbs = [], []
@@ -116,7 +117,7 @@ def held_out_holes(args, vqgan, lpips, device, progress: bool) -> tuple[dict, li
         filled = torch.stack([mean_fill(original[i], holes[i].box(f), args.ring or f) for i in range(len(batch))])
         real = hole_crops(original, holes, f)
         scores = {}
-        for name, image in (("reconstruction", paste(original, decoded, mask, feather)),
+        for name, image in (("reconstruction", paste(original, decoded, mask, feather, settings.seam_band)),
                             ("mean_fill", paste(original, filled, mask, feather))):
             fake = hole_crops(image, holes, f)
             scores[name] = (lpips(fake.to(device), real.to(device)).float().cpu(), psnr(fake, real),
@@ -137,6 +138,7 @@ def held_out_holes(args, vqgan, lpips, device, progress: bool) -> tuple[dict, li
         return round(float(np.mean([r[key] for r in rows])), 4)
 
     report = {"n": len(rows), "hole_tokens": args.hole, "resolution": args.resolution, "feather": feather,
+              "seam_band": settings.seam_band,
               "methods": {name: {"lpips": mean(f"{name}_lpips"), "psnr": mean(f"{name}_psnr"),
                                  "luma_psnr": mean(f"{name}_luma_psnr")} for name in ("reconstruction", "mean_fill")},
               "image_psnr": mean("image_psnr"), "edge_ratio": mean("edge_ratio"), "images": rows}
@@ -154,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hole", type=int, default=8, help="side of the square hole in tokens (default 8)")
     p.add_argument("--slack", type=float, default=0.1, help="hole placement slack, as sundae-eval-default")
     p.add_argument("--ring", type=int, default=0, help="mean-fill ring width in pixels (default: the factor)")
-    p.add_argument("--workflow", default=str(WORKFLOW), help="inpainting workflow whose feather is used")
+    p.add_argument("--workflow", default=str(WORKFLOW), help="inpainting workflow whose feather and seam band are used")
     p.add_argument("--grid-images", type=int, default=6, help="images in recon_grid.png (default 6)")
     p.add_argument("--thumb", type=int, default=256, help="side of each picture in the grids (default 256)")
     p.add_argument("--batch-size", type=int, default=4, help="images encoded at once (default 4)")
