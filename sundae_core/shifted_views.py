@@ -26,6 +26,9 @@ from .token_shift import shift_tokens
 # patch alignments, then the rest of the one-position neighbourhood
 VIEW_SHIFTS: tuple[tuple[int, int], ...] = ((0, 0), (0, 1), (1, 0), (1, 1), (0, -1), (-1, 0), (-1, -1),
                                             (1, -1), (-1, 1))
+# grid tokens the inner prior sees per call: views are stacked into one batch up to this many
+# (nine 32 x 32 grids at batch 1), so a large batch runs its views one at a time
+VIEW_BATCH_TOKENS = 16384
 
 
 class ShiftedViews:
@@ -52,19 +55,26 @@ class ShiftedViews:
     def at(self, tokens: torch.Tensor, labels: torch.Tensor | None, positions: torch.Tensor) -> torch.Tensor:
         """log-probabilities (n v) at `positions`, flat indices into (b h w)."""
         b, h, w = tokens.shape
+        shifts = torch.tensor(self.shifts, device=tokens.device)  # (views 2)
         row, col = (positions // w) % h, positions % w
-        total, count = None, torch.zeros(positions.shape[0], 1, device=tokens.device)
-        for dy, dx in self.shifts:
-            # token (y, x) of the grid sits at (y + dy, x + dx) of the moved one
-            y, x = row + dy, col + dx
-            held = (y >= 0) & (y < h) & (x >= 0) & (x < w)
-            moved = shift_tokens(tokens, torch.tensor([[dy, dx]]).expand(b, 2))
-            where = positions + dy * w + dx  # the same sample, moved by (dy, dx)
-            logp = self._logits_at(moved, labels, where[held]).float().log_softmax(-1)
+        y, x = row + shifts[:, :1], col + shifts[:, 1:]  # (views n): where each token sits in each view
+        held = (y >= 0) & (y < h) & (x >= 0) & (x < w)
+        # several views in one batch (view-major): at batch 1 the prior's matmuls are narrow, and
+        # stacking views runs them far nearer the machine's peak than one view at a time
+        per_call = max(1, min(len(self.shifts), VIEW_BATCH_TOKENS // tokens.numel()))
+        total, count = None, held.sum(0, keepdim=True).T.float()  # (n 1); the unshifted view holds all
+        for first in range(0, len(self.shifts), per_call):
+            part = slice(first, first + per_call)
+            views = shifts[part].shape[0]
+            moved = shift_tokens(tokens.repeat(views, 1, 1), shifts[part].repeat_interleave(b, 0))
+            offset = torch.arange(views, device=tokens.device)[:, None] * tokens.numel()
+            where = positions + shifts[part, :1] * w + shifts[part, 1:] + offset  # (views n)
+            ids = None if labels is None else labels.repeat(views)
+            logp = self._logits_at(moved, ids, where[held[part]]).float().log_softmax(-1)
             if total is None:
                 total = torch.zeros(positions.shape[0], logp.shape[-1], device=tokens.device)
-            total[held] += logp
-            count[held] += 1
+            target = torch.arange(positions.shape[0], device=tokens.device).expand(views, -1)[held[part]]
+            total.index_add_(0, target, logp)
         return total / count
 
     def _logits_at(self, tokens: torch.Tensor, labels: torch.Tensor | None, positions: torch.Tensor) -> torch.Tensor:

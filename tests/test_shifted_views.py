@@ -120,3 +120,21 @@ def test_nodes_offer_views_with_the_sampler_limits_and_default_one():
         kind, options = node.INPUT_TYPES()["required"]["views"]
         assert kind == "INT" and options["default"] == 1
         assert (options["min"], options["max"]) == (1, len(VIEW_SHIFTS))
+
+
+@pytest.mark.parametrize("budget", [1, 40, 10 ** 6])
+def test_views_stacked_into_one_batch_or_taken_a_few_at_a_time_agree(budget, monkeypatch):
+    """Views share a call up to VIEW_BATCH_TOKENS grid tokens; how they are split into calls does
+    not change the answer (labels follow their samples into every view)."""
+    from sundae_core import shifted_views
+
+    torch.manual_seed(0)
+    config = HourglassConfig(vocab_size=VOCAB, dim=16, heads=2, depth=(1, 1, 1), shorten=4, num_classes=3)
+    fn = model_logits_fn(HourglassTransformer(config).eval())
+    tokens, labels = _tokens(2, 4, 4, seed=4), torch.tensor([0, 2])
+    positions = torch.tensor([0, 3, 5, 12, 15, 16, 21, 31])
+    with torch.no_grad():
+        reference = ShiftedViews(fn, 9).at(tokens, labels, positions)
+        monkeypatch.setattr(shifted_views, "VIEW_BATCH_TOKENS", budget)
+        got = ShiftedViews(fn, 9).at(tokens, labels, positions)
+    torch.testing.assert_close(got, reference, rtol=1e-4, atol=1e-5)
