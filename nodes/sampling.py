@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from sundae_core.sampler import (DEFAULT_SETTINGS, LIMITS, MEANINGS, SELECTIONS, SamplerSettings, denoise_step,
-                                  model_logits_fn, sample)
+from sundae_core.sampler import (DEFAULT_SETTINGS, LIMITS, MEANINGS, SELECTIONS, WHOLE_SETTINGS, SamplerSettings,
+                                  denoise_step, model_logits_fn, sample)
 
 from sundae_core.token_version import check_pair, check_tokens, tag, version_of
 
@@ -36,7 +36,7 @@ def _shared_inputs(tokens_tooltip: str) -> dict:
 def _number(setting: str, tooltip: str, default=None, step: float | None = None) -> tuple:
     """An INT or FLOAT widget whose min / max are the sampler's LIMITS for `setting`."""
     low, high = LIMITS[setting]
-    kind = "INT" if setting in ("steps", "min_steps", "views") else "FLOAT"
+    kind = "INT" if setting in WHOLE_SETTINGS else "FLOAT"
     options = {"default": DEFAULTS[setting] if default is None else default, "min": low, "max": high}
     if step is not None:
         options["step"] = step

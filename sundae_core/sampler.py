@@ -34,6 +34,7 @@ from einops import rearrange
 
 from .cpu_memory import reuse_freed_memory
 from .errors import InputError
+from .logits_at import logits_at
 from .schedules import schedule_values
 from .shifted_views import VIEW_SHIFTS, with_views
 
@@ -49,6 +50,8 @@ LIMITS: dict[str, tuple[float, float]] = {
     "guidance": (0.0, 20.0),  # 0 = off
     "views": (1, len(VIEW_SHIFTS)),  # 1 = the grid as it is (shifted_views.py)
 }
+# the settings counted in whole numbers (INT widgets on the nodes); the rest are real numbers
+WHOLE_SETTINGS = ("steps", "min_steps", "views")
 # What each setting does, in one wording for CLI help and error messages (and node tooltips where
 # the node has nothing more specific to say).
 MEANINGS: dict[str, str] = {
@@ -78,7 +81,7 @@ class SamplerSettingError(InputError):
 def check_setting(name: str, value: Any) -> None:
     """Refuse a number outside LIMITS[name] (NaN included), naming the setting and its range."""
     low, high = LIMITS[name]
-    whole = name in ("steps", "min_steps", "views")
+    whole = name in WHOLE_SETTINGS
     ok_type = isinstance(value, Integral) if whole else isinstance(value, Real)
     if isinstance(value, bool) or not ok_type:
         kind = "a whole number" if whole else "a number"
@@ -273,21 +276,14 @@ def _guided_logits_at(logits_fn: LogitsFn, tokens: torch.Tensor, labels: torch.T
                       null_label: int | None, positions: torch.Tensor) -> torch.Tensor:
     """Guided logits (n v) at flat `positions` of (b h w): the head runs only there when the
     LogitsFn has `at`; a plain LogitsFn's full logits are indexed instead."""
-    at = getattr(logits_fn, "at", None)
-
-    def logits(z: torch.Tensor, y: torch.Tensor | None, where: torch.Tensor) -> torch.Tensor:
-        if at is not None:
-            return at(z, y, where)
-        return rearrange(logits_fn(z, y), "b h w v -> (b h w) v")[where]
-
     if guidance == 0 or labels is None:
-        return logits(tokens, labels, positions)
+        return logits_at(logits_fn, tokens, labels, positions)
     if null_label is None:
         raise InputError(NO_NULL_CLASS)
     null = torch.full_like(labels, null_label)
     # the unconditional copy is the second half of the doubled batch: same positions, shifted
-    both = logits(torch.cat([tokens, tokens]), torch.cat([labels, null]),
-                  torch.cat([positions, positions + tokens.numel()]))
+    both = logits_at(logits_fn, torch.cat([tokens, tokens]), torch.cat([labels, null]),
+                     torch.cat([positions, positions + tokens.numel()]))
     cond, uncond = both.float().chunk(2)
     return cond + guidance * (cond - uncond)
 

@@ -20,6 +20,7 @@ from typing import Callable
 
 import torch
 
+from .logits_at import logits_at
 from .token_shift import shift_tokens
 
 # (dy, dx), a positive dy moving the content down: the unshifted grid, then the three other 2 x 2
@@ -70,18 +71,12 @@ class ShiftedViews:
             offset = torch.arange(views, device=tokens.device)[:, None] * tokens.numel()
             where = positions + shifts[part, :1] * w + shifts[part, 1:] + offset  # (views n)
             ids = None if labels is None else labels.repeat(views)
-            logp = self._logits_at(moved, ids, where[held[part]]).float().log_softmax(-1)
+            logp = logits_at(self.inner, moved, ids, where[held[part]]).float().log_softmax(-1)
             if total is None:
                 total = torch.zeros(positions.shape[0], logp.shape[-1], device=tokens.device)
             target = torch.arange(positions.shape[0], device=tokens.device).expand(views, -1)[held[part]]
             total.index_add_(0, target, logp)
         return total / count
-
-    def _logits_at(self, tokens: torch.Tensor, labels: torch.Tensor | None, positions: torch.Tensor) -> torch.Tensor:
-        at = getattr(self.inner, "at", None)
-        if at is not None:
-            return at(tokens, labels, positions)
-        return self.inner(tokens, labels).flatten(0, 2)[positions]
 
 
 def with_views(logits_fn: Callable, views: int) -> Callable:
