@@ -162,6 +162,16 @@ OMP_NUM_THREADS=2 python -m trainers.training.train_prior "${CPU_FT[@]}" \
 #     then 3i again from its start (the grown file rebuilt by sundae-grow-prior); its outcome is in the
 #     model card. Not shipped.
 
+# 3k. Session 22 (no GPU): 3f's recipe with view distillation: the first unrolled step also pulled
+#     (KL, weight 2) towards the shipped prior's average over its 4 shifted views (2 x 2 patch
+#     alignments), which lift its one-step hole top-1 0.384 -> 0.398 at 4 network passes; can one
+#     pass learn it? ~12 s a step on 2 threads (the teacher's 64 grids a step). Outcome: model card.
+OMP_NUM_THREADS=2 python -m trainers.training.train_prior "${CPU_FT[@]}" \
+    --run-dir "$RUNS/prior_cpu_s22_distill" --set data.path="$DATA/emoji_latents_v2t" \
+    --set data.class_balance=1.0 --set model.dropout=0.2 --set train.weight_decay=0.05 \
+    --set train.ema_decay=0.999 --set train.val_every=50 --set train.val_batches=32 --set train.ckpt_every=25 \
+    --set train.view_distill=2 --set train.view_distill_views=4
+
 # FINETUNE (a session without $RUNS/prior_v2): a new run that starts from the shipped prior, on the
 # same tokens (the latent dataset is rebuilt by step 2 from the shipped VQ-GAN):
 #   OMP_NUM_THREADS=2 python -m trainers.training.train_prior --config configs/prior_emoji.yaml \

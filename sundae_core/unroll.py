@@ -25,12 +25,15 @@ LogitsFn = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
 
 @dataclass
 class UnrolledLoss:
-    loss: torch.Tensor  # scalar, mean of per_step
+    loss: torch.Tensor  # scalar, mean of per_step (+ extra, when there is one)
     per_step: list[torch.Tensor]  # cross-entropy of each unrolled step (scalars)
     accuracy: torch.Tensor  # first step's token accuracy, a cheap training signal
+    extra: torch.Tensor | None = None  # first_step_extra's term (included in loss), None without one
 
 
 StepLoss = Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+# (z_0, labels, the first step's logits) -> a scalar added to the loss (the trainer's view distillation)
+ExtraLoss = Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor], torch.Tensor]
 
 
 def step_loss_fn(logits_fn: LogitsFn) -> StepLoss:
@@ -47,24 +50,30 @@ def step_loss_fn(logits_fn: LogitsFn) -> StepLoss:
 def unrolled_loss(logits_fn: LogitsFn | None, tokens: torch.Tensor, vocab_size: int, *, steps: int = 2,
                   generator: torch.Generator | None = None,
                   labels: torch.Tensor | None = None, block_share: float = 0.0,
-                  block_shapes: BlockShapes = BlockShapes(), step_loss: StepLoss | None = None) -> UnrolledLoss:
+                  block_shapes: BlockShapes = BlockShapes(), step_loss: StepLoss | None = None,
+                  first_step_extra: ExtraLoss | None = None) -> UnrolledLoss:
     """tokens (b h w) clean targets; returns the mean cross-entropy over `steps` unrolled steps.
 
     block_share, block_shapes: block corruption for step 1, as in `corruption.corrupt`.
-    step_loss: computes each step's logits and cross-entropy (default: `step_loss_fn(logits_fn)`)."""
+    step_loss: computes each step's logits and cross-entropy (default: `step_loss_fn(logits_fn)`).
+    first_step_extra: a term on the first step's input and logits, added to the loss as it is
+    (weighted by its maker) and reported as `extra`."""
     if steps < 1:
         raise ValueError("unrolled_loss needs steps >= 1")
     step_loss = step_loss or step_loss_fn(logits_fn)
     z = corrupt(tokens, vocab_size, generator=generator, block_share=block_share,
                 block_shapes=block_shapes).tokens
-    per_step, accuracy = [], None
+    per_step, accuracy, extra = [], None, None
     for i in range(steps):
         logits, ce = step_loss(z, labels, tokens)  # logits (b h w v)
         per_step.append(ce)
         if i == 0:
             accuracy = (logits.detach().argmax(-1) == tokens).float().mean()
+            if first_step_extra is not None:
+                extra = first_step_extra(z, labels, logits)
         if i + 1 < steps:
             with torch.no_grad():
                 flat = rearrange(logits.detach(), "b h w v -> (b h w) v")
                 z = sample_categorical(flat, 1.0, generator).view_as(tokens)
-    return UnrolledLoss(torch.stack(per_step).mean(), per_step, accuracy)
+    loss = torch.stack(per_step).mean()
+    return UnrolledLoss(loss if extra is None else loss + extra, per_step, accuracy, extra)

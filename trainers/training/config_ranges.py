@@ -60,6 +60,8 @@ RANGES: dict[str, Range] = {
     "train.disc_layers": AT_LEAST_1,
     "train.disc_channels": AT_LEAST_1,
     "train.restart_dead_codes_every": Range(0, note="0 = off"),
+    "train.view_distill": Range(0, note="0 = off"),
+    "train.view_distill_views": Range(1, 9, note="the first n of sundae_core/shifted_views.VIEW_SHIFTS"),
     "train.log_every": AT_LEAST_1,
     "train.sample_every": AT_LEAST_1,
     "train.ckpt_every": AT_LEAST_1,

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from sundae_core.compiled import require_compiler
-from sundae_core.unroll import StepLoss, UnrolledLoss, unrolled_loss
+from sundae_core.unroll import ExtraLoss, StepLoss, UnrolledLoss, unrolled_loss
 
 
 def make_step_loss(model: torch.nn.Module, *, bf16: bool, compile: bool) -> StepLoss:
@@ -65,13 +65,14 @@ def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, betas
 def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, step_loss: StepLoss, tokens: torch.Tensor,
                labels: torch.Tensor | None, tc, noise: torch.Generator,
                sync: Callable[[torch.nn.Module], None] = lambda module: None,
-               optimizer_step: Callable[[torch.optim.Optimizer, torch.Tensor], object] | None = None
-               ) -> tuple[UnrolledLoss, torch.Tensor]:
+               optimizer_step: Callable[[torch.optim.Optimizer, torch.Tensor], object] | None = None,
+               first_step_extra: ExtraLoss | None = None) -> tuple[UnrolledLoss, torch.Tensor]:
     """One training step of the prior on tokens (b h w) and labels (b,) or None, as the trainer
     runs it (`sundae-bench-train` times this same function): label dropout to the null class, the
     unrolled loss with the config's corruption, backward, `sync` (gradient averaging across ranks),
     clipping, then `optimizer_step(opt, loss)` (default: opt.step()). `tc` is the run's train
-    config. Returns the loss and the gradient norm before clipping.
+    config. `first_step_extra`: a term on the first unrolled step (view_distill.py). Returns the
+    loss and the gradient norm before clipping.
 
     With `tc.accumulate` = k > 1 the batch runs as k micro-batches of b / k, each backward adding
     1 / k of its gradient, before one optimiser step: the update of batch b in the memory of b / k
@@ -87,7 +88,7 @@ def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, step_loss: St
     for part_tokens, part_labels in zip(tokens.chunk(parts), _chunks(labels, parts)):
         out = unrolled_loss(None, part_tokens, model.config.vocab_size, steps=tc.unroll_steps, generator=noise,
                             labels=part_labels, block_share=tc.block_corruption, block_shapes=tc.block_shapes,
-                            step_loss=step_loss)
+                            step_loss=step_loss, first_step_extra=first_step_extra)
         (out.loss / parts if parts > 1 else out.loss).backward()
         outs.append(out)
     out = outs[0] if parts == 1 else _mean_of(outs)
@@ -110,4 +111,5 @@ def _mean_of(outs: list[UnrolledLoss]) -> UnrolledLoss:
     mean = lambda values: torch.stack([v.detach() for v in values]).mean()
     return UnrolledLoss(loss=mean([o.loss for o in outs]),
                         per_step=[mean(step) for step in zip(*(o.per_step for o in outs))],
-                        accuracy=mean([o.accuracy for o in outs]))
+                        accuracy=mean([o.accuracy for o in outs]),
+                        extra=None if outs[0].extra is None else mean([o.extra for o in outs]))

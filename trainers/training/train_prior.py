@@ -53,6 +53,7 @@ from .ema import EMA
 from .prior_step import make_optimizer, make_step_loss, train_step
 from .run_folder import MetricLog, trainer_main, write_config
 from .run_state import has_state, init_weights, load_state, save_checkpoint_pair
+from .view_distill import load_teacher, view_distill_loss
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,12 @@ class PriorTrainConfig:
     # file records the depth it grew from): they start as identities with zeroed output layers, and
     # at a fine-tune's rate those layers stay near zero (std 5e-4 after 250 CPU steps at 5e-5)
     grown_lr_scale: float = 1.0
+    # view distillation (view_distill.py): the weight of a KL term pulling the first unrolled
+    # step towards a frozen teacher's average over view_distill_views shifted views; 0 = off.
+    # The teacher is view_distill_teacher, or train.init's prior when that is "".
+    view_distill: float = 0.0
+    view_distill_views: int = 4
+    view_distill_teacher: str = ""
     device: str = "cpu"  # "cpu" or "cuda"
 
     def __post_init__(self) -> None:
@@ -112,6 +119,9 @@ class PriorTrainConfig:
         if self.grown_lr_scale != 1 and not self.init:
             raise ConfigError("train.grown_lr_scale scales the blocks sundae-grow-prior added to train.init's prior: "
                               "set train.init to the grown prior, or leave grown_lr_scale at 1")
+        if self.view_distill and not (self.view_distill_teacher or self.init):
+            raise ConfigError("train.view_distill needs a teacher: set train.view_distill_teacher to a prior file "
+                              "(or train.init, whose prior then teaches), or set train.view_distill to 0")
         if not 0 <= self.block_corruption <= 1:
             raise ConfigError(f"train.block_corruption is a share of samples in [0, 1], got {self.block_corruption}")
         self.sampler_settings()  # a bad train.sample_* value fails when the config loads
@@ -361,6 +371,10 @@ def train(config: PriorRunConfig, run_dir: Path, progress: bool = True) -> Path:
         data = spread_of(val_set.tokens, mc.vocab_size, background)
         log.write(0, data_distinct=data["distinct"], data_background=data["background"])
     step_loss = make_step_loss(model, bf16=tc.bf16, compile=tc.compile)
+    distill = None
+    if tc.view_distill:
+        teacher = load_teacher(tc.view_distill_teacher or tc.init, mc, device)
+        distill = view_distill_loss(teacher, tc.view_distill_views, tc.view_distill)
     # skips NaN/inf steps; stops the run after a few in a row. On a GPU it reads its verdict at
     # log steps and checkpoints only, so the host never waits for the device in between.
     guard = NonFiniteGuard.for_device(device, tc.log_every)
@@ -378,7 +392,8 @@ def train(config: PriorRunConfig, run_dir: Path, progress: bool = True) -> Path:
         tokens, labels = to_device(tokens, device), to_device(labels, device)
         began = time.perf_counter()
         out, grad_norm = train_step(model, opt, step_loss, tokens, labels, tc, noise_gen,
-                                    sync=dist.average_gradients, optimizer_step=guard.step)
+                                    sync=dist.average_gradients, optimizer_step=guard.step,
+                                    first_step_extra=distill)
         last = step + 1 == tc.steps
         guard.check(step + 1, force=last or (step + 1) % tc.ckpt_every == 0)
         ema.update(model, step)
@@ -388,9 +403,13 @@ def train(config: PriorRunConfig, run_dir: Path, progress: bool = True) -> Path:
                 log.write(step + 1, first_step_seconds=time.perf_counter() - began)
             window_began, window_steps = time.perf_counter(), 0
         if dist.is_main() and (step + 1) % tc.log_every == 0:
-            row = dict(loss=out.loss.item(), accuracy=out.accuracy.item(),
+            # "loss" stays the cross-entropy against the data, comparable across runs with or
+            # without view distillation, whose KL is logged apart
+            row = dict(loss=torch.stack(out.per_step).mean().item(), accuracy=out.accuracy.item(),
                        **{f"loss_step{i + 1}": v.item() for i, v in enumerate(out.per_step)},
                        grad_norm=grad_norm.item(), lr=lr_at(step, tc))
+            if out.extra is not None:
+                row["distill"] = out.extra.item() / tc.view_distill  # the KL itself
             seconds = (time.perf_counter() - window_began) / max(window_steps, 1)
             bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['accuracy']:.3f}")
             log.write(step + 1, **row, step_seconds=seconds)
