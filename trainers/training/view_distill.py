@@ -33,9 +33,8 @@ def view_distill_loss(teacher: torch.nn.Module, views: int, weight: float) -> Ex
     def extra(z: torch.Tensor, labels: torch.Tensor | None, logits: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             # the views' average of log-probabilities is unnormalised: a product of distributions
-            target = teacher_fn(z, labels).float().log_softmax(-1)
+            target = rearrange(teacher_fn(z, labels), "b h w v -> (b h w) v").float().log_softmax(-1)
         student = rearrange(logits, "b h w v -> (b h w) v").float().log_softmax(-1)
-        target = rearrange(target, "b h w v -> (b h w) v")
         return weight * F.kl_div(student, target, log_target=True, reduction="batchmean")
 
     return extra
@@ -46,9 +45,14 @@ def load_teacher(path: str, student: HourglassConfig, device: torch.device) -> t
     returns it in eval mode, without gradients). It may differ from the student in size and
     depth, not in what its predictions mean: the vocabulary, the classes, the token version."""
     teacher = load_prior(path, device=device, dtype=torch.bfloat16)
-    for field in ("vocab_size", "num_classes", "token_version"):
-        theirs, mine = getattr(teacher.config, field), getattr(student, field)
-        if theirs != mine and not (field == "token_version" and not (theirs and mine)):
-            raise ConfigError(f"train.view_distill's teacher {path} has {field} {theirs!r} where the run's prior "
-                              f"has {mine!r}: set train.view_distill_teacher to a prior of the same tokens and classes")
+    differ = [f for f in ("vocab_size", "num_classes") if getattr(teacher.config, f) != getattr(student, f)]
+    # an unknown ("") token version matches any, as everywhere (sundae_core/token_version.py)
+    theirs, mine = teacher.config.token_version, student.token_version
+    if theirs and mine and theirs != mine:
+        differ.append("token_version")
+    if differ:
+        has = ", ".join(f"{f} {getattr(teacher.config, f)!r}" for f in differ)
+        mine = ", ".join(f"{f} {getattr(student, f)!r}" for f in differ)
+        raise ConfigError(f"train.view_distill's teacher {path} has {has} where the run's prior has {mine}: "
+                          "set train.view_distill_teacher to a prior of the same tokens and classes")
     return teacher
