@@ -47,12 +47,12 @@ def load_teacher(path: str, student: HourglassConfig, device: torch.device) -> t
     teacher = load_prior(path, device=device, dtype=torch.bfloat16)
     differ = [f for f in ("vocab_size", "num_classes") if getattr(teacher.config, f) != getattr(student, f)]
     # an unknown ("") token version matches any, as everywhere (sundae_core/token_version.py)
-    theirs, mine = teacher.config.token_version, student.token_version
-    if theirs and mine and theirs != mine:
+    versions = teacher.config.token_version, student.token_version
+    if all(versions) and versions[0] != versions[1]:
         differ.append("token_version")
     if differ:
         has = ", ".join(f"{f} {getattr(teacher.config, f)!r}" for f in differ)
-        mine = ", ".join(f"{f} {getattr(student, f)!r}" for f in differ)
-        raise ConfigError(f"train.view_distill's teacher {path} has {has} where the run's prior has {mine}: "
+        wants = ", ".join(f"{f} {getattr(student, f)!r}" for f in differ)
+        raise ConfigError(f"train.view_distill's teacher {path} has {has} where the run's prior has {wants}: "
                           "set train.view_distill_teacher to a prior of the same tokens and classes")
     return teacher
