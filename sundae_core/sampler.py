@@ -65,7 +65,8 @@ MEANINGS: dict[str, str] = {
     "views": ("how many copies of the token grid, moved by one position, the prior reads each step; "
               "their predictions are averaged (1 = the grid alone; each view costs a network pass)"),
     "selection": ("which tokens take their proposal: 'random' (each with probability proportion, the "
-                  "paper) or 'confidence' (the proportion share whose proposals most outrank the token there now)"),
+                  "paper) or 'confidence' (the proportion share whose proposals most outrank the token there now; "
+                  "on the default model it draws worse from noise, where canvases end empty, and in holes)"),
 }
 
 
