@@ -124,6 +124,14 @@ class SundaeCorrupt:
         return (tag(out, version_of(tokens) or vqgan.token_version),)
 
 
+# The embedded default prior's classes, so a user need not open the model card to pick one
+# (tests/test_nodes.py checks them against the embedded prior's own class names).
+EMBEDDED_CLASSES_TOOLTIP = (
+    "Class index, from 0 to the prior's number of classes - 1. The embedded emoji prior's: 0 activities, "
+    "1 animals & nature, 2 flags, 3 food & drink, 4 objects, 5 people & body, 6 smileys & emotion, 7 symbols, "
+    "8 travel & places. An index the loaded prior lacks is refused with its list.")
+
+
 class SundaeClassLabel:
     DESCRIPTION = "Pick a class for a class-conditional prior (checked against the prior's number of classes)."
     CATEGORY = f"{CATEGORY}/sampling"
@@ -136,8 +144,7 @@ class SundaeClassLabel:
     def INPUT_TYPES(cls):
         return {"required": {
             "prior": PRIOR_INPUT,
-            "label": ("INT", {"default": 0, "min": 0, "max": 100000,
-                              "tooltip": "Class index, from 0 to the prior's number of classes - 1."}),
+            "label": ("INT", {"default": 0, "min": 0, "max": 100000, "tooltip": EMBEDDED_CLASSES_TOOLTIP}),
         }}
 
     def make(self, prior, label):

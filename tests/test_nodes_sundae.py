@@ -1,15 +1,18 @@
 """The SUNDAE nodes on tiny random models: model folders, invariants of each node, determinism."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
 from sundae_core.config import HourglassConfig, VQGANConfig
 from sundae_core.errors import InputError, MissingAssetError
 from sundae_core.hourglass import HourglassTransformer
-from sundae_core.models import save_model
+from sundae_core.models import read_config, save_model
 from sundae_core.vqgan import VQGAN
 from sundae_nodes import NODE_CLASS_MAPPINGS as N
 from sundae_nodes.model_files import list_models, resolve_model
+from sundae_nodes.tokens import EMBEDDED_CLASSES_TOOLTIP
 
 VOCAB = 16
 
@@ -228,3 +231,14 @@ def test_sample_with_nothing_to_repaint_skips_sampling_and_says_so(vqgan, prior,
                                          latent_mask=empty)[0]
     assert torch.equal(out, tokens)
     assert "marks no token to repaint" in caplog.text and "mask editor" in caplog.text
+
+
+def test_class_label_tooltip_lists_the_embedded_priors_classes_in_order():
+    """The tooltip names the embedded prior's classes by index; a retrained default with other
+    groups, or another order, must update it."""
+    embedded = Path(__file__).resolve().parents[1] / "sundae_core" / "default_models" / "prior.safetensors"
+    names = read_config(embedded, "prior").class_names
+    assert len(names) == 9
+    listed = [f"{i} {name.replace('_', ' & ', 1) if name.count('_') else name}" for i, name in enumerate(names)]
+    positions = [EMBEDDED_CLASSES_TOOLTIP.find(item.replace("_", " ")) for item in listed]
+    assert -1 not in positions and positions == sorted(positions), (listed, EMBEDDED_CLASSES_TOOLTIP)

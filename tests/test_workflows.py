@@ -31,7 +31,7 @@ def tiny_models(tmp_path_factory):
         resolution=64, ch=4, ch_mult=(1, 1, 1, 1, 1, 1), num_res_blocks=1, attn_resolutions=(),
         mid_attention=False, z_channels=4, embed_dim=4, n_embed=16)))
     save_model(folder / "prior.safetensors", HourglassTransformer(HourglassConfig(
-        vocab_size=16, dim=16, heads=1, depth=(1, 1, 1), shorten=4, num_classes=3)))
+        vocab_size=16, dim=16, heads=1, depth=(1, 1, 1), shorten=4, num_classes=9)))  # as the embedded
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SUNDAE_MODEL_DIR", str(folder))
         yield folder
