@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import torch
+from PIL import Image
 
 from sundae_core.config import HourglassConfig, VQGANConfig
 from sundae_core.graph import default_registry, load_workflow
@@ -95,3 +97,22 @@ def test_the_class_probe_draws_with_the_class_workflows_sampler():
     args = eval_default.build_parser().parse_args(["--classes"])
     classes = SamplerSettings.from_node_inputs(_sampler_inputs("class_conditional_sampling"))
     assert eval_default.settings_from_args(args) == classes
+
+
+def test_before_picture_shows_what_the_workflow_fills_as_a_checkerboard():
+    """Inpainting: the transparent hole shows the checkerboard, the rest is the input. Outpainting:
+    the smaller input sits in the middle of the result's canvas, the grown border is checkerboard."""
+    hole = np.full((64, 64, 4), (200, 30, 40, 255), np.uint8)
+    hole[24:56, 24:56, 3] = 0
+    before = np.asarray(demo.before_picture(Image.fromarray(hole), (64, 64)))
+    assert (before[:24] == (200, 30, 40)).all() and (before[:, :24] == (200, 30, 40)).all()
+    inside = before[24:56, 24:56]
+    assert (inside[..., 0] == inside[..., 1]).all() and set(np.unique(inside)) == {170, 230}  # grey squares
+    small = Image.new("RGB", (32, 32), (10, 200, 90))
+    grown = np.asarray(demo.before_picture(small, (128, 96)))
+    assert grown.shape == (96, 128, 3)
+    assert (grown[32:64, 48:80] == (10, 200, 90)).all()  # centred: (128 - 32) / 2, (96 - 32) / 2
+    border = np.concatenate([grown[:32].reshape(-1, 3), grown[64:].reshape(-1, 3), grown[:, :48].reshape(-1, 3)])
+    assert set(np.unique(border)) == {170, 230}
+    squares = grown[:32, :64, 0]  # two whole squares of the checkerboard, side by side
+    assert (squares[:, :32] == 170).all() and (squares[:, 32:] == 230).all()

@@ -1,5 +1,6 @@
 """`sundae-demo`: the main job on the embedded default models: samples without a chosen class, the
-denoising chain of one sample, and the shipped 1024 x 1024 inpainting workflow, with timings.
+denoising chain of one sample, and the shipped 1024 x 1024 inpainting and outpainting workflows
+(each written beside its input), with timings.
 
     python -m trainers.sampling.demo --output-dir output/demo
 
@@ -8,7 +9,7 @@ the repository clone, which the installed `sundae_core` package does not contain
 flags are the shared ones (trainers/sampling/sampler_flags.py), defaulting to the sampler of
 `workflows/unconditional_sampling.json`, and the per-group grid takes the guidance of
 `workflows/class_conditional_sampling.json`: the demo draws what the shipped workflows draw. --seed
-seeds the samples and every SundaeSample node of the inpainting workflow.
+seeds the samples and every SundaeSample node of the editing workflows.
 """
 
 from __future__ import annotations
@@ -96,39 +97,56 @@ def sampler_seeds(workflow: Path, seed: int) -> list[str]:
     return [f"{node_id}.seed={seed}" for node_id, node in prompt.items() if node["class_type"] == "SundaeSample"]
 
 
-def run_inpainting(out: Path, args) -> dict:
-    workflow = WORKFLOWS / "inpaint_1024.json"
+def before_picture(source: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """What an editing workflow is given, as a user sees it: `source` centred on a canvas of the
+    result's `size`, with whatever the workflow fills (transparent pixels, the grown border) shown
+    as a checkerboard of 32 px squares (one token each with the default VQ-GAN)."""
+    width, height = size
+    checker = ((np.indices((height, width)) // 32).sum(0) % 2 * 60 + 170).astype(np.uint8)
+    canvas = Image.fromarray(np.stack([checker] * 3, -1)).convert("RGBA")
+    layer = Image.new("RGBA", size, (0, 0, 0, 0))
+    layer.paste(source.convert("RGBA"), ((width - source.width) // 2, (height - source.height) // 2))
+    return Image.alpha_composite(canvas, layer).convert("RGB")
+
+
+# name -> (workflow, its input picture, the before/after picture the demo writes)
+EDITS = {"inpainting": ("inpaint_1024.json", "inpaint_1024.png", "inpaint_before_after.png"),
+         "outpainting": ("outpainting.json", "outpaint_512.png", "outpaint_before_after.png")}
+
+
+def run_edit(out: Path, args, name: str) -> dict:
+    """Run one shipped editing workflow (seeded by --seed) and write its input beside its result."""
+    workflow_name, input_name, picture = EDITS[name]
+    workflow = WORKFLOWS / workflow_name
     if not workflow.is_file():
         raise MissingAssetError(f"{workflow} is missing: run the demo from a clone of the repository")
     start = time.perf_counter()
     result = run_workflow(workflow, output_dir=out / "workflow", overrides=sampler_seeds(workflow, args.seed),
                           progress=not args.no_progress)
     seconds = time.perf_counter() - start
-    source = Image.open(WORKFLOWS / "input" / "inpaint_1024.png").convert("RGBA")
-    # the hole shown as a checkerboard, next to the result
-    checker = (np.indices((1024, 1024)).sum(0) // 32 % 2 * 60 + 170).astype(np.uint8)
-    background = Image.fromarray(np.stack([checker] * 3, -1)).resize(source.size)
-    before = Image.alpha_composite(background.convert("RGBA"), source).convert("RGB")
     after = Image.open(result.files[-1]).convert("RGB")
+    before = before_picture(Image.open(WORKFLOWS / "input" / input_name), after.size)
     pair = Image.new("RGB", (before.width * 2 + 16, before.height), "white")
     pair.paste(before, (0, 0))
     pair.paste(after, (before.width + 16, 0))
-    save_png(pair.resize((pair.width // 2, pair.height // 2), Image.LANCZOS), out / "inpaint_before_after.png")
-    return {"workflow": str(workflow), "seconds": round(seconds, 2), "result": str(result.files[-1])}
+    save_png(pair.resize((pair.width // 2, pair.height // 2), Image.LANCZOS), out / picture)
+    return {"workflow": str(workflow), "seconds": round(seconds, 2), "result": str(result.files[-1]),
+            "picture": str(out / picture)}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sundae-demo", description=doc_summary(__doc__))
     parser.add_argument("--output-dir", default="output/demo", help="where images and timings.json go")
     parser.add_argument("--seed", type=int, default=0,
-                        help="seed of the samples and of the inpainting workflow's sampler")
+                        help="seed of the samples and of the editing workflows' samplers")
     parser.add_argument("--samples", type=int, default=4, help="unconditional samples to draw")
     parser.add_argument("--grid", type=int, default=32, help="token grid side (32 -> 1024 px)")
     add_sampler_flags(parser.add_argument_group("sampling (the unconditional samples)"), defaults=DEMO_SAMPLER,
                       guidance=False)
     parser.add_argument("--vqgan", help="VQ-GAN checkpoint (default: the embedded one)")
     parser.add_argument("--prior", help="prior checkpoint (default: the embedded one)")
-    parser.add_argument("--skip-inpaint", action="store_true", help="only draw samples")
+    parser.add_argument("--skip-inpaint", action="store_true",
+                        help="only draw samples (skip the inpainting and outpainting workflows)")
     parser.add_argument("--per-class", type=int, default=2,
                         help="guided samples per class in class_samples.png, for class-conditional priors (0 = none)")
     parser.add_argument("--class-guidance", type=float, default=CLASS_GUIDANCE,
@@ -153,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.per_class > 0 and prior.config.num_classes:
             report["class_samples"] = run_class_grid(out, args, settings, vqgan, prior, device)
         if not args.skip_inpaint:
-            report["inpainting"] = run_inpainting(out, args)
+            for name in EDITS:
+                report[name] = run_edit(out, args, name)
         drawn = report["samples"]
         drawn_classes = f"; classes drawn at random: {', '.join(drawn['classes'])}" if drawn["classes"] else ""
         print(f"samples:           {out / 'samples.png'} ({drawn['seconds_per_image']} s per "
@@ -162,9 +181,10 @@ def main(argv: list[str] | None = None) -> int:
         if "class_samples" in report:
             print(f"samples per class: {out / 'class_samples.png'} (one row per class: "
                   f"{', '.join(report['class_samples']['classes'])}; {report['class_samples']['seconds']} s)")
-        if "inpainting" in report:
-            print(f"inpainting:        {out / 'inpaint_before_after.png'} ({report['inpainting']['seconds']} s, "
-                  f"workflow output {report['inpainting']['result']})")
+        for name in EDITS:
+            if name in report:
+                print(f"{name + ':':<19}{report[name]['picture']} ({report[name]['seconds']} s, "
+                      f"workflow output {report[name]['result']})")
         write_json_report(out / "timings.json", report)
         return 0
 
