@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job on the embedded default model: a sample grid, an inpainting result and the
+# The main job on the embedded default model: a sample grid, inpainting and outpainting results and the
 # denoising chain, written to output/demo/.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
