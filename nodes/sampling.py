@@ -62,8 +62,10 @@ def _selection_input() -> tuple:
 
 def _views_input() -> tuple:
     return _number("views", "How many copies of the token grid, moved by one token, the prior reads each step; "
-                            "their predictions are averaged. 1 = the grid alone; 4 = every 2x2 patch alignment "
-                            "(better completions, about 4x the time a step).")
+                            "their predictions are averaged. 1 = the grid alone (best from noise, where views "
+                            "cost KID); 4 = every 2x2 patch alignment; 9 = every one-token shift, the inpainting "
+                            "workflow's (holes 0.0125 LPIPS closer on the embedded model). Stacked in one batch, "
+                            "9 views make a step about 6x as long.")
 
 
 def _guidance_input() -> tuple:
@@ -73,8 +75,11 @@ def _guidance_input() -> tuple:
 
 class SundaeSample:
     DESCRIPTION = ("Sample tokens with SUNDAE: repeatedly propose every token from the prior and keep a "
-                   "share of the proposals, annealing the temperature; stops early once the tokens stop "
-                   "changing. With a latent mask only masked tokens change (inpainting, outpainting).")
+                   "share of the proposals, annealing the temperature; with self_stop a sample ends once every "
+                   "token it may change was redrawn and kept since it last changed. With a latent mask only "
+                   "masked tokens change (inpainting, outpainting). Defaults are the paper's sampler; from "
+                   "noise the embedded model draws better with 16 steps keeping 0.8 (the shipped sampling "
+                   "workflows: KID 0.038 against 0.051 at 100 steps keeping 0.5).")
     CATEGORY = f"{CATEGORY}/sampling"
     RETURN_TYPES = (TOKENS,)
     RETURN_NAMES = ("tokens",)
