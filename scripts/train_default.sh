@@ -172,6 +172,16 @@ OMP_NUM_THREADS=2 python -m trainers.training.train_prior "${CPU_FT[@]}" \
     --set train.ema_decay=0.999 --set train.val_every=50 --set train.val_batches=32 --set train.ckpt_every=25 \
     --set train.view_distill=2 --set train.view_distill_views=4
 
+# 3l. Session 24 (no GPU): 3f's recipe with every training sample a block sample
+#     (train.block_corruption=1.0, from 0.3): does a fine-tune on holes alone make a better
+#     inpainter (val_hole_top1), whatever it does to sampling from noise? The inpainting workflow
+#     could load it beside the shipped prior. ~7.8 s a step on 2 threads. Outcome: model card.
+OMP_NUM_THREADS=2 python -m trainers.training.train_prior "${CPU_FT[@]}" \
+    --run-dir "$RUNS/prior_cpu_s24_holes" --set data.path="$DATA/emoji_latents_v2t" \
+    --set data.class_balance=1.0 --set model.dropout=0.2 --set train.weight_decay=0.05 \
+    --set train.ema_decay=0.999 --set train.val_every=50 --set train.val_batches=32 \
+    --set train.block_corruption=1.0
+
 # FINETUNE (a session without $RUNS/prior_v2): a new run that starts from the shipped prior, on the
 # same tokens (the latent dataset is rebuilt by step 2 from the shipped VQ-GAN):
 #   OMP_NUM_THREADS=2 python -m trainers.training.train_prior --config configs/prior_emoji.yaml \
