@@ -125,7 +125,7 @@ class SundaeCorrupt:
 
 
 # The embedded default prior's classes, so a user need not open the model card to pick one
-# (tests/test_nodes.py checks them against the embedded prior's own class names).
+# (tests/test_nodes_sundae.py checks them against the embedded prior's own class names).
 EMBEDDED_CLASSES_TOOLTIP = (
     "Class index, from 0 to the prior's number of classes - 1. The embedded emoji prior's: 0 activities, "
     "1 animals & nature, 2 flags, 3 food & drink, 4 objects, 5 people & body, 6 smileys & emotion, 7 symbols, "
