@@ -239,6 +239,6 @@ def test_class_label_tooltip_lists_the_embedded_priors_classes_in_order():
     embedded = Path(__file__).resolve().parents[1] / "sundae_core" / "default_models" / "prior.safetensors"
     names = read_config(embedded, "prior").class_names
     assert len(names) == 9
-    listed = [f"{i} {name.replace('_', ' & ', 1) if name.count('_') else name}" for i, name in enumerate(names)]
-    positions = [EMBEDDED_CLASSES_TOOLTIP.find(item.replace("_", " ")) for item in listed]
+    listed = [f"{i} {name.replace('_', ' & ')}" for i, name in enumerate(names)]  # people_body: 5 people & body
+    positions = [EMBEDDED_CLASSES_TOOLTIP.find(item) for item in listed]
     assert -1 not in positions and positions == sorted(positions), (listed, EMBEDDED_CLASSES_TOOLTIP)
