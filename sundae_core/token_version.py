@@ -48,9 +48,14 @@ def compute_token_version(vqgan: nn.Module) -> str:
     return h.hexdigest()[:DIGITS]
 
 
+def versions_conflict(a: str, b: str) -> bool:
+    """Two token versions disagree: both known and different (an unknown "" matches any)."""
+    return bool(a and b and a != b)
+
+
 def check_pair(vqgan_version: str, prior_version: str, where: str = "") -> None:
     """TokenVersionError when both versions are known and differ."""
-    if vqgan_version and prior_version and vqgan_version != prior_version:
+    if versions_conflict(vqgan_version, prior_version):
         raise TokenVersionError(
             f"{where}the prior was trained on the tokens of VQ-GAN version {prior_version}, but this VQ-GAN's "
             f"tokens are version {vqgan_version}: the prior would draw noise. Load the VQ-GAN the prior was "
@@ -74,7 +79,7 @@ def check_tokens(tokens: torch.Tensor, version: str, what: str) -> None:
     """TokenVersionError when `tokens` carry a known version other than `version`, the token version
     of `what` (e.g. "this prior")."""
     mine = version_of(tokens)
-    if mine and version and mine != version:
+    if versions_conflict(mine, version):
         raise TokenVersionError(
             f"these tokens come from a VQ-GAN of token version {mine}, but {what} works on version {version}; "
             "use the same VQ-GAN (or the VQ-GAN the prior was trained with) throughout the workflow")

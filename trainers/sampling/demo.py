@@ -90,11 +90,27 @@ def run_class_grid(out: Path, args, settings: SamplerSettings, vqgan, prior, dev
             "seconds": round(seconds, 2)}
 
 
+def _prompt(workflow: Path) -> dict:
+    return load_workflow(workflow, default_registry().definitions()).prompt
+
+
+def _seed_overrides(prompt: dict, seed: int) -> list[str]:
+    return [f"{node_id}.seed={seed}" for node_id, node in prompt.items() if node["class_type"] == "SundaeSample"]
+
+
 def sampler_seeds(workflow: Path, seed: int) -> list[str]:
     """`--set` overrides giving every SundaeSample node of `workflow` the seed `seed` (found by
     type, so the workflow's node ids may change)."""
-    prompt = load_workflow(workflow, default_registry().definitions()).prompt
-    return [f"{node_id}.seed={seed}" for node_id, node in prompt.items() if node["class_type"] == "SundaeSample"]
+    return _seed_overrides(_prompt(workflow), seed)
+
+
+def _input_picture(prompt: dict, workflow: Path) -> Path:
+    """The picture the workflow's LoadImage node reads, from the input folder beside the workflow
+    (where sundae-run looks), so the demo shows what the workflow was given."""
+    names = [node["inputs"]["image"] for node in prompt.values() if node["class_type"] == "LoadImage"]
+    if len(names) != 1:
+        raise MissingAssetError(f"{workflow} should read one picture (LoadImage), found {len(names)}")
+    return workflow.parent / "input" / names[0]
 
 
 def before_picture(source: Image.Image, size: tuple[int, int]) -> Image.Image:
@@ -109,23 +125,24 @@ def before_picture(source: Image.Image, size: tuple[int, int]) -> Image.Image:
     return Image.alpha_composite(canvas, layer).convert("RGB")
 
 
-# name -> (workflow, its input picture, the before/after picture the demo writes)
-EDITS = {"inpainting": ("inpaint_1024.json", "inpaint_1024.png", "inpaint_before_after.png"),
-         "outpainting": ("outpainting.json", "outpaint_512.png", "outpaint_before_after.png")}
+# name -> (workflow, the before/after picture the demo writes)
+EDITS = {"inpainting": ("inpaint_1024.json", "inpaint_before_after.png"),
+         "outpainting": ("outpainting.json", "outpaint_before_after.png")}
 
 
 def run_edit(out: Path, args, name: str) -> dict:
     """Run one shipped editing workflow (seeded by --seed) and write its input beside its result."""
-    workflow_name, input_name, picture = EDITS[name]
+    workflow_name, picture = EDITS[name]
     workflow = WORKFLOWS / workflow_name
     if not workflow.is_file():
         raise MissingAssetError(f"{workflow} is missing: run the demo from a clone of the repository")
+    prompt = _prompt(workflow)
     start = time.perf_counter()
-    result = run_workflow(workflow, output_dir=out / "workflow", overrides=sampler_seeds(workflow, args.seed),
+    result = run_workflow(workflow, output_dir=out / "workflow", overrides=_seed_overrides(prompt, args.seed),
                           progress=not args.no_progress)
     seconds = time.perf_counter() - start
     after = Image.open(result.files[-1]).convert("RGB")
-    before = before_picture(Image.open(WORKFLOWS / "input" / input_name), after.size)
+    before = before_picture(Image.open(_input_picture(prompt, workflow)), after.size)
     pair = Image.new("RGB", (before.width * 2 + 16, before.height), "white")
     pair.paste(before, (0, 0))
     pair.paste(after, (before.width + 16, 0))

@@ -40,6 +40,7 @@ from sundae_core.grid import save_grid
 from sundae_core.models import check_models_fit, load_vqgan
 from sundae_core.sampler import SamplerSettingError, SamplerSettings, model_logits_fn, random_tokens, sample
 from sundae_core.token_shift import draw_shifts, largest_shift, shift_tokens
+from sundae_core.token_version import versions_conflict
 from sundae_core.unroll import unrolled_loss
 
 from ..checkpoints.grow_prior import added_parameters
@@ -205,7 +206,7 @@ def with_token_version(mc: HourglassConfig, manifest: dict, data_path: str) -> H
     """The model config recording the token version of the dataset's VQ-GAN (manifest
     "token_version"), so the prior refuses VQ-GANs whose tokens mean something else."""
     version = manifest.get("token_version", "")
-    if mc.token_version and version and mc.token_version != version:
+    if versions_conflict(mc.token_version, version):
         raise ConfigError(f"model.token_version={mc.token_version} but {data_path} holds tokens of version "
                           f"{version}; drop model.token_version (the dataset sets it) or use the matching dataset")
     return dataclasses.replace(mc, token_version=version or mc.token_version)

@@ -22,6 +22,7 @@ from sundae_core.errors import ConfigError
 from sundae_core.models import load_prior
 from sundae_core.sampler import model_logits_fn
 from sundae_core.shifted_views import with_views
+from sundae_core.token_version import versions_conflict
 from sundae_core.unroll import ExtraLoss
 
 
@@ -46,9 +47,7 @@ def load_teacher(path: str, student: HourglassConfig, device: torch.device) -> t
     depth, not in what its predictions mean: the vocabulary, the classes, the token version."""
     teacher = load_prior(path, device=device, dtype=torch.bfloat16)
     differ = [f for f in ("vocab_size", "num_classes") if getattr(teacher.config, f) != getattr(student, f)]
-    # an unknown ("") token version matches any, as everywhere (sundae_core/token_version.py)
-    versions = teacher.config.token_version, student.token_version
-    if all(versions) and versions[0] != versions[1]:
+    if versions_conflict(teacher.config.token_version, student.token_version):
         differ.append("token_version")
     if differ:
         has = ", ".join(f"{f} {getattr(teacher.config, f)!r}" for f in differ)
