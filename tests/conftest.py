@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny on-disk datasets the trainer and CLI tests run on."""
+"""Shared fixtures: tiny on-disk datasets and models the trainer, CLI and workflow tests run on."""
 
 from __future__ import annotations
 
@@ -7,6 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from sundae_core.config import HourglassConfig, VQGANConfig
+from sundae_core.hourglass import HourglassTransformer
+from sundae_core.models import save_model
+from sundae_core.vqgan import VQGAN
 from trainers.data.latent_data import write_manifest, write_shard
 
 
@@ -37,3 +41,18 @@ def latents(tmp_path):
 def pytest_configure(config):
     config.addinivalue_line("markers", "torchrun: a 2-process torchrun run on CPU (about 10-30 s); "
                                        "deselect with -m 'not torchrun'")
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory):
+    """f = 32 like the default VQ-GAN (1024 px -> 32 x 32 tokens), but a few thousand weights."""
+    folder = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    save_model(folder / "vqgan.safetensors", VQGAN(VQGANConfig(
+        resolution=64, ch=4, ch_mult=(1, 1, 1, 1, 1, 1), num_res_blocks=1, attn_resolutions=(),
+        mid_attention=False, z_channels=4, embed_dim=4, n_embed=16)))
+    save_model(folder / "prior.safetensors", HourglassTransformer(HourglassConfig(
+        vocab_size=16, dim=16, heads=1, depth=(1, 1, 1), shorten=4, num_classes=9)))  # as the embedded
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SUNDAE_MODEL_DIR", str(folder))
+        yield folder

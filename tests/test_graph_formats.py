@@ -155,8 +155,6 @@ def test_unknown_types_convert_with_links_only_and_malformed_files_are_workflow_
         ui_to_api({"nodes": {}}, DEFS)
     with pytest.raises(InvalidWorkflowError, match="malformed link"):
         ui_to_api(_ui([_node(1, "Src")], [[1, "x"]]), DEFS)
-    with pytest.raises(InvalidWorkflowError, match="subgraph"):
-        ui_to_api({**_ui([_node(1, "5f1d-uuid")], []), "definitions": {"subgraphs": [{"id": "5f1d-uuid"}]}}, DEFS)
 
 
 def test_widgets_values_too_long_or_not_a_list_are_refused_and_too_short_is_said(caplog):

@@ -22,21 +22,6 @@ EXPECTED = {"inpaint_1024", "unconditional_sampling", "class_conditional_samplin
             "denoise_step_loop"}
 
 
-@pytest.fixture(scope="module")
-def tiny_models(tmp_path_factory):
-    """f = 32 like the default VQ-GAN (1024 px -> 32 x 32 tokens), but a few thousand weights."""
-    folder = tmp_path_factory.mktemp("models")
-    torch.manual_seed(0)
-    save_model(folder / "vqgan.safetensors", VQGAN(VQGANConfig(
-        resolution=64, ch=4, ch_mult=(1, 1, 1, 1, 1, 1), num_res_blocks=1, attn_resolutions=(),
-        mid_attention=False, z_channels=4, embed_dim=4, n_embed=16)))
-    save_model(folder / "prior.safetensors", HourglassTransformer(HourglassConfig(
-        vocab_size=16, dim=16, heads=1, depth=(1, 1, 1), shorten=4, num_classes=9)))  # as the embedded
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SUNDAE_MODEL_DIR", str(folder))
-        yield folder
-
-
 def test_the_promised_workflows_and_their_images_ship_small():
     assert {f.stem for f in FILES} == EXPECTED
     size = sum(f.stat().st_size for f in WORKFLOWS.rglob("*") if f.is_file())

@@ -2,6 +2,7 @@
 
 Everything is turned into the API format, `{id: {"class_type", "inputs", "_meta": {"title"}}}`,
 the way ComfyUI's frontend does it (`graphToPrompt`):
+- subgraphs are unpacked first (`subgraphs.flatten`): their nodes are sent as "<instance>:<node>";
 - virtual nodes (Note, MarkdownNote, Reroute, PrimitiveNode) are never sent; a link through a
   Reroute is followed to its source, and an input fed by a PrimitiveNode keeps its widget value;
 - muted nodes (mode 2) are dropped, and so is every input linked to them;
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .. import bounded_json
+from . import subgraphs
 from .problems import InvalidWorkflowError, Problem
 from .registry import input_specs
 
@@ -199,20 +201,20 @@ def _title(node: Mapping[str, Any], definitions: Mapping[str, Mapping]) -> str:
 def ui_to_api(ui: Mapping[str, Any], definitions: Mapping[str, Mapping]) -> Workflow:
     """Convert a UI-format workflow as the frontend's graphToPrompt does (see module docstring)."""
     problems: list[Problem] = []
-    nodes = _read_nodes(ui.get("nodes"), problems)
-    links = _read_links(ui.get("links", []), problems)
+    _read_nodes(ui.get("nodes"), problems)  # the saved graph's own problems, named by its ids
     if problems:
         raise InvalidWorkflowError(problems)
-    subgraphs = _subgraph_ids(ui)
+    flat = subgraphs.flatten(ui)
+    nodes = _read_nodes(flat.get("nodes"), problems)
+    links = _read_links(flat.get("links", []), problems)
+    if problems:
+        raise InvalidWorkflowError(problems)
     prompt, notes, resolved = {}, {}, {}
     for node_id, node in sorted(nodes.items(), key=lambda item: _order_key(item[1])):
         if node["type"] in VIRTUAL_TYPES or _mode(node) in (MUTED, BYPASSED):
             continue
-        if node["type"] in subgraphs:
-            problems.append(Problem("is a subgraph; unpack it in ComfyUI (right-click > Unpack Subgraph) "
-                                    "before running it here", node_id, _title(node, definitions)))
-            continue
         inputs = _widget_inputs(node, definitions.get(node["type"]), problems)
+        inputs.update(node.get(subgraphs.WIDGET_VALUES, {}))  # an instance's promoted widgets win
         for slot in node.get("inputs", []):
             if slot.get("link") is None:
                 continue
@@ -239,16 +241,11 @@ def ui_to_api(ui: Mapping[str, Any], definitions: Mapping[str, Mapping]) -> Work
 
 
 def _order_key(node: Mapping[str, Any]) -> tuple:
-    node_id = node["id"]
-    return (0, node_id, "") if isinstance(node_id, int) else (1, 0, str(node_id))
-
-
-def _subgraph_ids(ui: Mapping[str, Any]) -> set[str]:
-    definitions = ui.get("definitions")
-    subgraphs = definitions.get("subgraphs") if isinstance(definitions, Mapping) else None
-    if not isinstance(subgraphs, list):
-        return set()
-    return {s["id"] for s in subgraphs if isinstance(s, Mapping) and isinstance(s.get("id"), str)}
+    """The frontend's order: numeric ids, a subgraph's nodes ("12:6") after their instance's number."""
+    parts = str(node["id"]).split(":")
+    if all(part.isdigit() for part in parts):
+        return (0, tuple(int(part) for part in parts), "")
+    return (1, (), str(node["id"]))
 
 
 def is_link(value: Any) -> bool:
