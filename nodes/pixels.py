@@ -11,6 +11,7 @@ from PIL import Image
 from sundae_core.graph.image_files import image_to_pil
 from sundae_core.images import composite, model_to_comfy, outpaint_canvas
 from sundae_core.limits import pixel_problem
+from sundae_core.pixel_size import crop_to_pixel_size, pixel_size
 from sundae_core.seams import DEFAULT_BAND as SEAM_BAND
 from sundae_core.token_version import check_tokens
 
@@ -57,7 +58,8 @@ def preview_decoder(vqgan) -> PreviewDecoder:
 
 
 class SundaeVQDecode:
-    DESCRIPTION = "Decode VQ-GAN tokens into images (f x f pixels per token)."
+    DESCRIPTION = ("Decode VQ-GAN tokens into images (f x f pixels per token), cropped to the size of the "
+                   "image VQ Encode padded (or the size Random Tokens was given).")
     CATEGORY = f"{CATEGORY}/image"
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("image",)
@@ -70,7 +72,7 @@ class SundaeVQDecode:
 
     def decode(self, vqgan, tokens):
         check_tokens(tokens, vqgan.token_version, "this VQ-GAN")
-        return (decode(vqgan, tokens),)
+        return (crop_to_pixel_size(decode(vqgan, tokens), pixel_size(tokens)),)
 
 
 class SundaeComposite:
@@ -114,7 +116,7 @@ class SundaeOutpaintCanvas:
         f = default_vqgan_factor()  # margins step in multiples of the default VQ-GAN's factor (32)
         margin = {"default": 0, "min": 0, "max": 4096 // f * f, "step": f}
         return {"required": {
-            "image": ("IMAGE", {"tooltip": "The image to extend; its size must be a multiple of the VQ-GAN factor."}),
+            "image": ("IMAGE", {"tooltip": "The image to extend (any size)."}),
             "vqgan": VQGAN_INPUT,
             "left": ("INT", {**margin, "tooltip": "Pixels to add on the left."}),
             "top": ("INT", {**margin, "tooltip": "Pixels to add at the top."}),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sundae_core.sampler import (DEFAULT_SETTINGS, LIMITS, MEANINGS, SELECTIONS, WHOLE_SETTINGS, SamplerSettings,
                                   denoise_step, model_logits_fn, sample)
 
+from sundae_core.pixel_size import carry
 from sundae_core.token_version import check_pair, check_tokens, tag, version_of
 
 from .comfy_bridge import Progress, warn
@@ -117,7 +118,7 @@ class SundaeSample:
             selection=selection, views=views))
         version = _check_versions(prior, tokens, vqgan)
         device = model_device(prior)
-        tokens = tag(tokens.to(device), version)
+        given, tokens = tokens, tag(carry(tokens.to(device), tokens), version)
         repaint = check_mask(latent_mask, tokens)
         progress = Progress(steps, preview_decoder(vqgan) if vqgan is not None else None)
         if repaint is not None and not bool(repaint.any()):
@@ -128,7 +129,7 @@ class SundaeSample:
                         repaint=repaint, labels=class_label, null_label=prior.null_label,
                         callback=progress.sampler_callback)
         progress.finish()  # a self-stopped run ends before `steps`
-        return (tag(result.tokens, version),)
+        return (tag(carry(result.tokens, given), version),)
 
 
 class SundaeDenoiseStep:
@@ -158,9 +159,9 @@ class SundaeDenoiseStep:
              latent_mask=None, class_label=None):
         version = _check_versions(prior, tokens)
         device = model_device(prior)
-        tokens = tokens.to(device)
+        given, tokens = tokens, tokens.to(device)
         result = denoise_step(model_logits_fn(prior), tokens, generator=generator_for(seed, device),
                               temperature=temperature, proportion=proportion,
                               repaint=check_mask(latent_mask, tokens), labels=class_label, guidance=guidance,
                               null_label=prior.null_label, selection=selection, views=views)
-        return (tag(result.tokens, version),)
+        return (tag(carry(result.tokens, given), version),)

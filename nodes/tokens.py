@@ -6,9 +6,10 @@ import torch
 
 from sundae_core.corruption import corrupt
 from sundae_core.errors import InputError
-from sundae_core.images import check_multiple, comfy_to_model
+from sundae_core.images import comfy_to_model
 from sundae_core.limits import check_pixels, pixel_problem
 from sundae_core.masks import latent_mask
+from sundae_core.pixel_size import carry, pad_to_multiple, pixel_size, set_pixel_size
 from sundae_core.sampler import random_labels, random_tokens
 from sundae_core.token_version import check_tokens, tag, version_of
 
@@ -20,8 +21,9 @@ _TOKENS_OUT = ("The token grid (batch, height/f, width/f).",)
 
 
 class SundaeVQEncode:
-    DESCRIPTION = ("Encode images into VQ-GAN tokens, one token per f x f pixels. Width and height must "
-                   "be multiples of the VQ-GAN's factor f (32 for the default model).")
+    DESCRIPTION = ("Encode images into VQ-GAN tokens, one token per f x f pixels (f = 32 for the default "
+                   "model). Any size works: an image that is not a multiple of f is padded on the right and "
+                   "bottom, and VQ Decode crops the padding off again.")
     CATEGORY = f"{CATEGORY}/tokens"
     RETURN_TYPES = (TOKENS,)
     RETURN_NAMES = ("tokens",)
@@ -34,13 +36,15 @@ class SundaeVQEncode:
                              "image": ("IMAGE", {"tooltip": "The images to encode (any alpha is ignored)."})}}
 
     def encode(self, vqgan, image):
-        check_multiple(image.shape[2], image.shape[1], vqgan.factor, "the image to encode")
-        return (tag(vqgan.encode(comfy_to_model(image).to(model_device(vqgan))), vqgan.token_version),)
+        pixels = comfy_to_model(image)
+        tokens = vqgan.encode(pad_to_multiple(pixels, vqgan.factor).to(model_device(vqgan)))
+        return (tag(set_pixel_size(tokens, tuple(pixels.shape[-2:])), vqgan.token_version),)
 
 
 class SundaeRandomTokens:
     DESCRIPTION = ("Uniformly random tokens: the starting point z0 of unconditional or class-conditional "
-                   "sampling. The image size is given in pixels and must be a multiple of the VQ-GAN factor.")
+                   "sampling. The image size is given in pixels; a size that is not a multiple of the VQ-GAN "
+                   "factor f gets a grid one token larger, and VQ Decode crops the image to the size asked for.")
     CATEGORY = f"{CATEGORY}/tokens"
     RETURN_TYPES = (TOKENS,)
     RETURN_NAMES = ("tokens",)
@@ -53,8 +57,8 @@ class SundaeRandomTokens:
         size = {"default": max(f, 1024 // f * f), "min": f, "max": 8192, "step": f}
         return {"required": {
             "vqgan": VQGAN_INPUT,
-            "width": ("INT", {**size, "tooltip": "Image width in pixels (a multiple of the VQ-GAN factor)."}),
-            "height": ("INT", {**size, "tooltip": "Image height in pixels (a multiple of the VQ-GAN factor)."}),
+            "width": ("INT", {**size, "tooltip": "Image width in pixels (best a multiple of the VQ-GAN factor)."}),
+            "height": ("INT", {**size, "tooltip": "Image height in pixels (best a multiple of the VQ-GAN factor)."}),
             "batch_size": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": "How many images to sample at once."}),
             "seed": seed_input("Seed of the random tokens."),
         }}
@@ -66,12 +70,11 @@ class SundaeRandomTokens:
 
     def make(self, vqgan, width, height, batch_size, seed):
         f = vqgan.factor
-        check_multiple(width, height, f, "the Random Tokens size")
         check_pixels(width, height, batch_size, "Random Tokens image")
         device = model_device(vqgan)
-        tokens = random_tokens(batch_size, height // f, width // f, vqgan.vocab_size,
+        tokens = random_tokens(batch_size, -(-height // f), -(-width // f), vqgan.vocab_size,
                                generator=generator_for(seed, device), device=device)
-        return (tag(tokens, vqgan.token_version),)
+        return (tag(set_pixel_size(tokens, (height, width)), vqgan.token_version),)
 
 
 class SundaeLatentMask:
@@ -89,11 +92,13 @@ class SundaeLatentMask:
         return {"required": {
             "vqgan": VQGAN_INPUT,
             "tokens": socket(TOKENS, "The tokens the mask is for (gives the grid size)."),
-            "mask": ("MASK", {"tooltip": "Pixel mask, 1 = the area to repaint; resized to the image if needed."}),
+            "mask": ("MASK", {"tooltip": "Pixel mask, 1 = the area to repaint; resized to the image if it has "
+                                         "another size."}),
         }}
 
     def make(self, vqgan, tokens, mask):
-        return (latent_mask(mask, vqgan.factor, tuple(tokens.shape[-2:])).to(tokens.device),)
+        return (latent_mask(mask, vqgan.factor, tuple(tokens.shape[-2:]),
+                            pixel_size=pixel_size(tokens)).to(tokens.device),)
 
 
 class SundaeCorrupt:
@@ -121,7 +126,7 @@ class SundaeCorrupt:
         mask = check_mask(latent_mask, tokens)
         noisy = corrupt(tokens, vqgan.vocab_size, generator=generator_for(seed, tokens.device), rate=rate).tokens
         out = noisy if mask is None else torch.where(mask, noisy, tokens)
-        return (tag(out, version_of(tokens) or vqgan.token_version),)
+        return (tag(carry(out, tokens), version_of(tokens) or vqgan.token_version),)
 
 
 # The embedded default prior's classes, so a user need not open the model card to pick one

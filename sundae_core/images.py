@@ -13,17 +13,6 @@ from .limits import check_pixels
 from .seams import match_seams
 
 
-def check_multiple(width: int, height: int, factor: int, what: str = "the image") -> None:
-    """InputError unless width and height are multiples of the VQ-GAN factor; the message gives
-    the size as width x height, as users think of it, and the nearest sizes that work."""
-    if width % factor or height % factor:
-        down = lambda n: max(factor, n // factor * factor)
-        up = lambda n: -(-n // factor) * factor
-        raise InputError(f"{what} is {width}x{height} (width x height), not a multiple of the VQ-GAN "
-                         f"factor {factor}; resize or crop it to {down(width)}x{down(height)} or "
-                         f"{up(width)}x{up(height)}")
-
-
 def comfy_to_model(image: torch.Tensor) -> torch.Tensor:
     """IMAGE (b h w c) float in [0, 1] -> (b c h w) in [-1, 1] (alpha dropped)."""
     if image.ndim != 4 or image.shape[-1] not in (1, 3, 4):
@@ -92,13 +81,13 @@ class Canvas:
 def outpaint_canvas(image: torch.Tensor, left: int, top: int, right: int, bottom: int, factor: int,
                     mask: torch.Tensor | None = None, fill: float = 1.0) -> Canvas:
     """Grow the canvas by the given margins (each rounded up to a multiple of `factor` so the
-    original stays aligned to the token grid), fill the border and mark it for repainting."""
+    original stays aligned to the token grid), fill the border and mark it for repainting. An image
+    that is not a multiple of `factor` makes a canvas that is not either: VQ Encode pads it."""
     if min(left, top, right, bottom) < 0:
         raise InputError("outpaint margins must be >= 0")
     up = lambda n: -(-n // factor) * factor
     left, top, right, bottom = up(left), up(top), up(right), up(bottom)
     b, h, w, c = image.shape
-    check_multiple(w, h, factor, "the image to outpaint")
     check_pixels(w + left + right, h + top + bottom, b, "outpaint canvas")
     canvas = torch.full((b, h + top + bottom, w + left + right, c), fill, dtype=image.dtype)
     canvas[:, top:top + h, left:left + w] = image

@@ -75,8 +75,32 @@ def test_encode_decode_and_random_tokens(vqgan):
     make = N["SundaeRandomTokens"]().make
     first, again, other = make(vqgan, 24, 32, 3, 7)[0], make(vqgan, 24, 32, 3, 7)[0], make(vqgan, 24, 32, 3, 8)[0]
     assert first.shape == (3, 8, 6) and torch.equal(first, again) and not torch.equal(first, other)
-    with pytest.raises(InputError, match=r"30x32 \(width x height\), not a multiple of the VQ-GAN factor 4"):
-        make(vqgan, 30, 32, 1, 0)
+    odd = make(vqgan, 30, 32, 1, 0)[0]  # 30 wide: one token more, cropped back when decoded
+    assert odd.shape == (1, 8, 8) and N["SundaeVQDecode"]().decode(vqgan, odd)[0].shape == (1, 32, 30, 3)
+
+
+def test_any_image_size_is_padded_for_the_vqgan_and_comes_back_at_its_own_size(vqgan, prior):
+    """38 x 30 with f = 4: encoded as 40 x 32 (edges repeated), the mask padded the same way as known
+    pixels, and every node that makes tokens from tokens keeps the size, so decode crops it back."""
+    image = torch.rand(1, 30, 38, 3)  # (b h w c)
+    tokens = N["SundaeVQEncode"]().encode(vqgan, image)[0]
+    assert tokens.shape == (1, 8, 10)
+    padded = torch.nn.functional.pad(image.permute(0, 3, 1, 2), (0, 2, 0, 2), mode="replicate").permute(0, 2, 3, 1)
+    assert torch.equal(tokens, N["SundaeVQEncode"]().encode(vqgan, padded)[0])
+    mask = torch.zeros(1, 30, 38)
+    mask[:, 29, 37] = 1  # the last pixel: its token is the bottom-right one, not a stretched neighbour
+    hole = N["SundaeLatentMask"]().make(vqgan, tokens, mask)[0]
+    assert hole.sum() == 1 and hole[0, 7, 9]
+    noisy = N["SundaeCorrupt"]().corrupt(vqgan, tokens, 1.0, 3, latent_mask=hole)[0]
+    sampled = N["SundaeSample"]().sample(prior, noisy, 1, 3, 1.0, 0.5, 0.8, False, 0, 0.0, "random",
+                                         latent_mask=hole)[0]
+    stepped = N["SundaeDenoiseStep"]().step(prior, sampled, 2, 1.0, 0.5, 0.0, "random", latent_mask=hole)[0]
+    decoded = N["SundaeVQDecode"]().decode(vqgan, stepped)[0]
+    assert decoded.shape == (1, 30, 38, 3)
+    result = N["SundaeComposite"]().composite(image, decoded, mask, 0, 0)[0]
+    assert torch.equal(result[mask == 0], image[mask == 0])
+    grid = torch.randint(0, 8, (1, 8, 10))  # tokens made elsewhere carry no size: the whole grid
+    assert N["SundaeVQDecode"]().decode(vqgan, grid)[0].shape == (1, 32, 40, 3)
 
 
 def test_latent_mask_and_corrupt_keep_what_they_must(vqgan):
@@ -207,11 +231,7 @@ def test_random_tokens_widgets_follow_the_default_vqgan_factor(model_dir, monkey
     assert size["step"] == size["min"] == 32 and size["default"] == 1024
 
 
-def test_size_errors_read_width_x_height_and_ceilings_come_before_allocating(vqgan):
-    with pytest.raises(InputError) as err:
-        N["SundaeVQEncode"]().encode(vqgan, torch.rand(1, 32, 38, 3))  # (b h w c): 38 wide, 32 high
-    assert str(err.value) == ("the image to encode is 38x32 (width x height), not a multiple of the VQ-GAN "
-                              "factor 4; resize or crop it to 36x32 or 40x32")
+def test_size_ceilings_come_before_allocating(vqgan):
     verdict = N["SundaeRandomTokens"].VALIDATE_VALUES(width=8192, height=8192, batch_size=64)
     assert "over the ceiling" in verdict and "SUNDAE_MAX_BATCH_PIXELS" in verdict
     assert N["SundaeRandomTokens"].VALIDATE_VALUES(width=1024, height=1024, batch_size=4) is True
