@@ -97,6 +97,46 @@ def near_valid_ui(draw):
     return {"nodes": nodes, "links": links}
 
 
+BLUEPRINTS = ["sg-a", "sg-b"]
+bp_links = st.lists(st.fixed_dictionaries(
+    {"id": st.integers(40, 48), "origin_id": st.sampled_from([-10, 1, 2, 3]) | small_ids,
+     "origin_slot": st.integers(-1, 3) | json_values, "target_id": st.sampled_from([-20, 1, 2, 3]) | small_ids,
+     "target_slot": st.integers(-1, 3) | json_values, "type": st.sampled_from(SOCKET_TYPES)}), max_size=5)
+bp_slots = st.lists(st.fixed_dictionaries({"name": st.sampled_from(INPUT_NAMES) | json_values,
+                                           "type": st.sampled_from(SOCKET_TYPES)}), max_size=3)
+
+
+def _as_instance(draw, node):
+    """Turn a UI node into an instance of a blueprint, with promoted widget values in either form."""
+    node["type"] = draw(st.sampled_from(BLUEPRINTS))
+    proxies = st.lists(st.tuples(st.sampled_from(["-1", "1", "2"]), st.sampled_from(INPUT_NAMES)).map(list),
+                       max_size=4)
+    node["properties"] = draw(st.fixed_dictionaries({}, optional={"proxyWidgets": proxies | json_values})
+                              | json_values)
+    node["widgets_values"] = draw(st.lists(json_values, max_size=4) | json_values)
+
+
+@st.composite
+def ui_with_subgraphs(draw):
+    """Near-valid UI graphs whose blueprints (near-valid inside, junk at the edges) may hold
+    instances of each other or of themselves, with some top-level nodes their instances."""
+    ui = draw(near_valid_ui())
+    blueprints = []
+    for uid in BLUEPRINTS:
+        inner = draw(near_valid_ui())
+        for node in inner["nodes"]:
+            if draw(st.integers(0, 4)) == 0:
+                _as_instance(draw, node)
+        links = [dict(zip(("id", "origin_id", "origin_slot", "target_id", "target_slot", "type"), link))
+                 for link in inner["links"]] + draw(bp_links)
+        blueprints.append({"id": uid, "inputs": draw(bp_slots | json_values), "outputs": draw(bp_slots | json_values),
+                           "nodes": inner["nodes"], "links": draw(st.just(links) | json_values)})
+    for node in ui["nodes"]:
+        if draw(st.booleans()):
+            _as_instance(draw, node)
+    return {**ui, "definitions": {"subgraphs": draw(st.just(blueprints) | json_values)}}
+
+
 overrides = st.lists(st.text(max_size=12) | st.sampled_from(["1.width=0", "2.seed=x", "Save Image.images=1"]),
                      max_size=3)
 
@@ -118,7 +158,7 @@ def _only_workflow_errors(data, sets=()):
 
 
 @FUZZ
-@given(data=st.one_of(near_valid_api(), near_valid_ui(), ui_workflows, api_workflows,
+@given(data=st.one_of(near_valid_api(), near_valid_ui(), ui_with_subgraphs(), ui_workflows, api_workflows,
                       st.dictionaries(st.text(max_size=5), json_values, max_size=4)),
        sets=overrides)
 def test_malformed_graphs_raise_only_workflow_errors(context, data, sets):

@@ -158,3 +158,12 @@ def test_a_blueprint_that_holds_itself_is_a_clear_error():
                       [_link(1, -10, 0, 60, 0, "IMAGE"), _link(2, 60, 0, -20, 0, "IMAGE")])
     with pytest.raises(InvalidWorkflowError, match=r"node 9:60.*subgraph 'loop' contains itself"):
         ui_to_api(_workflow(_instance(uid="loop"), blueprints=(loop,)), DEFS)
+
+
+def test_a_blueprint_input_may_be_named_with_the_empty_string():
+    # the frontend names an input "" when it was made from an unnamed socket (seen in ComfyUI's templates)
+    blank = _blueprint("blank", [("", "IMAGE")], [_node(5, "Num", [("image", "IMAGE", 1)])],
+                       [_link(1, -10, 0, 5, 0, "IMAGE"), _link(3, 5, 0, -20, 0, "IMAGE")])
+    instance = _node(9, "blank", [("", "IMAGE", 20)])
+    prompt = ui_to_api(_workflow(instance, blueprints=(blank,)), DEFS).prompt
+    assert prompt["9:5"]["inputs"]["image"] == ["1", 0]

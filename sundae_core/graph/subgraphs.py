@@ -70,7 +70,8 @@ def flatten(ui: Mapping[str, Any]) -> Mapping[str, Any]:
     """`ui` with every active subgraph instance replaced by its blueprint's nodes (see module doc).
 
     A workflow without subgraphs comes back as it is. Raises InvalidWorkflowError for a blueprint
-    that is malformed or holds itself.
+    that holds itself or repeats a node id; other junk inside one (a link that is not a link, an
+    input without a name) connects nothing, and validation then names the input left unconnected.
     """
     found = blueprints(ui)
     if not found:
@@ -94,20 +95,34 @@ def promoted_values(instance: Mapping[str, Any], blueprint: Mapping[str, Any]) -
         names = [p[1] if isinstance(p, list) and len(p) == 2 and str(p[0]) == "-1" else None for p in proxies]
     else:
         names = [name for name, feeds_widget in _blueprint_inputs(blueprint) if feeds_widget]
-    return {name: value for name, value in zip(names, values) if isinstance(name, str)}
+    return {name: value for name, value in zip(names, values) if isinstance(name, str)}  # hashable keys only
 
 
-def _blueprint_inputs(blueprint: Mapping[str, Any]) -> list[tuple[str, bool]]:
-    """(name, whether it feeds an inner widget) of each blueprint input, in slot order."""
-    inner = {str(n.get("id")): n for n in blueprint.get("nodes", []) if isinstance(n, Mapping)}
+def _blueprint_inputs(blueprint: Mapping[str, Any]) -> list[tuple[str | None, bool]]:
+    """(name, whether it feeds an inner widget) of each blueprint input, in slot order; a name
+    that is not a string is None (it matches nothing)."""
+    inner = {str(n.get("id")): n for n in _list(blueprint.get("nodes")) if isinstance(n, Mapping)}
     feeds = set()
-    for link in _links(blueprint.get("links")).values():
-        origin, origin_slot, target, target_slot, _ = link
-        slots = inner.get(str(target), {}).get("inputs", [])
-        if origin == INPUT_NODE and 0 <= target_slot < len(slots) and slots[target_slot].get("widget"):
+    for origin, origin_slot, target, target_slot, _ in _links(blueprint.get("links")).values():
+        slots = _list(inner.get(str(target), {}).get("inputs"))
+        slot = slots[target_slot] if origin == INPUT_NODE and 0 <= target_slot < len(slots) else None
+        if isinstance(slot, Mapping) and slot.get("widget"):
             feeds.add(origin_slot)
-    inputs = blueprint.get("inputs", [])
-    return [(i.get("name"), k in feeds) for k, i in enumerate(inputs) if isinstance(i, Mapping)]
+    return [(_name(i), k in feeds) for k, i in enumerate(_list(blueprint.get("inputs")))]
+
+
+def _list(value: Any) -> list:
+    return value if isinstance(value, list) else []
+
+
+def _name(slot: Any) -> str | None:
+    name = slot.get("name") if isinstance(slot, Mapping) else None
+    return name if isinstance(name, str) else None
+
+
+def _is_key(value: Any) -> bool:
+    """A usable id: ids are ints or strings; anything else (a list, a dict) matches no link or node."""
+    return isinstance(value, (int, str)) and not isinstance(value, bool)
 
 
 def _links(raw: Any) -> dict[Any, tuple]:
@@ -124,7 +139,7 @@ def _links(raw: Any) -> dict[Any, tuple]:
             fields = (list(item) + [None])[:6]
         else:
             continue
-        if isinstance(fields[2], int) and isinstance(fields[4], int):
+        if all(_is_key(f) for f in fields[:4]) and isinstance(fields[2], int) and isinstance(fields[4], int):
             links[fields[0]] = tuple(fields[1:])
     return links
 
@@ -161,19 +176,22 @@ class _Flattener:
             self.problems.append(Problem(f"subgraph {blueprint.get('name') or node['type']!r} contains "
                                          "itself", node_id, node.get("title")))
             return {}
-        linked = {slot.get("name"): slot.get("link") for slot in node.get("inputs", [])
-                  if isinstance(slot, Mapping) and slot.get("link") is not None}
+        linked = {_name(slot): slot.get("link") for slot in _list(node.get("inputs"))
+                  if _name(slot) is not None and _is_key(slot.get("link"))}  # "" is a name
         promoted = promoted_values(node, blueprint)
         inputs = [level.input_of(linked[name]) if name in linked else _Input(None, promoted.get(name, _UNSET))
-                  for name, _ in _blueprint_inputs(blueprint)]
+                  for name, _ in _blueprint_inputs(blueprint)]  # a None name: neither linked nor promoted
         return self.expand(blueprint.get("nodes"), blueprint.get("links"), node_id + ":", inputs,
                            level.stack + (node["type"],))
 
     def add_node(self, node: Mapping[str, Any], level: _Level) -> None:
-        flat = {**node, "id": level.prefix + str(node["id"]), "inputs": []}
-        widget_values = {}
+        flat = {**node, "id": level.prefix + str(node["id"])}
+        if not isinstance(node.get("inputs", []), list):
+            self.nodes.append(flat)  # formats._read_nodes names the problem, under the flat id
+            return
+        flat["inputs"], widget_values = [], {}
         for index, slot in enumerate(node.get("inputs", [])):
-            link = level.links.get(slot.get("link")) if isinstance(slot, Mapping) else None
+            link = level.links.get(slot["link"]) if isinstance(slot, Mapping) and _is_key(slot.get("link")) else None
             if link is not None:
                 given = level.input_of(slot["link"])
                 slot = {**slot, "link": self.add_link(given.source, flat["id"], index, link[4]) if given.source else None}
@@ -196,8 +214,13 @@ class _Level:
     def __init__(self, flattener: _Flattener, nodes: Any, links: Any, prefix: str, inputs: list[_Input],
                  stack: tuple[str, ...]):
         self.flattener, self.prefix, self.inputs, self.stack = flattener, prefix, inputs, stack
-        self.nodes = {str(n["id"]): n for n in nodes if isinstance(n, Mapping) and "id" in n} \
-            if isinstance(nodes, list) else {}
+        self.nodes = {}
+        for node in _list(nodes):
+            if not isinstance(node, Mapping) or "id" not in node:
+                continue
+            if str(node["id"]) in self.nodes:  # the top level's were caught before flattening
+                flattener.problems.append(Problem("two nodes of a subgraph share this id", prefix + str(node["id"])))
+            self.nodes[str(node["id"])] = node
         self.links = _links(links)
         self.outputs: dict[str, dict[int, _Input]] = {}
 
@@ -209,7 +232,7 @@ class _Level:
 
     def input_of(self, link_id: Any) -> _Input:
         """What arrives through a link of this level: a flat node's output, or an outer value."""
-        link = self.links.get(link_id)
+        link = self.links.get(link_id) if _is_key(link_id) else None
         if link is None:
             return _Input(None)
         origin, origin_slot = link[0], link[1]
