@@ -46,8 +46,8 @@ python -m trainers.checkpoints.export_model "$RUNS/vqgan_dec/model.safetensors" 
     --note data="Fluent Emoji 3D 1.1.0 (MIT), 1869 emoji, 10 % held out"
 
 # 1d. Session 25, a candidate not yet shipped (model card): the decoder alone trained on from the
-#     shipped VQ-GAN at 5e-5 (1b's recolouring and synthetic canvases, no GAN). At step 1240 the held-out
-#     holes' reconstruction 0.0905 -> 0.0869 LPIPS and pure green 40 -> 12 off, edges 5 % softer.
+#     shipped VQ-GAN at 5e-5 (1b's recolouring and synthetic canvases, no GAN). At step 1430 (bf16) the
+#     held-out holes' reconstruction 0.0905 -> 0.0870 LPIPS, pure green 40 -> 11 off, edges 1.4 % softer.
 #   OMP_NUM_THREADS=2 python -m trainers.training.train_vqgan --config configs/vqgan_emoji_f32.yaml \
 #       --run-dir "$RUNS/vqgan_dec_s25" --set data.path="$DATA/emoji_groups" \
 #       --set train.init=sundae_core/default_models/vqgan.safetensors --set train.freeze_encoder=true \
