@@ -29,10 +29,9 @@ from .. import bounded_json
 from . import subgraphs
 from .problems import InvalidWorkflowError, Problem
 from .registry import input_specs
+from .ui_format import BYPASSED, MODES, MUTED, is_id, link_fields
 
 VIRTUAL_TYPES = frozenset({"Note", "MarkdownNote", "Reroute", "PrimitiveNode"})
-MUTED, BYPASSED = 2, 4
-MODES = range(5)  # LiteGraph: 0 always, 1 on event, 2 never (muted), 3 on trigger, 4 bypassed
 
 log = logging.getLogger("sundae")
 
@@ -130,10 +129,6 @@ class _Link:
     target_slot: int
 
 
-def _is_id(value: Any) -> bool:
-    return isinstance(value, (int, str)) and not isinstance(value, bool)
-
-
 def _read_links(raw: Any, problems: list[Problem]) -> dict[Any, _Link]:
     """Links as `[id, origin, origin_slot, target, target_slot, type]` or as objects."""
     links = {}
@@ -141,18 +136,11 @@ def _read_links(raw: Any, problems: list[Problem]) -> dict[Any, _Link]:
         problems.append(Problem("'links' must be a list"))
         return links
     for item in raw:
-        if isinstance(item, Mapping):
-            fields = [item.get(k) for k in ("id", "origin_id", "origin_slot", "target_id", "target_slot")]
-        elif isinstance(item, list) and len(item) >= 5:
-            fields = item[:5]
-        else:
+        fields = link_fields(item)
+        if fields is None:
             problems.append(Problem(f"malformed link {item!r}"))
             continue
-        link_id, origin, origin_slot, target, target_slot = fields
-        if not (_is_id(link_id) and _is_id(origin) and _is_id(target)
-                and isinstance(origin_slot, int) and isinstance(target_slot, int)):
-            problems.append(Problem(f"malformed link {item!r}"))
-            continue
+        link_id, origin, origin_slot, target, target_slot, _ = fields
         links[link_id] = _Link(str(origin), origin_slot, str(target), target_slot)
     return links
 
@@ -163,7 +151,7 @@ def _read_nodes(raw: Any, problems: list[Problem]) -> dict[str, dict[str, Any]]:
         problems.append(Problem("'nodes' must be a list"))
         return nodes
     for node in raw:
-        if not isinstance(node, Mapping) or not _is_id(node.get("id")):
+        if not isinstance(node, Mapping) or not is_id(node.get("id")):
             problems.append(Problem(f"malformed node entry (no id): {str(node)[:80]}"))
             continue
         node_id = str(node["id"])
@@ -218,7 +206,7 @@ def ui_to_api(ui: Mapping[str, Any], definitions: Mapping[str, Mapping]) -> Work
         for slot in node.get("inputs", []):
             if slot.get("link") is None:
                 continue
-            if not _is_id(slot["link"]):
+            if not is_id(slot["link"]):
                 problems.append(Problem(f"input {slot['name']!r} has a malformed link {slot['link']!r}",
                                         node_id, _title(node, definitions)))
                 continue
@@ -249,7 +237,7 @@ def _order_key(node: Mapping[str, Any]) -> tuple:
 
 
 def is_link(value: Any) -> bool:
-    return (isinstance(value, (list, tuple)) and len(value) == 2 and _is_id(value[0])
+    return (isinstance(value, (list, tuple)) and len(value) == 2 and is_id(value[0])
             and isinstance(value[1], int) and not isinstance(value[1], bool))
 
 
@@ -347,7 +335,7 @@ def _walk(link: _Link | None, want_type: Any, nodes: Mapping[str, Mapping], link
 def _input_link(node: Mapping[str, Any], index: int, links: Mapping[Any, _Link]) -> _Link | None:
     slots = node.get("inputs", [])
     link = slots[index].get("link") if index < len(slots) else None
-    return links.get(link) if _is_id(link) else None
+    return links.get(link) if is_id(link) else None
 
 
 def _dropped_reason(origin: str, nodes: Mapping[str, Mapping], definitions: Mapping[str, Mapping]) -> str:

@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from .problems import InvalidWorkflowError, Problem
+from .ui_format import BYPASSED, MUTED, is_id, link_fields
 
 INPUT_NODE, OUTPUT_NODE = -10, -20
-MUTED, BYPASSED = 2, 4
 WIDGET_VALUES = "_sundae_promoted_widgets"  # flat node key: {input name: the instance's value}
 MAX_DEPTH = 32  # subgraphs nested deeper than this are refused (a blueprint that holds itself)
 
@@ -84,8 +84,9 @@ def flatten(ui: Mapping[str, Any]) -> Mapping[str, Any]:
     return {**ui, "nodes": flat.nodes, "links": flat.links, "definitions": definitions}
 
 
-def promoted_values(instance: Mapping[str, Any], blueprint: Mapping[str, Any]) -> dict[str, Any]:
-    """{blueprint input name: value} of the widgets promoted to an instance (see module doc)."""
+def promoted_values(instance: Mapping[str, Any], inputs: list[tuple[str | None, bool]]) -> dict[str, Any]:
+    """{blueprint input name: value} of the widgets promoted to an instance (see module doc);
+    `inputs`: its blueprint's `_blueprint_inputs`."""
     values = instance.get("widgets_values")
     if not isinstance(values, list):
         return {}
@@ -94,7 +95,7 @@ def promoted_values(instance: Mapping[str, Any], blueprint: Mapping[str, Any]) -
     if isinstance(proxies, list):
         names = [p[1] if isinstance(p, list) and len(p) == 2 and str(p[0]) == "-1" else None for p in proxies]
     else:
-        names = [name for name, feeds_widget in _blueprint_inputs(blueprint) if feeds_widget]
+        names = [name for name, feeds_widget in inputs if feeds_widget]
     return {name: value for name, value in zip(names, values) if isinstance(name, str)}  # hashable keys only
 
 
@@ -120,28 +121,14 @@ def _name(slot: Any) -> str | None:
     return name if isinstance(name, str) else None
 
 
-def _is_key(value: Any) -> bool:
-    """A usable id: ids are ints or strings; anything else (a list, a dict) matches no link or node."""
-    return isinstance(value, (int, str)) and not isinstance(value, bool)
-
-
 def _links(raw: Any) -> dict[Any, tuple]:
     """Links by id as (origin, origin_slot, target, target_slot, type), from lists or objects.
 
     Malformed entries are skipped here: `formats.ui_to_api` reports them for the top level, and a
     blueprint's bad link leaves its input unconnected, which validation reports by name.
     """
-    links = {}
-    for item in raw if isinstance(raw, list) else []:
-        if isinstance(item, Mapping):
-            fields = [item.get(k) for k in ("id", "origin_id", "origin_slot", "target_id", "target_slot", "type")]
-        elif isinstance(item, list) and len(item) >= 5:
-            fields = (list(item) + [None])[:6]
-        else:
-            continue
-        if all(_is_key(f) for f in fields[:4]) and isinstance(fields[2], int) and isinstance(fields[4], int):
-            links[fields[0]] = tuple(fields[1:])
-    return links
+    found = (link_fields(item) for item in _list(raw))
+    return {fields[0]: fields[1:] for fields in found if fields is not None}
 
 
 class _Flattener:
@@ -177,10 +164,11 @@ class _Flattener:
                                          "itself", node_id, node.get("title")))
             return {}
         linked = {_name(slot): slot.get("link") for slot in _list(node.get("inputs"))
-                  if _name(slot) is not None and _is_key(slot.get("link"))}  # "" is a name
-        promoted = promoted_values(node, blueprint)
+                  if _name(slot) is not None and is_id(slot.get("link"))}  # "" is a name
+        names = _blueprint_inputs(blueprint)
+        promoted = promoted_values(node, names)
         inputs = [level.input_of(linked[name]) if name in linked else _Input(None, promoted.get(name, _UNSET))
-                  for name, _ in _blueprint_inputs(blueprint)]  # a None name: neither linked nor promoted
+                  for name, _ in names]  # a None name: neither linked nor promoted
         return self.expand(blueprint.get("nodes"), blueprint.get("links"), node_id + ":", inputs,
                            level.stack + (node["type"],))
 
@@ -191,7 +179,7 @@ class _Flattener:
             return
         flat["inputs"], widget_values = [], {}
         for index, slot in enumerate(node.get("inputs", [])):
-            link = level.links.get(slot["link"]) if isinstance(slot, Mapping) and _is_key(slot.get("link")) else None
+            link = level.links.get(slot["link"]) if isinstance(slot, Mapping) and is_id(slot.get("link")) else None
             if link is not None:
                 given = level.input_of(slot["link"])
                 slot = {**slot, "link": self.add_link(given.source, flat["id"], index, link[4]) if given.source else None}
@@ -232,7 +220,7 @@ class _Level:
 
     def input_of(self, link_id: Any) -> _Input:
         """What arrives through a link of this level: a flat node's output, or an outer value."""
-        link = self.links.get(link_id) if _is_key(link_id) else None
+        link = self.links.get(link_id) if is_id(link_id) else None
         if link is None:
             return _Input(None)
         origin, origin_slot = link[0], link[1]

@@ -147,10 +147,14 @@ def check_workflow(server: ComfyServer, path: Path, out: Path, definitions: dict
         check.status, check.problems = "failed in ComfyUI", [one for one in errors if one] or [str(status)[:500]]
         return check
     theirs = saved_images(entry.get("outputs", {}), server.image)
-    result = run_workflow(path, output_dir=out / path.stem, progress=False)
-    ours = saved_images(result.ui, lambda e: np.asarray(Image.open(
-        out / path.stem / ("temp" if e.get("type") == "temp" else "") / e.get("subfolder", "") / e["filename"]
-    ).convert("RGB")))
+    folders = {"output": out / path.stem, "temp": out / path.stem / "temp"}  # what each entry's "type" names
+    result = run_workflow(path, output_dir=folders["output"], temp_dir=folders["temp"], progress=False)
+
+    def read_ours(entry: dict) -> np.ndarray:
+        with Image.open(folders[entry["type"]] / entry.get("subfolder", "") / entry["filename"]) as picture:
+            return np.asarray(picture.convert("RGB"))
+
+    ours = saved_images(result.ui, read_ours)
     compare(ours, theirs, check, tolerance)
     return check
 
