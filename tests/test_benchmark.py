@@ -40,9 +40,14 @@ def test_quick_run_on_tiny_configs_writes_every_section(tmp_path, capsys):
     assert report["train"][0]["unroll"] == 2 and 0 < report["train"][0]["mfu"] < 1
     assert {(r["batch"], r["steps"]) for r in report["ratios"]} == {(1, 20), (1, 10), (2, 20), (2, 10)}
     train = report["vqgan_train"]
-    assert [(r["config"], r["precision"], r["batch"], r["crop"]) for r in train] == [
-        ("vqgan_tiny", "bf16-autocast", 2, 32), ("vqgan_tiny", "fp32", 2, 32)]
+    assert [(r["config"], r["precision"], r["phase"], r["batch"], r["crop"]) for r in train] == [
+        ("vqgan_tiny", "bf16-autocast", "full", 2, 32), ("vqgan_tiny", "fp32", "full", 2, 32),
+        ("vqgan_tiny", "bf16-autocast", "decoder", 2, 32)]
     assert all(r["images_per_s"] == pytest.approx(2 / r["median_s"]) for r in train) and train[1]["speed_vs_fp32"] == 1
+    assert train[2]["speed_vs_fp32"] is None  # a lighter step: not a precision's ratio
+    assert all(0 < r["mfu"] < 1 and 0 <= r["outside_share"] <= 1 for r in train)
+    # the decoder-only step skips the encoder's backward and the discriminator: fewer FLOPs
+    assert train[2]["flops"] < train[0]["flops"] == train[1]["flops"]
     (codec,) = report["vqgan_codec"]
     assert codec["image"] == "64x64" and codec["tokens"] == [32, 32] and codec["decode_fits_8gb"]
     assert codec["encode_s"] > 0 and codec["decode_s"] > 0 and codec["decode_flops"] > 0

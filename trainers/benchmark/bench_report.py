@@ -113,12 +113,15 @@ def markdown(report: dict) -> str:
         ("unroll", lambda r: r["unroll"]), ("s / step", lambda r: _fmt(r["median_s"], 2)),
         ("tokens/s", lambda r: _fmt(r["tokens_per_s"], 0)), ("model TFLOP / step", lambda r: _fmt(r["flops"] / 1e12, 2)),
         ("MFU % of bf16 peak", pct("mfu")), ("peak MB", mb)])
-    lines += _table("VQ-GAN training step (generator with LPIPS + adaptive-weight GAN, then discriminator; Adam)",
+    lines += _table("VQ-GAN training step (full: generator with LPIPS + adaptive-weight GAN, then discriminator; "
+                    "decoder: the encoder frozen, no GAN, as the campaign's decoder runs; Adam)",
                     report["vqgan_train"], [
-        ("config", lambda r: r["config"]), ("precision", lambda r: r["precision"]), ("batch", lambda r: r["batch"]),
-        ("crop", lambda r: r["crop"]), ("LPIPS", lambda r: r["lpips"]), ("s / step", lambda r: _fmt(r["median_s"], 2)),
-        ("images/s", lambda r: _fmt(r["images_per_s"], 1)), ("speed vs fp32", lambda r: _fmt(r["speed_vs_fp32"], 2)),
-        ("peak MB", mb)])
+        ("config", lambda r: r["config"]), ("precision", lambda r: r["precision"]), ("phase", lambda r: r["phase"]),
+        ("batch", lambda r: r["batch"]), ("crop", lambda r: r["crop"]), ("LPIPS", lambda r: r["lpips"]),
+        ("s / step", lambda r: _fmt(r["median_s"], 2)), ("images/s", lambda r: _fmt(r["images_per_s"], 1)),
+        ("GFLOP / step", lambda r: _fmt(r["flops"] / 1e9, 1)), ("MFU % of bf16 peak", pct("mfu")),
+        ("% outside FLOP kernels", lambda r: _fmt(None if r["outside_share"] is None else 100 * r["outside_share"])),
+        ("speed vs fp32", lambda r: _fmt(r["speed_vs_fp32"], 2)), ("peak MB", mb)])
     lines += _table("VQ-GAN encode / decode, batch 1, bf16 weights, inference_mode", report["vqgan_codec"], [
         ("model", lambda r: r["model"]), ("image", lambda r: r["image"]),
         ("tokens", lambda r: f"{r['tokens'][0]}x{r['tokens'][1]}"), ("params M", lambda r: _fmt(r["params_m"], 2)),
@@ -162,7 +165,7 @@ def targets(report: dict) -> list[str]:
 def vqgan_targets(report: dict) -> list[str]:
     out = []
     for r in report["vqgan_train"]:
-        if r["precision"] != "fp32":
+        if r["precision"] != "fp32" and r["speed_vs_fp32"] is not None:
             out.append(f"VQ-GAN training ({r['config']}, batch {r['batch']}, {r['crop']} px): {r['images_per_s']:.1f} "
                        f"images/s in {r['precision']} = {r['speed_vs_fp32']:.2f}x fp32")
     for r in report["vqgan_codec"]:

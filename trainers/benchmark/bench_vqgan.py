@@ -1,11 +1,13 @@
-"""The benchmark's VQ-GAN cases: training throughput (`train_vqgan.train_step`, bf16 autocast
-against fp32), and encode / decode latency and memory of one image."""
+"""The benchmark's VQ-GAN cases: training throughput and MFU (`train_vqgan.train_step`, bf16
+autocast against fp32, and the campaign's decoder-only step), and encode / decode latency and
+memory of one image."""
 
 from __future__ import annotations
 
 from contextlib import nullcontext
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from sundae_core.config import VQGANConfig, load_yaml
 from sundae_core.errors import InputError
@@ -18,7 +20,7 @@ from ..training.discriminator import DiscriminatorConfig, PatchDiscriminator
 from ..training.lpips import load_lpips
 from ..training.train_vqgan import VQGANRunConfig, VQTrainConfig, train_step
 from .bench_ar import decoder_flops, encoder_flops
-from .bench_timing import Bench, MemoryProbe, build, repeats_for, time_runs, warm_up
+from .bench_timing import Bench, MemoryProbe, build, outside_share, repeats_for, time_runs, warm_up
 
 TINY_VQGAN = VQGANConfig(resolution=32, ch=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(),
                          z_channels=8, embed_dim=8, n_embed=64, mid_attention=False)
@@ -41,32 +43,52 @@ def vqgan_run_config(name: str) -> VQGANRunConfig:
     return TINY_VQGAN_RUN if name == "tiny" else load_yaml(name, VQGANRunConfig)
 
 
-def bench_vqgan_train(bench: Bench, name: str, run: VQGANRunConfig, precision: str) -> dict:
-    """Training steps as `sundae-train-vqgan` runs them once the GAN is on (`train_step`: generator
-    step with LPIPS and the adaptive weight, then the discriminator step; Adam on fp32 weights) at
-    the config's batch size and crop, under bf16 autocast ("bf16") or in plain fp32 ("fp32")."""
+# The VQ-GAN training cases: (precision, phase). "full" is the step once the GAN is on (generator
+# with LPIPS and the adaptive weight, then the discriminator); "decoder" is the step the campaign's
+# decoder runs take (train.freeze_encoder, no GAN: L1 + LPIPS through the decoder alone).
+VQGAN_TRAIN_CASES = (("bf16", "full"), ("fp32", "full"), ("bf16", "decoder"))
+
+
+def bench_vqgan_train(bench: Bench, name: str, run: VQGANRunConfig, precision: str, phase: str = "full") -> dict:
+    """Training steps as `sundae-train-vqgan` runs them (`train_step`; Adam on fp32 weights) at the
+    config's batch size and crop, under bf16 autocast ("bf16") or in plain fp32 ("fp32"), in the
+    `phase` of VQGAN_TRAIN_CASES. FLOPs are counted on one step (FlopCounterMode: convolutions and
+    matmuls, forward and backward, LPIPS included); MFU is over the bf16 matmul peak measured in
+    this run; `outside_share` is the profiled share of a step outside FLOP kernels (norms,
+    activations, copies, the optimiser)."""
     dev, tc, crop = bench.device, run.train, run.data.crop
     autocast = (lambda: torch.autocast(dev.type, dtype=torch.bfloat16)) if precision == "bf16" else nullcontext
     g = torch.Generator(dev).manual_seed(0)
     images = torch.rand(tc.batch_size, run.model.in_channels, crop, crop, generator=g, device=dev) * 2 - 1
+    decoder_only = phase == "decoder"
     with MemoryProbe(dev) as mem:
         torch.manual_seed(0)
         model = VQGAN(run.model).to(dev).train()
+        if decoder_only:  # as train_vqgan does with train.freeze_encoder
+            for part in (model.encoder, model.quant_conv, model.quantize):
+                part.requires_grad_(False)
         disc_config = DiscriminatorConfig(channels=tc.disc_channels, layers=tc.disc_layers)
         disc = PatchDiscriminator(disc_config).to(dev).train()
         lpips = load_lpips(tc.lpips_net, device=dev)
         opt_ae = torch.optim.Adam(model.parameters(), lr=tc.lr, betas=tuple(tc.betas))
         opt_d = torch.optim.Adam(disc.parameters(), lr=tc.lr, betas=tuple(tc.betas))
-        step = lambda: train_step(model, disc, lpips, opt_ae, opt_d, images, tc, gan_on=True,
+        step = lambda: train_step(model, disc, lpips, opt_ae, opt_d, images, tc, gan_on=not decoder_only,
                                   autocast=autocast)
         warm_up(step, dev)  # also allocates both optimisers' state
+    with FlopCounterMode(display=False) as counter:
+        step()
+    flops = counter.get_total_flops()
     t = time_runs(step, dev, bench.long_repeats)
+    outside = outside_share(step) if dev.type == "cpu" else None
     del model, disc, lpips, opt_ae, opt_d
     row = {"case": "vqgan-train", "config": name, "precision": "bf16-autocast" if precision == "bf16" else "fp32",
-           "batch": tc.batch_size, "crop": crop, "lpips": tc.lpips_net, "median_s": t.median_s, "min_s": t.min_s,
-           "runs": t.runs, "images_per_s": tc.batch_size / t.median_s, "peak_mem_mb": mem.mb}
-    bench.log(f"vqgan train {name} {row['precision']} b{tc.batch_size} {crop}px: {t.median_s:.2f} s/step, "
-              f"{row['images_per_s']:.1f} images/s, {mem.mb} MB")
+           "phase": phase, "batch": tc.batch_size, "crop": crop, "lpips": tc.lpips_net, "median_s": t.median_s,
+           "min_s": t.min_s, "runs": t.runs, "images_per_s": tc.batch_size / t.median_s, "flops": flops,
+           "flop_per_s": flops / t.median_s, "mfu": bench.fraction(flops / t.median_s),
+           "outside_share": outside, "peak_mem_mb": mem.mb}
+    mfu = "" if row["mfu"] is None else f", MFU {row['mfu']:.1%}"
+    bench.log(f"vqgan train {name} {row['precision']} {phase} b{tc.batch_size} {crop}px: {t.median_s:.2f} s/step, "
+              f"{row['images_per_s']:.1f} images/s{mfu}, {mem.mb} MB")
     return row
 
 
@@ -122,8 +144,8 @@ def codec_models(name: str, run: VQGANRunConfig, codecs: list[str], side: int) -
 
 def vqgan_section(bench: Bench, name: str, run: VQGANRunConfig, codecs: list[tuple[str, VQGANConfig]],
                   side: int) -> dict:
-    train = [bench_vqgan_train(bench, name, run, precision) for precision in ("bf16", "fp32")]
-    fp32_s = train[1]["median_s"]
-    for r in train:
-        r["speed_vs_fp32"] = fp32_s / r["median_s"]
+    train = [bench_vqgan_train(bench, name, run, precision, phase) for precision, phase in VQGAN_TRAIN_CASES]
+    fp32_s = next(r["median_s"] for r in train if r["precision"] == "fp32" and r["phase"] == "full")
+    for r in train:  # the decoder-only step is lighter: its ratio is not a precision's alone
+        r["speed_vs_fp32"] = fp32_s / r["median_s"] if r["phase"] == "full" else None
     return {"train": train, "codec": [bench_vqgan_codec(bench, label, c, side) for label, c in codecs]}

@@ -1,0 +1,49 @@
+"""ChannelNorm under bf16 autocast, as the VQ-GAN trains: its gradients must match a float64
+reference. torch's CPU layer_norm kernel for bf16 input sums the weight and bias gradients in
+bf16: over the 32 K positions here they came out 20-30 % off (58 % over a training batch's
+0.5 M), and the decoder's norms were trained on those gradients until session 26."""
+
+import torch
+import torch.nn.functional as F
+
+from sundae_core.vqgan import ChannelNorm
+
+
+def _reference(x, norm, grad):
+    x64 = x.detach().double().requires_grad_(True)
+    w64 = norm.weight.detach().double().requires_grad_(True)
+    b64 = norm.bias.detach().double().requires_grad_(True)
+    y = F.layer_norm(x64.permute(0, 2, 3, 1), x.shape[1:2], w64, b64, norm.eps).permute(0, 3, 1, 2)
+    return (y, *torch.autograd.grad(y, (x64, w64, b64), grad.double()))
+
+
+def test_channel_norm_gradients_under_bf16_autocast_match_float64():
+    g = torch.Generator().manual_seed(0)
+    channels = 8  # the widest levels of the f = 32 VQ-GAN have 8 channels: the most positions
+    x = torch.randn(2, channels, 128, 128, generator=g).bfloat16().contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    norm = ChannelNorm(channels)
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(channels, generator=g))
+        norm.bias.copy_(torch.randn(channels, generator=g))
+    grad = torch.randn(x.shape, generator=g).bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = norm(x)
+    assert y.dtype == torch.bfloat16 and y.is_contiguous(memory_format=torch.channels_last)
+    dx, dw, db = torch.autograd.grad(y, (x, norm.weight, norm.bias), grad)
+    y64, dx64, dw64, db64 = _reference(x, norm, grad)
+    assert (y.double() - y64).abs().max() <= 0.02 * y64.abs().max()  # bf16 output rounding
+    assert (dx.double() - dx64).abs().max() <= 0.01 * dx64.abs().max()
+    for got, want in ((dw, dw64), (db, db64)):  # summed over 32 K positions
+        assert got.dtype == torch.float32
+        assert (got.double() - want).abs().max() <= 1e-3 * want.abs().max()
+
+
+def test_channel_norm_keeps_bf16_weights_and_input_dtype_for_inference():
+    norm = ChannelNorm(16).bfloat16().eval()
+    x = torch.randn(1, 16, 8, 8).bfloat16()
+    with torch.inference_mode():
+        y = norm(x)
+    assert y.dtype == torch.bfloat16
+    want = F.layer_norm(x.float().permute(0, 2, 3, 1), (16,), eps=norm.eps).permute(0, 3, 1, 2)
+    assert torch.allclose(y.float(), want, atol=0.02)
