@@ -15,6 +15,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .config import DepthLevels, HourglassConfig
 from .errors import InputError
+from .norms import LayerNorm
 from .rotary import Rotary
 
 
@@ -71,10 +72,10 @@ class Block(nn.Module):
     def __init__(self, dim: int, heads: int, mlp_ratio: int, dropout: float, dropout_at: str = "weights"):
         super().__init__()
         on_weights = dropout_at == "weights"
-        self.norm1, self.attn = nn.LayerNorm(dim), Attention(dim, heads, dropout if on_weights else 0.0)
+        self.norm1, self.attn = LayerNorm(dim), Attention(dim, heads, dropout if on_weights else 0.0)
         # identity unless the attention's dropout goes to its output (HourglassConfig.attention_dropout_at)
         self.attn_dropout = nn.Dropout(0.0 if on_weights else dropout)
-        self.norm2 = nn.LayerNorm(dim)
+        self.norm2 = LayerNorm(dim)
         self.mlp = nn.Sequential(nn.Linear(dim, mlp_ratio * dim), nn.GELU(),
                                  nn.Linear(mlp_ratio * dim, dim), nn.Dropout(dropout))
 
@@ -91,7 +92,7 @@ class Downsample(nn.Module):
         super().__init__()
         self.patch = patch
         self.linear = nn.Linear(dim * patch * patch, dim)
-        self.norm_q, self.norm_kv = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.norm_q, self.norm_kv = LayerNorm(dim), LayerNorm(dim)
         self.attn = Attention(dim, heads)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -112,7 +113,7 @@ class Upsample(nn.Module):
         super().__init__()
         self.patch = patch
         self.linear = nn.Linear(dim, dim * patch * patch)
-        self.norm_q, self.norm_kv = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.norm_q, self.norm_kv = LayerNorm(dim), LayerNorm(dim)
         self.attn = Attention(dim, heads)
 
     def forward(self, coarse: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
@@ -176,7 +177,7 @@ class HourglassTransformer(nn.Module):
             # One extra row: the null class, for classifier-free guidance.
             self.class_embed = nn.Embedding(config.num_classes + 1, config.dim)
         self.body = Level(config.depth_levels(), config)
-        self.norm_out = nn.LayerNorm(config.dim)
+        self.norm_out = LayerNorm(config.dim)
         self.head = nn.Linear(config.dim, config.vocab_size)
         self.apply(_init)
 

@@ -16,6 +16,7 @@ from torch import nn
 from .config import VQGANConfig
 from .cpu_memory import reuse_freed_memory
 from .errors import InputError
+from .norms import layer_norm
 from .packed_linear import weights_key
 from .quantize import Quantized, ScalarQuantizer, VectorQuantizer
 from .token_version import ENCODING_PARTS, compute_token_version
@@ -36,7 +37,8 @@ class ChannelNorm(nn.Module):
     Unlike GroupNorm it uses no statistics over space, so a position's output depends only on
     that position: a model trained on crops computes the same function on the whole canvas, and
     a flat region keeps its colour (GroupNorm over a flat crop sees zero spatial variance and
-    normalises the colour away; the old default decoded every colour as brown).
+    normalises the colour away; the old default decoded every colour as brown). Trains in fp32
+    on the CPU (norms.layer_norm).
     """
 
     def __init__(self, channels: int, eps: float = 1e-6):
@@ -46,17 +48,8 @@ class ChannelNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):
-            # Training: in fp32 whatever x is. torch's CPU kernel for bf16 input sums the weight
-            # and bias gradients over all positions in bf16 (58 % off over the 0.5 M positions of
-            # an 8-channel level of a training batch) and runs the backward 2.5x slower there
-            # (tests/test_vqgan_norm.py; docs/benchmark.md, session 26). Inference keeps x's
-            # dtype: as fast, and the fp32 copies raised a 1024 px decode's peak from 0.35 to 0.6 GB.
-            y = F.layer_norm(rearrange(x.float(), "b c h w -> b h w c"), x.shape[1:2], self.weight.float(),
-                             self.bias.float(), self.eps)
-        else:
-            y = F.layer_norm(rearrange(x, "b c h w -> b h w c"), x.shape[1:2], self.weight, self.bias, self.eps)
-        return rearrange(y.to(x.dtype), "b h w c -> b c h w")
+        y = layer_norm(rearrange(x, "b c h w -> b h w c"), x.shape[1:2], self.weight, self.bias, self.eps)
+        return rearrange(y, "b h w c -> b c h w")
 
 
 def group_norm(channels: int) -> nn.GroupNorm:
