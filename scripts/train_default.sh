@@ -122,7 +122,7 @@ OMP_NUM_THREADS=2 python -m trainers.training.train_prior "${CPU_FT[@]}" \
     --run-dir "$RUNS/prior_cpu_s15_nat" --set data.path="$DATA/emoji_latents_v2a" \
     --set data.class_balance=1.0 --set model.dropout=0 \
     --set train.ema_decay=0.995 --set train.val_every=250 --set train.val_batches=64
-#   python -m trainers.checkpoints.average_priors sundae_core/default_models/prior.safetensors \
+#   python -m trainers.checkpoints.average_models sundae_core/default_models/prior.safetensors \
 #       FROZEN/s14_anim_{500,950,1250,last}.safetensors FROZEN/s13_shift2.safetensors \
 #       FROZEN/prior_cpu_s12.safetensors FROZEN/s13_unroll3.safetensors --out FROZEN/soup8.safetensors --bf16
 
