@@ -173,6 +173,33 @@ def test_resuming_with_a_frozen_encoder_trains_the_decoder_only(tmp_path, vqgan_
     assert any(not torch.equal(before[k], after[k]) for k in trained)
 
 
+def test_a_weight_average_turned_on_at_resume_starts_there_and_is_the_model_written(tmp_path, vqgan_config):
+    run = tmp_path / "run"
+    command = ["--config", str(vqgan_config), "--run-dir", str(run), "--no-progress",
+               "--set", "train.freeze_encoder=true", "--set", "train.ckpt_every=1", "--set", "train.ema_decay=0.99"]
+
+    def trained_and_written() -> tuple[dict, dict]:
+        state = load_checkpoint(run / "state.safetensors").tensors
+        trained = {k[len("module/model/"):]: v for k, v in state.items() if k.startswith("module/model/")}
+        return trained, load_vqgan(run / "model.safetensors").state_dict()
+
+    assert train_vqgan.main(command[:-2]) == 0  # 4 steps, no average
+    at_resume = load_vqgan(run / "model.safetensors").state_dict()
+    assert train_vqgan.main(command + ["--set", "train.steps=6"]) == 0  # the average from step 4's weights
+    trained, written = trained_and_written()
+    decoder = [k for k in written if k.startswith("decoder.") and written[k].is_floating_point()]
+    moved = lambda a, b: max((a[k] - b[k]).abs().max().item() for k in decoder)
+    assert moved(written, trained) > 0 and moved(written, at_resume) > 0  # an average of both
+    fixed = [k for k in written if k.startswith(("encoder.", "quant_conv.", "quantize."))]
+    assert fixed and all(torch.equal(written[k], at_resume[k]) for k in fixed)  # the tokens stay valid
+    # resumed again, the average goes on from the state's: one update, decay min(0.99, 7 / 16)
+    assert train_vqgan.main(command + ["--set", "train.steps=7"]) == 0
+    trained7, written7 = trained_and_written()
+    d = 7 / 16
+    for k in decoder:
+        torch.testing.assert_close(written7[k], d * written[k] + (1 - d) * trained7[k])
+
+
 def test_a_sigkilled_vqgan_run_resumes_from_its_last_checkpoint(tmp_path, vqgan_config):
     run = tmp_path / "run"
     command = ["--config", str(vqgan_config), "--run-dir", str(run), "--no-progress",

@@ -119,12 +119,20 @@ def save_checkpoint_pair(run_dir: Path, *, step: int, modules: dict[str, nn.Modu
 
 
 def load_state(path: str | Path, *, modules: dict[str, nn.Module],
-               optimizers: dict[str, torch.optim.Optimizer], generators: dict[str, torch.Generator]) -> int:
+               optimizers: dict[str, torch.optim.Optimizer], generators: dict[str, torch.Generator],
+               start_as: dict[str, str] | None = None) -> int:
     """Restore everything in place; returns the step to continue from. When `path` is missing,
-    unreadable, damaged or not finite, its previous version is loaded instead, with a warning."""
+    unreadable, damaged or not finite, its previous version is loaded instead, with a warning.
+    `start_as` maps a module the state may lack to the module it then copies once restored: a
+    run that turns its weight average on when it resumes starts the average at the resumed
+    weights ({"ema": "model"})."""
     ckpt, path = _read_state_or_previous(Path(path))
     t = ckpt.tensors
+    start_as = start_as or {}
+    absent = [name for name in start_as if name in modules and not any(k.startswith(f"module/{name}/") for k in t)]
     for name, m in modules.items():
+        if name in absent:
+            continue
         prefix = f"module/{name}/"
         sd = {k[len(prefix):]: v for k, v in t.items() if k.startswith(prefix)}
         try:
@@ -149,6 +157,8 @@ def load_state(path: str | Path, *, modules: dict[str, nn.Module],
                                   f"this run's ({g.device}); resume with the run's train.device, or start "
                                   "a new --run-dir with --set train.init=<this run's model.safetensors>") from None
     torch.set_rng_state(t["rng/torch_global"])
+    for name in absent:
+        modules[name].load_state_dict(modules[start_as[name]].state_dict())
     return int(ckpt.metadata["step"])
 
 
