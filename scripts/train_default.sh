@@ -45,14 +45,23 @@ python -m trainers.checkpoints.export_model "$RUNS/vqgan_dec/model.safetensors" 
     sundae_core/default_models/vqgan.safetensors --bf16 \
     --note data="Fluent Emoji 3D 1.1.0 (MIT), 1869 emoji, 10 % held out"
 
-# 1d. Session 25, a candidate not yet shipped (model card): the decoder alone trained on from the
-#     shipped VQ-GAN at 5e-5 (1b's recolouring and synthetic canvases, no GAN). At step 1430 (bf16) the
-#     held-out holes' reconstruction 0.0905 -> 0.0870 LPIPS, pure green 40 -> 11 off, edges 1.4 % softer.
-#   OMP_NUM_THREADS=2 python -m trainers.training.train_vqgan --config configs/vqgan_emoji_f32.yaml \
-#       --run-dir "$RUNS/vqgan_dec_s25" --set data.path="$DATA/emoji_groups" \
-#       --set train.init=sundae_core/default_models/vqgan.safetensors --set train.freeze_encoder=true \
-#       --set train.disc_start=100000 --set data.synthetic=0.3 --set train.lr=0.00005 \
-#       --set train.steps=20000 --set train.sample_every=500 --set train.ckpt_every=100
+# 1d. Sessions 25-26, the embedded VQ-GAN since session 26 (model card, stretch 4): the decoder alone
+#     trained on from 1b's (the same recolouring and synthetic canvases, no GAN), 2400 steps at
+#     5e-5, 400 at 1.5e-5, then 1300 more with the weight average (train.ema_decay) written as the
+#     model; shipped: the average at step 4100. The shipped run's first 2000 steps trained before
+#     the layer norms' fp32 fix (sundae_core/norms.py), the rest after it.
+VQ_DEC4=(--config configs/vqgan_emoji_f32.yaml --run-dir "$RUNS/vqgan_dec4" --set data.path="$DATA/emoji_groups"
+         --set train.init=sundae_core/default_models/vqgan.safetensors --set train.freeze_encoder=true
+         --set train.disc_start=100000 --set data.synthetic=0.3 --set train.sample_every=500 --set train.ckpt_every=100)
+OMP_NUM_THREADS=2 python -m trainers.training.train_vqgan "${VQ_DEC4[@]}" --set train.lr=0.00005 --set train.steps=2400
+OMP_NUM_THREADS=2 python -m trainers.training.train_vqgan "${VQ_DEC4[@]}" --set train.lr=0.000015 --set train.steps=2800
+OMP_NUM_THREADS=2 python -m trainers.training.train_vqgan "${VQ_DEC4[@]}" --set train.lr=0.000015 \
+    --set train.ema_decay=0.999 --set train.steps=4100
+sundae-eval-vqgan --vqgan "$RUNS/vqgan_dec4/model.safetensors" --images "$DATA/emoji_groups" \
+    --compare-to "$RUNS/eval_vqgan_dec/eval_vqgan.json" --out "$RUNS/eval_vqgan_dec4"
+python -m trainers.checkpoints.export_model "$RUNS/vqgan_dec4/model.safetensors" \
+    sundae_core/default_models/vqgan.safetensors --bf16 \
+    --note data="Fluent Emoji 3D 1.1.0 (MIT), 1869 emoji, 10 % held out"
 
 # 1c. Session 18, not shipped (model card): the GAN phase on the decoder alone, from the shipped
 #     VQ-GAN; the discriminator alone for 300 steps, then at 5x the generator's rate. Step 1300
