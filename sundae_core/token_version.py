@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -38,10 +40,17 @@ class TokenVersionError(InputError):
 
 def compute_token_version(vqgan: nn.Module) -> str:
     """The digest of `vqgan`'s encoding parts (see the module doc): 12 hex digits."""
-    h = hashlib.sha256()
     config = {k: getattr(vqgan.config, k) for k in ENCODING_FIELDS if hasattr(vqgan.config, k)}
+    return token_version_of(config, vqgan.state_dict())
+
+
+def token_version_of(config: Mapping[str, Any], state: Mapping[str, torch.Tensor]) -> str:
+    """The same digest from a VQ-GAN's config fields and state dict, e.g. a checkpoint's config
+    and tensors as read from its file, without building the model."""
+    h = hashlib.sha256()
+    config = {k: config[k] for k in ENCODING_FIELDS if k in config}
     h.update(json.dumps(config, sort_keys=True, default=list).encode())
-    for name, tensor in sorted(vqgan.state_dict().items()):
+    for name, tensor in sorted(state.items()):
         if name.startswith(ENCODING_PARTS) and tensor.is_floating_point():
             h.update(name.encode())
             h.update(tensor.detach().to("cpu", torch.bfloat16).contiguous().view(torch.int16).numpy().tobytes())

@@ -33,7 +33,7 @@ from sundae_core.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from sundae_core.cli import doc_summary, run_guarded
 from sundae_core.errors import CheckpointError, InputError
 from sundae_core.models import TOKEN_VERSION_KEY, load_prior, load_vqgan
-from sundae_core.token_version import ENCODING_PARTS
+from sundae_core.token_version import ENCODING_PARTS, token_version_of
 
 # config fields that do not change what the weights mean; every other field must agree
 FREE_FIELDS = frozenset({"dropout"})
@@ -78,9 +78,9 @@ def check_compatible(first: Checkpoint, other: Checkpoint, first_path: str, othe
                                   f"{first_path}'s {tuple(tensor.shape)}")
 
 
-def check_same_tokens(paths: list[str]) -> None:
+def check_same_tokens(checkpoints: list[Checkpoint], paths: list[str]) -> None:
     """CheckpointError unless every VQ-GAN turns pixels into the same ids (one token version)."""
-    versions = [load_vqgan(path).token_version for path in paths]
+    versions = [token_version_of(c.config, c.tensors) for c in checkpoints]
     for path, version in zip(paths[1:], versions[1:]):
         if version != versions[0]:
             raise CheckpointError(f"{path}: its encoder gives token version {version} but {paths[0]}'s gives "
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         for path, ckpt in zip(args.sources[1:], checkpoints[1:]):
             check_compatible(checkpoints[0], ckpt, args.sources[0], path)
         if kind == "vqgan":
-            check_same_tokens(args.sources)
+            check_same_tokens(checkpoints, args.sources)
         tensors = average(checkpoints, weights)
         if args.bf16:
             tensors = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in tensors.items()}

@@ -203,6 +203,7 @@ def train(config: VQGANRunConfig, run_dir: Path, progress: bool = True) -> Path:
     state_path = run_dir / "state.safetensors"
     start = 0
     ema = EMA(model, tc.ema_decay) if tc.ema_decay else None
+    published = ema.model if ema else model  # what the run evaluates and writes as its model
     modules = {"model": model, "disc": disc, **({"ema": ema.model} if ema else {})}
     optimizers = {"ae": opt_ae, "disc": opt_d}
     generators = {"data": data_gen, "code": code_gen}
@@ -252,7 +253,7 @@ def train(config: VQGANRunConfig, run_dir: Path, progress: bool = True) -> Path:
         last = step + 1 == tc.steps
         if (step + 1) % tc.sample_every == 0 or last:
             if dist.is_main():
-                metrics = evaluate(ema.model if ema else model, lpips, val_set, tc.val_images, autocast)
+                metrics = evaluate(published, lpips, val_set, tc.val_images, autocast)
                 save_grid(metrics.pop("images"), run_dir / "samples" / f"recon_{step + 1:06d}.png", nrow=8)
                 log.write(step + 1, **metrics)
         if (step + 1) % tc.ckpt_every == 0 or last:
@@ -263,7 +264,7 @@ def train(config: VQGANRunConfig, run_dir: Path, progress: bool = True) -> Path:
                 if digests:
                     log.write(step + 1, rank_weight_digests=digests)
                 save_checkpoint_pair(run_dir, step=step + 1, modules=modules, optimizers=optimizers,
-                                     generators=generators, config=to_dict(config), model=ema.model if ema else model,
+                                     generators=generators, config=to_dict(config), model=published,
                                      model_metadata={"step": str(step + 1)})
             dist.barrier()
     dist.cleanup()
