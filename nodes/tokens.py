@@ -13,6 +13,7 @@ from sundae_core.pixel_size import carry, pad_to_multiple, pixel_size, set_pixel
 from sundae_core.sampler import random_labels, random_tokens
 from sundae_core.token_version import check_tokens, tag, version_of
 
+from .comfy_bridge import warn
 from .model_files import default_vqgan_factor
 from .node_inputs import (CATEGORY, CLASS, LATENT_MASK, MASK_INPUT, PRIOR_INPUT, TOKENS, VQGAN_INPUT,
                           check_mask, generator_for, model_device, seed_input, socket)
@@ -130,15 +131,38 @@ class SundaeCorrupt:
 
 
 # The embedded default prior's classes, so a user need not open the model card to pick one
-# (tests/test_nodes_sundae.py checks them against the embedded prior's own class names).
+# (tests/test_nodes_sundae.py checks both against the embedded prior's own class names).
 EMBEDDED_CLASSES_TOOLTIP = (
     "Class index, from 0 to the prior's number of classes - 1. The embedded emoji prior's: 0 activities, "
     "1 animals & nature, 2 flags, 3 food & drink, 4 objects, 5 people & body, 6 smileys & emotion, 7 symbols, "
-    "8 travel & places. An index the loaded prior lacks is refused with its list.")
+    "8 travel & places. Used when class_name is 'by label'; an index the loaded prior lacks is refused "
+    "with its list.")
+EMBEDDED_CLASS_NAMES = ("activities", "animals_nature", "flags", "food_drink", "objects", "people_body",
+                        "smileys_emotion", "symbols", "travel_places")
+# A COMBO's choices are fixed when ComfyUI loads the pack, before any prior is, so the list offers the
+# embedded prior's names; a prior with other classes is picked by index ("by label").
+BY_LABEL = "by label"
+
+
+def class_index(config, label: int, class_name: str = BY_LABEL) -> int:
+    """The class a Class Label node picks: `class_name` looked up in the prior's class names, or
+    `label` when it is BY_LABEL; anything the prior lacks is refused with its classes."""
+    if not config.num_classes:
+        raise InputError("this prior is unconditional: it has no classes; remove the class label node")
+    if class_name != BY_LABEL:
+        if class_name in config.class_names:
+            return config.class_names.index(class_name)
+        raise InputError(f"class_name {class_name!r}: this prior has {config.describe_classes()}; "
+                         f"set class_name to '{BY_LABEL}' and label to the index you want")
+    if label >= config.num_classes:
+        raise InputError(f"label {label} is out of range: this prior has {config.describe_classes()}")
+    return label
 
 
 class SundaeClassLabel:
-    DESCRIPTION = "Pick a class for a class-conditional prior (checked against the prior's number of classes)."
+    DESCRIPTION = ("Pick a class for a class-conditional prior, by name (class_name, the embedded emoji "
+                   "prior's groups) or by index (label, with class_name 'by label'), checked against the "
+                   "loaded prior's classes.")
     CATEGORY = f"{CATEGORY}/sampling"
     RETURN_TYPES = (CLASS,)
     RETURN_NAMES = ("class_label",)
@@ -150,15 +174,18 @@ class SundaeClassLabel:
         return {"required": {
             "prior": PRIOR_INPUT,
             "label": ("INT", {"default": 0, "min": 0, "max": 100000, "tooltip": EMBEDDED_CLASSES_TOOLTIP}),
+            "class_name": ([BY_LABEL, *EMBEDDED_CLASS_NAMES], {
+                "default": BY_LABEL,
+                "tooltip": f"The class by name (the embedded emoji prior's groups), or '{BY_LABEL}' to use the "
+                           "label index: a prior trained with other classes is picked by index."}),
         }}
 
-    def make(self, prior, label):
-        config = prior.config
-        if not config.num_classes:
-            raise InputError("this prior is unconditional: it has no classes; remove the class label node")
-        if label >= config.num_classes:
-            raise InputError(f"label {label} is out of range: this prior has {config.describe_classes()}")
-        return (torch.tensor([label], dtype=torch.long, device=model_device(prior)),)
+    def make(self, prior, label, class_name=BY_LABEL):
+        index = class_index(prior.config, label, class_name)
+        if class_name != BY_LABEL and label not in (0, index):
+            warn(f"SUNDAE Class Label: label {label} is ignored, class_name {class_name!r} picks class "
+                 f"{index}; set class_name to '{BY_LABEL}' to pick by index")
+        return (torch.tensor([index], dtype=torch.long, device=model_device(prior)),)
 
 
 class SundaeRandomClass:

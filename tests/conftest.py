@@ -11,6 +11,7 @@ from sundae_core.config import HourglassConfig, VQGANConfig
 from sundae_core.hourglass import HourglassTransformer
 from sundae_core.models import save_model
 from sundae_core.vqgan import VQGAN
+from sundae_nodes.tokens import EMBEDDED_CLASS_NAMES
 from trainers.data.latent_data import write_manifest, write_shard
 
 
@@ -52,7 +53,8 @@ def tiny_models(tmp_path_factory):
         resolution=64, ch=4, ch_mult=(1, 1, 1, 1, 1, 1), num_res_blocks=1, attn_resolutions=(),
         mid_attention=False, z_channels=4, embed_dim=4, n_embed=16)))
     save_model(folder / "prior.safetensors", HourglassTransformer(HourglassConfig(
-        vocab_size=16, dim=16, heads=1, depth=(1, 1, 1), shorten=4, num_classes=9)))  # as the embedded
+        vocab_size=16, dim=16, heads=1, depth=(1, 1, 1), shorten=4, num_classes=9,
+        class_names=EMBEDDED_CLASS_NAMES)))  # as the embedded (the class workflow picks one by name)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SUNDAE_MODEL_DIR", str(folder))
         yield folder

@@ -12,7 +12,7 @@ from sundae_core.models import read_config, save_model
 from sundae_core.vqgan import VQGAN
 from sundae_nodes import NODE_CLASS_MAPPINGS as N
 from sundae_nodes.model_files import list_models, resolve_model
-from sundae_nodes.tokens import EMBEDDED_CLASSES_TOOLTIP
+from sundae_nodes.tokens import BY_LABEL, EMBEDDED_CLASS_NAMES, EMBEDDED_CLASSES_TOOLTIP
 
 VOCAB = 16
 
@@ -262,3 +262,32 @@ def test_class_label_tooltip_lists_the_embedded_priors_classes_in_order():
     listed = [f"{i} {name.replace('_', ' & ')}" for i, name in enumerate(names)]  # people_body: 5 people & body
     positions = [EMBEDDED_CLASSES_TOOLTIP.find(item) for item in listed]
     assert -1 not in positions and positions == sorted(positions), (listed, EMBEDDED_CLASSES_TOOLTIP)
+    assert EMBEDDED_CLASS_NAMES == names  # the class_name choices
+
+
+def test_class_label_by_name(caplog):
+    """class_name picks the prior's class of that name whatever the label; a name the prior lacks,
+    or a prior without names, is refused with its classes; a label the name overrides is reported."""
+    def label_of(prior, label, name):
+        return N["SundaeClassLabel"]().make(prior, label, name)[0].tolist()
+
+    named = _class_prior(class_names=("food_drink", "flags", "symbols"))
+    assert label_of(named, 0, "flags") == [1] and label_of(named, 0, "symbols") == [2]
+    assert label_of(named, 2, BY_LABEL) == [2]  # by index, as before the names
+    assert "ignored" not in caplog.text
+    assert label_of(named, 2, "flags") == [1]
+    assert "label 2 is ignored, class_name 'flags' picks class 1" in caplog.text
+    with pytest.raises(InputError, match=r"class_name 'people_body': this prior has classes 0..2 \(0 food_drink.*"
+                                         r"set class_name to 'by label'"):
+        label_of(named, 0, "people_body")
+    with pytest.raises(InputError, match=r"class_name 'flags': this prior has classes 0..2;"):
+        label_of(_class_prior(), 0, "flags")
+    with pytest.raises(InputError, match="unconditional"):
+        label_of(_class_prior(num_classes=0), 0, "flags")
+
+
+def _class_prior(**kw) -> HourglassTransformer:
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return HourglassTransformer(HourglassConfig(**{"vocab_size": VOCAB, "dim": 16, "heads": 2, "depth": (1, 1, 1),
+                                                       "num_classes": 3, **kw})).eval()
