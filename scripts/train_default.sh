@@ -201,6 +201,14 @@ OMP_NUM_THREADS=2 python -m trainers.training.train_prior "${CPU_FT[@]}" \
     --set train.ema_decay=0.999 --set train.val_every=50 --set train.val_batches=32 \
     --set train.block_corruption=1.0
 
+# 3m. Session 27 (no GPU): 3f's recipe again, now that the layer norms get fp32 gradients on the
+#     CPU (sundae_core/norms.py): does the fix change what a CPU fine-tune does? No: step 300 on the
+#     172 held-out holes 0.377 against 0.384 one-step top-1, KID within 3f's spread (model card).
+OMP_NUM_THREADS=2 python -m trainers.training.train_prior "${CPU_FT[@]}" \
+    --run-dir "$RUNS/prior_cpu_s27_norms" --set data.path="$DATA/emoji_latents_v2t" \
+    --set data.class_balance=1.0 --set model.dropout=0.2 --set train.weight_decay=0.05 \
+    --set train.ema_decay=0.999 --set train.val_every=100 --set train.val_batches=32
+
 # FINETUNE (a session without $RUNS/prior_v2): a new run that starts from the shipped prior, on the
 # same tokens (the latent dataset is rebuilt by step 2 from the shipped VQ-GAN):
 #   OMP_NUM_THREADS=2 python -m trainers.training.train_prior --config configs/prior_emoji.yaml \
