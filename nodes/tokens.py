@@ -150,10 +150,11 @@ def class_index(config, label: int, class_name: str = BY_LABEL) -> int:
     if not config.num_classes:
         raise InputError("this prior is unconditional: it has no classes; remove the class label node")
     if class_name != BY_LABEL:
-        if class_name in config.class_names:
-            return config.class_names.index(class_name)
-        raise InputError(f"class_name {class_name!r}: this prior has {config.describe_classes()}; "
-                         f"set class_name to '{BY_LABEL}' and label to the index you want")
+        try:
+            return config.class_id(class_name)
+        except InputError as err:
+            raise InputError(f"class_name: {err}; set class_name to '{BY_LABEL}' and label to the index "
+                             "you want") from None
     if label >= config.num_classes:
         raise InputError(f"label {label} is out of range: this prior has {config.describe_classes()}")
     return label

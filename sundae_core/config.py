@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import yaml
 
 from . import bounded_yaml
-from .errors import ConfigError
+from .errors import ConfigError, InputError
 
 T = TypeVar("T")
 
@@ -145,6 +145,13 @@ class HourglassConfig:
         if self.num_classes > shown:
             named.append(f"..., {self.num_classes - 1} {self.class_names[-1]}")
         return f"{text} ({', '.join(named)})"
+
+    def class_id(self, name: str) -> int:
+        """The index of the class called `name`; a name this prior lacks is refused with its classes."""
+        if name in self.class_names:
+            return self.class_names.index(name)
+        classes = self.describe_classes() if self.num_classes else "no classes"
+        raise InputError(f"class {name!r}: this prior has {classes}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -57,3 +57,14 @@ def test_priors_of_different_kinds_are_refused_in_one_line(tmp_path, capsys):
     assert compare_priors.main([str(d / "one.safetensors"), "--vqgan", str(d / "vq.safetensors"), "--label", "7",
                                 "--out", str(d / "o2"), "--no-progress"]) == 1
     assert "these priors have 3 classes" in capsys.readouterr().err
+    assert compare_priors.main([str(d / "one.safetensors"), "--vqgan", str(d / "vq.safetensors"), "--label", "d",
+                                "--out", str(d / "o3"), "--no-progress"]) == 1
+    assert "--label: class 'd': this prior has classes 0..2 (0 a, 1 b, 2 c)" in capsys.readouterr().err
+
+
+def test_a_class_by_name(tmp_path):
+    d = _files(tmp_path)
+    assert compare_priors.main([str(d / "one.safetensors"), "--vqgan", str(d / "vq.safetensors"), "--label", "c",
+                                "--n", "2", "--steps", "2", "--thumb", "16", "--out", str(d / "o"),
+                                "--no-progress"]) == 0
+    assert json.loads((d / "o" / "compare.json").read_text())["labels"] == [2, 2]

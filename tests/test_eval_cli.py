@@ -215,7 +215,8 @@ def test_bad_sampler_settings_fail_before_any_model_or_feature_work(tmp_path, ca
 def test_null_label_samples_the_null_class_as_the_unconditional_workflow_does(tmp_path, models, monkeypatch, capsys):
     _, vq = models
     torch.manual_seed(0)
-    conditional = HourglassTransformer(HourglassConfig(vocab_size=16, dim=16, heads=2, depth=(1, 1, 1), num_classes=3))
+    conditional = HourglassTransformer(HourglassConfig(vocab_size=16, dim=16, heads=2, depth=(1, 1, 1), num_classes=3,
+                                                       class_names=("cats", "dogs", "fish")))
     save_model(tmp_path / "cond.safetensors", conditional)
     ref = write_images(tmp_path / "ref", 6, size=16)
     seen = []
@@ -233,9 +234,14 @@ def test_null_label_samples_the_null_class_as_the_unconditional_workflow_does(tm
                                  "--out", str(out)], extractor=TinyFeatures()) == 0
     assert seen == [[3] * 5]  # the null class of a 3-class prior
     assert json.loads((out / "eval.json").read_text())["results"][0]["label"] == "null"
-    # a prior without classes has no null class to ask for; a label must be a number or null
+    # a class by name is sampled and reported as its index
+    assert evaluate.main(argv + ["--prior", str(tmp_path / "cond.safetensors"), "--label", "dogs",
+                                 "--out", str(tmp_path / "dogs")], extractor=TinyFeatures()) == 0
+    assert seen[-1] == [1] * 5 and json.loads((tmp_path / "dogs" / "eval.json").read_text())["results"][0]["label"] == 1
+    # a name the prior lacks is refused with its classes; a prior without classes has no null class
+    assert evaluate.main(argv + ["--prior", str(tmp_path / "cond.safetensors"), "--label", "birds",
+                                 "--out", str(tmp_path / "x")], extractor=TinyFeatures()) == 1
+    assert "--label: class 'birds': this prior has classes 0..2 (0 cats, 1 dogs, 2 fish)" in capsys.readouterr().err
     assert evaluate.main(argv + ["--prior", str(models[0]), "--label", "null", "--out", str(tmp_path / "x")],
                          extractor=TinyFeatures()) == 1
     assert "no classes" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        evaluate.build_parser().parse_args(["--label", "cats"])

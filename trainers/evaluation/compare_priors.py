@@ -63,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=8, help="samples per prior (default 8)")
     p.add_argument("--seed", type=int, default=0, help="seed of the starting tokens, the classes and the sampler")
     p.add_argument("--label", type=label_arg,
-                   help="one class for every sample, or 'null' for none (default: a random class per sample)")
+                   help="one class for every sample, by index or name (e.g. flags), or 'null' for none (default: a random "
+                        "class per sample)")
     add_sampler_flags(p.add_argument_group("sampling"), defaults=WORKFLOW_SAMPLER)
     p.add_argument("--thumb", type=int, default=160, help="side of each thumbnail in px (default 160)")
     p.add_argument("--out", default="runs/compare", help="output folder (default runs/compare)")
@@ -89,6 +90,11 @@ def main(argv: list[str] | None = None) -> int:
             raise InputError(f"the priors have different numbers of classes ({sorted(classes)}), so they cannot "
                              "draw the same classes; compare priors of one kind")
         num_classes = classes.pop()
+        if isinstance(args.label, str) and args.label != "null":
+            try:
+                args.label = priors[0].config.class_id(args.label)  # the first prior's names
+            except InputError as err:
+                raise InputError(f"--label: {err}") from None
         if args.label not in (None, "null") and not 0 <= args.label < num_classes:
             raise InputError(f"--label {args.label}: these priors have {num_classes or 'no'} classes")
         grid = (vqgan.config.resolution // vqgan.factor,) * 2

@@ -309,13 +309,12 @@ def parse_sweep(spec: str) -> tuple[str, list[float]]:
 
 
 def label_arg(text: str) -> int | str:
-    """--label: a class id, or 'null' for the null class (no class)."""
-    if text == "null":
-        return text
+    """--label: a class id, a class name (checked against the prior once it is loaded), or 'null'
+    for the null class (no class)."""
     try:
         return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a class id or 'null', got {text!r}") from None
+        return text
 
 
 def parse_grid(text: str) -> tuple[int, int]:
@@ -360,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     smp.add_argument("--batch-size", type=int, default=16, help="samples drawn (and images reconstructed) at once")
     add_sampler_flags(smp)
     smp.add_argument("--label", type=label_arg,
-                     help="class label for every sample, or 'null': the null class, i.e. no class, as "
+                     help="class for every sample, by index or name (e.g. flags), or 'null': the null class, i.e. no class, as "
                           "workflows/unconditional_sampling.json samples a class-conditional prior "
                           "(default: uniform random labels)")
     smp.add_argument("--grid", help="token grid HxW (default: the VQ-GAN's resolution / its factor)")
@@ -517,6 +516,11 @@ def _load_prior(args, vqgan, resolution, device) -> tuple[torch.nn.Module, tuple
         check_models_fit(vqgan, prior, f"--prior {args.prior}: ")
     if args.label == "null" and not c.num_classes:
         raise InputError("--label null: this prior has no classes, so every sample is unconditional already")
+    if isinstance(args.label, str) and args.label != "null":
+        try:
+            args.label = c.class_id(args.label)  # a name: sampled and reported as its index
+        except InputError as err:
+            raise InputError(f"--label: {err}") from None
     if args.label not in (None, "null") and not (c.num_classes and 0 <= args.label < c.num_classes):
         raise InputError(f"--label {args.label}: this prior has {c.num_classes or 'no'} classes")
     return prior, _vqgan_grid(args, vqgan, resolution)
