@@ -277,8 +277,8 @@ def test_class_label_by_name(caplog):
     assert "ignored" not in caplog.text
     assert label_of(named, 2, "flags") == [1]
     assert "label 2 is ignored, class_name 'flags' picks class 1" in caplog.text
-    with pytest.raises(InputError, match=r"class_name: class 'people_body': this prior has classes 0..2 \(0 food_drink.*"
-                                         r"set class_name to 'by label'"):
+    with pytest.raises(InputError, match=r"class_name: class 'people_body': this prior has classes 0..2 "
+                                         r"\(0 food_drink.*set class_name to 'by label'"):
         label_of(named, 0, "people_body")
     with pytest.raises(InputError, match=r"class_name: class 'flags': this prior has classes 0..2;"):
         label_of(_class_prior(), 0, "flags")

@@ -63,8 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=8, help="samples per prior (default 8)")
     p.add_argument("--seed", type=int, default=0, help="seed of the starting tokens, the classes and the sampler")
     p.add_argument("--label", type=label_arg,
-                   help="one class for every sample, by index or name (e.g. flags), or 'null' for none (default: a random "
-                        "class per sample)")
+                   help="one class for every sample, by index or name (e.g. flags), or 'null' for none "
+                        "(default: a random class per sample)")
     add_sampler_flags(p.add_argument_group("sampling"), defaults=WORKFLOW_SAMPLER)
     p.add_argument("--thumb", type=int, default=160, help="side of each thumbnail in px (default 160)")
     p.add_argument("--out", default="runs/compare", help="output folder (default runs/compare)")

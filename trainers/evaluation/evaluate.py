@@ -359,9 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
     smp.add_argument("--batch-size", type=int, default=16, help="samples drawn (and images reconstructed) at once")
     add_sampler_flags(smp)
     smp.add_argument("--label", type=label_arg,
-                     help="class for every sample, by index or name (e.g. flags), or 'null': the null class, i.e. no class, as "
-                          "workflows/unconditional_sampling.json samples a class-conditional prior "
-                          "(default: uniform random labels)")
+                     help="class for every sample, by index or name (e.g. flags), or 'null': the null class, "
+                          "i.e. no class, as workflows/unconditional_sampling.json samples a class-conditional "
+                          "prior (default: uniform random labels)")
     smp.add_argument("--grid", help="token grid HxW (default: the VQ-GAN's resolution / its factor)")
     smp.add_argument("--resolution", type=int,
                      help="image side for --recon and for the default grid (default: the VQ-GAN config's)")
