@@ -68,3 +68,14 @@ def test_a_class_by_name(tmp_path):
                                 "--n", "2", "--steps", "2", "--thumb", "16", "--out", str(d / "o"),
                                 "--no-progress"]) == 0
     assert json.loads((d / "o" / "compare.json").read_text())["labels"] == [2, 2]
+
+
+def test_a_class_the_priors_number_differently_is_refused(tmp_path, capsys):
+    d = _files(tmp_path)
+    reordered = HourglassConfig(**{**PRIOR.__dict__, "class_names": ("c", "b", "a")})
+    save_model(d / "three.safetensors", HourglassTransformer(reordered))
+    argv = [str(d / "one.safetensors"), str(d / "three.safetensors"), "--vqgan", str(d / "vq.safetensors"),
+            "--n", "2", "--steps", "2", "--thumb", "16", "--no-progress"]
+    assert compare_priors.main(argv + ["--label", "a", "--out", str(d / "o")]) == 1
+    assert "--label a: the priors number this class differently ([0, 2])" in capsys.readouterr().err
+    assert compare_priors.main(argv + ["--label", "b", "--out", str(d / "o2")]) == 0  # 1 in both

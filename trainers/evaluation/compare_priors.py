@@ -72,6 +72,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _class_by_name(priors: list, name: str) -> int:
+    """The index of class `name` in the priors that name their classes; refused when none has it or
+    when they number it differently (their rows would not draw the same class)."""
+    named = [prior.config for prior in priors if prior.config.class_names] or [priors[0].config]
+    try:
+        ids = {config.class_id(name) for config in named}
+    except InputError as err:
+        raise InputError(f"--label: {err}") from None
+    if len(ids) > 1:
+        raise InputError(f"--label {name}: the priors number this class differently ({sorted(ids)}), so their "
+                         "rows would not draw the same class; give --label an index")
+    return ids.pop()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
@@ -91,10 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                              "draw the same classes; compare priors of one kind")
         num_classes = classes.pop()
         if isinstance(args.label, str) and args.label != "null":
-            try:
-                args.label = priors[0].config.class_id(args.label)  # the first prior's names
-            except InputError as err:
-                raise InputError(f"--label: {err}") from None
+            args.label = _class_by_name(priors, args.label)
         if args.label not in (None, "null") and not 0 <= args.label < num_classes:
             raise InputError(f"--label {args.label}: these priors have {num_classes or 'no'} classes")
         grid = (vqgan.config.resolution // vqgan.factor,) * 2
