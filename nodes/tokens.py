@@ -151,10 +151,9 @@ def class_index(config, label: int, class_name: str = BY_LABEL) -> int:
         raise InputError("this prior is unconditional: it has no classes; remove the class label node")
     if class_name != BY_LABEL:
         try:
-            return config.class_id(class_name)
+            return config.class_id(class_name, "class_name")
         except InputError as err:
-            raise InputError(f"class_name: {err}; set class_name to '{BY_LABEL}' and label to the index "
-                             "you want") from None
+            raise InputError(f"{err}; set class_name to '{BY_LABEL}' and label to the index you want") from None
     if label >= config.num_classes:
         raise InputError(f"label {label} is out of range: this prior has {config.describe_classes()}")
     return label

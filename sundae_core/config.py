@@ -146,12 +146,13 @@ class HourglassConfig:
             named.append(f"..., {self.num_classes - 1} {self.class_names[-1]}")
         return f"{text} ({', '.join(named)})"
 
-    def class_id(self, name: str) -> int:
-        """The index of the class called `name`; a name this prior lacks is refused with its classes."""
+    def class_id(self, name: str, field: str = "") -> int:
+        """The index of the class called `name`; a name this prior lacks is refused with its classes,
+        the message led by `field` (the flag or input that gave the name) when there is one."""
         if name in self.class_names:
             return self.class_names.index(name)
         classes = self.describe_classes() if self.num_classes else "no classes"
-        raise InputError(f"class {name!r}: this prior has {classes}")
+        raise InputError(f"{field}{': ' if field else ''}class {name!r}: this prior has {classes}")
 
 
 @dataclasses.dataclass(frozen=True)

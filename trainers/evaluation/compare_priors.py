@@ -76,10 +76,7 @@ def _class_by_name(priors: list, name: str) -> int:
     """The index of class `name` in the priors that name their classes; refused when none has it or
     when they number it differently (their rows would not draw the same class)."""
     named = [prior.config for prior in priors if prior.config.class_names] or [priors[0].config]
-    try:
-        ids = {config.class_id(name) for config in named}
-    except InputError as err:
-        raise InputError(f"--label: {err}") from None
+    ids = {config.class_id(name, "--label") for config in named}
     if len(ids) > 1:
         raise InputError(f"--label {name}: the priors number this class differently ({sorted(ids)}), so their "
                          "rows would not draw the same class; give --label an index")

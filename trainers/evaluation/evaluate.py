@@ -517,10 +517,7 @@ def _load_prior(args, vqgan, resolution, device) -> tuple[torch.nn.Module, tuple
     if args.label == "null" and not c.num_classes:
         raise InputError("--label null: this prior has no classes, so every sample is unconditional already")
     if isinstance(args.label, str) and args.label != "null":
-        try:
-            args.label = c.class_id(args.label)  # a name: sampled and reported as its index
-        except InputError as err:
-            raise InputError(f"--label: {err}") from None
+        args.label = c.class_id(args.label, "--label")  # a name: sampled and reported as its index
     if args.label not in (None, "null") and not (c.num_classes and 0 <= args.label < c.num_classes):
         raise InputError(f"--label {args.label}: this prior has {c.num_classes or 'no'} classes")
     return prior, _vqgan_grid(args, vqgan, resolution)
