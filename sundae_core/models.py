@@ -137,7 +137,8 @@ def load_model(path: str | Path, kind: str, device: str | torch.device | None = 
         raise CheckpointError(f"{path}: embedded config is invalid: {err}") from None
     model = build_with_weights(config, ckpt.tensors, path)
     model.eval().requires_grad_(False)
-    model = model.to(device=device or "cpu", dtype=dtype)
+    model = model.to(device=device or "cpu")
+    model = model.cast_for_inference(dtype) if isinstance(model, VQGAN) else model.to(dtype=dtype)
     return inference_layout(model)
 
 
@@ -159,7 +160,10 @@ def load_prior(path: str | Path, device=None, dtype=None) -> HourglassTransforme
 
 
 def inference_dtype(device: str | torch.device) -> torch.dtype:
-    """bf16 on CPU (AMX) and on GPUs that support it; models are cast once, not autocast per call."""
+    """bf16 on the CPU and on GPUs that support it; models are cast once, not autocast per call. On
+    the CPU bf16 is the faster on both kinds measured, not only with AMX: 16 steps of the embedded
+    prior took 0.80 s an image against 1.11 s in float32 on a 2-core AMD EPYC (session 28). A
+    VQ-GAN's encoder stays float32 whatever this says (VQGAN.cast_for_inference)."""
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():
         return torch.float16

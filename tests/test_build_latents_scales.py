@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from sundae_core.checkpoint import load_checkpoint
@@ -13,10 +14,11 @@ from trainers.data.image_data import is_validation, load_rgb_scaled
 
 
 class _FakeVQGAN:
-    """build_latents needs factor, vocab_size, token_version and encode; the token is 1 where the
+    """build_latents needs factor, vocab_size, token_version, encoder_dtype and encode; the token is 1 where the
     8 x 8 patch is dark, so the tokens show where the subject sits."""
 
     factor, vocab_size, token_version = 8, 16, "fake00000000"
+    encoder_dtype = torch.float32
 
     def to(self, **kwargs):
         return self

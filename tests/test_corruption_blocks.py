@@ -211,9 +211,10 @@ def test_label_errors_name_the_classes():
 
 
 class _FakeVQGAN:
-    """Stands in for a VQ-GAN: build_latents only needs factor, vocab_size, token_version and encode."""
+    """Stands in for a VQ-GAN: build_latents only needs factor, vocab_size, token_version, encoder_dtype and encode."""
 
     factor, vocab_size, token_version = 8, V, "fake00000000"
+    encoder_dtype = torch.float32
 
     def to(self, **kwargs):  # build_latents moves it to channels-last
         return self

@@ -374,7 +374,10 @@ def test_eval_vqgan_reports_flat_colours_holes_and_hue_spread(setup, tmp_path):
     report = json.loads((out / eval_vqgan.REPORT).read_text())
     flat = report["flat_colours"]
     assert set(flat) == set(eval_vqgan.FLAT_COLOURS) and len(report["token_version"]) == 12
-    assert report["worst_flat_colour_error"] == max(v["mean_colour_error"] for v in flat.values())
+    full = report["flat_colours_at_resolution"]  # the canvases at --resolution too
+    assert full["size"] == 64 and set(full["colours"]) == set(eval_vqgan.FLAT_COLOURS)
+    assert report["worst_flat_colour_error"] == max(v["mean_colour_error"]
+                                                    for v in [*flat.values(), *full["colours"].values()])
     holes = report["holes"]
     assert holes["n"] == 3 and set(holes["methods"]) == {"reconstruction", "mean_fill"}
     # pasted as sundae-eval-default pastes it: the workflow's seam band on the reconstruction only
@@ -407,7 +410,8 @@ def test_eval_vqgan_reports_flat_colours_holes_and_hue_spread(setup, tmp_path):
     assert (compared["images"], compared["unmatched"]) == (3, 0)
     psnr = compared["figures"]["reconstruction_psnr"]
     assert psnr["new"] < psnr["base"] and psnr["new_worse_on"] == 3  # every hole decoded too bright
-    assert set(compared["flat_colour_errors"]) == set(eval_vqgan.FLAT_COLOURS)
+    assert set(compared["flat_colour_errors"]) == set(eval_vqgan.FLAT_COLOURS) | {
+        f"{name} 64 px" for name in eval_vqgan.FLAT_COLOURS}
     # a missing baseline is a one-line error before any work
     assert eval_vqgan.main(argv2 + ["--compare-to", str(tmp_path / "missing.json")], lpips=fake_lpips) == 1
 

@@ -2,9 +2,11 @@
 
 The checks a first stage must pass before its encoder is frozen (priors are trained on its tokens):
 
-1. Flat colours: 256 px canvases of pure red, green, blue, yellow, cyan, magenta, black, white and
-   mid grey, encoded and decoded; the worst channel error (0-255) of the decoded canvas's mean
-   colour and of any pixel. A colour-true VQ-GAN keeps each within a few levels.
+1. Flat colours: canvases of pure red, green, blue, yellow, cyan, magenta, black, white and mid
+   grey, encoded and decoded at 256 px and at --resolution (1024 px, the size the workflows use:
+   a bf16 encoder kept black within 2 at 256 px and decoded it 19 off at 1024 px); the worst
+   channel error (0-255) of the decoded canvas's mean colour and of any pixel. A colour-true
+   VQ-GAN keeps each within a few levels.
 2. Held-out holes: on --n held-out images (the project's split), the 8 x 8-token hole on the subject
    that `sundae-eval-default` uses (same placement, same seed), pasted with the inpainting workflow's
    feather and seam band (the mean fill with the feather only, as there); LPIPS-Alex and PSNR
@@ -16,7 +18,8 @@ The checks a first stage must pass before its encoder is frozen (priors are trai
    and the hue spread: how many of 12 hue sectors (30 degrees each) hold a non-grey code, and the
    entropy of the codes' hues in bits (log2 12 = 3.58 when hues are even).
 
-Outputs in --out: eval_vqgan.json, flat_colours.png (each colour above its decode), code_palette.png
+Outputs in --out: eval_vqgan.json, flat_colours.png (each colour above its decodes at 256 px and at
+--resolution, shrunk to 256 px), code_palette.png
 and recon_grid.png (original, reconstruction, with the hole outlined). --compare-to an earlier
 eval_vqgan.json pairs the two decoders image by image on the same holes (paired.py): a decoder
 fine-tune (the GAN phase) moves the hole LPIPS by less than its spread over images.
@@ -30,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from sundae_core.cli import doc_summary, run_guarded, write_json_report
@@ -50,20 +54,32 @@ FLAT_COLOURS = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255), "
 HUE_SECTORS = 12
 
 
-@torch.inference_mode()
-def flat_colours(vqgan, device, size: int = 256) -> tuple[dict, torch.Tensor]:
-    """Per colour: the worst channel error (0-255) of the decoded mean colour and of any pixel;
-    and a picture (n 3 s s) of the canvases above their decodes."""
+FLAT_SIZE = 256  # the flat canvases' first size; the second is --resolution
+
+
+def flat_canvases(size: int) -> torch.Tensor:
+    """(n 3 size size) in [-1, 1], one canvas per FLAT_COLOURS entry, in its order."""
     rgb = torch.tensor(list(FLAT_COLOURS.values()), dtype=torch.float32)  # (n 3) 0-255
-    canvases = (rgb / 127.5 - 1)[:, :, None, None].expand(-1, -1, size, size).contiguous()
-    decoded = vqgan.decode(vqgan.encode(canvases.to(device))).float().cpu()
+    return (rgb / 127.5 - 1)[:, :, None, None].expand(-1, -1, size, size).contiguous()
+
+
+@torch.inference_mode()
+def flat_colours(vqgan, device, size: int = FLAT_SIZE) -> tuple[dict, torch.Tensor]:
+    """Per colour: the worst channel error (0-255) of the decoded mean colour and of any pixel;
+    and the decodes (n 3 FLAT_SIZE FLAT_SIZE), resized to FLAT_SIZE for the picture."""
+    rgb = torch.tensor(list(FLAT_COLOURS.values()), dtype=torch.float32)
+    # one canvas at a time: nine megapixel decodes at once would take several GB
+    decoded = torch.cat([vqgan.decode(vqgan.encode(canvas[None].to(device))).float().cpu()
+                         for canvas in flat_canvases(size)])
     levels = (decoded + 1) * 127.5
     mean_error = (levels.mean((2, 3)) - rgb).abs().amax(1)
     pixel_error = (levels - rgb[:, :, None, None]).abs().amax((1, 2, 3))
     report = {name: {"mean_colour_error": round(float(m), 1), "worst_pixel_error": round(float(p), 1),
                      "decoded_mean": [round(float(v), 1) for v in levels[i].mean((1, 2))]}
               for i, (name, m, p) in enumerate(zip(FLAT_COLOURS, mean_error, pixel_error))}
-    return report, torch.cat([canvases, decoded.clamp(-1, 1)])
+    if size != FLAT_SIZE:  # area: a mean over each output pixel's source pixels (repeats when smaller)
+        decoded = F.interpolate(decoded, size=(FLAT_SIZE, FLAT_SIZE), mode="area")
+    return report, decoded.clamp(-1, 1)
 
 
 def hue_spread(colours: np.ndarray) -> dict:
@@ -179,13 +195,16 @@ def main(argv: list[str] | None = None, lpips=None) -> int:
         baseline = load_report(args.compare_to, "sundae-eval-vqgan", REPORT) if args.compare_to else None
         args.vqgan = args.vqgan or str(default_model_path("vqgan"))
         vqgan = load_vqgan(args.vqgan, device=device, dtype=inference_dtype(device))
-        flat, flat_picture = flat_colours(vqgan, device)
+        flat, flat_decoded = flat_colours(vqgan, device)
+        flat_full, flat_full_decoded = flat_colours(vqgan, device, args.resolution)
         lpips_fn = lpips if lpips is not None else load_lpips("alex", device=device)
         holes, thumbs = held_out_holes(args, vqgan, lpips_fn, device, progress)
         colours = code_colours(vqgan, device, 64, progress)
         out.mkdir(parents=True, exist_ok=True)
+        flat_picture = torch.cat([flat_canvases(FLAT_SIZE), flat_decoded, flat_full_decoded])
         report = {"vqgan": args.vqgan, "token_version": vqgan.token_version, "flat_colours": flat,
-                  "worst_flat_colour_error": max(v["mean_colour_error"] for v in flat.values()),
+                  "flat_colours_at_resolution": {"size": args.resolution, "colours": flat_full},
+                  "worst_flat_colour_error": max(v["mean_colour_error"] for v in [*flat.values(), *flat_full.values()]),
                   "holes": holes, "code_colours": {**colour_report(colours), **hue_spread(colours)},
                   "pictures": {"flat_colours": str(save_png(make_grid(flat_picture, nrow=len(FLAT_COLOURS)),
                                                             out / "flat_colours.png")),
@@ -204,10 +223,12 @@ def main(argv: list[str] | None = None, lpips=None) -> int:
 
 
 def summary(report: dict) -> str:
-    flat = ", ".join(f"{name} {v['mean_colour_error']:.0f}" for name, v in report["flat_colours"].items())
-    h, c = report["holes"], report["code_colours"]
+    def flat(colours: dict) -> str:
+        return ", ".join(f"{name} {v['mean_colour_error']:.0f}" for name, v in colours.items())
+    h, c, full = report["holes"], report["code_colours"], report["flat_colours_at_resolution"]
     lines = [f"token version {report['token_version']}",
-             f"flat canvases, worst channel error of the mean colour (0-255): {flat}",
+             "flat canvases, worst channel error of the mean colour (0-255):",
+             f"  {FLAT_SIZE} px: {flat(report['flat_colours'])}", f"  {full['size']} px: {flat(full['colours'])}",
              f"held-out holes ({h['n']} images, {h['hole_tokens']}x{h['hole_tokens']} tokens), LPIPS-Alex / PSNR / luma PSNR:"]
     lines += [f"  {name:<15} {m['lpips']:.4f} / {m['psnr']:.2f} dB / {m['luma_psnr']:.2f} dB"
               for name, m in h["methods"].items()]

@@ -93,6 +93,12 @@ def compare_vqgan(base: dict, new: dict) -> dict:
     shared, figures = paired_figures(*rows, PAIRED_VQGAN)
     flat = {name: [base["flat_colours"][name]["mean_colour_error"], new["flat_colours"][name]["mean_colour_error"]]
             for name in base.get("flat_colours", {}) if name in new.get("flat_colours", {})}
+    # the canvases at the workflows' size (reports since session 28), where both reports have the same size
+    full = [report.get("flat_colours_at_resolution", {}) for report in (base, new)]
+    if full[0] and full[0].get("size") == full[1].get("size"):
+        flat |= {f"{name} {full[0]['size']} px": [full[0]["colours"][name]["mean_colour_error"],
+                                                  full[1]["colours"][name]["mean_colour_error"]]
+                 for name in full[0]["colours"] if name in full[1]["colours"]}
     return {"images": len(shared), "unmatched": len(rows[0].keys() | rows[1].keys()) - len(shared),
             "figures": figures, "flat_colour_errors": flat}
 
