@@ -31,7 +31,7 @@ def test_recolour_changes_hues_only_where_chosen_and_keeps_the_white_background(
     assert torch.equal(recolour(red, 0.5, _gen(3)), recolour(red, 0.5, _gen(3)))
 
 
-def test_synthetic_canvases_are_flat_or_two_colour_and_often_pure_corners():
+def test_synthetic_canvases_are_flat_or_two_colour_and_often_pure_corners_or_greys():
     canvases = synthetic_canvases(200, 32, _gen())
     assert canvases.shape == (200, 3, 32, 32) and canvases.min() >= -1 and canvases.max() <= 1
     colours_per_canvas = [len(torch.unique(c.flatten(1), dim=1).T) for c in canvases]
@@ -40,4 +40,6 @@ def test_synthetic_canvases_are_flat_or_two_colour_and_often_pure_corners():
     pixels = canvases[:, :, 16, 16]
     is_corner = (pixels[:, None, :] == corners[None]).all(-1).any(-1)
     assert 0.3 < is_corner.float().mean() < 0.8
+    is_grey = (pixels[:, :1] == pixels).all(-1) & ~is_corner  # greys other than black and white
+    assert 0.1 < is_grey.float().mean() < 0.4
     assert torch.equal(synthetic_canvases(4, 16, _gen(5)), synthetic_canvases(4, 16, _gen(5)))

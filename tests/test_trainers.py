@@ -20,6 +20,7 @@ from PIL import Image
 
 from sundae_core.checkpoint import load_checkpoint, read_metadata
 from sundae_core.config import HourglassConfig, VQGANConfig, from_dict
+from sundae_core.errors import InputError
 from sundae_core.hourglass import HourglassTransformer
 from sundae_core.models import load_prior, load_vqgan
 from sundae_core.vqgan import VQGAN
@@ -27,7 +28,7 @@ from trainers.training import distributed, prior_step, train_prior, train_vqgan
 from trainers.training.train_vqgan import VQTrainConfig
 from trainers.training.discriminator import DiscriminatorConfig, PatchDiscriminator
 from trainers.training.distributed import weights_digest
-from trainers.data.image_data import is_validation
+from trainers.data.image_data import DataConfig, ImageSet, is_validation
 
 REPO = Path(__file__).resolve().parents[1]
 VAL_FRACTION = 0.25
@@ -485,3 +486,45 @@ def test_vqgan_train_device_cuda_without_a_gpu_is_one_error_line(tmp_path, vqgan
     assert len(err) == 1 and "train.device=cuda but this torch sees no GPU" in err[0] and "train.device=cpu" in err[0]
     assert train_vqgan.main(command[:-1] + ["train.device=gpu"]) == 1
     assert "train.device must be 'cpu' or 'cuda', got 'gpu'" in capsys.readouterr().err
+
+
+def test_whole_canvas_crops_sit_on_the_token_grid_of_their_canvas(images):
+    """data.whole_canvas: each crop is its canvas's window at the corner given in tokens, flipped
+    canvases included, so the decoder can learn from the tokens the whole canvas encodes to."""
+    config = DataConfig(path=str(images), resolution=64, crop=16, cache_size=32, val_fraction=VAL_FRACTION,
+                        whole_canvas=True, recolour=0.5, synthetic=0.3)
+    data = ImageSet(config, "train", progress=False)
+    canvases, crops, corners = data.random_canvas_batch(12, torch.Generator().manual_seed(0), factor=8)
+    assert canvases.shape == (12, 3, 64, 64) and crops.shape == (12, 3, 16, 16) and corners.shape == (12, 2)
+    assert corners.min() >= 0 and corners.max() <= (64 - 16) // 8 and len({tuple(c) for c in corners.tolist()}) > 1
+    for canvas, crop, (y, x) in zip(canvases, crops, corners.tolist()):
+        assert torch.equal(crop, canvas[:, y * 8:y * 8 + 16, x * 8:x * 8 + 16])
+    again = data.random_canvas_batch(12, torch.Generator().manual_seed(0), factor=8)
+    assert all(torch.equal(a, b) for a, b in zip(again, (canvases, crops, corners)))  # same seed, same batch
+    with pytest.raises(InputError, match="token grid"):  # a grid step that is not whole cached pixels
+        data.random_canvas_batch(2, torch.Generator(), factor=3)
+
+
+def test_whole_canvas_training_encodes_crops_inside_their_canvas_and_needs_a_frozen_encoder(tmp_path, vqgan_config,
+                                                                                            monkeypatch):
+    run = tmp_path / "run"
+    command = ["--config", str(vqgan_config), "--run-dir", str(run), "--no-progress", "--set", "data.whole_canvas=true",
+               "--set", "data.resolution=64", "--set", "data.crop=32", "--set", "data.cache_size=64"]
+    assert train_vqgan.main(command) == 1  # the encoder would train on nothing: refused before any work
+    assert not (run / "state.safetensors").exists()
+    seen = []
+    real = train_vqgan.canvas_latents
+
+    def spy(model, canvases, corners, side):
+        latents = real(model, canvases, corners, side)
+        seen.append((canvases.shape, latents.shape))
+        # each window is the whole canvas's encoding there, not the crop's own encoding
+        with torch.no_grad():
+            whole = model.encode_latents(canvases[:1])
+        y, x = corners[0].tolist()
+        assert torch.allclose(latents[:1], whole[:, :, y:y + side, x:x + side], atol=1e-4)
+        return latents
+
+    monkeypatch.setattr(train_vqgan, "canvas_latents", spy)
+    assert train_vqgan.main(command + ["--set", "train.freeze_encoder=true", "--set", "train.steps=2"]) == 0
+    assert seen and seen[0] == ((2, 3, 64, 64), (2, 4, 16, 16))

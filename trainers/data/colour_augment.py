@@ -8,9 +8,9 @@ teal and pure blue as slate, and 3 of its 1000 codes decoded green-dominant. Two
   still a plausible picture, so the encoder sees every hue as often as red. Greys (and so the
   white background and black outlines) are unchanged by both.
 - `synthetic_canvases`: flat canvases and two-colour ones (a disc, a rectangle or a half-plane
-  of one colour on another), half of them in the cube's corner colours (pure red, green, blue,
+  of one colour on another), 40 % of their colours the cube's corners (pure red, green, blue,
   cyan, magenta, yellow, black, white), the colours a user notices first when they come back
-  wrong.
+  wrong, and 20 % greys.
 
 Images are (b 3 h w) in [-1, 1] throughout; randomness only through the given generator.
 """
@@ -53,11 +53,19 @@ def recolour(images: torch.Tensor, probability: float, generator: torch.Generato
     return torch.where(chosen[:, None, None, None], out, images)
 
 
+CORNER_SHARE, GREY_SHARE = 0.4, 0.2  # of the synthetic colours; the rest uniform over the cube
+
+
 def random_colours(n: int, generator: torch.Generator) -> torch.Tensor:
-    """(n 3) in [0, 1]: half the cube's corner colours, half uniform over the cube."""
+    """(n 3) in [0, 1]: 40 % the cube's corner colours, 20 % greys (uniform along the grey axis),
+    40 % uniform over the cube. Greys since session 28: the decoders trained without them (half
+    corners, half uniform, which lands near the grey axis too rarely) tinted flat greys 5-17 of 255
+    (mid grey khaki, light grey violet), and greys are what photos and UI art are full of."""
     corners = CORNERS[torch.randint(0, len(CORNERS), (n,), generator=generator)]
+    greys = torch.rand(n, 1, generator=generator).expand(n, 3)
     uniform = torch.rand(n, 3, generator=generator)
-    return torch.where(torch.rand(n, 1, generator=generator) < 0.5, corners, uniform)
+    kind = torch.rand(n, 1, generator=generator)
+    return torch.where(kind < CORNER_SHARE, corners, torch.where(kind < CORNER_SHARE + GREY_SHARE, greys, uniform))
 
 
 def synthetic_canvases(n: int, size: int, generator: torch.Generator) -> torch.Tensor:

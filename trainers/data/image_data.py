@@ -52,6 +52,12 @@ class DataConfig:
     # as it is; the art alone left the encoder without green or blue codes.
     recolour: float = 0.0
     synthetic: float = 0.0
+    # Encode each crop inside its whole canvas, as the decoder meets tokens at inference (a frozen
+    # encoder only: train.freeze_encoder). The encoder sees about 330 px around a token, so a
+    # 256 px crop encoded alone gives other tokens than the same pixels in a 1024 px canvas: 31 %
+    # of a held-out emoji's tokens differ, and the interiors of flat areas at 1024 px are codes a
+    # crop never produces (flat greys decoded 6-17 of 255 off there, 5-11 at 256 px; session 28).
+    whole_canvas: bool = False
 
 
 def image_paths(root: str | Path) -> list[Path]:
@@ -157,6 +163,58 @@ class ImageSet:
             x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False).clamp(-1, 1)
         return x
 
+    def _subject_window(self, i: int, ys: list[int], xs: list[int], region: int) -> tuple[int, int]:
+        """Of the candidate top-left corners (ys[k], xs[k]) of a region x region window of image i
+        (cached pixels), the first with at least data.min_subject subject, else the one with most."""
+        if len(ys) == 1:
+            return ys[0], xs[0]
+        shares = [subject_share(self.pixels[i, y:y + region, x:x + region]) for y, x in zip(ys, xs)]
+        good = [k for k, share in enumerate(shares) if share >= self.config.min_subject]
+        k = good[0] if good else int(np.argmax(shares))
+        return ys[k], xs[k]
+
+    def random_canvas_batch(self, batch: int, generator: torch.Generator,
+                            factor: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """For data.whole_canvas: whole canvases (b 3 R R), the crops (b 3 crop crop) cut from them
+        on the token grid, and each crop's top-left corner in tokens (b 2, yx). Flips, recolouring
+        and synthetic canvases (drawn at R) apply to the whole canvas; crops are chosen for subject
+        as random_batch chooses them."""
+        c, cache = self.config, self.pixels.shape[1]
+        if c.resolution % factor or c.crop % factor or (factor * cache) % c.resolution:
+            raise InputError(f"data.whole_canvas cuts crops on the token grid: data.resolution "
+                             f"({c.resolution}), data.crop ({c.crop}) and the grid step in cached pixels "
+                             f"(factor {factor} x data.cache_size {cache} / resolution) must be whole numbers")
+        step = factor * cache // c.resolution  # one token in cached pixels
+        region = c.crop * cache // c.resolution
+        idx = torch.randint(0, len(self), (batch,), generator=generator)
+        tries = SUBJECT_TRIES if c.min_subject > 0 else 1
+        cells = (cache - region) // step + 1
+        ys = torch.randint(0, cells, (batch, tries), generator=generator) * step
+        xs = torch.randint(0, cells, (batch, tries), generator=generator) * step
+        flips = torch.rand(batch, generator=generator) < 0.5
+        picks = [self._subject_window(i, y_row, x_row, region)
+                 for i, y_row, x_row in zip(idx.tolist(), ys.tolist(), xs.tolist())]
+        corners = torch.tensor(picks) // step  # (b 2) in tokens, on the unflipped canvas
+        # flipped and recoloured at the cached size, then brought to the canvas size: both act on
+        # each pixel's colour alone, so the order changes nothing but the cost (16 x fewer pixels)
+        small = self.full(idx.tolist(), cache)
+        if c.flip:
+            small = torch.where(flips[:, None, None, None], small.flip(-1), small)
+            mirrored = c.resolution // factor - c.crop // factor - corners[:, 1]
+            corners[:, 1] = torch.where(flips, mirrored, corners[:, 1])
+        if c.recolour > 0:
+            small = recolour(small, c.recolour, generator)
+        chosen = torch.rand(batch, generator=generator) < c.synthetic
+        canvases = torch.empty(batch, 3, c.resolution, c.resolution)
+        if not bool(chosen.all()):
+            canvases[~chosen] = (small[~chosen] if cache == c.resolution else F.interpolate(
+                small[~chosen], size=(c.resolution, c.resolution), mode="bicubic", align_corners=False).clamp(-1, 1))
+        if bool(chosen.any()):
+            canvases[chosen] = synthetic_canvases(int(chosen.sum()), c.resolution, generator)
+        crops = torch.stack([canvas[:, y * factor:y * factor + c.crop, x * factor:x * factor + c.crop]
+                             for canvas, (y, x) in zip(canvases, corners.tolist())])
+        return canvases, crops, corners
+
     def random_batch(self, batch: int, generator: torch.Generator) -> torch.Tensor:
         """Random crops (b 3 crop crop) in [-1, 1] with random horizontal flips."""
         c = self.config
@@ -169,10 +227,8 @@ class ImageSet:
         flips = torch.rand(batch, generator=generator) < 0.5
         crops = []
         for i, y_row, x_row in zip(idx.tolist(), ys.tolist(), xs.tolist()):
-            candidates = [self.pixels[i, y:y + region, x:x + region] for y, x in zip(y_row, x_row)]
-            shares = [subject_share(crop) for crop in candidates] if tries > 1 else [1.0]
-            good = [k for k, share in enumerate(shares) if share >= c.min_subject]
-            crops.append(candidates[good[0] if good else int(np.argmax(shares))])
+            y, x = self._subject_window(i, y_row, x_row, region)
+            crops.append(self.pixels[i, y:y + region, x:x + region])
         crops = np.stack(crops)
         out = torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 127.5 - 1
         if region != c.crop:

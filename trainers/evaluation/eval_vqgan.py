@@ -2,11 +2,11 @@
 
 The checks a first stage must pass before its encoder is frozen (priors are trained on its tokens):
 
-1. Flat colours: canvases of pure red, green, blue, yellow, cyan, magenta, black, white and mid
-   grey, encoded and decoded at 256 px and at --resolution (1024 px, the size the workflows use:
-   a bf16 encoder kept black within 2 at 256 px and decoded it 19 off at 1024 px); the worst
-   channel error (0-255) of the decoded canvas's mean colour and of any pixel. A colour-true
-   VQ-GAN keeps each within a few levels.
+1. Flat colours: canvases of pure red, green, blue, yellow, cyan, magenta, black, white and seven
+   greys between them (32, 64, ... 224 of 255; 128 is "grey"), encoded and decoded at 256 px and
+   at --resolution (1024 px, the size the workflows use: a bf16 encoder kept black within 2 at
+   256 px and decoded it 19 off at 1024 px); the worst channel error (0-255) of the decoded
+   canvas's mean colour and of any pixel. A colour-true VQ-GAN keeps each within a few levels.
 2. Held-out holes: on --n held-out images (the project's split), the 8 x 8-token hole on the subject
    that `sundae-eval-default` uses (same placement, same seed), pasted with the inpainting workflow's
    feather and seam band (the mean fill with the feather only, as there); LPIPS-Alex and PSNR
@@ -48,9 +48,11 @@ from .eval_default import (DOMINANCE, WORKFLOW, code_colours, colour_report, hol
 from .paired import compare_vqgan, format_vqgan_comparison, load_report
 
 REPORT = "eval_vqgan.json"
+# the cube's corners, then a grey ramp from black to white (mid grey keeps its old name, "grey")
 FLAT_COLOURS = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255), "yellow": (255, 255, 0),
-                "cyan": (0, 255, 255), "magenta": (255, 0, 255), "black": (0, 0, 0), "white": (255, 255, 255),
-                "grey": (128, 128, 128)}
+                "cyan": (0, 255, 255), "magenta": (255, 0, 255), "black": (0, 0, 0),
+                **{("grey" if v == 128 else f"grey {v}"): (v, v, v) for v in range(32, 225, 32)},
+                "white": (255, 255, 255)}
 HUE_SECTORS = 12
 
 
