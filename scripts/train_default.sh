@@ -73,8 +73,22 @@ python -m trainers.checkpoints.export_model "$RUNS/vqgan_dec4/model.safetensors"
 #       --set data.synthetic=0.3 --set train.lr=0.00004 --set train.disc_start=0 --set train.disc_warmup=300 \
 #       --set train.disc_lr=0.0002 --set train.disc_weight=0.5 --set train.sample_every=100
 
-# 2. The latent dataset, from the shipped (bf16) encoder: every image and its mirror image at
-#    1024 px, labelled by group folder; the manifest records the token version.
+# 1e. Session 28, not shipped (model card): the decoder alone from the embedded VQ-GAN with greys
+#     among the synthetic colours (colour_augment.GREY_SHARE), crops as before (g) or each crop
+#     encoded inside its whole canvas (w: data.whole_canvas, ~3x the step), side by side on one
+#     thread each of the AMD machine. Measured with sundae-eval-vqgan --n 172 --compare-to the
+#     embedded VQ-GAN's report.
+#   VQ_DEC5=(--config configs/vqgan_emoji_f32.yaml --set data.path="$DATA/emoji_groups"
+#            --set train.init=sundae_core/default_models/vqgan.safetensors --set train.freeze_encoder=true
+#            --set train.disc_start=100000 --set data.synthetic=0.3 --set train.sample_every=500
+#            --set train.ckpt_every=100 --set train.lr=0.00005 --set train.ema_decay=0.999 --set train.steps=6000)
+#   OMP_NUM_THREADS=1 python -m trainers.training.train_vqgan "${VQ_DEC5[@]}" --run-dir "$RUNS/vqgan_dec_s28g"
+#   OMP_NUM_THREADS=1 python -m trainers.training.train_vqgan "${VQ_DEC5[@]}" --run-dir "$RUNS/vqgan_dec_s28w" \
+#       --set data.whole_canvas=true
+
+# 2. The latent dataset, from the shipped encoder: every image and its mirror image at 1024 px,
+#    labelled by group folder; the manifest records the token version (and, since session 28, the
+#    encoder's dtype: float32 now, bf16 for the folders the shipped prior trained on).
 #    (scripts/emoji_data.sh: torchrun --nproc-per-node 2 -m trainers.data.build_latents ... --out emoji_latents_v2)
 bash scripts/emoji_data.sh
 
