@@ -70,7 +70,7 @@ def flat_colours(vqgan, device, size: int = FLAT_SIZE) -> tuple[dict, torch.Tens
     """Per colour: the worst channel error (0-255) of the decoded mean colour and of any pixel;
     and the decodes (n 3 FLAT_SIZE FLAT_SIZE), resized to FLAT_SIZE for the picture."""
     rgb = torch.tensor(list(FLAT_COLOURS.values()), dtype=torch.float32)
-    # one canvas at a time: nine megapixel decodes at once would take several GB
+    # one canvas at a time: fifteen megapixel decodes at once would take several GB
     decoded = torch.cat([vqgan.decode(vqgan.encode(canvas[None].to(device))).float().cpu()
                          for canvas in flat_canvases(size)])
     levels = (decoded + 1) * 127.5
