@@ -135,9 +135,14 @@ def load_model(path: str | Path, kind: str, device: str | torch.device | None = 
         config = from_dict(config_cls, ckpt.config)
     except ConfigError as err:
         raise CheckpointError(f"{path}: embedded config is invalid: {err}") from None
-    model = build_with_weights(config, ckpt.tensors, path)
-    model.eval().requires_grad_(False)
-    model = model.to(device=device or "cpu")
+    return for_inference(build_with_weights(config, ckpt.tensors, path), device, dtype)
+
+
+def for_inference(model: nn.Module, device: str | torch.device | None = None,
+                  dtype: torch.dtype | None = None) -> nn.Module:
+    """A model as every loaded one runs: eval mode, no gradients, on `device`, cast to `dtype`
+    (a VQ-GAN's encoder stays float32: VQGAN.cast_for_inference) and laid out (inference_layout)."""
+    model = model.eval().requires_grad_(False).to(device=device or "cpu")
     model = model.cast_for_inference(dtype) if isinstance(model, VQGAN) else model.to(dtype=dtype)
     return inference_layout(model)
 

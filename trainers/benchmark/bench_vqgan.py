@@ -11,7 +11,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from sundae_core.config import VQGANConfig, load_yaml
 from sundae_core.errors import InputError
-from sundae_core.models import inference_layout
+from sundae_core.models import for_inference
 from sundae_core.presets import MEGAPIXEL_VQGAN
 from sundae_core.vqgan import VQGAN
 
@@ -20,7 +20,7 @@ from ..training.discriminator import DiscriminatorConfig, PatchDiscriminator
 from ..training.lpips import load_lpips
 from ..training.train_vqgan import VQGANRunConfig, VQTrainConfig, train_step
 from .bench_ar import decoder_flops, encoder_flops
-from .bench_timing import Bench, MemoryProbe, build, outside_share, repeats_for, time_runs, warm_up
+from .bench_timing import Bench, MemoryProbe, outside_share, repeats_for, time_runs, warm_up
 
 TINY_VQGAN = VQGANConfig(resolution=32, ch=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(),
                          z_channels=8, embed_dim=8, n_embed=64, mid_attention=False)
@@ -32,11 +32,12 @@ EIGHT_GB_MB = 8 * 1024  # issue 5: the megapixel 1024 x 1024 decode must fit in 
 
 
 def build_inference_vqgan(config: VQGANConfig, device: torch.device) -> VQGAN:
-    """A VQ-GAN cast and laid out as every loaded one (models.load_model): the decoder in bf16, the
-    encoder in float32 (VQGAN.cast_for_inference), channels-last conv weights (an NCHW model fed
-    the channels-last input VQGAN.decode makes reorders its weights at every conv: the megapixel
-    decode took 6.2 s instead of 3.2 s on 2 threads)."""
-    return inference_layout(build(lambda: VQGAN(config), device, torch.float32).cast_for_inference(torch.bfloat16))
+    """A VQ-GAN made with a fixed seed, cast and laid out as every loaded one (models.for_inference):
+    the decoder in bf16, the encoder in float32, channels-last conv weights (an NCHW model fed the
+    channels-last input VQGAN.decode makes reorders its weights at every conv: the megapixel decode
+    took 6.2 s instead of 3.2 s on 2 threads)."""
+    torch.manual_seed(0)
+    return for_inference(VQGAN(config), device, torch.bfloat16)
 
 
 def vqgan_run_config(name: str) -> VQGANRunConfig:

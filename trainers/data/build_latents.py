@@ -55,10 +55,10 @@ SHARD_GLOB = "*-[0-9][0-9][0-9][0-9][0-9].safetensors"  # the shard names both b
 def encode_folder(args) -> int:
     rank, world = dist.setup()
     out = Path(args.out)
-    # the encoder runs in float32 as in every other path (VQGAN.cast_for_inference; folders built
-    # before session 28 encoded in bf16, which moved 1.8 % of the emoji's tokens); channels-last:
-    # the convolutions skip layout conversions (the same tokens, ~30 % faster on a CPU)
-    vqgan = load_vqgan(args.vqgan, dtype=torch.bfloat16).to(memory_format=torch.channels_last)
+    # loaded as every inference path loads it: the encoder in float32 (VQGAN.cast_for_inference;
+    # folders built before session 28 encoded in bf16, which moved 1.8 % of the emoji's tokens),
+    # channels-last (models.inference_layout: the same tokens, ~30 % faster on a CPU)
+    vqgan = load_vqgan(args.vqgan, dtype=torch.bfloat16)
     f = vqgan.factor
     if args.resolution % f:
         raise InputError(f"--resolution {args.resolution} must be a multiple of the VQ-GAN factor {f}")

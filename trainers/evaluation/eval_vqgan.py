@@ -53,23 +53,21 @@ FLAT_COLOURS = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255), "
                 "cyan": (0, 255, 255), "magenta": (255, 0, 255), "black": (0, 0, 0),
                 **{("grey" if v == 128 else f"grey {v}"): (v, v, v) for v in range(32, 225, 32)},
                 "white": (255, 255, 255)}
-HUE_SECTORS = 12
-
-
+FLAT_RGB = torch.tensor(list(FLAT_COLOURS.values()), dtype=torch.float32)  # (n 3) 0-255, in that order
 FLAT_SIZE = 256  # the flat canvases' first size; the second is --resolution
+HUE_SECTORS = 12
 
 
 def flat_canvases(size: int) -> torch.Tensor:
     """(n 3 size size) in [-1, 1], one canvas per FLAT_COLOURS entry, in its order."""
-    rgb = torch.tensor(list(FLAT_COLOURS.values()), dtype=torch.float32)  # (n 3) 0-255
-    return (rgb / 127.5 - 1)[:, :, None, None].expand(-1, -1, size, size).contiguous()
+    return (FLAT_RGB / 127.5 - 1)[:, :, None, None].expand(-1, -1, size, size).contiguous()
 
 
 @torch.inference_mode()
 def flat_colours(vqgan, device, size: int = FLAT_SIZE) -> tuple[dict, torch.Tensor]:
     """Per colour: the worst channel error (0-255) of the decoded mean colour and of any pixel;
     and the decodes (n 3 FLAT_SIZE FLAT_SIZE), resized to FLAT_SIZE for the picture."""
-    rgb = torch.tensor(list(FLAT_COLOURS.values()), dtype=torch.float32)
+    rgb = FLAT_RGB
     # one canvas at a time: fifteen megapixel decodes at once would take several GB
     decoded = torch.cat([vqgan.decode(vqgan.encode(canvas[None].to(device))).float().cpu()
                          for canvas in flat_canvases(size)])
