@@ -494,15 +494,32 @@ def test_whole_canvas_crops_sit_on_the_token_grid_of_their_canvas(images):
     config = DataConfig(path=str(images), resolution=64, crop=16, cache_size=32, val_fraction=VAL_FRACTION,
                         whole_canvas=True, recolour=0.5, synthetic=0.3)
     data = ImageSet(config, "train", progress=False)
-    canvases, crops, corners = data.random_canvas_batch(12, torch.Generator().manual_seed(0), factor=8)
+    canvases, crops, corners, owners = data.random_canvas_batch(12, torch.Generator().manual_seed(0), factor=8)
     assert canvases.shape == (12, 3, 64, 64) and crops.shape == (12, 3, 16, 16) and corners.shape == (12, 2)
     assert corners.min() >= 0 and corners.max() <= (64 - 16) // 8 and len({tuple(c) for c in corners.tolist()}) > 1
+    assert owners.tolist() == list(range(12))
     for canvas, crop, (y, x) in zip(canvases, crops, corners.tolist()):
         assert torch.equal(crop, canvas[:, y * 8:y * 8 + 16, x * 8:x * 8 + 16])
     again = data.random_canvas_batch(12, torch.Generator().manual_seed(0), factor=8)
-    assert all(torch.equal(a, b) for a, b in zip(again, (canvases, crops, corners)))  # same seed, same batch
+    assert all(torch.equal(a, b) for a, b in zip(again, (canvases, crops, corners, owners)))  # same seed, same batch
     with pytest.raises(InputError, match="token grid"):  # a grid step that is not whole cached pixels
         data.random_canvas_batch(2, torch.Generator(), factor=3)
+
+
+def test_several_crops_share_one_whole_canvas(images):
+    """data.crops_per_canvas: a batch of 12 crops from 3 canvases, each crop its own canvas's window
+    (flipped or synthetic canvases included), at corners drawn per crop."""
+    config = DataConfig(path=str(images), resolution=64, crop=16, cache_size=32, val_fraction=VAL_FRACTION,
+                        whole_canvas=True, recolour=0.5, synthetic=0.3, crops_per_canvas=4)
+    data = ImageSet(config, "train", progress=False)
+    canvases, crops, corners, owners = data.random_canvas_batch(12, torch.Generator().manual_seed(1), factor=8)
+    assert canvases.shape == (3, 3, 64, 64) and crops.shape == (12, 3, 16, 16)
+    assert owners.tolist() == [0] * 4 + [1] * 4 + [2] * 4
+    for k, crop, (y, x) in zip(owners.tolist(), crops, corners.tolist()):
+        assert torch.equal(crop, canvases[k, :, y * 8:y * 8 + 16, x * 8:x * 8 + 16])
+    assert len({tuple(c) for c in corners[:4].tolist()}) > 1  # one canvas, several windows
+    with pytest.raises(InputError, match="divide the batch"):
+        data.random_canvas_batch(6, torch.Generator(), factor=8)
 
 
 def test_whole_canvas_training_encodes_crops_inside_their_canvas_and_needs_a_frozen_encoder(tmp_path, vqgan_config,
@@ -515,16 +532,22 @@ def test_whole_canvas_training_encodes_crops_inside_their_canvas_and_needs_a_fro
     seen = []
     real = train_vqgan.canvas_latents
 
-    def spy(model, canvases, corners, side):
-        latents = real(model, canvases, corners, side)
+    def spy(model, canvases, owners, corners, side):
+        latents = real(model, canvases, owners, corners, side)
         seen.append((canvases.shape, latents.shape))
-        # each window is the whole canvas's encoding there, not the crop's own encoding
+        # each window is its whole canvas's encoding there, not the crop's own encoding
         with torch.no_grad():
-            whole = model.encode_latents(canvases[:1])
-        y, x = corners[0].tolist()
-        assert torch.allclose(latents[:1], whole[:, :, y:y + side, x:x + side], atol=1e-4)
+            whole = model.encode_latents(canvases[-1:])
+        y, x = corners[-1].tolist()
+        assert owners[-1] == len(canvases) - 1
+        assert torch.allclose(latents[-1:], whole[:, :, y:y + side, x:x + side], atol=1e-4)
         return latents
 
     monkeypatch.setattr(train_vqgan, "canvas_latents", spy)
-    assert train_vqgan.main(command + ["--set", "train.freeze_encoder=true", "--set", "train.steps=2"]) == 0
+    frozen = command + ["--set", "train.freeze_encoder=true", "--set", "train.steps=2"]
+    assert train_vqgan.main(frozen) == 0
     assert seen and seen[0] == ((2, 3, 64, 64), (2, 4, 16, 16))
+    seen.clear()
+    assert train_vqgan.main(frozen + ["--set", "data.crops_per_canvas=2", "--run-dir", str(tmp_path / "shared")]) == 0
+    assert seen and seen[0] == ((1, 3, 64, 64), (2, 4, 16, 16))  # one canvas encoded for the two crops
+    assert train_vqgan.main(frozen + ["--set", "data.crops_per_canvas=3", "--run-dir", str(tmp_path / "odd")]) == 1

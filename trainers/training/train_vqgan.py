@@ -176,16 +176,17 @@ def train_step(model: VQGAN, disc: PatchDiscriminator, lpips: LPIPS, opt_ae: tor
 
 
 @torch.no_grad()
-def canvas_latents(model: VQGAN, canvases: torch.Tensor, corners: torch.Tensor, side: int) -> torch.Tensor:
-    """The frozen encoder's latents (b d side side) of each crop as part of its whole canvas
-    (b 3 R R): the canvas encoded whole, one at a time (a megapixel encode's activations are
-    large), then the crop's side x side window at its corner (b 2, in tokens). In float32, not
-    under the step's autocast: the tokens inference makes (VQGAN.cast_for_inference), and on a
-    CPU without AMX the faster (1024 px: 0.25 s against 0.35 s on 2 threads of an AMD EPYC)."""
-    windows = []
-    for canvas, (y, x) in zip(canvases, corners.tolist()):
-        windows.append(model.encode_latents(canvas[None])[:, :, y:y + side, x:x + side])
-    return torch.cat(windows)
+def canvas_latents(model: VQGAN, canvases: torch.Tensor, owners: torch.Tensor, corners: torch.Tensor,
+                   side: int) -> torch.Tensor:
+    """The frozen encoder's latents (b d side side) of each crop as part of its whole canvas: the
+    canvases (n 3 R R) encoded whole, one at a time (a megapixel encode's activations are large),
+    then each crop's side x side window at its corner (b 2, in tokens) of canvas owners[i]. In
+    float32, not under the step's autocast: the tokens inference makes
+    (VQGAN.cast_for_inference), and on a CPU without AMX the faster (1024 px: 0.25 s against
+    0.35 s on 2 threads of an AMD EPYC)."""
+    encoded = [model.encode_latents(canvas[None]) for canvas in canvases]
+    return torch.cat([encoded[k][:, :, y:y + side, x:x + side]
+                      for k, (y, x) in zip(owners.tolist(), corners.tolist())])
 
 
 def train(config: VQGANRunConfig, run_dir: Path, progress: bool = True) -> Path:
@@ -194,6 +195,13 @@ def train(config: VQGANRunConfig, run_dir: Path, progress: bool = True) -> Path:
     if config.data.whole_canvas and not tc.freeze_encoder:
         raise ConfigError("data.whole_canvas encodes each crop inside its canvas without gradients, so it "
                           "trains the decoder alone: set train.freeze_encoder=true too")
+    per = config.data.crops_per_canvas
+    if per != 1 and not config.data.whole_canvas:
+        raise ConfigError(f"data.crops_per_canvas={per} cuts crops from whole encoded canvases: set "
+                          "data.whole_canvas=true too, or leave crops_per_canvas at 1")
+    if per < 1 or tc.batch_size % per:
+        raise ConfigError(f"data.crops_per_canvas ({per}) must be at least 1 and divide train.batch_size "
+                          f"({tc.batch_size})")
     torch.manual_seed(tc.seed)
     # the data first: a wrong data.path must not rewrite the run's config.yaml
     train_set = ImageSet(config.data, "train", progress=progress and dist.is_main())
@@ -244,9 +252,9 @@ def train(config: VQGANRunConfig, run_dir: Path, progress: bool = True) -> Path:
     for step in bar:
         latents = None
         if config.data.whole_canvas:
-            canvases, x, corners = train_set.random_canvas_batch(tc.batch_size, data_gen, model.factor)
-            x, latents = to_device(x, device), canvas_latents(model, to_device(canvases, device), corners,
-                                                              config.data.crop // model.factor)
+            canvases, x, corners, owners = train_set.random_canvas_batch(tc.batch_size, data_gen, model.factor)
+            x, latents = to_device(x, device), canvas_latents(model, to_device(canvases, device), owners,
+                                                              corners, config.data.crop // model.factor)
         else:
             x = to_device(train_set.random_batch(tc.batch_size, data_gen), device)
         s = train_step(model, disc, lpips, opt_ae, opt_d, x, tc, gan_on=step >= tc.disc_start + tc.disc_warmup,
