@@ -32,6 +32,14 @@ def default_model_path(kind: str) -> Path:
     return path
 
 
+EMBEDDED = "default"  # what a CLI's --vqgan / --prior take to name the embedded model
+
+
+def model_path(arg: str | Path | None, kind: str) -> Path:
+    """A CLI's checkpoint argument as a path: absent or "default" names the embedded `kind`."""
+    return default_model_path(kind) if arg in (None, "", EMBEDDED) else Path(arg)
+
+
 def kind_of(model: nn.Module) -> str:
     for kind, (_, cls) in KINDS.items():
         if isinstance(model, cls):

@@ -16,6 +16,7 @@ from PIL import Image
 from sundae_core.config import HourglassConfig, VQGANConfig
 from sundae_core.errors import MissingAssetError
 from sundae_core.hourglass import HourglassTransformer
+from sundae_core import models as sundae_models
 from sundae_core.models import save_model
 from sundae_core.vqgan import VQGAN
 from trainers.evaluation import evaluate, inception
@@ -144,7 +145,7 @@ def test_same_seed_same_scores(tmp_path, models):
 def test_default_names_the_embedded_pair(tmp_path, models, monkeypatch):
     """--prior default brings the embedded VQ-GAN with it; --vqgan default alone serves --recon."""
     prior, vq = models
-    monkeypatch.setattr(evaluate, "default_model_path", lambda kind: {"prior": prior, "vqgan": vq}[kind])
+    monkeypatch.setattr(sundae_models, "default_model_path", lambda kind: {"prior": prior, "vqgan": vq}[kind])
     ref = write_images(tmp_path / "ref", 8, size=16)
     base = ["--ref", str(ref), "--ref-split", "all", "--cache-dir", str(tmp_path / "cache"), "--n", "6",
             "--steps", "2", "--kid-subsets", "2", "--no-progress"]

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from sundae_core.cli import doc_summary, run_guarded, write_json_report
 from sundae_core.errors import InputError
 from sundae_core.grid import save_png, thumbnails, to_uint8
-from sundae_core.models import check_models_fit, default_model_path, inference_dtype, load_prior, load_vqgan
+from sundae_core.models import check_models_fit, inference_dtype, load_prior, load_vqgan, model_path
 from sundae_core.sampler import model_logits_fn, random_labels, random_tokens, sample
 
 from ..sampling.sampler_flags import WORKFLOW_SAMPLER, add_sampler_flags, settings_from_args
@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="\n".join(__doc__.splitlines()[1:]))
     p.add_argument("priors", nargs="+", help="prior checkpoints (.safetensors), one row each")
-    p.add_argument("--vqgan", help="VQ-GAN that decodes them (default: the embedded one)")
+    p.add_argument("--vqgan", help="VQ-GAN that decodes them (absent or 'default': the embedded one)")
     p.add_argument("--n", type=int, default=8, help="samples per prior (default 8)")
     p.add_argument("--seed", type=int, default=0, help="seed of the starting tokens, the classes and the sampler")
     p.add_argument("--label", type=label_arg,
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = settings_from_args(args)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = inference_dtype(device)
-        vqgan = load_vqgan(args.vqgan or default_model_path("vqgan"), device, dtype)
+        vqgan = load_vqgan(model_path(args.vqgan, "vqgan"), device, dtype)
         priors = [load_prior(path, device, dtype) for path in args.priors]
         for path, prior in zip(args.priors, priors):
             check_models_fit(vqgan, prior, f"{path}: ")

@@ -73,7 +73,7 @@ from sundae_core.graph import default_registry, load_workflow
 from sundae_core.grid import make_grid, save_png, to_uint8
 from sundae_core.images import comfy_to_model, composite, model_to_comfy
 from sundae_core.masks import latent_mask
-from sundae_core.models import check_models_fit, default_model_path, inference_dtype, load_prior, load_vqgan
+from sundae_core.models import check_models_fit, inference_dtype, load_prior, load_vqgan, model_path
 from sundae_core.sampler import SamplerSettingError, SamplerSettings, model_logits_fn, sample
 from sundae_core.shifted_views import ShiftedViews
 
@@ -524,8 +524,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="\n".join(__doc__.splitlines()[2:]))
     models = p.add_argument_group("models and data")
-    models.add_argument("--vqgan", help="VQ-GAN checkpoint (default: the embedded default model)")
-    models.add_argument("--prior", help="prior checkpoint over its tokens (default: the embedded default model)")
+    models.add_argument("--vqgan", help="VQ-GAN checkpoint (absent or 'default': the embedded one)")
+    models.add_argument("--prior", help="prior checkpoint over its tokens (absent or 'default': the embedded one)")
     models.add_argument("--images", default="data/emoji_groups",
                         help="image folder, one subfolder per class (default data/emoji_groups)")
     models.add_argument("--val-fraction", type=float, default=HELD_OUT_FRACTION,
@@ -600,8 +600,8 @@ def main(argv: list[str] | None = None, extractor: FeatureExtractor | None = Non
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         dtype = inference_dtype(device)
-        args.vqgan = args.vqgan or str(default_model_path("vqgan"))
-        args.prior = args.prior or str(default_model_path("prior"))
+        args.vqgan = str(model_path(args.vqgan, "vqgan"))
+        args.prior = str(model_path(args.prior, "prior"))
         vqgan = load_vqgan(args.vqgan, device=device, dtype=dtype)
         scorer = load_prior(args.prior, device=device, dtype=torch.float32)  # read once; sampled in `dtype`
         prior = copy.deepcopy(scorer).to(dtype)

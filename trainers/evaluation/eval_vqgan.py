@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from sundae_core.cli import doc_summary, run_guarded, write_json_report
 from sundae_core.grid import make_grid, save_png
-from sundae_core.models import default_model_path, inference_dtype, load_vqgan
+from sundae_core.models import inference_dtype, load_vqgan, model_path
 
 from ..data.image_data import HELD_OUT_FRACTION, load_rgb
 from ..training.lpips import load_lpips
@@ -164,7 +164,7 @@ def held_out_holes(args, vqgan, lpips, device, progress: bool) -> tuple[dict, li
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sundae-eval-vqgan", description=doc_summary(__doc__),
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    p.add_argument("--vqgan", help="VQ-GAN checkpoint (default: the embedded default model)")
+    p.add_argument("--vqgan", help="VQ-GAN checkpoint (absent or 'default': the embedded one)")
     p.add_argument("--images", default="data/emoji_groups", help="image folder with the held-out split")
     p.add_argument("--val-fraction", type=float, default=HELD_OUT_FRACTION, help="held-out share (project rule)")
     p.add_argument("--resolution", type=int, default=1024, help="canvas size of the held-out images (default 1024)")
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None, lpips=None) -> int:
         device, progress, out = torch.device(args.device), not args.no_progress, Path(args.out)
         # a bad path fails before any work
         baseline = load_report(args.compare_to, "sundae-eval-vqgan", REPORT) if args.compare_to else None
-        args.vqgan = args.vqgan or str(default_model_path("vqgan"))
+        args.vqgan = str(model_path(args.vqgan, "vqgan"))
         vqgan = load_vqgan(args.vqgan, device=device, dtype=inference_dtype(device))
         flat, flat_decoded = flat_colours(vqgan, device)
         flat_full, flat_full_decoded = flat_colours(vqgan, device, args.resolution)

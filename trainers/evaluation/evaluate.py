@@ -46,7 +46,7 @@ from sundae_core.checkpoint import atomic_write
 from sundae_core.cli import doc_summary, run_guarded, write_json_report
 from sundae_core.errors import InputError
 from sundae_core.grid import to_uint8
-from sundae_core.models import check_models_fit, default_model_path, inference_dtype, load_prior, load_vqgan
+from sundae_core.models import EMBEDDED, check_models_fit, inference_dtype, load_prior, load_vqgan, model_path
 from sundae_core.sampler import (SamplerSettingError, SamplerSettings, model_logits_fn, random_labels, random_tokens,
                                  sample)
 
@@ -57,7 +57,6 @@ from .inception import PREPROCESS_VERSION, FeatureExtractor, InceptionFeatures, 
 from .line_plot import Panel, draw_panels
 from .metrics import Metrics, all_metrics, feature_stats
 
-DEFAULT = "default"  # --prior / --vqgan: the embedded model
 SWEEPS = {
     "proportion": ("fig8_proportion.png", "Figure 8: sample quality against the sample proportion p"),
     "steps": ("fig12_steps.png", "Figure 12: sample quality against the number of sampling steps T"),
@@ -382,11 +381,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _resolve_defaults(args: argparse.Namespace) -> None:
     """'default' names the embedded model; the embedded prior comes with its VQ-GAN."""
-    if args.prior == DEFAULT and not args.vqgan:
-        args.vqgan = DEFAULT
+    if args.prior == EMBEDDED and not args.vqgan:
+        args.vqgan = EMBEDDED
     for kind in ("prior", "vqgan"):
-        if getattr(args, kind) == DEFAULT:
-            setattr(args, kind, str(default_model_path(kind)))
+        if getattr(args, kind) == EMBEDDED:
+            setattr(args, kind, str(model_path(EMBEDDED, kind)))
 
 
 def _check_args(args: argparse.Namespace) -> None:

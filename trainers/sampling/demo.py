@@ -26,7 +26,7 @@ from sundae_core.cli import doc_summary, run_guarded, write_json_report
 from sundae_core.errors import MissingAssetError
 from sundae_core.graph import default_registry, load_workflow, run_workflow
 from sundae_core.grid import make_grid, save_png, thumbnails
-from sundae_core.models import check_models_fit, default_model_path, inference_dtype, load_prior, load_vqgan
+from sundae_core.models import check_models_fit, inference_dtype, load_prior, load_vqgan, model_path
 from sundae_core.sampler import SamplerSettings, model_logits_fn, random_labels, random_tokens, sample
 
 from .sampler_flags import CLASS_WORKFLOW_SAMPLER, WORKFLOW_SAMPLER, add_sampler_flags, settings_from_args
@@ -160,8 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--grid", type=int, default=32, help="token grid side (32 -> 1024 px)")
     add_sampler_flags(parser.add_argument_group("sampling (the unconditional samples)"), defaults=DEMO_SAMPLER,
                       guidance=False)
-    parser.add_argument("--vqgan", help="VQ-GAN checkpoint (default: the embedded one)")
-    parser.add_argument("--prior", help="prior checkpoint (default: the embedded one)")
+    parser.add_argument("--vqgan", help="VQ-GAN checkpoint (absent or 'default': the embedded one)")
+    parser.add_argument("--prior", help="prior checkpoint (absent or 'default': the embedded one)")
     parser.add_argument("--skip-inpaint", action="store_true",
                         help="only draw samples (skip the inpainting and outpainting workflows)")
     parser.add_argument("--per-class", type=int, default=2,
@@ -180,8 +180,8 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.output_dir)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = inference_dtype(device)
-        vqgan = load_vqgan(args.vqgan or default_model_path("vqgan"), device, dtype)
-        prior = load_prior(args.prior or default_model_path("prior"), device, dtype)
+        vqgan = load_vqgan(model_path(args.vqgan, "vqgan"), device, dtype)
+        prior = load_prior(model_path(args.prior, "prior"), device, dtype)
         check_models_fit(vqgan, prior, "--prior with --vqgan: ")
         report = {"samples": run_samples(out, args, settings, vqgan, prior, device),
                   "sampler": settings.to_dict()}
