@@ -73,7 +73,7 @@ python -m trainers.checkpoints.export_model "$RUNS/vqgan_dec4/model.safetensors"
 #       --set data.synthetic=0.3 --set train.lr=0.00004 --set train.disc_start=0 --set train.disc_warmup=300 \
 #       --set train.disc_lr=0.0002 --set train.disc_weight=0.5 --set train.sample_every=100
 
-# 1e. Session 28, not shipped (model card): the decoder alone from the embedded VQ-GAN with greys
+# 1e. Sessions 28-29 (model card, stretch 5): the decoder alone from the embedded VQ-GAN with greys
 #     among the synthetic colours (colour_augment.GREY_SHARE), crops as before (g) or each crop
 #     encoded inside its whole canvas (w: data.whole_canvas, ~3x the step), side by side on one
 #     thread each of the AMD machine. Measured with sundae-eval-vqgan --n 172 --compare-to the
@@ -89,6 +89,14 @@ python -m trainers.checkpoints.export_model "$RUNS/vqgan_dec4/model.safetensors"
 #     (data.crops_per_canvas, new): 5.4 -> 2.35 s a step on one AMD thread beside g (g: 1.75 s).
 #   OMP_NUM_THREADS=1 python -m trainers.training.train_vqgan "${VQ_DEC5[@]}" --run-dir "$RUNS/vqgan_dec_s28w" \
 #       --set data.whole_canvas=true --set data.crops_per_canvas=4
+#   Run g's weight average at step 4000 (session 29 stopped it there: --set train.steps=4000 ends it
+#   at that step) is stretch 5, embedded since session 29:
+#   sundae-eval-vqgan --n 172 --vqgan "$RUNS/vqgan_dec_s28g/model.safetensors" --images "$DATA/emoji_groups" \
+#       --compare-to "$RUNS/eval_vqgan_dec4/eval_vqgan.json" --out "$RUNS/eval_vqgan_s28g"
+#   python -m trainers.checkpoints.export_model "$RUNS/vqgan_dec_s28g/model.safetensors" \
+#       sundae_core/default_models/vqgan.safetensors --bf16 \
+#       --note data="Fluent Emoji 3D 1.1.0 (MIT), 1869 emoji, 10 % held out" \
+#       --note training="stretch 5 (sessions 28-29): the decoder alone from stretch 4, 4000 steps at 5e-5 with greys among the synthetic colours, weight average 0.999"
 
 # 2. The latent dataset, from the shipped encoder: every image and its mirror image at 1024 px,
 #    labelled by group folder; the manifest records the token version (and, since session 28, the
