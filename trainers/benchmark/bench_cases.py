@@ -15,7 +15,7 @@ from torch.distributions import Categorical
 from sundae_core.config import HourglassConfig, VQGANConfig
 from sundae_core.cpu_memory import reuse_freed_memory
 from sundae_core.hourglass import HourglassTransformer, flops
-from sundae_core.models import inference_layout
+from sundae_core.models import for_inference
 from sundae_core.presets import MEGAPIXEL_VQGAN, PRESET_GRIDS, PRESETS
 from sundae_core.sampler import (SamplerSettings, denoise_step, model_logits_fn, random_tokens, sample,
                                  sample_categorical)
@@ -87,7 +87,8 @@ def bench_sample(bench: Bench, model_name: str, config: HourglassConfig, grid: t
     over = lambda seconds, bound: seconds / bound if bound else None
     rows = []
     with MemoryProbe(dev) as mem:
-        prior = inference_layout(build(lambda: HourglassTransformer(config), dev, torch.bfloat16))  # as loaded
+        torch.manual_seed(0)
+        prior = for_inference(HourglassTransformer(config), dev, torch.bfloat16)  # as loaded
         vqgan = build_inference_vqgan(vq, dev) if vq is not None else None
         logits_fn = model_logits_fn(prior, compile=compiled)
         decode = None if vqgan is None else vqgan.decode  # eager in both modes (compiled.py)
