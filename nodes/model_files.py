@@ -20,13 +20,13 @@ from pathlib import Path
 
 from sundae_core.checkpoint import KIND_KEY, read_metadata
 from sundae_core.errors import CheckpointError, MissingAssetError, SundaeError
-from sundae_core.models import DEFAULT_DIR, default_model_path, read_config
+from sundae_core.models import DEFAULT_DIR, EMBEDDED, default_model_path, read_config
 
 from .comfy_bridge import model_folders as comfy_model_folders
 
 FOLDER_NAME = "sundae"
 ENV_VAR = "SUNDAE_MODEL_DIR"
-DEFAULT = "default"
+DEFAULT = EMBEDDED
 
 
 def env_folders() -> list[Path]:

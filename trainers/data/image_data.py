@@ -63,6 +63,13 @@ class DataConfig:
     # step to ~1.4x, for a batch of fewer distinct images. data.batch_size must be a multiple.
     crops_per_canvas: int = 1
 
+    def canvases_per_batch(self, batch: int) -> int:
+        """How many whole canvases a batch of `batch` crops is cut from (data.crops_per_canvas)."""
+        if self.crops_per_canvas < 1 or batch % self.crops_per_canvas:
+            raise InputError(f"data.crops_per_canvas ({self.crops_per_canvas}) must be at least 1 and divide "
+                             f"the batch ({batch}, train.batch_size)")
+        return batch // self.crops_per_canvas
+
 
 def image_paths(root: str | Path) -> list[Path]:
     """Every picture under `root`, subfolders included, sorted by path; InputError when the folder
@@ -188,18 +195,16 @@ class ImageSet:
             raise InputError(f"data.whole_canvas cuts crops on the token grid: data.resolution "
                              f"({c.resolution}), data.crop ({c.crop}) and the grid step in cached pixels "
                              f"(factor {factor} x data.cache_size {cache} / resolution) must be whole numbers")
-        per = c.crops_per_canvas
-        if per < 1 or batch % per:
-            raise InputError(f"data.crops_per_canvas ({per}) must be at least 1 and divide the batch ({batch})")
+        n = c.canvases_per_batch(batch)
         step = factor * cache // c.resolution  # one token in cached pixels
         region = c.crop * cache // c.resolution
-        idx = torch.randint(0, len(self), (batch // per,), generator=generator)
-        owners = torch.arange(batch) // per
+        idx = torch.randint(0, len(self), (n,), generator=generator)
+        owners = torch.arange(batch) // c.crops_per_canvas
         tries = SUBJECT_TRIES if c.min_subject > 0 else 1
         cells = (cache - region) // step + 1
         ys = torch.randint(0, cells, (batch, tries), generator=generator) * step
         xs = torch.randint(0, cells, (batch, tries), generator=generator) * step
-        flips = torch.rand(len(idx), generator=generator) < 0.5
+        flips = torch.rand(n, generator=generator) < 0.5
         picks = [self._subject_window(i, y_row, x_row, region)
                  for i, y_row, x_row in zip(idx[owners].tolist(), ys.tolist(), xs.tolist())]
         corners = torch.tensor(picks) // step  # (b 2) in tokens, on the unflipped canvas
@@ -212,8 +217,8 @@ class ImageSet:
             corners[:, 1] = torch.where(flips[owners], mirrored, corners[:, 1])
         if c.recolour > 0:
             small = recolour(small, c.recolour, generator)
-        chosen = torch.rand(len(idx), generator=generator) < c.synthetic
-        canvases = torch.empty(len(idx), 3, c.resolution, c.resolution)
+        chosen = torch.rand(n, generator=generator) < c.synthetic
+        canvases = torch.empty(n, 3, c.resolution, c.resolution)
         if not bool(chosen.all()):
             canvases[~chosen] = (small[~chosen] if cache == c.resolution else F.interpolate(
                 small[~chosen], size=(c.resolution, c.resolution), mode="bicubic", align_corners=False).clamp(-1, 1))

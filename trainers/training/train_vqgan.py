@@ -199,9 +199,7 @@ def train(config: VQGANRunConfig, run_dir: Path, progress: bool = True) -> Path:
     if per != 1 and not config.data.whole_canvas:
         raise ConfigError(f"data.crops_per_canvas={per} cuts crops from whole encoded canvases: set "
                           "data.whole_canvas=true too, or leave crops_per_canvas at 1")
-    if per < 1 or tc.batch_size % per:
-        raise ConfigError(f"data.crops_per_canvas ({per}) must be at least 1 and divide train.batch_size "
-                          f"({tc.batch_size})")
+    config.data.canvases_per_batch(tc.batch_size)  # a crops_per_canvas that does not divide it fails here
     torch.manual_seed(tc.seed)
     # the data first: a wrong data.path must not rewrite the run's config.yaml
     train_set = ImageSet(config.data, "train", progress=progress and dist.is_main())
