@@ -378,6 +378,14 @@ def test_eval_vqgan_reports_flat_colours_holes_and_hue_spread(setup, tmp_path):
     assert full["size"] == 64 and set(full["colours"]) == set(eval_vqgan.FLAT_COLOURS)
     assert report["worst_flat_colour_error"] == max(v["mean_colour_error"]
                                                     for v in [*flat.values(), *full["colours"].values()])
+    axis = report["grey_axis"]  # the token version's colour resolution inside a flat area
+    assert [row["grey"] for row in axis["greys"]] == [*range(0, 255, 8), 255] and axis["size"] == 64
+    assert axis["codes"] == len({row["code"] for row in axis["greys"]}) <= len(axis["runs"])
+    assert axis["runs"][0]["greys"][0] == 0 and axis["runs"][-1]["greys"][1] == 255
+    assert axis["worst_error"] == max(row["error"] for row in axis["greys"])
+    # the canvas mean is the mean of its tiles' means: no tile is nearer the colour in every channel
+    assert all(v["worst_block_error"] >= v["mean_colour_error"] and v["border_band_error"] >= 0
+               for v in [*flat.values(), *full["colours"].values()])
     holes = report["holes"]
     assert holes["n"] == 3 and set(holes["methods"]) == {"reconstruction", "mean_fill"}
     # pasted as sundae-eval-default pastes it: the workflow's seam band on the reconstruction only
@@ -412,8 +420,32 @@ def test_eval_vqgan_reports_flat_colours_holes_and_hue_spread(setup, tmp_path):
     assert psnr["new"] < psnr["base"] and psnr["new_worse_on"] == 3  # every hole decoded too bright
     assert set(compared["flat_colour_errors"]) == set(eval_vqgan.FLAT_COLOURS) | {
         f"{name} 64 px" for name in eval_vqgan.FLAT_COLOURS}
+    assert set(compared["flat_worst_block_errors"]) == set(compared["flat_border_band_errors"]) == set(
+        compared["flat_colour_errors"])
+    # --flat-only: the flat canvases alone, compared with a full report on them alone
+    argv3 = [*argv2, "--flat-only", "--compare-to", str(out / eval_vqgan.REPORT)]
+    argv3[argv3.index("--out") + 1] = str(tmp_path / "vq3")
+    assert eval_vqgan.main(argv3, lpips=fake_lpips) == 0
+    flat_only = json.loads((tmp_path / "vq3" / eval_vqgan.REPORT).read_text())
+    assert "holes" not in flat_only and "code_colours" not in flat_only
+    assert flat_only["compared_to"]["images"] == 0 and not flat_only["compared_to"]["figures"]
+    assert flat_only["compared_to"]["flat_worst_block_errors"] == compared["flat_worst_block_errors"]
+    assert flat_only["compared_to"]["grey_axis"] == compared["grey_axis"]
     # a missing baseline is a one-line error before any work
     assert eval_vqgan.main(argv2 + ["--compare-to", str(tmp_path / "missing.json")], lpips=fake_lpips) == 1
+
+
+def test_block_errors_find_a_tinted_square_the_canvas_mean_hides_and_a_tinted_border():
+    from trainers.evaluation.eval_vqgan import block_errors
+
+    rgb = torch.tensor([[128.0, 128.0, 128.0], [128.0, 128.0, 128.0]])
+    levels = rgb[:, :, None, None].repeat(1, 1, 64, 64)
+    levels[0, 0, 24:40, 24:40] += 20  # an inner square, reddish
+    levels[1, 2, :8, :] -= 16  # the top band, yellowish
+    worst, band = block_errors(levels, rgb, 8)
+    mean = (levels.mean((2, 3)) - rgb).abs().amax(1)
+    assert mean[0] < 2 and worst[0] == 20 and band[0] == 0
+    assert worst[1] == 16 and torch.isclose(band[1], torch.tensor(16 * 8 / 28))  # 8 of the band's 28 tiles
 
 
 def test_the_edge_ratio_is_one_for_the_original_and_falls_when_edges_blur():

@@ -6,7 +6,14 @@ The checks a first stage must pass before its encoder is frozen (priors are trai
    greys between them (32, 64, ... 224 of 255; 128 is "grey"), encoded and decoded at 256 px and
    at --resolution (1024 px, the size the workflows use: a bf16 encoder kept black within 2 at
    256 px and decoded it 19 off at 1024 px); the worst channel error (0-255) of the decoded
-   canvas's mean colour and of any pixel. A colour-true VQ-GAN keeps each within a few levels.
+   canvas's mean colour, of any pixel, of the worst token-sized block's mean (a tinted patch the
+   canvas mean averages away: the inner squares of flat greys at 1024 px) and of the mean of the
+   border band one token wide (the decoder's zero padding tints the edges). A colour-true VQ-GAN
+   keeps each within a few levels. And the grey axis at --resolution (every 8th level): the code
+   at each canvas's centre and the colour it decodes to there. Inside a large flat area one code
+   stands for a range of colours and a decoder can give it one colour: how many codes the axis
+   crosses and the worst error are the token version's colour resolution, which only a new encoder
+   moves. --flat-only stops here (a minute or two, to pick among a decoder run's checkpoints).
 2. Held-out holes: on --n held-out images (the project's split), the 8 x 8-token hole on the subject
    that `sundae-eval-default` uses (same placement, same seed), pasted with the inpainting workflow's
    feather and seam band (the mean fill with the feather only, as there); LPIPS-Alex and PSNR
@@ -55,6 +62,7 @@ FLAT_COLOURS = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255), "
                 "white": (255, 255, 255)}
 FLAT_RGB = torch.tensor(list(FLAT_COLOURS.values()), dtype=torch.float32)  # (n 3) 0-255, in that order
 FLAT_SIZE = 256  # the flat canvases' first size; the second is --resolution
+GREY_STEP = 8  # grey_axis's spacing in levels: 33 canvases at --resolution
 HUE_SECTORS = 12
 
 
@@ -74,12 +82,54 @@ def flat_colours(vqgan, device, size: int = FLAT_SIZE) -> tuple[dict, torch.Tens
     levels = (decoded + 1) * 127.5
     mean_error = (levels.mean((2, 3)) - rgb).abs().amax(1)
     pixel_error = (levels - rgb[:, :, None, None]).abs().amax((1, 2, 3))
+    block_error, band_error = block_errors(levels, rgb, vqgan.factor)
     report = {name: {"mean_colour_error": round(float(m), 1), "worst_pixel_error": round(float(p), 1),
+                     "worst_block_error": round(float(b), 1), "border_band_error": round(float(e), 1),
                      "decoded_mean": [round(float(v), 1) for v in levels[i].mean((1, 2))]}
-              for i, (name, m, p) in enumerate(zip(FLAT_COLOURS, mean_error, pixel_error))}
+              for i, (name, m, p, b, e) in enumerate(zip(FLAT_COLOURS, mean_error, pixel_error, block_error,
+                                                         band_error))}
     if size != FLAT_SIZE:  # area: a mean over each output pixel's source pixels (repeats when smaller)
         decoded = F.interpolate(decoded, size=(FLAT_SIZE, FLAT_SIZE), mode="area")
     return report, decoded.clamp(-1, 1)
+
+
+@torch.inference_mode()
+def grey_axis(vqgan, device, size: int, step: int = GREY_STEP) -> dict:
+    """Flat greys 0, step, ... 255 at `size`: the code at each canvas's centre and the colour its
+    centre tile decodes to. Inside a large flat area the encoder's view holds no edge, so a code
+    there stands for a range of colours and the decoder can give it only one: this is the colour
+    resolution of the token version, which no decoder run can raise (session 30)."""
+    f, centre = vqgan.factor, size // 2
+    rows = []
+    for level in [*range(0, 255, step), 255]:
+        canvas = torch.full((1, 3, size, size), level / 127.5 - 1, device=device)
+        tokens = vqgan.encode(canvas)
+        tile = vqgan.decode(tokens).float().cpu()[0, :, centre - f // 2:centre + f // 2, centre - f // 2:centre + f // 2]
+        decoded = ((tile + 1) * 127.5).mean((1, 2))
+        rows.append({"grey": level, "code": int(tokens[0, centre // f, centre // f]),
+                     "decoded": [round(float(v), 1) for v in decoded],
+                     "error": round(float((decoded - level).abs().amax()), 1)})
+    codes = []  # runs of neighbouring greys on one code
+    for row in rows:
+        if codes and codes[-1]["code"] == row["code"]:
+            codes[-1]["greys"][1] = row["grey"]
+        else:
+            codes.append({"code": row["code"], "greys": [row["grey"], row["grey"]], "decoded": row["decoded"]})
+    return {"size": size, "step": step, "codes": len({r["code"] for r in rows}),
+            "worst_error": max(r["error"] for r in rows), "mean_error": round(float(np.mean([r["error"] for r in rows])), 1),
+            "runs": codes, "greys": rows}
+
+
+def block_errors(levels: torch.Tensor, rgb: torch.Tensor, block: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """levels (n 3 h w), 0-255, of canvases meant to be flat `rgb` (n 3): per canvas the worst
+    channel error of the worst block x block tile's mean, and of the mean over the band one tile
+    wide along the four edges."""
+    tiles = F.avg_pool2d(levels, block)  # (n 3 h/block w/block)
+    worst = (tiles - rgb[:, :, None, None]).abs().amax((1, 2, 3))
+    edge = torch.ones(tiles.shape[-2:], dtype=torch.bool)
+    edge[1:-1, 1:-1] = False
+    band = tiles[..., edge].mean(-1)  # tiles of equal size: their mean is the band's pixel mean
+    return worst, (band - rgb).abs().amax(1)
 
 
 def hue_spread(colours: np.ndarray) -> dict:
@@ -180,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--out", default="runs/eval_vqgan", help="output folder (default runs/eval_vqgan)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--flat-only", action="store_true", help="the flat canvases alone: no held-out holes or "
+                   "code colours (about a minute; to pick among a decoder run's checkpoints)")
     p.add_argument("--compare-to", metavar="REPORT", help="an earlier eval_vqgan.json: print this run's "
                    "figures against it, paired image by image, and keep the comparison in the report")
     return p
@@ -197,20 +249,22 @@ def main(argv: list[str] | None = None, lpips=None) -> int:
         vqgan = load_vqgan(args.vqgan, device=device, dtype=inference_dtype(device))
         flat, flat_decoded = flat_colours(vqgan, device)
         flat_full, flat_full_decoded = flat_colours(vqgan, device, args.resolution)
-        lpips_fn = lpips if lpips is not None else load_lpips("alex", device=device)
-        holes, thumbs = held_out_holes(args, vqgan, lpips_fn, device, progress)
-        colours = code_colours(vqgan, device, 64, progress)
         out.mkdir(parents=True, exist_ok=True)
         flat_picture = torch.cat([flat_canvases(FLAT_SIZE), flat_decoded, flat_full_decoded])
         report = {"vqgan": args.vqgan, "token_version": vqgan.token_version, "flat_colours": flat,
                   "flat_colours_at_resolution": {"size": args.resolution, "colours": flat_full},
                   "worst_flat_colour_error": max(v["mean_colour_error"] for v in [*flat.values(), *flat_full.values()]),
-                  "holes": holes, "code_colours": {**colour_report(colours), **hue_spread(colours)},
+                  "grey_axis": grey_axis(vqgan, device, args.resolution),
                   "pictures": {"flat_colours": str(save_png(make_grid(flat_picture, nrow=len(FLAT_COLOURS)),
-                                                            out / "flat_colours.png")),
-                               "code_palette": str(save_png(palette(colours), out / "code_palette.png")),
-                               "recon_grid": str(save_png(make_grid(torch.stack(thumbs), nrow=4),
-                                                          out / "recon_grid.png"))}}
+                                                            out / "flat_colours.png"))}}
+        if not args.flat_only:
+            lpips_fn = lpips if lpips is not None else load_lpips("alex", device=device)
+            report["holes"], thumbs = held_out_holes(args, vqgan, lpips_fn, device, progress)
+            colours = code_colours(vqgan, device, 64, progress)
+            report["code_colours"] = {**colour_report(colours), **hue_spread(colours)}
+            report["pictures"] |= {"code_palette": str(save_png(palette(colours), out / "code_palette.png")),
+                                   "recon_grid": str(save_png(make_grid(torch.stack(thumbs), nrow=4),
+                                                              out / "recon_grid.png"))}
         print(summary(report))
         if baseline is not None:
             comparison = compare_vqgan(baseline, report)
@@ -223,13 +277,23 @@ def main(argv: list[str] | None = None, lpips=None) -> int:
 
 
 def summary(report: dict) -> str:
-    def flat(colours: dict) -> str:
-        return ", ".join(f"{name} {v['mean_colour_error']:.0f}" for name, v in colours.items())
-    h, c, full = report["holes"], report["code_colours"], report["flat_colours_at_resolution"]
-    lines = [f"token version {report['token_version']}",
-             "flat canvases, worst channel error of the mean colour (0-255):",
-             f"  {FLAT_SIZE} px: {flat(report['flat_colours'])}", f"  {full['size']} px: {flat(full['colours'])}",
-             f"held-out holes ({h['n']} images, {h['hole_tokens']}x{h['hole_tokens']} tokens), LPIPS-Alex / PSNR / luma PSNR:"]
+    def flat(colours: dict, key: str) -> str:
+        return ", ".join(f"{name} {v[key]:.0f}" for name, v in colours.items() if key in v)
+    full = report["flat_colours_at_resolution"]
+    lines = [f"token version {report['token_version']}"]
+    for title, key in (("the mean colour", "mean_colour_error"), ("the worst token-sized block", "worst_block_error"),
+                       ("the border band one token wide", "border_band_error")):
+        lines += [f"flat canvases, worst channel error of {title} (0-255):",
+                  f"  {FLAT_SIZE} px: {flat(report['flat_colours'], key)}", f"  {full['size']} px: {flat(full['colours'], key)}"]
+    g = report["grey_axis"]
+    widest = max(g["runs"], key=lambda run: run["greys"][1] - run["greys"][0])
+    lines.append(f"grey axis at {g['size']} px (every {g['step']}th level), the centre tile: {g['codes']} codes, worst "
+                 f"channel error {g['worst_error']:.0f}, mean {g['mean_error']:.1f}; the widest: code {widest['code']}, "
+                 f"greys {widest['greys'][0]}-{widest['greys'][1]} -> ({', '.join(f'{v:.0f}' for v in widest['decoded'])})")
+    if "holes" not in report:  # --flat-only
+        return "\n".join(lines)
+    h, c = report["holes"], report["code_colours"]
+    lines += [f"held-out holes ({h['n']} images, {h['hole_tokens']}x{h['hole_tokens']} tokens), LPIPS-Alex / PSNR / luma PSNR:"]
     lines += [f"  {name:<15} {m['lpips']:.4f} / {m['psnr']:.2f} dB / {m['luma_psnr']:.2f} dB"
               for name, m in h["methods"].items()]
     lines.append(f"whole-image PSNR {h['image_psnr']:.2f} dB; edge ratio (reconstruction's RMS luminance "

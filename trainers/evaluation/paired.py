@@ -84,23 +84,34 @@ def compare_inpainting(base: dict, new: dict) -> dict:
             "beats_mean_fill": {"base": beats(a), "new": beats(b)}}
 
 
+# a flat-colour report's figures compared side by side (one canvas each: not paired), and their words
+FLAT_FIGURES = {"mean_colour_error": "the mean colour", "worst_block_error": "the worst token-sized block",
+                "border_band_error": "the border band"}
+
+
 def compare_vqgan(base: dict, new: dict) -> dict:
-    """Two `sundae-eval-vqgan` reports: per-image differences new - base on the same holes, and
-    the flat colours side by side (not paired: one canvas each)."""
-    missing = ("no held-out holes with their places: give an eval_vqgan.json written by sundae-eval-vqgan "
-               "(this version or later)")
-    rows = [_images(report, which, "holes", missing) for report, which in ((base, "base"), (new, "new"))]
-    shared, figures = paired_figures(*rows, PAIRED_VQGAN)
-    flat = {name: [base["flat_colours"][name]["mean_colour_error"], new["flat_colours"][name]["mean_colour_error"]]
-            for name in base.get("flat_colours", {}) if name in new.get("flat_colours", {})}
-    # the canvases at the workflows' size (reports since session 28), where both reports have the same size
+    """Two `sundae-eval-vqgan` reports: per-image differences new - base on the same holes (when both
+    have holes: not with --flat-only), and the flat colours side by side (not paired: one canvas each)."""
+    result = {"images": 0, "unmatched": 0, "figures": {}}
+    if "holes" in base and "holes" in new:
+        missing = ("no held-out holes with their places: give an eval_vqgan.json written by sundae-eval-vqgan "
+                   "(this version or later)")
+        rows = [_images(report, which, "holes", missing) for report, which in ((base, "base"), (new, "new"))]
+        shared, result["figures"] = paired_figures(*rows, PAIRED_VQGAN)
+        result |= {"images": len(shared), "unmatched": len(rows[0].keys() | rows[1].keys()) - len(shared)}
+    # the canvases at 256 px, then at the workflows' size (reports since session 28) where both have that size
+    sections = [("", base.get("flat_colours", {}), new.get("flat_colours", {}))]
     full = [report.get("flat_colours_at_resolution", {}) for report in (base, new)]
     if full[0] and full[0].get("size") == full[1].get("size"):
-        flat |= {f"{name} {full[0]['size']} px": [full[0]["colours"][name]["mean_colour_error"],
-                                                  full[1]["colours"][name]["mean_colour_error"]]
-                 for name in full[0]["colours"] if name in full[1]["colours"]}
-    return {"images": len(shared), "unmatched": len(rows[0].keys() | rows[1].keys()) - len(shared),
-            "figures": figures, "flat_colour_errors": flat}
+        sections.append((f" {full[0]['size']} px", full[0]["colours"], full[1]["colours"]))
+    for key in FLAT_FIGURES:  # block and band errors: reports since session 30
+        result[f"flat_{key}s"] = {f"{name}{suffix}": [a[name][key], b[name][key]]
+                                  for suffix, a, b in sections for name in a if key in a[name] and key in b.get(name, {})}
+    result["flat_colour_errors"] = result.pop("flat_mean_colour_errors")  # the name reports have kept since session 27
+    axes = [report.get("grey_axis") for report in (base, new)]  # reports since session 30
+    if all(axes) and axes[0]["size"] == axes[1]["size"]:
+        result["grey_axis"] = {key: [axes[0][key], axes[1][key]] for key in ("codes", "worst_error", "mean_error")}
+    return result
 
 
 def format_figures(result: dict) -> list[str]:
@@ -113,10 +124,15 @@ def format_figures(result: dict) -> list[str]:
 
 
 def format_vqgan_comparison(result: dict) -> str:
-    lines = format_figures(result)
-    if result["flat_colour_errors"]:
-        lines.append("  flat colours, worst channel error (0-255), base -> new: " + ", ".join(
-            f"{name} {a:.0f} -> {b:.0f}" for name, (a, b) in result["flat_colour_errors"].items()))
+    lines = format_figures(result) if result["images"] else []
+    for key, words in FLAT_FIGURES.items():
+        errors = result.get("flat_colour_errors" if key == "mean_colour_error" else f"flat_{key}s")
+        if errors:
+            lines.append(f"  flat colours, worst channel error of {words} (0-255), base -> new: " + ", ".join(
+                f"{name} {a:.0f} -> {b:.0f}" for name, (a, b) in errors.items()))
+    if "grey_axis" in result:
+        lines.append("  grey axis, centre tile, base -> new: " + ", ".join(
+            f"{key.replace('_', ' ')} {a} -> {b}" for key, (a, b) in result["grey_axis"].items()))
     return "\n".join(lines)
 
 
