@@ -492,3 +492,33 @@ def test_a_comparison_that_cannot_be_made_keeps_the_report(setup, tmp_path, caps
     code, report = run(setup, tmp_path, "--n", "2", "--compare-to", str(other))
     assert code == 0 and report["inpainting"]["n"] == 2 and "--seed" in report["compared_to"]["error"]
     assert "not compared" in capsys.readouterr().out
+
+
+def test_also_vqgan_decodes_the_same_tokens_through_a_second_decoder_paired(setup, tmp_path, capsys):
+    other = load_vqgan(setup / "vq.safetensors")
+    with torch.no_grad():
+        other.decoder.conv_out.bias.add_(0.2)  # the same tokens (encoder untouched), a brighter decode
+    save_model(tmp_path / "brighter.safetensors", other)
+    code, report = run(setup, tmp_path, "--also-vqgan", str(tmp_path / "brighter.safetensors"))
+    assert code == 0
+    inp = report["inpainting"]
+    also = inp["also_vqgan"]
+    figures = also["paired"]["figures"]
+    assert also["paired"]["images"] == inp["n"] == 3
+    # the first decoder's figures are the report's own; the second's decode the same sampled tokens
+    assert figures["inpaint_lpips"]["base"] == pytest.approx(inp["methods"]["inpaint"]["lpips"], abs=1e-4)
+    assert figures["reconstruction_psnr"]["new"] < figures["reconstruction_psnr"]["base"]
+    assert figures["reconstruction_psnr"]["new_worse_on"] == 3  # every hole decoded too bright
+    assert "through --also-vqgan" in eval_default.summary(report)
+    # sampling draws the same numbers with or without it: the first decoder's rows are unchanged
+    _, plain = run(setup, tmp_path / "plain")
+    strip = lambda rows: [{k: v for k, v in r.items() if not k.startswith("also_")} for r in rows]
+    assert strip(inp["images"]) == strip(plain["inpainting"]["images"])
+
+    # a decoder of another token version is refused with one line, before any work
+    with torch.no_grad():
+        other.encoder.conv_in.weight.mul_(2)
+    save_model(tmp_path / "other_tokens.safetensors", other)
+    capsys.readouterr()
+    code, _ = run(setup, tmp_path / "bad", "--also-vqgan", str(tmp_path / "other_tokens.safetensors"))
+    assert code == 1 and "reads other tokens" in capsys.readouterr().err

@@ -20,6 +20,9 @@ The checks a VQ-GAN + prior pair (the embedded defaults unless given) should pas
    hole LPIPS, inpaint - reconstruction in hole LPIPS, and a picture grid (original with the hole
    outlined, inpaint, mean_fill, reconstruction) of the first --grid-images images. --split train runs 1 and 2 on training images
    instead: beside the held-out report, the gap says how much of the prior's skill is memory.
+   --also-vqgan decodes the same tokens (the image's own and the inpainted ones) through a second
+   decoder of the same token version and pairs its hole figures with the first's, image by image:
+   a decoder candidate judged on the workflow's holes without sampling them again.
 2. Token completion: the prior's one-step top-1 accuracy on the hole's true tokens when they are
    replaced by random tokens (the rest clean), next to the accuracy for as many corrupted tokens
    scattered at random over the grid. Taken in float32 (the prior's weights read as fp32): in bf16
@@ -85,7 +88,7 @@ from ..training.train_vqgan import psnr
 from .evaluate import SampleSource, cached_features, content_key, default_cache_dir, file_digest, folder_images
 from .inception import PREPROCESS_VERSION, FeatureExtractor, InceptionFeatures, extract_features
 from .linear_probe import fit_linear_probe
-from .paired import compare_reports, format_comparison, load_report
+from .paired import compare_reports, format_comparison, format_figures, load_report, paired_figures
 from .token_completion import completion_accuracy, nearest_known_accuracy
 
 WORKFLOW = Path(__file__).resolve().parents[2] / "workflows" / "inpaint_1024.json"
@@ -95,6 +98,8 @@ DOMINANCE = 0.05  # a code is red-dominant when its mean red beats green and blu
 METHODS = ("reconstruction", "inpaint", "mean_fill")
 GRID_COLUMNS = ("original (hole outlined)", "inpaint", "mean_fill", "reconstruction")
 COMPLETION_SEED_OFFSET = 1  # the token-completion figure's generator: --seed + this
+# --also-vqgan's figures, paired with the first decoder's (lower is better?)
+ALSO_PAIRED = {"reconstruction_lpips": True, "reconstruction_psnr": False, "inpaint_lpips": True, "inpaint_psnr": False}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -262,9 +267,11 @@ class InpaintingResult:
     thumbs: list[torch.Tensor]  # (3 t t) pictures for the grid, GRID_COLUMNS per image
 
 
-def inpainting(args, vqgan, prior, scorer, lpips, settings: InpaintSettings, device, progress: bool) -> InpaintingResult:
+def inpainting(args, vqgan, prior, scorer, lpips, settings: InpaintSettings, device, progress: bool,
+               also=None) -> InpaintingResult:
     """prior samples (the shipped path, in the inference dtype); scorer, the same prior in float32,
-    takes the one-step token completion."""
+    takes the one-step token completion; `also`, a second VQ-GAN of the same token version, decodes
+    the same tokens beside the first (--also-vqgan)."""
     f, vocab = vqgan.factor, vqgan.vocab_size
     files = image_subset(args.images, args.n, args.val_fraction, args.split)
     logits_fn = model_logits_fn(prior, compile=args.compile)
@@ -307,6 +314,10 @@ def inpainting(args, vqgan, prior, scorer, lpips, settings: InpaintSettings, dev
             outputs = {"reconstruction": paste(original, decoded[:b], mask, settings.feather, settings.seam_band),
                        "inpaint": paste(original, decoded[b:], mask, settings.feather, settings.seam_band),
                        "mean_fill": paste(original, filled, mask, settings.feather)}
+            if also is not None:
+                redecoded = also.decode(torch.cat([tokens, result.tokens])).cpu()
+                outputs |= {f"also_{name}": paste(original, part, mask, settings.feather, settings.seam_band)
+                            for name, part in (("reconstruction", redecoded[:b]), ("inpaint", redecoded[b:]))}
             real = hole_crops(original, holes, f)
             scores = {}
             for name, image in outputs.items():
@@ -321,7 +332,7 @@ def inpainting(args, vqgan, prior, scorer, lpips, settings: InpaintSettings, dev
                    **({"hole_token_accuracy_views": round(float(hole_views_acc[i]), 4)} if views_fn else {}),
                    "hole_nearest_known_accuracy": round(float(hole_near[i]), 4),
                    "scattered_nearest_known_accuracy": round(float(scattered_near[i]), 4)}
-            for name in METHODS:
+            for name in scores:
                 row[f"{name}_lpips"] = round(float(scores[name][0][i]), 4)
                 row[f"{name}_psnr"] = round(float(scores[name][1][i]), 3)
             rows.append(row)
@@ -356,7 +367,21 @@ def inpainting(args, vqgan, prior, scorer, lpips, settings: InpaintSettings, dev
     if views_fn is not None:
         completion["with_views"] = {"views": settings.sampler.views,
                                     "hole_accuracy": round(mean("hole_token_accuracy_views"), 4)}
+    if also is not None:
+        inpaint["also_vqgan"] = also_report(rows, args.also_vqgan)
     return InpaintingResult({"inpainting": inpaint, "token_completion": completion}, thumbs)
+
+
+def also_report(rows: list[dict], path: str) -> dict:
+    """--also-vqgan: the second decoder's hole figures, and each paired with the first's over the
+    same images and tokens (differences second - first)."""
+    keyed = {(r["file"], r["hole_top"], r["hole_left"]): r for r in rows}
+    first = {k: {key: r[key] for key in ALSO_PAIRED} for k, r in keyed.items()}
+    second = {k: {key: r[f"also_{key}"] for key in ALSO_PAIRED} for k, r in keyed.items()}
+    _, figures = paired_figures(first, second, ALSO_PAIRED)
+    return {"vqgan": path, "paired": {"images": len(rows), "unmatched": 0, "figures": figures},
+            "inpaint_beats_mean_fill": round(float(np.mean([r["also_inpaint_lpips"] < r["mean_fill_lpips"]
+                                                            for r in rows])), 4)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -570,6 +595,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="cpu", help="torch device (default cpu)")
     run.add_argument("--out", default="runs/eval_default", help="output folder (default runs/eval_default)")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    models.add_argument("--also-vqgan", metavar="VQGAN",
+                        help="a second decoder of the same token version: the same tokens decoded through it too, "
+                             "its hole figures paired with --vqgan's (judge a decoder without sampling again)")
     run.add_argument("--compare-to", metavar="REPORT",
                      help="an earlier eval_default.json: print this run's figures against it, paired image by "
                           "image (trainers/evaluation/paired.py), and keep the comparison in the report")
@@ -606,6 +634,14 @@ def main(argv: list[str] | None = None, extractor: FeatureExtractor | None = Non
         scorer = load_prior(args.prior, device=device, dtype=torch.float32)  # read once; sampled in `dtype`
         prior = copy.deepcopy(scorer).to(dtype)
         check_models_fit(vqgan, prior, f"--prior {args.prior} with --vqgan {args.vqgan}: ")
+        also = None
+        if args.also_vqgan:
+            args.also_vqgan = str(model_path(args.also_vqgan, "vqgan"))
+            also = load_vqgan(args.also_vqgan, device=device, dtype=dtype)
+            if also.token_version != vqgan.token_version:
+                raise InputError(f"--also-vqgan {args.also_vqgan} reads other tokens (token version "
+                                 f"{also.token_version}) than --vqgan {args.vqgan} ({vqgan.token_version}): "
+                                 "give a decoder trained with that VQ-GAN's encoder frozen")
         if args.resolution % vqgan.factor:
             raise InputError(f"--resolution {args.resolution} is not a multiple of the VQ-GAN factor {vqgan.factor}")
         if args.classes and not prior.config.num_classes:
@@ -619,7 +655,7 @@ def main(argv: list[str] | None = None, extractor: FeatureExtractor | None = Non
         report = {"vqgan": str(args.vqgan), "prior": str(args.prior), "images": str(args.images),
                   "val_fraction": args.val_fraction, "split": args.split, "seed": args.seed,
                   "batch_size": args.batch_size, "prior_classes": prior.config.num_classes}
-        result = inpainting(args, vqgan, prior, scorer, lp, settings, device, progress)
+        result = inpainting(args, vqgan, prior, scorer, lp, settings, device, progress, also)
         report.update(result.report)
         if result.thumbs:
             path = save_png(make_grid(torch.stack(result.thumbs), nrow=len(GRID_COLUMNS)), out / "inpaint_grid.png")
@@ -657,6 +693,11 @@ def summary(report: dict) -> str:
     lines += [f"  {name:<15} {m['lpips']:.4f} / {m['psnr']:.2f} dB" for name, m in inp["methods"].items()]
     lines.append(f"  inpaint beats mean_fill on {inp['inpaint_beats_mean_fill']:.0%} of images; "
                  f"inpaint - reconstruction = {inp['inpaint_minus_reconstruction_lpips']:+.4f} LPIPS")
+    if "also_vqgan" in inp:
+        also = inp["also_vqgan"]
+        lines.append(f"the same tokens through --also-vqgan {also['vqgan']} (beats mean_fill on "
+                     f"{also['inpaint_beats_mean_fill']:.0%}), against --vqgan:")
+        lines += format_figures(also["paired"])[1:]
     lines.append(f"token completion (one step, top-1, {comp['dtype']}, {comp['draws']} draws): "
                  f"hole {comp['hole_accuracy']:.3f}, "
                  f"scattered {comp['scattered_accuracy']:.3f} ({comp['tokens_per_image']} tokens per image)")
