@@ -90,13 +90,17 @@ python -m trainers.checkpoints.export_model "$RUNS/vqgan_dec4/model.safetensors"
 #   OMP_NUM_THREADS=1 python -m trainers.training.train_vqgan "${VQ_DEC5[@]}" --run-dir "$RUNS/vqgan_dec_s28w" \
 #       --set data.whole_canvas=true --set data.crops_per_canvas=4
 #   Run g's weight average at step 4000 (session 29 stopped it there: --set train.steps=4000 ends it
-#   at that step) is stretch 5, embedded since session 29:
+#   at that step) was stretch 5, embedded in session 29; session 30 ran it on (resumed with
+#   --set train.steps=8000) and embedded its weight average at step 6000 as stretch 6 (the run
+#   keeps only its newest weights: copy model.safetensors at the step you want). Run w was stopped
+#   at step 1100 (session 30: the squares it was meant to remove are the encoder's). Judge a
+#   checkpoint first with sundae-eval-vqgan --flat-only (a minute), then --n 172:
 #   sundae-eval-vqgan --n 172 --vqgan "$RUNS/vqgan_dec_s28g/model.safetensors" --images "$DATA/emoji_groups" \
 #       --compare-to "$RUNS/eval_vqgan_dec4/eval_vqgan.json" --out "$RUNS/eval_vqgan_s28g"
 #   python -m trainers.checkpoints.export_model "$RUNS/vqgan_dec_s28g/model.safetensors" \
 #       sundae_core/default_models/vqgan.safetensors --bf16 \
 #       --note data="Fluent Emoji 3D 1.1.0 (MIT), 1869 emoji, 10 % held out" \
-#       --note training="stretch 5 (sessions 28-29): the decoder alone from stretch 4, 4000 steps at 5e-5 with greys among the synthetic colours, weight average 0.999"
+#       --note training="stretch 6 (sessions 28-30): the decoder alone from stretch 4, 6000 steps at 5e-5 with greys among the synthetic colours, weight average 0.999"
 
 # 2. The latent dataset, from the shipped encoder: every image and its mirror image at 1024 px,
 #    labelled by group folder; the manifest records the token version (and, since session 28, the
