@@ -98,7 +98,7 @@ DOMINANCE = 0.05  # a code is red-dominant when its mean red beats green and blu
 METHODS = ("reconstruction", "inpaint", "mean_fill")
 GRID_COLUMNS = ("original (hole outlined)", "inpaint", "mean_fill", "reconstruction")
 COMPLETION_SEED_OFFSET = 1  # the token-completion figure's generator: --seed + this
-# --also-vqgan's figures, paired with the first decoder's (lower is better?)
+# --also-vqgan's figures, paired with the first decoder's: name -> lower is better
 ALSO_PAIRED = {"reconstruction_lpips": True, "reconstruction_psnr": False, "inpaint_lpips": True, "inpaint_psnr": False}
 
 
@@ -551,6 +551,9 @@ def build_parser() -> argparse.ArgumentParser:
     models = p.add_argument_group("models and data")
     models.add_argument("--vqgan", help="VQ-GAN checkpoint (absent or 'default': the embedded one)")
     models.add_argument("--prior", help="prior checkpoint over its tokens (absent or 'default': the embedded one)")
+    models.add_argument("--also-vqgan", metavar="VQGAN",
+                        help="a second decoder of the same token version: the same tokens decoded through it too, "
+                             "its hole figures paired with --vqgan's (judge a decoder without sampling again)")
     models.add_argument("--images", default="data/emoji_groups",
                         help="image folder, one subfolder per class (default data/emoji_groups)")
     models.add_argument("--val-fraction", type=float, default=HELD_OUT_FRACTION,
@@ -595,9 +598,6 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="cpu", help="torch device (default cpu)")
     run.add_argument("--out", default="runs/eval_default", help="output folder (default runs/eval_default)")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    models.add_argument("--also-vqgan", metavar="VQGAN",
-                        help="a second decoder of the same token version: the same tokens decoded through it too, "
-                             "its hole figures paired with --vqgan's (judge a decoder without sampling again)")
     run.add_argument("--compare-to", metavar="REPORT",
                      help="an earlier eval_default.json: print this run's figures against it, paired image by "
                           "image (trainers/evaluation/paired.py), and keep the comparison in the report")
