@@ -91,8 +91,8 @@ python -m trainers.checkpoints.export_model "$RUNS/vqgan_dec4/model.safetensors"
 #       --set data.whole_canvas=true --set data.crops_per_canvas=4
 #   Run g's weight average at step 4000 (session 29 stopped it there: --set train.steps=4000 ends it
 #   at that step) was stretch 5, embedded in session 29; session 30 ran it on (resumed with
-#   --set train.steps=8000) and embedded its weight average at step 6000 as stretch 6 (the run
-#   keeps only its newest weights: copy model.safetensors at the step you want). Run w was stopped
+#   --set train.steps=8000) and embedded its weight average at step 6000 as stretch 6 (copied by
+#   hand at each 500th step; --set train.keep_every=500, new, keeps them in the run's kept/). Run w was stopped
 #   at step 1100 (session 30: the squares it was meant to remove are the encoder's). Judge a
 #   checkpoint first with sundae-eval-vqgan --flat-only (a minute), then --n 172:
 #   sundae-eval-vqgan --n 172 --vqgan "$RUNS/vqgan_dec_s28g/model.safetensors" --images "$DATA/emoji_groups" \

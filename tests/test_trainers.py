@@ -551,3 +551,33 @@ def test_whole_canvas_training_encodes_crops_inside_their_canvas_and_needs_a_fro
     assert train_vqgan.main(frozen + ["--set", "data.crops_per_canvas=2", "--run-dir", str(tmp_path / "shared")]) == 0
     assert seen and seen[0] == ((1, 3, 64, 64), (2, 4, 16, 16))  # one canvas encoded for the two crops
     assert train_vqgan.main(frozen + ["--set", "data.crops_per_canvas=3", "--run-dir", str(tmp_path / "odd")]) == 1
+
+
+def test_keep_every_keeps_the_model_of_each_such_step_beside_the_newest(tmp_path, vqgan_config, capsys):
+    run = tmp_path / "run"
+    # ckpt_every 2 (the fixture) with keep_every 3: step 3 is saved for the keeping alone
+    command = ["--config", str(vqgan_config), "--run-dir", str(run), "--no-progress",
+               "--set", "train.steps=6", "--set", "train.keep_every=3"]
+    assert train_vqgan.main(command) == 0
+    kept = sorted(p.name for p in (run / "kept").iterdir())
+    assert kept == ["model_000003.safetensors", "model_000006.safetensors"]
+    assert read_metadata(run / "kept" / kept[0])["step"] == "3"
+    assert (run / "kept" / kept[1]).read_bytes() == (run / "model.safetensors").read_bytes()
+    # a copy killed mid-write leaves its temporary in kept/: the next start removes it
+    (run / "kept" / ".model_000009.safetensors.k1ll3d.tmp").write_bytes(b"half a model")
+    assert train_vqgan.main(["--run-dir", str(run), "--no-progress", "--set", "train.steps=7"]) == 0
+    assert not _tmp_files(run)
+    capsys.readouterr()
+    assert train_vqgan.main(["--config", str(vqgan_config), "--run-dir", str(tmp_path / "bad"), "--no-progress",
+                             "--set", "train.keep_every=-1"]) == 1
+    assert "train.keep_every must be >= 0 (0 = keep only the newest model)" in capsys.readouterr().err
+
+
+def test_the_prior_trainer_keeps_its_weight_average_every_keep_every_steps(tmp_path, latents):
+    data = latents(decoder="pixels")
+    run = tmp_path / "prior"
+    argv = ["--run-dir", str(run), "--no-progress",
+            *_sets(PRIOR_SETTINGS + [f"data.path={data}", "train.steps=4", "train.ckpt_every=4", "train.keep_every=2"])]
+    assert train_prior.main(argv) == 0
+    assert sorted(p.name for p in (run / "kept").iterdir()) == ["model_000002.safetensors", "model_000004.safetensors"]
+    assert load_prior(run / "kept" / "model_000002.safetensors").config.vocab_size == 16

@@ -65,6 +65,7 @@ RANGES: dict[str, Range] = {
     "train.log_every": AT_LEAST_1,
     "train.sample_every": AT_LEAST_1,
     "train.ckpt_every": AT_LEAST_1,
+    "train.keep_every": Range(0, note="0 = keep only the newest model"),
     "train.val_every": AT_LEAST_1,
     "train.val_batches": AT_LEAST_1,
     "train.val_samples": Range(0, note="0 = off"),

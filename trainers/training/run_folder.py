@@ -41,6 +41,7 @@ LOCK_NAME = ".lock"
 # leave behind: the only temporaries a resumed run deletes.
 OWN_FILES = ("config.yaml", "state*.safetensors", "model*.safetensors", "log.jsonl")
 OWN_SAMPLES = ("*.png",)  # in samples/
+OWN_KEPT = ("model_*.safetensors",)  # in kept/ (train.keep_every)
 
 
 def resolve_config(cls, config_path: str | None, run_dir: Path, overrides: list[str]):
@@ -180,7 +181,8 @@ def _is_own_leftover(name: str) -> bool:
 def sweep_own_temporaries(run_dir: Path) -> list[Path]:
     """Delete the temporaries of the run's own files that a run killed mid-save left behind."""
     return (remove_stale_temporaries(run_dir, OWN_FILES)
-            + remove_stale_temporaries(run_dir / "samples", OWN_SAMPLES))
+            + remove_stale_temporaries(run_dir / "samples", OWN_SAMPLES)
+            + remove_stale_temporaries(run_dir / "kept", OWN_KEPT))
 
 
 @contextmanager

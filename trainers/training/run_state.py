@@ -107,15 +107,25 @@ def keep_previous(path: str | Path) -> None:
 
 def save_checkpoint_pair(run_dir: Path, *, step: int, modules: dict[str, nn.Module],
                          optimizers: dict[str, torch.optim.Optimizer], generators: dict[str, torch.Generator],
-                         config: dict, model: nn.Module, model_metadata: dict[str, str]) -> None:
+                         config: dict, model: nn.Module, model_metadata: dict[str, str], keep: bool = False) -> None:
     """A run's checkpoint: state.safetensors (resume) then model.safetensors (use), each keeping the
     file it replaces as *.prev.safetensors. `model` is one of `modules` (the state's finiteness
-    check covers it), so a non-finite model never replaces a finite one."""
+    check covers it), so a non-finite model never replaces a finite one. `keep`: the model also
+    stays as kept_path(run_dir, step) (train.keep_every)."""
     state = run_dir / "state.safetensors"
     keep_previous(state)
     save_state(state, step=step, modules=modules, optimizers=optimizers, generators=generators, config=config)
     keep_previous(run_dir / "model.safetensors")
     save_model(run_dir / "model.safetensors", model, metadata=model_metadata)
+    if keep:
+        kept = kept_path(run_dir, step)
+        atomic_write(kept, lambda tmp: shutil.copyfile(run_dir / "model.safetensors", tmp))
+
+
+def kept_path(run_dir: Path, step: int) -> Path:
+    """Where train.keep_every keeps the model written at `step`: a run's model.safetensors is only
+    its newest weights, and a decoder or prior run is judged (and averaged) over several steps."""
+    return Path(run_dir) / "kept" / f"model_{step:06d}.safetensors"
 
 
 def load_state(path: str | Path, *, modules: dict[str, nn.Module],

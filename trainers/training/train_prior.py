@@ -99,6 +99,8 @@ class PriorTrainConfig:
     sample_temperature: tuple[float, ...] = (1.0, 0.7)
     sample_proportion: float = 0.5
     ckpt_every: int = 250
+    # every this many steps the model written also stays in run_dir/kept/ (0 = only the newest)
+    keep_every: int = 0
     vqgan: str = ""  # VQ-GAN checkpoint that decodes sample grids ("" with a pixel dataset)
     init: str = ""  # a new run starts from this prior file's weights (fine-tuning); "" = random
     # learning-rate multiplier for the blocks sundae-grow-prior added to train.init's prior (its
@@ -396,7 +398,9 @@ def train(config: PriorRunConfig, run_dir: Path, progress: bool = True) -> Path:
                                     sync=dist.average_gradients, optimizer_step=guard.step,
                                     first_step_extra=distill)
         last = step + 1 == tc.steps
-        guard.check(step + 1, force=last or (step + 1) % tc.ckpt_every == 0)
+        keep = tc.keep_every > 0 and (step + 1) % tc.keep_every == 0
+        saving = last or keep or (step + 1) % tc.ckpt_every == 0
+        guard.check(step + 1, force=saving)
         ema.update(model, step)
         window_steps += 1
         if step == start:  # the first step compiles (and grows the allocator): kept out of the mean
@@ -429,7 +433,7 @@ def train(config: PriorRunConfig, run_dir: Path, progress: bool = True) -> Path:
                 drawn = time.perf_counter()
                 sample_grid(ema.model, manifest, vqgan, tc, run_dir / "samples" / f"samples_{step + 1:06d}.png")
                 log.write(step + 1, sample_grid_seconds=time.perf_counter() - drawn)
-        if (step + 1) % tc.ckpt_every == 0 or last:
+        if saving:
             digests = dist.check_in_sync(modules)
             if dist.is_main():
                 if digests:
@@ -437,9 +441,9 @@ def train(config: PriorRunConfig, run_dir: Path, progress: bool = True) -> Path:
                 meta = {"step": str(step + 1), "data": str(config.data.path)}
                 save_checkpoint_pair(run_dir, step=step + 1, modules=modules, optimizers={"opt": opt},
                                      generators=generators, config=to_dict(config), model=ema.model,
-                                     model_metadata=meta)
+                                     model_metadata=meta, keep=keep)
             dist.barrier()
-        if any((step + 1) % every == 0 for every in (tc.log_every, tc.val_every, tc.sample_every, tc.ckpt_every)):
+        if saving or any((step + 1) % every == 0 for every in (tc.log_every, tc.val_every, tc.sample_every)):
             window_began, window_steps = time.perf_counter(), 0  # validation, grids, saving: not steps
     dist.cleanup()
     return run_dir / "model.safetensors"

@@ -75,6 +75,8 @@ class VQTrainConfig:
     log_every: int = 20
     sample_every: int = 500
     ckpt_every: int = 250
+    # every this many steps the model written also stays in run_dir/kept/ (0 = only the newest)
+    keep_every: int = 0
     val_images: int = 16
     device: str = "cpu"  # "cpu" or "cuda"
 
@@ -287,7 +289,8 @@ def train(config: VQGANRunConfig, run_dir: Path, progress: bool = True) -> Path:
                 metrics = evaluate(published, lpips, val_set, tc.val_images, autocast)
                 save_grid(metrics.pop("images"), run_dir / "samples" / f"recon_{step + 1:06d}.png", nrow=8)
                 log.write(step + 1, **metrics)
-        if (step + 1) % tc.ckpt_every == 0 or last:
+        keep = tc.keep_every > 0 and (step + 1) % tc.keep_every == 0
+        if (step + 1) % tc.ckpt_every == 0 or last or keep:
             if device.type != "cpu":  # no checkpoint carries an unread streak of skipped steps
                 guard.check(step + 1, force=True)
             digests = dist.check_in_sync(modules)
@@ -296,7 +299,7 @@ def train(config: VQGANRunConfig, run_dir: Path, progress: bool = True) -> Path:
                     log.write(step + 1, rank_weight_digests=digests)
                 save_checkpoint_pair(run_dir, step=step + 1, modules=modules, optimizers=optimizers,
                                      generators=generators, config=to_dict(config), model=published,
-                                     model_metadata={"step": str(step + 1)})
+                                     model_metadata={"step": str(step + 1)}, keep=keep)
             dist.barrier()
     dist.cleanup()
     return run_dir / "model.safetensors"
