@@ -28,3 +28,12 @@ run_specs() {
     done
     printf '%s\n' "$spec"
 }
+
+# room_for OUT FOLDER: whether FOLDER's files can join OUT's and still come back from a call
+# (8 files, 64 MiB in all), 1 MiB kept for the log that the call's tee is still writing
+room_for() {
+    local files bytes
+    files=$(find "$1" "$2" -type f | wc -l)
+    bytes=$(find "$1" "$2" -type f -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }')
+    (( files <= 8 && bytes + 1048576 <= 64 * 1048576 ))
+}

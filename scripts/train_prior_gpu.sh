@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Fine-tune the embedded prior on one GPU for a fixed wall-clock budget, then leave the run's EMA
-# weights in parts of at most 15.5 MiB (scripts/safetensors_parts.py; with several runs, each one's
-# in bf16 in OUT/<run name>/, the held-out loss's pick named in the output), and every run's log,
-# config and last sample grid in OUT/runs.tar. Written for a lent GPU machine with minutes to
-# spare: a probe of 30 steps times a step (and runs every code path once: validation, a sample
-# grid, a checkpoint), then each run gets as many steps as the budget holds, so its cosine schedule
-# ends when the time does.
+# Fine-tune the embedded prior on one GPU for a fixed wall-clock budget, then leave each run's EMA
+# weights in bf16 as parts of at most 15.5 MiB in OUT/<run name>/ (scripts/safetensors_parts.py;
+# with several runs, the held-out loss's pick named in the output), its weights halfway through in
+# OUT/<run name>-<step>/ where there is room, and every run's log, config and last sample grid in
+# OUT/runs.tar. Written for a lent GPU machine with minutes to spare: a probe of 30 steps times a
+# step (and runs every code path once: validation, a sample grid, a checkpoint), then each run gets
+# as many steps as the budget holds, so its cosine schedule ends when the time does.
 #
 #   scripts/train_prior_gpu.sh LATENTS[,LATENTS...] OUT [SECONDS] [--set key=value ...]
 #
@@ -16,9 +16,10 @@
 # A grown prior against the shipped one (sundae-grow-prior; commas inside brackets stay in the value):
 #   .device_data/latents,.device_data/latents@train.init=GROWN@model.depth=[1,[2,10,2],1]@train.grown_lr_scale=3
 # Each run is named after its folder and overrides; the one with the lowest final held-out loss is
-# printed as "best", and every run's weights come back to be judged on sundae-eval-default (at most
-# two runs: two bf16 models and the logs fill most of the 64 MiB a call returns). Every folder
-# needs the same val split for the losses to compare. Trailing --set overrides apply to every run
+# printed as "best", and every run's weights come back to be judged on sundae-eval-default, with
+# its halfway step where what a call returns has room (the loss does not pick a generator's step
+# either; one run: always). At most two runs: their models and the logs fill most of the 8 files
+# and 64 MiB a call returns. Every folder needs the same val split for the losses to compare. Trailing --set overrides apply to every run
 # (a dry run on the CPU: --set train.device=cpu --set train.compile=false --set train.batch_size=2).
 #
 # STEP_S=0.13 FIRST_S=70 (wall seconds per step with these runs at once, and to the first step)
@@ -82,11 +83,15 @@ fi
 steps=$("$PY" -m trainers.training.time_budget steps "$left" "$step_s" "$first_s")
 echo "probe: $step_s s/step with ${#ARMS[@]} run(s) at once, $first_s s to the first step; $left s left -> $steps steps each"
 
-# 2. the runs; each is killed at the budget if the estimate was off (its last checkpoint is kept)
+# 2. the runs; each is killed at the budget if the estimate was off (its last checkpoint is kept).
+# Each also keeps its model halfway (train.keep_every), brought back beside its final one where
+# there is room: the best step of a fixed budget need not be its last
+EARLIER=1
 run_arm() {
     train_cmd "$1" "$RUNS/$(name "$1")"
     timeout $(( left + 30 )) "${CMD[@]}" --set train.steps="$steps" --set train.warmup=200 \
         --set train.log_every=50 --set train.val_every=250 --set train.ckpt_every=250 \
+        --set train.keep_every=$(( (steps + EARLIER) / (EARLIER + 1) )) \
         --set train.sample_every=$(( steps / 2 )) || { code=$?; echo "run $(name "$1") stopped early ($code)"; }
 }
 for arm in "${ARMS[@]}"; do run_arm "$arm" & done
@@ -100,26 +105,41 @@ if [ -z "$best" ]; then
     exit 1
 fi
 echo "best: $(name "$best")"
-if (( ${#ARMS[@]} == 1 )); then
-    "$PY" scripts/safetensors_parts.py split "$best/model.safetensors" "$OUT" --max-mb 15.5
-else
-    # every arm comes back, each as a bf16 EMA in OUT/<run name>/ (two fp32 models would pass the
-    # 64 MiB a call returns): the held-out loss picks "best" but does not judge a generator (session
-    # 11), so sundae-eval-default on the CPU chooses between them
-    for arm in "${ARMS[@]}"; do
-        run=$RUNS/$(name "$arm")
-        [ -f "$run/model.safetensors" ] || continue
-        mkdir -p "$OUT/$(name "$arm")"
-        "$PY" -m trainers.checkpoints.export_model "$run/model.safetensors" "$run/model.bf16.safetensors" --bf16
-        "$PY" scripts/safetensors_parts.py split "$run/model.bf16.safetensors" "$OUT/$(name "$arm")" --max-mb 15.5
-    done
-fi
+# every arm comes back as a bf16 EMA in OUT/<run name>/ (fp32 weights of two arms would pass the
+# 64 MiB a call returns): the held-out loss picks "best" but does not judge a generator (session
+# 11), so sundae-eval-default on the CPU chooses between them
+for arm in "${ARMS[@]}"; do
+    run=$RUNS/$(name "$arm")
+    [ -f "$run/model.safetensors" ] || continue
+    "$PY" -m trainers.checkpoints.export_model "$run/model.safetensors" "$run/model.bf16.safetensors" --bf16
+    "$PY" scripts/safetensors_parts.py split "$run/model.bf16.safetensors" "$OUT/$(name "$arm")" --max-mb 15.5
+done
+# every run's log, config and last sample grid, the grid at a quarter of its size (nine 1024 px
+# samples make an 8 MB PNG that would crowd out weights)
 for arm in "${ARMS[@]}"; do
     run=$RUNS/$(name "$arm")
     last=$(ls "$run/samples"/*.png 2>/dev/null | tail -1 || true)
-    [ -n "$last" ] && cp "$last" "$run/samples_last.png"
+    [ -n "$last" ] && "$PY" -c 'import sys; from PIL import Image; Image.open(sys.argv[1]).reduce(4).save(sys.argv[2])' \
+        "$last" "$run/samples_last.png"
 done
 (cd "$RUNS" && tar -cf "$OUT/runs.tar" --ignore-failed-read \
     $(for arm in "${ARMS[@]}"; do n=$(name "$arm"); echo "$n/log.jsonl $n/config.yaml $n/samples_last.png"; done) \
     2>/dev/null || true)
+# an earlier step of each arm, bf16, in OUT/<run name>-<step>/, where what a call returns has room
+# for it (one arm: yes; two: only if the models are small)
+for arm in "${ARMS[@]}"; do
+    run=$RUNS/$(name "$arm")
+    "$PY" -m trainers.training.time_budget kept "$run" "$EARLIER" | while read -r kept; do
+        step=$(basename "$kept" .safetensors); step=$(( 10#${step#model_} ))
+        staged=$run/earlier-$step
+        rm -rf "$staged"
+        "$PY" -m trainers.checkpoints.export_model "$kept" "$run/earlier.bf16.safetensors" --bf16
+        "$PY" scripts/safetensors_parts.py split "$run/earlier.bf16.safetensors" "$staged" --max-mb 15.5 > /dev/null
+        if room_for "$OUT" "$staged"; then
+            mv "$staged" "$OUT/$(name "$arm")-$step"
+        else
+            echo "step $step of $(name "$arm") left out: no room in what a call returns"
+        fi
+    done
+done
 echo "done in $(( $(date +%s) - began )) s"

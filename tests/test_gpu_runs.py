@@ -45,3 +45,27 @@ def test_runs_split_at_commas_outside_brackets():
     assert _call("run_specs", f".device_data/v2t,{grown}") == [".device_data/v2t", grown]
     assert _call("run_specs", ".device_data/v2t") == [".device_data/v2t"]
     assert _call("own_sets", grown)[-1] == "model.depth=[1,[2,10,2],1]"
+
+
+def _room_for(out: Path, folder: Path) -> bool:
+    script = f'. "{HELPERS}"; room_for "$1" "$2"'
+    return subprocess.run(["bash", "-c", script, "bash", str(out), str(folder)]).returncode == 0
+
+
+def test_an_earlier_step_comes_back_only_within_the_calls_file_and_size_limits(tmp_path):
+    out, staged = tmp_path / "out", tmp_path / "staged"
+    out.mkdir(), staged.mkdir()
+    mib = 2**20
+    (out / "model.part0of2.safetensors").write_bytes(b"\0" * 15 * mib)
+    (out / "model.part1of2.safetensors").write_bytes(b"\0" * 9 * mib)
+    (out / "runs.tar").write_bytes(b"\0" * 6 * mib)
+    (staged / "earlier.bf16.part0of1.safetensors").write_bytes(b"\0" * 12 * mib)
+    assert _room_for(out, staged)  # 4 files, 42 MiB
+    for i in range(2):
+        (out / f"other.part{i}of2.safetensors").write_bytes(b"\0" * 11 * mib)
+    assert not _room_for(out, staged)  # 52 + 12 MiB and the log's 1: past the 64 MiB a call returns
+    for i in range(2):
+        (out / f"other.part{i}of2.safetensors").unlink()
+    for i in range(5):  # small files, but 3 + 5 + 1 = 9 of the 8 a call returns
+        (out / f"extra{i}.txt").write_text("x")
+    assert not _room_for(out, staged)

@@ -4,6 +4,8 @@ the trainer's log.jsonl rows."""
 import json
 
 import pytest
+import torch
+from safetensors.torch import save_file
 
 from sundae_core.errors import InputError
 from trainers.training import time_budget
@@ -76,3 +78,22 @@ def test_a_last_line_cut_short_by_a_timeout_is_skipped_but_damage_elsewhere_is_r
     (run / "log.jsonl").write_text('{"step": 1\n{"step": 5, "time": 1.0}\n')
     assert time_budget.main(["rate", str(run)]) == 1
     assert "line 1 is not a log row" in capsys.readouterr().err
+
+
+def test_earlier_kept_models_are_the_latest_besides_the_final_one(tmp_path, capsys):
+    run = write_run(tmp_path / "a", [{"step": 1, "time": 1.0}])
+    save_file({"w": torch.zeros(1)}, str(run / "model.safetensors"), metadata={"step": "900"})
+    (run / "kept").mkdir()
+    for step in (300, 600, 900):  # keep_every 300 over a 900-step budget
+        (run / "kept" / f"model_{step:06d}.safetensors").write_bytes(b"")
+    (run / "kept" / "model_notes.safetensors").write_bytes(b"")  # not a step: never brought back
+    assert time_budget.earlier_kept(run, 2) == [run / "kept" / "model_000300.safetensors",
+                                                run / "kept" / "model_000600.safetensors"]
+    assert time_budget.earlier_kept(run, 1) == [run / "kept" / "model_000600.safetensors"]
+    assert time_budget.earlier_kept(run, 0) == []
+    # a run stopped at the budget after step 600: its model is step 600's, so 300 comes back
+    save_file({"w": torch.zeros(1)}, str(run / "model.safetensors"), metadata={"step": "600"})
+    (run / "kept" / "model_000900.safetensors").unlink()
+    assert time_budget.main(["kept", str(run), "2"]) == 0
+    assert capsys.readouterr().out.splitlines() == [str(run / "kept" / "model_000300.safetensors")]
+    assert time_budget.earlier_kept(tmp_path / "no_run", 2) == []

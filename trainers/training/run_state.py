@@ -128,6 +128,18 @@ def kept_path(run_dir: Path, step: int) -> Path:
     return Path(run_dir) / "kept" / f"model_{step:06d}.safetensors"
 
 
+def is_keep_step(steps_done: int, keep_every: int) -> bool:
+    """Whether train.keep_every keeps the model after `steps_done` steps (0: it keeps none)."""
+    return keep_every > 0 and steps_done % keep_every == 0
+
+
+def kept_models(run_dir: Path) -> dict[int, Path]:
+    """{step: path} of the models a run kept (train.keep_every), in step order."""
+    paths = kept_path(run_dir, 0).parent.glob("model_*.safetensors")
+    steps = {int(p.stem.removeprefix("model_")): p for p in paths if p.stem.removeprefix("model_").isdigit()}
+    return dict(sorted(steps.items()))
+
+
 def load_state(path: str | Path, *, modules: dict[str, nn.Module],
                optimizers: dict[str, torch.optim.Optimizer], generators: dict[str, torch.Generator],
                start_as: dict[str, str] | None = None) -> int:

@@ -3,6 +3,7 @@
     python -m trainers.training.time_budget rate RUN_DIR...          -> "STEP_S FIRST_S"
     python -m trainers.training.time_budget steps LEFT STEP_S FIRST_S -> the step count for each run
     python -m trainers.training.time_budget best RUN_DIR...          -> the run with the lowest held-out loss
+    python -m trainers.training.time_budget kept RUN_DIR COUNT       -> earlier kept models to bring back
 
 Every figure comes from the trainer's own log.jsonl (one JSON object per line: training rows carry
 "step_seconds", validation rows "val_loss", the first row the time to the first step).
@@ -14,10 +15,13 @@ import argparse
 import sys
 from pathlib import Path
 
+from safetensors import safe_open
+
 from sundae_core.cli import run_guarded
 from sundae_core.errors import InputError
 
 from .run_folder import read_log
+from .run_state import kept_models
 
 # seconds kept for validation, the sample grids and checkpoints of a budgeted run, and the share of
 # the rest that is spent (the 5 % left over covers a step time that grows after the probe)
@@ -59,6 +63,25 @@ def best_run(run_dirs: list[str]) -> tuple[str | None, dict[str, dict[str, float
     return (min(finals, key=lambda run: finals[run]["val_loss"]) if finals else None), finals
 
 
+def model_step(path: Path) -> int | None:
+    """The step a model file says it was written at, None when it cannot say."""
+    try:
+        with safe_open(str(path), "pt") as f:
+            return int((f.metadata() or {})["step"])
+    except Exception:  # noqa: BLE001 - missing, damaged or older files simply name no step
+        return None
+
+
+def earlier_kept(run_dir: str | Path, count: int) -> list[Path]:
+    """Up to `count` of a run's kept models (train.keep_every), the latest ones, oldest first, leaving
+    out the step its model.safetensors holds (that one comes back anyway). The held-out loss does
+    not judge a generator (session 11) and a fixed budget may overfit before its end, so the steps
+    come back for sundae-eval-default to choose among on the CPU."""
+    final = model_step(Path(run_dir) / "model.safetensors")
+    earlier = [path for step, path in kept_models(Path(run_dir)).items() if step != final]
+    return earlier[-count:] if count > 0 else []
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainers.training.time_budget", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -71,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     steps.add_argument("first_s", type=float)
     best = sub.add_parser("best", help="the run with the lowest final held-out loss (empty if none)")
     best.add_argument("runs", nargs="+")
+    kept = sub.add_parser("kept", help="up to COUNT kept models besides the final one, one path a line")
+    kept.add_argument("run")
+    kept.add_argument("count", type=int)
     args = parser.parse_args(argv)
 
     def body() -> int:
@@ -79,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
             print(max(r for r, _ in rates), max(f for _, f in rates))
         elif args.command == "steps":
             print(budget_steps(args.left, args.step_s, args.first_s))
+        elif args.command == "kept":
+            for path in earlier_kept(args.run, args.count):
+                print(path)
         else:
             winner, finals = best_run(args.runs)
             for run, final in finals.items():

@@ -53,7 +53,7 @@ from .divergence import NonFiniteGuard
 from .ema import EMA
 from .prior_step import make_optimizer, make_step_loss, train_step
 from .run_folder import MetricLog, trainer_main, write_config
-from .run_state import has_state, init_weights, load_state, save_checkpoint_pair
+from .run_state import has_state, init_weights, is_keep_step, load_state, save_checkpoint_pair
 from .view_distill import load_teacher, view_distill_loss
 
 
@@ -398,7 +398,7 @@ def train(config: PriorRunConfig, run_dir: Path, progress: bool = True) -> Path:
                                     sync=dist.average_gradients, optimizer_step=guard.step,
                                     first_step_extra=distill)
         last = step + 1 == tc.steps
-        keep = tc.keep_every > 0 and (step + 1) % tc.keep_every == 0
+        keep = is_keep_step(step + 1, tc.keep_every)
         saving = last or keep or (step + 1) % tc.ckpt_every == 0
         guard.check(step + 1, force=saving)
         ema.update(model, step)

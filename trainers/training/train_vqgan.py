@@ -35,7 +35,7 @@ from .divergence import NonFiniteGuard
 from .ema import EMA
 from .lpips import LPIPS, load_lpips
 from .run_folder import MetricLog, trainer_main, write_config
-from .run_state import has_state, init_weights, load_state, save_checkpoint_pair
+from .run_state import has_state, init_weights, is_keep_step, load_state, save_checkpoint_pair
 from .vqgan_losses import generator_loss, hinge_d_loss
 
 
@@ -289,7 +289,7 @@ def train(config: VQGANRunConfig, run_dir: Path, progress: bool = True) -> Path:
                 metrics = evaluate(published, lpips, val_set, tc.val_images, autocast)
                 save_grid(metrics.pop("images"), run_dir / "samples" / f"recon_{step + 1:06d}.png", nrow=8)
                 log.write(step + 1, **metrics)
-        keep = tc.keep_every > 0 and (step + 1) % tc.keep_every == 0
+        keep = is_keep_step(step + 1, tc.keep_every)
         if (step + 1) % tc.ckpt_every == 0 or last or keep:
             if device.type != "cpu":  # no checkpoint carries an unread streak of skipped steps
                 guard.check(step + 1, force=True)
