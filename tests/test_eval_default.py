@@ -18,7 +18,7 @@ from sundae_core.errors import InputError
 from sundae_core.models import load_vqgan, save_model
 from sundae_core.sampler import SamplerSettings
 from sundae_core.vqgan import VQGAN
-from trainers.evaluation import eval_default, paired
+from trainers.evaluation import eval_default, inpaint_setup, paired
 from trainers.data.image_data import is_validation
 from trainers.evaluation.linear_probe import fit_linear_probe
 from trainers.evaluation.token_completion import nearest_known_accuracy
@@ -64,7 +64,7 @@ def setup(tmp_path_factory):
     held_out = [p for p in (root / "images").rglob("*.png") if is_validation(p, VAL_FRACTION)]
     assert 3 <= len(held_out) < 12  # the hash split leaves images on both sides
     # the shipped workflow with its sampler reading the grid alone: 9 shifted views cost 9 passes a step
-    workflow = json.loads(eval_default.WORKFLOW.read_text())
+    workflow = json.loads(inpaint_setup.WORKFLOW.read_text())
     next(node for node in workflow["nodes"] if node["type"] == "SundaeSample")["widgets_values"][10:] = [1]
     (root / ONE_VIEW).write_text(json.dumps(workflow))
     return root
@@ -173,7 +173,7 @@ def test_a_workflow_with_views_adds_their_completion_on_the_same_fillings(setup,
     figure beside it replays the same random fillings (so the two pair image by image)."""
     reports = {}
     for views in (1, 4):
-        workflow = json.loads(eval_default.WORKFLOW.read_text())
+        workflow = json.loads(inpaint_setup.WORKFLOW.read_text())
         sampler = next(node for node in workflow["nodes"] if node["type"] == "SundaeSample")
         sampler["widgets_values"][10:] = [views]  # after selection
         path = tmp_path / f"views{views}.json"
@@ -192,7 +192,7 @@ def test_the_views_figure_replays_the_priors_fillings(setup, tmp_path, monkeypat
     """With the views replaced by the prior itself, the two figures agree image by image: they
     were taken on the same random fillings of the hole."""
     monkeypatch.setattr(eval_default, "ShiftedViews", lambda logits_fn, views: logits_fn)
-    workflow = json.loads(eval_default.WORKFLOW.read_text())
+    workflow = json.loads(inpaint_setup.WORKFLOW.read_text())
     next(node for node in workflow["nodes"] if node["type"] == "SundaeSample")["widgets_values"][10:] = [4]
     path = tmp_path / "views.json"
     path.write_text(json.dumps(workflow))
@@ -273,7 +273,7 @@ def test_reconstructions_are_the_vqgans_round_trip_in_file_order(setup):
     files = sorted((setup / "images").rglob("*.png"))[:3]
     images = list(eval_default.reconstructions(vqgan, files, 64, 2, torch.device("cpu")))
     assert len(images) == 3 and images[0].shape == (64, 64, 3) and images[0].dtype == np.uint8
-    pixels = eval_default.to_model(np.stack([eval_default.load_rgb(files[2], 64)]))
+    pixels = inpaint_setup.to_model(np.stack([eval_default.load_rgb(files[2], 64)]))
     expected = eval_default.to_uint8(vqgan.decode(vqgan.encode(pixels)))[0]
     assert np.array_equal(images[2], expected)
 
@@ -285,7 +285,7 @@ def test_classes_needs_a_class_conditional_prior(setup, tmp_path, capsys):
 
 def test_mean_fill_is_exact_on_a_flat_colour_image():
     image = torch.tensor([0.6, -0.2, 0.35]).view(3, 1, 1).expand(3, 64, 64).clone()
-    filled = eval_default.mean_fill(image, (16, 48, 8, 40), ring=4)
+    filled = inpaint_setup.mean_fill(image, (16, 48, 8, 40), ring=4)
     assert torch.equal(filled, image)
 
 
@@ -293,7 +293,7 @@ def test_mean_fill_takes_its_colour_from_the_ring_only():
     image = torch.full((3, 32, 32), -1.0)  # far pixels: black
     image[:, 8:24, 8:24] = 0.5  # ring (4 px wide) around the hole 12..20
     image[:, 12:20, 12:20] = 1.0  # the hole's own pixels must not count
-    filled = eval_default.mean_fill(image, (12, 20, 12, 20), ring=4)
+    filled = inpaint_setup.mean_fill(image, (12, 20, 12, 20), ring=4)
     assert torch.all(filled[:, 12:20, 12:20] == 0.5)
     assert torch.equal(filled[:, :12], image[:, :12])
 
@@ -301,17 +301,17 @@ def test_mean_fill_takes_its_colour_from_the_ring_only():
 def test_hole_lands_on_the_subject_and_follows_the_seed():
     image = np.full((128, 128, 3), 255, np.uint8)
     image[64:, :64] = (30, 160, 90)  # subject: the lower-left quarter, tokens rows 8..15, cols 0..7 (f = 8)
-    holes = [eval_default.place_hole(image, 8, 4, torch.Generator().manual_seed(s)) for s in range(20)]
+    holes = [inpaint_setup.place_hole(image, 8, 4, torch.Generator().manual_seed(s)) for s in range(20)]
     for hole in holes:
         y0, y1, x0, x1 = hole.box(8)
         assert hole.subject_share == 1.0 and y0 >= 64 and x1 <= 64 and y1 <= 128 - 8 and x0 >= 8
     assert len({(h.top, h.left) for h in holes}) > 1  # a seeded choice among the good windows
-    again = eval_default.place_hole(image, 8, 4, torch.Generator().manual_seed(3))
+    again = inpaint_setup.place_hole(image, 8, 4, torch.Generator().manual_seed(3))
     assert again == holes[3]
 
 
 def test_workflow_settings_come_from_the_shipped_workflow():
-    s = eval_default.workflow_settings(eval_default.WORKFLOW)
+    s = inpaint_setup.workflow_settings(inpaint_setup.WORKFLOW)
     assert (s.rate, s.feather, s.seam_band) == (1.0, 8, 32)
     assert s.sampler == SamplerSettings(steps=100, temperature=(0.5, 0.3), proportion=0.5, min_steps=10,
                                         self_stop=True, guidance=0.0, selection="random", views=9)
@@ -326,20 +326,20 @@ def test_the_seam_band_pastes_a_colour_shifted_decode_closer_to_the_original():
     mask[:, 32:64, 32:64] = 1
     decoded = (original + 0.2).clamp(-1, 1)  # a decoder that shifts every colour
     hole = (slice(None), slice(None), slice(32, 64), slice(32, 64))
-    plain = eval_default.paste(original, decoded, mask, 4)
-    matched = eval_default.paste(original, decoded, mask, 4, seam_band=16)
+    plain = inpaint_setup.paste(original, decoded, mask, 4)
+    matched = inpaint_setup.paste(original, decoded, mask, 4, seam_band=16)
     assert (matched - original)[hole].abs().mean() < (plain - original)[hole].abs().mean() / 4
     assert torch.equal(matched[..., :16, :], plain[..., :16, :])  # outside the mask: the original both ways
 
 
 def test_a_workflow_with_a_sampler_setting_out_of_range_is_refused_naming_it(tmp_path):
-    workflow = json.loads(eval_default.WORKFLOW.read_text())
+    workflow = json.loads(inpaint_setup.WORKFLOW.read_text())
     sample = next(n for n in workflow["nodes"] if n["type"] == "SundaeSample")
     sample["widgets_values"][5] = 1.5  # seed, its control, steps, temperature start, end, then proportion
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(workflow))
     with pytest.raises(InputError, match=r"bad.json: the SundaeSample node's proportion: .*outside \[0, 1\]"):
-        eval_default.workflow_settings(path)
+        inpaint_setup.workflow_settings(path)
 
 
 def test_linear_probe_separates_separable_features():
@@ -390,7 +390,7 @@ def test_eval_vqgan_reports_flat_colours_holes_and_hue_spread(setup, tmp_path):
     assert holes["n"] == 3 and set(holes["methods"]) == {"reconstruction", "mean_fill"}
     # pasted as sundae-eval-default pastes it: the workflow's seam band on the reconstruction only
     assert (holes["feather"], holes["seam_band"]) == (8, 32)
-    workflow = json.loads(eval_default.WORKFLOW.read_text())
+    workflow = json.loads(inpaint_setup.WORKFLOW.read_text())
     next(node for node in workflow["nodes"] if node["type"] == "SundaeComposite")["widgets_values"] = [8, 0]
     (tmp_path / "no_band.json").write_text(json.dumps(workflow))
     no_band_out = tmp_path / "vq_no_band"
@@ -464,7 +464,7 @@ def test_the_edge_ratio_is_one_for_the_original_and_falls_when_edges_blur():
 
 def test_compare_to_an_earlier_report_pairs_the_same_holes(setup, tmp_path):
     code, first = run(setup, tmp_path / "a", "--n", "2")
-    workflow = json.loads(eval_default.WORKFLOW.read_text())
+    workflow = json.loads(inpaint_setup.WORKFLOW.read_text())
     sampler = next(node for node in workflow["nodes"] if node["type"] == "SundaeSample")
     sampler["widgets_values"][5] = 0.9  # another proportion: other samples, the same holes
     changed = tmp_path / "changed.json"

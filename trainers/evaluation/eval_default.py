@@ -56,7 +56,6 @@ between checkpoints on those differences and their standard errors, not on the m
 from __future__ import annotations
 
 import argparse
-import colorsys
 import copy
 import time
 from dataclasses import dataclass
@@ -65,19 +64,15 @@ from typing import Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from sundae_core.cli import doc_summary, run_guarded, write_json_report
 from sundae_core.corruption import corrupt
 from sundae_core.errors import InputError
-from sundae_core.graph import default_registry, load_workflow
 from sundae_core.grid import make_grid, save_png, to_uint8
-from sundae_core.images import comfy_to_model, composite, model_to_comfy
 from sundae_core.masks import latent_mask
 from sundae_core.models import check_models_fit, inference_dtype, load_prior, load_vqgan, model_path
-from sundae_core.sampler import SamplerSettingError, SamplerSettings, model_logits_fn, sample
+from sundae_core.sampler import model_logits_fn, sample
 from sundae_core.shifted_views import ShiftedViews
 
 from ..data.build_latents import _folder_labels, folder_classes
@@ -85,16 +80,16 @@ from ..data.image_data import HELD_OUT_FRACTION, image_paths, is_validation, loa
 from ..sampling.sampler_flags import CLASS_WORKFLOW_SAMPLER, add_sampler_flags, settings_from_args
 from ..training.lpips import load_lpips
 from ..training.train_vqgan import psnr
+from .code_colours import code_colours, colour_report, palette
 from .evaluate import SampleSource, cached_features, content_key, default_cache_dir, file_digest, folder_images
+from .inpaint_setup import (WORKFLOW, InpaintSettings, hole_crops, hole_masks, image_subset, mean_fill, paste,
+                            place_hole, scattered_positions, thumbnail, to_model, workflow_settings)
 from .inception import PREPROCESS_VERSION, FeatureExtractor, InceptionFeatures, extract_features
 from .linear_probe import fit_linear_probe
 from .paired import compare_reports, format_comparison, format_figures, load_report, paired_figures
 from .token_completion import completion_accuracy, nearest_known_accuracy
 
-WORKFLOW = Path(__file__).resolve().parents[2] / "workflows" / "inpaint_1024.json"
 REPORT = "eval_default.json"
-BACKGROUND = 250  # a pixel whose channels are all >= this (of 255) is white background
-DOMINANCE = 0.05  # a code is red-dominant when its mean red beats green and blue by this much
 METHODS = ("reconstruction", "inpaint", "mean_fill")
 GRID_COLUMNS = ("original (hole outlined)", "inpaint", "mean_fill", "reconstruction")
 COMPLETION_SEED_OFFSET = 1  # the token-completion figure's generator: --seed + this
@@ -103,162 +98,7 @@ ALSO_PAIRED = {"reconstruction_lpips": True, "reconstruction_psnr": False, "inpa
 
 
 # ---------------------------------------------------------------------------------------------
-# What the shipped workflow does
-
-
-@dataclass(frozen=True)
-class InpaintSettings:
-    """The inpainting workflow's corrupt rate, sampler settings and composite feather and seam band."""
-
-    rate: float
-    sampler: SamplerSettings
-    feather: int
-    seam_band: int = 0
-
-    def to_dict(self) -> dict:
-        return {"rate": self.rate, **self.sampler.to_dict(), "feather": self.feather, "seam_band": self.seam_band}
-
-
-def workflow_settings(path: str | Path) -> InpaintSettings:
-    """Read the settings from the workflow's SundaeCorrupt, SundaeSample and SundaeComposite nodes
-    (widget values mapped to names by the installed node definitions, as `sundae-run` does)."""
-    workflow = load_workflow(path, default_registry().definitions())
-    by_type: dict[str, list[dict]] = {}
-    for node in workflow.prompt.values():
-        by_type.setdefault(node["class_type"], []).append(node["inputs"])
-
-    def one(kind: str) -> dict:
-        found = by_type.get(kind, [])
-        if len(found) != 1:
-            raise InputError(f"{path}: expected one {kind} node, found {len(found)}; give --workflow an "
-                             "inpainting workflow like workflows/inpaint_1024.json")
-        return found[0]
-
-    c, s, m = one("SundaeCorrupt"), one("SundaeSample"), one("SundaeComposite")
-    try:
-        sampler = SamplerSettings.from_node_inputs(s)
-    except SamplerSettingError as err:
-        raise InputError(f"{path}: the SundaeSample node's {err.setting}: {err}") from None
-    return InpaintSettings(rate=float(c["rate"]), sampler=sampler, feather=int(m["feather"]),
-                           seam_band=int(m["seam_band"]))
-
-
-# ---------------------------------------------------------------------------------------------
-# Holes and the no-model baseline
-
-
-@dataclass(frozen=True)
-class Hole:
-    top: int  # token row of the hole's top-left token
-    left: int  # token column
-    size: int  # side in tokens
-    subject_share: float  # share of the hole's pixels that are not white background
-
-    def box(self, factor: int) -> tuple[int, int, int, int]:
-        """(y0, y1, x0, x1) in pixels."""
-        return (self.top * factor, (self.top + self.size) * factor,
-                self.left * factor, (self.left + self.size) * factor)
-
-
-def place_hole(image: np.ndarray, factor: int, size: int, generator: torch.Generator,
-               slack: float = 0.1) -> Hole:
-    """A size x size token window on the subject of `image` (H W 3) uint8 on white: one of the
-    windows whose non-white share is within `slack` of the best, drawn with `generator`. Keeps one
-    token of margin from the border when the grid is at least size + 2 tokens."""
-    h, w = image.shape[:2]
-    if h % factor or w % factor:
-        raise InputError(f"image size {h}x{w} is not a multiple of the VQ-GAN factor {factor}")
-    gh, gw = h // factor, w // factor
-    if size < 1 or size > min(gh, gw):
-        raise InputError(f"--hole {size} does not fit the {gh}x{gw} token grid")
-    subject = torch.from_numpy((image < BACKGROUND).any(-1)).double()  # (H W) 1 = subject
-    per_token = F.avg_pool2d(subject[None, None], factor)  # (1 1 gh gw) subject share per token
-    share = F.avg_pool2d(per_token, size, stride=1)[0, 0]  # (gh-size+1 gw-size+1) per window
-    margin = 1 if min(gh, gw) >= size + 2 else 0
-    inner = share[margin:share.shape[0] - margin, margin:share.shape[1] - margin]
-    good = (inner >= inner.max() - slack).nonzero()
-    top, left = good[int(torch.randint(len(good), (1,), generator=generator))].tolist()
-    return Hole(top + margin, left + margin, size, round(float(inner[top, left]), 4))
-
-
-def mean_fill(image: torch.Tensor, box: tuple[int, int, int, int], ring: int) -> torch.Tensor:
-    """image (c H W): the box (y0, y1, x0, x1) filled with the mean colour of the pixels in a ring
-    `ring` pixels wide around it (clipped to the image)."""
-    y0, y1, x0, x1 = box
-    H, W = image.shape[-2:]
-    around = torch.zeros(H, W, dtype=torch.bool)
-    around[max(0, y0 - ring):min(H, y1 + ring), max(0, x0 - ring):min(W, x1 + ring)] = True
-    around[y0:y1, x0:x1] = False
-    if not bool(around.any()):
-        raise InputError("the hole covers the whole image: there is no ring around it to take a colour from")
-    colour = image[:, around.to(image.device)].double().mean(1).to(image.dtype)  # (c,)
-    out = image.clone()
-    out[:, y0:y1, x0:x1] = colour[:, None, None]
-    return out
-
-
-def hole_masks(holes: list[Hole], height: int, width: int, factor: int) -> torch.Tensor:
-    """Pixel masks (b H W) float, 1 = repaint (ComfyUI's MASK), one hole per image."""
-    masks = torch.zeros(len(holes), height, width)
-    for i, hole in enumerate(holes):
-        y0, y1, x0, x1 = hole.box(factor)
-        masks[i, y0:y1, x0:x1] = 1
-    return masks
-
-
-def hole_crops(images: torch.Tensor, holes: list[Hole], factor: int) -> torch.Tensor:
-    """images (b c H W) -> each image's hole (b c s s), s = hole side in pixels."""
-    return torch.stack([image[:, y0:y1, x0:x1] for image, (y0, y1, x0, x1)
-                        in zip(images, (hole.box(factor) for hole in holes))])
-
-
-def paste(original: torch.Tensor, generated: torch.Tensor, mask: torch.Tensor, feather: int,
-          seam_band: int = 0) -> torch.Tensor:
-    """The workflow's composite for model-layout images (b 3 H W) in [-1, 1]."""
-    return comfy_to_model(composite(model_to_comfy(original), model_to_comfy(generated), mask, feather, seam_band))
-
-
-def scattered_positions(batch: int, height: int, width: int, count: int, generator: torch.Generator,
-                        device: torch.device) -> torch.Tensor:
-    """(b h w) bool with exactly `count` positions per sample set, drawn uniformly."""
-    keys = torch.rand(batch, height * width, generator=generator, device=device)
-    chosen = keys.argsort(1)[:, :count]
-    mask = torch.zeros(batch, height * width, dtype=torch.bool, device=device)
-    mask.scatter_(1, chosen, True)
-    return mask.view(batch, height, width)
-
-
-# ---------------------------------------------------------------------------------------------
 # 1 + 2: inpainting and token completion
-
-
-def image_subset(root: str | Path, n: int, val_fraction: float, split: str = "val") -> list[Path]:
-    """`n` images of one split (held-out "val", or "train": the generalisation gap) spread evenly
-    over its sorted list, so every group appears."""
-    files = [f for f in image_paths(root) if is_validation(f, val_fraction) == (split == "val")]
-    if not files:
-        which = "held-out" if split == "val" else "training"
-        raise InputError(f"{root} has no {which} images (val_fraction={val_fraction}); use another "
-                         "--val-fraction or a larger folder")
-    if n >= len(files):
-        return files
-    return [files[i * len(files) // n] for i in range(n)]
-
-
-def to_model(images: np.ndarray) -> torch.Tensor:
-    """uint8 (b H W 3) -> (b 3 H W) float32 in [-1, 1]."""
-    return torch.tensor(images).permute(0, 3, 1, 2).float() / 127.5 - 1  # a copy: load_rgb's arrays are read-only
-
-
-def thumbnail(image: torch.Tensor, size: int, outline: tuple[int, int, int, int] | None = None) -> torch.Tensor:
-    """(3 H W) in [-1, 1] -> (3 size size) in [-1, 1], optionally with a red box outline (pixels)."""
-    picture = Image.fromarray(to_uint8(image[None])[0])
-    if outline is not None:
-        y0, y1, x0, x1 = outline
-        width = max(2, picture.width // 128)
-        ImageDraw.Draw(picture).rectangle((x0, y0, x1 - 1, y1 - 1), outline=(255, 0, 0), width=width)
-    picture = picture.resize((size, size), Image.BICUBIC)
-    return torch.from_numpy(np.asarray(picture).copy()).permute(2, 0, 1).float() / 127.5 - 1
 
 
 @dataclass
@@ -495,49 +335,6 @@ def reconstructions(vqgan, files: list[Path], canvas: int, batch_size: int, devi
         with torch.inference_mode():
             decoded = vqgan.decode(vqgan.encode(to_model(pixels).to(device)))
         yield from to_uint8(decoded)
-
-
-# ---------------------------------------------------------------------------------------------
-# 4: the colour of every code
-
-
-def code_colours(vqgan, device, batch: int, progress: bool) -> np.ndarray:
-    """Mean RGB in [0, 1] (v 3) of each code decoded as a 2 x 2 grid of itself."""
-    out = []
-    codes = torch.arange(vqgan.vocab_size, device=device)
-    for begin in tqdm(range(0, len(codes), batch), desc="decoding codes", unit="batch", disable=not progress):
-        chunk = codes[begin:begin + batch]
-        with torch.inference_mode():
-            images = vqgan.decode(chunk[:, None, None].expand(-1, 2, 2))  # (b 3 2f 2f)
-        out.append(((images.mean((2, 3)) + 1) / 2).cpu().numpy())
-    return np.concatenate(out).astype(np.float64)
-
-
-def colour_report(colours: np.ndarray) -> dict:
-    """Counts of red/green/blue-dominant and grey codes from mean colours (v 3) in [0, 1]."""
-    counts = {}
-    for c, name in enumerate(("red", "green", "blue")):
-        others = np.delete(colours, c, axis=1)
-        counts[f"{name}_dominant"] = int((colours[:, c] > others.max(1) + DOMINANCE).sum())
-    counts["grey"] = int((np.ptp(colours, axis=1) < DOMINANCE).sum())
-    return {"n_codes": len(colours), **counts, "dominance": DOMINANCE,
-            "mean_colour": [round(float(v), 4) for v in colours.mean(0)],
-            "mean_channel_spread": round(float(np.ptp(colours, axis=1).mean()), 4)}
-
-
-def palette(colours: np.ndarray, swatch: int = 16, per_row: int = 32) -> Image.Image:
-    """Swatches of the codes' colours: greys last, the rest sorted by hue, then by brightness."""
-    def key(rgb):
-        h, s, v = colorsys.rgb_to_hsv(*rgb)
-        return (np.ptp(rgb) < DOMINANCE, h, v)
-
-    ordered = sorted(colours.clip(0, 1).tolist(), key=key)
-    rows = -(-len(ordered) // per_row)
-    canvas = np.full((rows * swatch, per_row * swatch, 3), 255, np.uint8)
-    for i, rgb in enumerate(ordered):
-        r, c = divmod(i, per_row)
-        canvas[r * swatch:(r + 1) * swatch, c * swatch:(c + 1) * swatch] = np.round(np.array(rgb) * 255)
-    return Image.fromarray(canvas)
 
 
 # ---------------------------------------------------------------------------------------------

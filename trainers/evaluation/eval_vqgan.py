@@ -50,8 +50,9 @@ from sundae_core.models import inference_dtype, load_vqgan, model_path
 from ..data.image_data import HELD_OUT_FRACTION, load_rgb
 from ..training.lpips import load_lpips
 from ..training.train_vqgan import psnr
-from .eval_default import (DOMINANCE, WORKFLOW, code_colours, colour_report, hole_crops, hole_masks, image_subset,
-                           mean_fill, palette, paste, place_hole, thumbnail, to_model, workflow_settings)
+from .code_colours import DOMINANCE, code_colours, colour_report, palette
+from .inpaint_setup import (WORKFLOW, hole_crops, hole_masks, image_subset, mean_fill, paste, place_hole, thumbnail,
+                            to_model, workflow_settings)
 from .paired import compare_vqgan, format_vqgan_comparison, load_report
 
 REPORT = "eval_vqgan.json"

@@ -1,0 +1,183 @@
+"""The held-out inpainting set-up that `sundae-eval-default` and `sundae-eval-vqgan` share: the
+shipped workflow's settings, one hole on each image's subject, the no-model mean-colour fill, the
+workflow's composite, and the held-out images themselves."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw
+
+from sundae_core.errors import InputError
+from sundae_core.graph import default_registry, load_workflow
+from sundae_core.grid import to_uint8
+from sundae_core.images import comfy_to_model, composite, model_to_comfy
+from sundae_core.sampler import SamplerSettingError, SamplerSettings
+
+from ..data.image_data import image_paths, is_validation
+
+WORKFLOW = Path(__file__).resolve().parents[2] / "workflows" / "inpaint_1024.json"
+BACKGROUND = 250  # a pixel whose channels are all >= this (of 255) is white background
+
+
+# ---------------------------------------------------------------------------------------------
+# What the shipped workflow does
+
+
+@dataclass(frozen=True)
+class InpaintSettings:
+    """The inpainting workflow's corrupt rate, sampler settings and composite feather and seam band."""
+
+    rate: float
+    sampler: SamplerSettings
+    feather: int
+    seam_band: int = 0
+
+    def to_dict(self) -> dict:
+        return {"rate": self.rate, **self.sampler.to_dict(), "feather": self.feather, "seam_band": self.seam_band}
+
+
+def workflow_settings(path: str | Path) -> InpaintSettings:
+    """Read the settings from the workflow's SundaeCorrupt, SundaeSample and SundaeComposite nodes
+    (widget values mapped to names by the installed node definitions, as `sundae-run` does)."""
+    workflow = load_workflow(path, default_registry().definitions())
+    by_type: dict[str, list[dict]] = {}
+    for node in workflow.prompt.values():
+        by_type.setdefault(node["class_type"], []).append(node["inputs"])
+
+    def one(kind: str) -> dict:
+        found = by_type.get(kind, [])
+        if len(found) != 1:
+            raise InputError(f"{path}: expected one {kind} node, found {len(found)}; give --workflow an "
+                             "inpainting workflow like workflows/inpaint_1024.json")
+        return found[0]
+
+    c, s, m = one("SundaeCorrupt"), one("SundaeSample"), one("SundaeComposite")
+    try:
+        sampler = SamplerSettings.from_node_inputs(s)
+    except SamplerSettingError as err:
+        raise InputError(f"{path}: the SundaeSample node's {err.setting}: {err}") from None
+    return InpaintSettings(rate=float(c["rate"]), sampler=sampler, feather=int(m["feather"]),
+                           seam_band=int(m["seam_band"]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Holes and the no-model baseline
+
+
+@dataclass(frozen=True)
+class Hole:
+    top: int  # token row of the hole's top-left token
+    left: int  # token column
+    size: int  # side in tokens
+    subject_share: float  # share of the hole's pixels that are not white background
+
+    def box(self, factor: int) -> tuple[int, int, int, int]:
+        """(y0, y1, x0, x1) in pixels."""
+        return (self.top * factor, (self.top + self.size) * factor,
+                self.left * factor, (self.left + self.size) * factor)
+
+
+def place_hole(image: np.ndarray, factor: int, size: int, generator: torch.Generator,
+               slack: float = 0.1) -> Hole:
+    """A size x size token window on the subject of `image` (H W 3) uint8 on white: one of the
+    windows whose non-white share is within `slack` of the best, drawn with `generator`. Keeps one
+    token of margin from the border when the grid is at least size + 2 tokens."""
+    h, w = image.shape[:2]
+    if h % factor or w % factor:
+        raise InputError(f"image size {h}x{w} is not a multiple of the VQ-GAN factor {factor}")
+    gh, gw = h // factor, w // factor
+    if size < 1 or size > min(gh, gw):
+        raise InputError(f"--hole {size} does not fit the {gh}x{gw} token grid")
+    subject = torch.from_numpy((image < BACKGROUND).any(-1)).double()  # (H W) 1 = subject
+    per_token = F.avg_pool2d(subject[None, None], factor)  # (1 1 gh gw) subject share per token
+    share = F.avg_pool2d(per_token, size, stride=1)[0, 0]  # (gh-size+1 gw-size+1) per window
+    margin = 1 if min(gh, gw) >= size + 2 else 0
+    inner = share[margin:share.shape[0] - margin, margin:share.shape[1] - margin]
+    good = (inner >= inner.max() - slack).nonzero()
+    top, left = good[int(torch.randint(len(good), (1,), generator=generator))].tolist()
+    return Hole(top + margin, left + margin, size, round(float(inner[top, left]), 4))
+
+
+def mean_fill(image: torch.Tensor, box: tuple[int, int, int, int], ring: int) -> torch.Tensor:
+    """image (c H W): the box (y0, y1, x0, x1) filled with the mean colour of the pixels in a ring
+    `ring` pixels wide around it (clipped to the image)."""
+    y0, y1, x0, x1 = box
+    H, W = image.shape[-2:]
+    around = torch.zeros(H, W, dtype=torch.bool)
+    around[max(0, y0 - ring):min(H, y1 + ring), max(0, x0 - ring):min(W, x1 + ring)] = True
+    around[y0:y1, x0:x1] = False
+    if not bool(around.any()):
+        raise InputError("the hole covers the whole image: there is no ring around it to take a colour from")
+    colour = image[:, around.to(image.device)].double().mean(1).to(image.dtype)  # (c,)
+    out = image.clone()
+    out[:, y0:y1, x0:x1] = colour[:, None, None]
+    return out
+
+
+def hole_masks(holes: list[Hole], height: int, width: int, factor: int) -> torch.Tensor:
+    """Pixel masks (b H W) float, 1 = repaint (ComfyUI's MASK), one hole per image."""
+    masks = torch.zeros(len(holes), height, width)
+    for i, hole in enumerate(holes):
+        y0, y1, x0, x1 = hole.box(factor)
+        masks[i, y0:y1, x0:x1] = 1
+    return masks
+
+
+def hole_crops(images: torch.Tensor, holes: list[Hole], factor: int) -> torch.Tensor:
+    """images (b c H W) -> each image's hole (b c s s), s = hole side in pixels."""
+    return torch.stack([image[:, y0:y1, x0:x1] for image, (y0, y1, x0, x1)
+                        in zip(images, (hole.box(factor) for hole in holes))])
+
+
+def paste(original: torch.Tensor, generated: torch.Tensor, mask: torch.Tensor, feather: int,
+          seam_band: int = 0) -> torch.Tensor:
+    """The workflow's composite for model-layout images (b 3 H W) in [-1, 1]."""
+    return comfy_to_model(composite(model_to_comfy(original), model_to_comfy(generated), mask, feather, seam_band))
+
+
+def scattered_positions(batch: int, height: int, width: int, count: int, generator: torch.Generator,
+                        device: torch.device) -> torch.Tensor:
+    """(b h w) bool with exactly `count` positions per sample set, drawn uniformly."""
+    keys = torch.rand(batch, height * width, generator=generator, device=device)
+    chosen = keys.argsort(1)[:, :count]
+    mask = torch.zeros(batch, height * width, dtype=torch.bool, device=device)
+    mask.scatter_(1, chosen, True)
+    return mask.view(batch, height, width)
+
+
+# ---------------------------------------------------------------------------------------------
+# The held-out images
+
+
+def image_subset(root: str | Path, n: int, val_fraction: float, split: str = "val") -> list[Path]:
+    """`n` images of one split (held-out "val", or "train": the generalisation gap) spread evenly
+    over its sorted list, so every group appears."""
+    files = [f for f in image_paths(root) if is_validation(f, val_fraction) == (split == "val")]
+    if not files:
+        which = "held-out" if split == "val" else "training"
+        raise InputError(f"{root} has no {which} images (val_fraction={val_fraction}); use another "
+                         "--val-fraction or a larger folder")
+    if n >= len(files):
+        return files
+    return [files[i * len(files) // n] for i in range(n)]
+
+
+def to_model(images: np.ndarray) -> torch.Tensor:
+    """uint8 (b H W 3) -> (b 3 H W) float32 in [-1, 1]."""
+    return torch.tensor(images).permute(0, 3, 1, 2).float() / 127.5 - 1  # a copy: load_rgb's arrays are read-only
+
+
+def thumbnail(image: torch.Tensor, size: int, outline: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+    """(3 H W) in [-1, 1] -> (3 size size) in [-1, 1], optionally with a red box outline (pixels)."""
+    picture = Image.fromarray(to_uint8(image[None])[0])
+    if outline is not None:
+        y0, y1, x0, x1 = outline
+        width = max(2, picture.width // 128)
+        ImageDraw.Draw(picture).rectangle((x0, y0, x1 - 1, y1 - 1), outline=(255, 0, 0), width=width)
+    picture = picture.resize((size, size), Image.BICUBIC)
+    return torch.from_numpy(np.asarray(picture).copy()).permute(2, 0, 1).float() / 127.5 - 1
