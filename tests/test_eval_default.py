@@ -435,6 +435,44 @@ def test_eval_vqgan_reports_flat_colours_holes_and_hue_spread(setup, tmp_path):
     assert eval_vqgan.main(argv2 + ["--compare-to", str(tmp_path / "missing.json")], lpips=fake_lpips) == 1
 
 
+def test_eval_vqgan_sets_several_checkpoints_in_one_table_paired_against_the_baseline(setup, tmp_path, capsys):
+    from trainers.evaluation import eval_vqgan
+
+    common = ["--images", str(setup / "images"), "--val-fraction", str(VAL_FRACTION), "--resolution", "64",
+              "--n", "3", "--hole", "8", "--batch-size", "2", "--grid-images", "2", "--thumb", "32", "--no-progress"]
+    base = tmp_path / "base"
+    assert eval_vqgan.main(["--vqgan", str(setup / "vq.safetensors"), "--out", str(base), *common],
+                           lpips=fake_lpips) == 0
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    for step, shift in ((500, 0.0), (1000, 0.3)):  # step 1000 decodes every colour brighter: worse
+        model = load_vqgan(setup / "vq.safetensors")
+        with torch.no_grad():
+            model.decoder.conv_out.bias.add_(shift)
+        save_model(kept / f"model_{step:06d}.safetensors", model)
+    files = [str(kept / "model_000500.safetensors"), str(kept / "model_001000.safetensors")]
+    out = tmp_path / "steps"
+    capsys.readouterr()
+    assert eval_vqgan.main(["--vqgan", *files, "--out", str(out), "--compare-to", str(base / eval_vqgan.REPORT),
+                            *common], lpips=fake_lpips) == 0
+    table = (out / "checkpoints.md").read_text().splitlines()
+    assert table[0].startswith("| checkpoint | hole LPIPS, paired (SE) |") and len(table) == 4
+    same, brighter = table[2], table[3]
+    assert same.startswith("| model_000500 |") and "(+0.0000, 0.0000)" in same and "| 0 / 0 |" in same
+    assert brighter.startswith("| model_001000 |") and "| 0 / 3 |" in brighter  # worse on all three holes
+    assert "| model_001000 |" in capsys.readouterr().out
+    for name in ("model_000500", "model_001000"):  # each checkpoint's own report and pictures
+        report = json.loads((out / name / eval_vqgan.REPORT).read_text())
+        assert report["compared_to"]["images"] == 3 and Path(report["pictures"]["recon_grid"]).is_file()
+    # two files of one name would write one folder: refused before any work
+    (tmp_path / "again").mkdir()
+    save_model(tmp_path / "again" / "model_000500.safetensors", load_vqgan(setup / "vq.safetensors"))
+    assert eval_vqgan.main(["--vqgan", files[0], str(tmp_path / "again" / "model_000500.safetensors"),
+                            "--out", str(tmp_path / "dup"), *common], lpips=fake_lpips) == 1
+    assert "several files are named model_000500" in capsys.readouterr().err
+    assert not (tmp_path / "dup").exists()
+
+
 def test_block_errors_find_a_tinted_square_the_canvas_mean_hides_and_a_tinted_border():
     from trainers.evaluation.eval_vqgan import block_errors
 

@@ -30,6 +30,11 @@ Outputs in --out: eval_vqgan.json, flat_colours.png (each colour above its decod
 and recon_grid.png (original, reconstruction, with the hole outlined). --compare-to an earlier
 eval_vqgan.json pairs the two decoders image by image on the same holes (paired.py): a decoder
 fine-tune (the GAN phase) moves the hole LPIPS by less than its spread over images.
+
+Several --vqgan files (a run's kept/ checkpoints: `--vqgan RUN/kept/*.safetensors`) are each
+evaluated as above in --out/<file name>/, and then set in one table, one row each (checkpoints.md
+in --out, also printed): held-out hole LPIPS, whole-image PSNR, edge ratio and the worst flat block
+at --resolution, each as the difference from --compare-to paired image by image when it is given.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from sundae_core.cli import doc_summary, run_guarded, write_json_report
+from sundae_core.errors import InputError
 from sundae_core.grid import make_grid, save_png
 from sundae_core.models import inference_dtype, load_vqgan, model_path
 
@@ -215,7 +221,8 @@ def held_out_holes(args, vqgan, lpips, device, progress: bool) -> tuple[dict, li
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sundae-eval-vqgan", description=doc_summary(__doc__),
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    p.add_argument("--vqgan", help="VQ-GAN checkpoint (absent or 'default': the embedded one)")
+    p.add_argument("--vqgan", nargs="+", metavar="FILE", help="VQ-GAN checkpoint (absent or 'default': the "
+                   "embedded one); several: each in --out/<file name>/, then a table of them")
     p.add_argument("--images", default="data/emoji_groups", help="image folder with the held-out split")
     p.add_argument("--val-fraction", type=float, default=HELD_OUT_FRACTION, help="held-out share (project rule)")
     p.add_argument("--resolution", type=int, default=1024, help="canvas size of the held-out images (default 1024)")
@@ -244,37 +251,95 @@ def main(argv: list[str] | None = None, lpips=None) -> int:
 
     def body() -> int:
         device, progress, out = torch.device(args.device), not args.no_progress, Path(args.out)
-        # a bad path fails before any work
+        # bad paths fail before any work
         baseline = load_report(args.compare_to, "sundae-eval-vqgan", REPORT) if args.compare_to else None
-        args.vqgan = str(model_path(args.vqgan, "vqgan"))
-        vqgan = load_vqgan(args.vqgan, device=device, dtype=inference_dtype(device))
-        flat, flat_decoded = flat_colours(vqgan, device)
-        flat_full, flat_full_decoded = flat_colours(vqgan, device, args.resolution)
-        out.mkdir(parents=True, exist_ok=True)
-        flat_picture = torch.cat([flat_canvases(FLAT_SIZE), flat_decoded, flat_full_decoded])
-        report = {"vqgan": args.vqgan, "token_version": vqgan.token_version, "flat_colours": flat,
-                  "flat_colours_at_resolution": {"size": args.resolution, "colours": flat_full},
-                  "worst_flat_colour_error": max(v["mean_colour_error"] for v in [*flat.values(), *flat_full.values()]),
-                  "grey_axis": grey_axis(vqgan, device, args.resolution),
-                  "pictures": {"flat_colours": str(save_png(make_grid(flat_picture, nrow=len(FLAT_COLOURS)),
-                                                            out / "flat_colours.png"))}}
-        if not args.flat_only:
-            lpips_fn = lpips if lpips is not None else load_lpips("alex", device=device)
-            report["holes"], thumbs = held_out_holes(args, vqgan, lpips_fn, device, progress)
-            colours = code_colours(vqgan, device, 64, progress)
-            report["code_colours"] = {**colour_report(colours), **hue_spread(colours)}
-            report["pictures"] |= {"code_palette": str(save_png(palette(colours), out / "code_palette.png")),
-                                   "recon_grid": str(save_png(make_grid(torch.stack(thumbs), nrow=4),
-                                                              out / "recon_grid.png"))}
-        print(summary(report))
-        if baseline is not None:
-            comparison = compare_vqgan(baseline, report)
-            print(format_vqgan_comparison(comparison))
-            report["compared_to"] = {"report": str(args.compare_to), **comparison}
-        write_json_report(out / REPORT, report)
+        files = [str(model_path(f, "vqgan")) for f in (args.vqgan or [None])]
+        outs = checkpoint_folders(files, out)
+        lpips_fn = None if args.flat_only else lpips if lpips is not None else load_lpips("alex", device=device)
+        reports = {}
+        for file, folder in zip(files, outs):
+            if len(files) > 1:
+                print(f"== {file}")
+            reports[file] = evaluate_vqgan(file, folder, args, lpips_fn, baseline, device, progress)
+        if len(files) > 1:
+            table = checkpoint_table(reports, args.resolution)
+            print(table)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "checkpoints.md").write_text(table + "\n")
         return 0
 
     return run_guarded(body, reuse_memory=True)
+
+
+def checkpoint_folders(files: list[str], out: Path) -> list[Path]:
+    """--out itself for one file; --out/<file name> for each of several, whose names must differ."""
+    if len(files) == 1:
+        return [out]
+    names = [Path(f).stem for f in files]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise InputError(f"--vqgan: several files are named {', '.join(twice)}; each is reported in "
+                         "--out/<file name>/, so give files with different names")
+    return [out / name for name in names]
+
+
+def evaluate_vqgan(file: str, out: Path, args, lpips_fn, baseline: dict | None, device, progress: bool) -> dict:
+    """One VQ-GAN's report (written to out/eval_vqgan.json with its pictures, and printed)."""
+    vqgan = load_vqgan(file, device=device, dtype=inference_dtype(device))
+    flat, flat_decoded = flat_colours(vqgan, device)
+    flat_full, flat_full_decoded = flat_colours(vqgan, device, args.resolution)
+    out.mkdir(parents=True, exist_ok=True)
+    flat_picture = torch.cat([flat_canvases(FLAT_SIZE), flat_decoded, flat_full_decoded])
+    report = {"vqgan": file, "token_version": vqgan.token_version, "flat_colours": flat,
+              "flat_colours_at_resolution": {"size": args.resolution, "colours": flat_full},
+              "worst_flat_colour_error": max(v["mean_colour_error"] for v in [*flat.values(), *flat_full.values()]),
+              "grey_axis": grey_axis(vqgan, device, args.resolution),
+              "pictures": {"flat_colours": str(save_png(make_grid(flat_picture, nrow=len(FLAT_COLOURS)),
+                                                        out / "flat_colours.png"))}}
+    if lpips_fn is not None:
+        report["holes"], thumbs = held_out_holes(args, vqgan, lpips_fn, device, progress)
+        colours = code_colours(vqgan, device, 64, progress)
+        report["code_colours"] = {**colour_report(colours), **hue_spread(colours)}
+        report["pictures"] |= {"code_palette": str(save_png(palette(colours), out / "code_palette.png")),
+                               "recon_grid": str(save_png(make_grid(torch.stack(thumbs), nrow=4),
+                                                          out / "recon_grid.png"))}
+    print(summary(report))
+    if baseline is not None:
+        comparison = compare_vqgan(baseline, report)
+        print(format_vqgan_comparison(comparison))
+        report["compared_to"] = {"report": str(args.compare_to), **comparison}
+    write_json_report(out / REPORT, report)
+    return report
+
+
+def checkpoint_table(reports: dict[str, dict], resolution: int) -> str:
+    """A markdown table, one row per report: the figures that pick a decoder checkpoint, as
+    differences paired against --compare-to where the reports hold that comparison."""
+    paired = all("compared_to" in r and r["compared_to"]["images"] for r in reports.values())
+    holes = all("holes" in r for r in reports.values())
+    head = ["checkpoint"]
+    if holes:
+        head += (["hole LPIPS, paired (SE)", "better / worse", "image PSNR", "edge ratio"] if paired
+                 else ["hole LPIPS", "image PSNR", "edge ratio"])
+    head += [f"worst flat block at {resolution} px", "grey axis worst"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for file, r in reports.items():
+        cells = [Path(file).stem]
+        if holes and paired:
+            f = r["compared_to"]["figures"]
+            lp = f["reconstruction_lpips"]
+            cells += [f"{lp['new']:.4f} ({lp['difference']:+.4f}, {lp['standard_error'] or 0:.4f})",
+                      f"{lp['new_better_on']} / {lp['new_worse_on']}",
+                      f"{f['image_psnr']['new']:.2f} dB ({f['image_psnr']['difference']:+.2f})",
+                      f"{f['edge_ratio']['new']:.3f} ({f['edge_ratio']['difference']:+.3f})"]
+        elif holes:
+            h = r["holes"]
+            cells += [f"{h['methods']['reconstruction']['lpips']:.4f}", f"{h['image_psnr']:.2f} dB", f"{h['edge_ratio']:.3f}"]
+        colours = r["flat_colours_at_resolution"]["colours"]
+        worst = max(colours, key=lambda name: colours[name]["worst_block_error"])
+        cells += [f"{colours[worst]['worst_block_error']:.0f} ({worst})", f"{r['grey_axis']['worst_error']:.0f}"]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
 
 
 def summary(report: dict) -> str:
