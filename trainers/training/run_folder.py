@@ -29,7 +29,7 @@ from sundae_core.models import check_model_size
 
 from . import distributed as dist
 from .config_ranges import check_run_config
-from .run_state import has_state
+from .run_state import has_state, kept_folder
 
 try:
     import fcntl
@@ -182,7 +182,7 @@ def sweep_own_temporaries(run_dir: Path) -> list[Path]:
     """Delete the temporaries of the run's own files that a run killed mid-save left behind."""
     return (remove_stale_temporaries(run_dir, OWN_FILES)
             + remove_stale_temporaries(run_dir / "samples", OWN_SAMPLES)
-            + remove_stale_temporaries(run_dir / "kept", OWN_KEPT))
+            + remove_stale_temporaries(kept_folder(run_dir), OWN_KEPT))
 
 
 @contextmanager

@@ -122,10 +122,15 @@ def save_checkpoint_pair(run_dir: Path, *, step: int, modules: dict[str, nn.Modu
         atomic_write(kept, lambda tmp: shutil.copyfile(run_dir / "model.safetensors", tmp))
 
 
+def kept_folder(run_dir: Path) -> Path:
+    """The folder of a run's kept models (train.keep_every)."""
+    return Path(run_dir) / "kept"
+
+
 def kept_path(run_dir: Path, step: int) -> Path:
     """Where train.keep_every keeps the model written at `step`: a run's model.safetensors is only
     its newest weights, and a decoder or prior run is judged (and averaged) over several steps."""
-    return Path(run_dir) / "kept" / f"model_{step:06d}.safetensors"
+    return kept_folder(run_dir) / f"model_{step:06d}.safetensors"
 
 
 def is_keep_step(steps_done: int, keep_every: int) -> bool:
@@ -135,7 +140,7 @@ def is_keep_step(steps_done: int, keep_every: int) -> bool:
 
 def kept_models(run_dir: Path) -> dict[int, Path]:
     """{step: path} of the models a run kept (train.keep_every), in step order."""
-    paths = kept_path(run_dir, 0).parent.glob("model_*.safetensors")
+    paths = kept_folder(run_dir).glob("model_*.safetensors")
     steps = {int(p.stem.removeprefix("model_")): p for p in paths if p.stem.removeprefix("model_").isdigit()}
     return dict(sorted(steps.items()))
 
