@@ -92,9 +92,12 @@ python -m trainers.checkpoints.export_model "$RUNS/vqgan_dec4/model.safetensors"
 #   Run g's weight average at step 4000 (session 29 stopped it there: --set train.steps=4000 ends it
 #   at that step) was stretch 5, embedded in session 29; session 30 ran it on (resumed with
 #   --set train.steps=8000) and embedded its weight average at step 6000 as stretch 6 (copied by
-#   hand at each 500th step; --set train.keep_every=500, new, keeps them in the run's kept/). Run w was stopped
+#   hand at each 500th step; --set train.keep_every=500, new, keeps them in the run's kept/); session
+#   31 resumed it with --set train.steps=12000 (no --config: its config.yaml holds keep_every) on two
+#   threads and embedded step 11000 as stretch 7. Run w was stopped
 #   at step 1100 (session 30: the squares it was meant to remove are the encoder's). Judge a
-#   checkpoint first with sundae-eval-vqgan --flat-only (a minute), then --n 172:
+#   checkpoint first with sundae-eval-vqgan --flat-only (a minute), then --n 172 (several at once:
+#   --vqgan "$RUNS/vqgan_dec_s28g/kept/"*.safetensors gives one table of them):
 #   sundae-eval-vqgan --n 172 --vqgan "$RUNS/vqgan_dec_s28g/model.safetensors" --images "$DATA/emoji_groups" \
 #       --compare-to "$RUNS/eval_vqgan_dec4/eval_vqgan.json" --out "$RUNS/eval_vqgan_s28g"
 #   python -m trainers.checkpoints.export_model "$RUNS/vqgan_dec_s28g/model.safetensors" \
