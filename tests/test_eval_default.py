@@ -464,6 +464,11 @@ def test_eval_vqgan_sets_several_checkpoints_in_one_table_paired_against_the_bas
     for name in ("model_000500", "model_001000"):  # each checkpoint's own report and pictures
         report = json.loads((out / name / eval_vqgan.REPORT).read_text())
         assert report["compared_to"]["images"] == 3 and Path(report["pictures"]["recon_grid"]).is_file()
+    # --flat-only: the flat columns alone
+    assert eval_vqgan.main(["--vqgan", *files, "--out", str(tmp_path / "flat"), "--flat-only", *common],
+                           lpips=fake_lpips) == 0
+    flat_table = (tmp_path / "flat" / "checkpoints.md").read_text().splitlines()
+    assert flat_table[0] == "| checkpoint | worst flat block at 64 px | grey axis worst |" and len(flat_table) == 4
     # two files of one name would write one folder: refused before any work
     (tmp_path / "again").mkdir()
     save_model(tmp_path / "again" / "model_000500.safetensors", load_vqgan(setup / "vq.safetensors"))
