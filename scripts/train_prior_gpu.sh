@@ -19,8 +19,9 @@
 # printed as "best", and every run's weights come back to be judged on sundae-eval-default, with
 # its halfway step where what a call returns has room (the loss does not pick a generator's step
 # either; one run: always). At most two runs: their models and the logs fill most of the 8 files
-# and 64 MiB a call returns. Every folder needs the same val split for the losses to compare. Trailing --set overrides apply to every run
-# (a dry run on the CPU: --set train.device=cpu --set train.compile=false --set train.batch_size=2).
+# and 64 MiB a call returns. Every folder needs the same val split for the losses to compare.
+# Trailing --set overrides apply to every run (a dry run on the CPU: --set train.device=cpu
+# --set train.compile=false --set train.batch_size=2; session 31's also --set model.dropout=0).
 #
 # STEP_S=0.13 FIRST_S=70 (wall seconds per step with these runs at once, and to the first step)
 # skip the probe: for a short call on a machine whose step time is known, where the probe's
