@@ -140,9 +140,8 @@ def is_keep_step(steps_done: int, keep_every: int) -> bool:
 
 def kept_models(run_dir: Path) -> dict[int, Path]:
     """{step: path} of the models a run kept (train.keep_every), in step order."""
-    paths = kept_folder(run_dir).glob("model_*.safetensors")
-    steps = {int(p.stem.removeprefix("model_")): p for p in paths if p.stem.removeprefix("model_").isdigit()}
-    return dict(sorted(steps.items()))
+    named = ((p.stem.removeprefix("model_"), p) for p in kept_folder(run_dir).glob("model_*.safetensors"))
+    return dict(sorted((int(step), p) for step, p in named if step.isdigit()))
 
 
 def load_state(path: str | Path, *, modules: dict[str, nn.Module],

@@ -15,10 +15,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from safetensors import safe_open
-
+from sundae_core.checkpoint import read_metadata
 from sundae_core.cli import run_guarded
-from sundae_core.errors import InputError
+from sundae_core.errors import CheckpointError, InputError
 
 from .run_folder import read_log
 from .run_state import kept_models
@@ -64,11 +63,11 @@ def best_run(run_dirs: list[str]) -> tuple[str | None, dict[str, dict[str, float
 
 
 def model_step(path: Path) -> int | None:
-    """The step a model file says it was written at, None when it cannot say."""
+    """The step a model file says it was written at, None when it cannot say (missing, damaged,
+    or without a step in its metadata)."""
     try:
-        with safe_open(str(path), "pt") as f:
-            return int((f.metadata() or {})["step"])
-    except Exception:  # noqa: BLE001 - missing, damaged or older files simply name no step
+        return int(read_metadata(path)["step"])
+    except (CheckpointError, KeyError, ValueError):
         return None
 
 
