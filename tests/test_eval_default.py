@@ -19,7 +19,7 @@ from sundae_core.models import load_vqgan, save_model
 from sundae_core.sampler import SamplerSettings
 from sundae_core.vqgan import VQGAN
 from trainers.evaluation import eval_default, inpaint_setup, paired
-from trainers.data.image_data import is_validation
+from trainers.data.image_data import is_validation, load_rgb
 from trainers.evaluation.linear_probe import fit_linear_probe
 from trainers.evaluation.token_completion import nearest_known_accuracy
 
@@ -273,9 +273,17 @@ def test_reconstructions_are_the_vqgans_round_trip_in_file_order(setup):
     files = sorted((setup / "images").rglob("*.png"))[:3]
     images = list(eval_default.reconstructions(vqgan, files, 64, 2, torch.device("cpu")))
     assert len(images) == 3 and images[0].shape == (64, 64, 3) and images[0].dtype == np.uint8
-    pixels = inpaint_setup.to_model(np.stack([eval_default.load_rgb(files[2], 64)]))
+    pixels = inpaint_setup.to_model(np.stack([load_rgb(files[2], 64)]))
     expected = eval_default.to_uint8(vqgan.decode(vqgan.encode(pixels)))[0]
     assert np.array_equal(images[2], expected)
+
+
+def test_image_batches_keep_file_order_and_a_short_last_batch(setup):
+    files = sorted((setup / "images").rglob("*.png"))[:5]
+    batches = list(inpaint_setup.image_batches(files, 32, 2))
+    assert [b for b, _ in batches] == [files[0:2], files[2:4], files[4:5]]
+    assert batches[2][1].shape == (1, 32, 32, 3) and batches[2][1].dtype == np.uint8
+    assert np.array_equal(batches[1][1][1], load_rgb(files[3], 32))
 
 
 def test_classes_needs_a_class_conditional_prior(setup, tmp_path, capsys):

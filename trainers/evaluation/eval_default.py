@@ -76,14 +76,14 @@ from sundae_core.sampler import model_logits_fn, sample
 from sundae_core.shifted_views import ShiftedViews
 
 from ..data.build_latents import _folder_labels, folder_classes
-from ..data.image_data import HELD_OUT_FRACTION, image_paths, is_validation, load_rgb
+from ..data.image_data import HELD_OUT_FRACTION, image_paths, is_validation
 from ..sampling.sampler_flags import CLASS_WORKFLOW_SAMPLER, add_sampler_flags, settings_from_args
 from ..training.lpips import load_lpips
 from ..training.train_vqgan import psnr
 from .code_colours import code_colours, colour_report, palette
 from .evaluate import SampleSource, cached_features, content_key, default_cache_dir, file_digest, folder_images
-from .inpaint_setup import (WORKFLOW, InpaintSettings, hole_crops, hole_masks, image_subset, mean_fill, paste,
-                            place_hole, scattered_positions, thumbnail, to_model, workflow_settings)
+from .inpaint_setup import (WORKFLOW, InpaintSettings, hole_crops, hole_masks, image_batches, image_subset,
+                            mean_fill, paste, place_hole, scattered_positions, thumbnail, to_model, workflow_settings)
 from .inception import PREPROCESS_VERSION, FeatureExtractor, InceptionFeatures, extract_features
 from .linear_probe import fit_linear_probe
 from .paired import compare_reports, format_comparison, format_figures, load_report, paired_figures
@@ -126,9 +126,9 @@ def inpainting(args, vqgan, prior, scorer, lpips, settings: InpaintSettings, dev
     ring = args.ring or f
     rows, thumbs = [], []
     start = time.perf_counter()
-    for begin in tqdm(range(0, len(files), args.batch_size), desc="inpainting", unit="batch", disable=not progress):
-        batch_files = files[begin:begin + args.batch_size]
-        pixels = np.stack([load_rgb(p, args.resolution) for p in batch_files])
+    batches = image_batches(files, args.resolution, args.batch_size)
+    for batch_files, pixels in tqdm(batches, desc="inpainting", unit="batch", total=-(-len(files) // args.batch_size),
+                                    disable=not progress):
         holes = [place_hole(p, f, args.hole, place_gen, args.slack) for p in pixels]
         original = to_model(pixels)
         b, _, H, W = original.shape
@@ -330,8 +330,7 @@ def _share(hits: np.ndarray) -> float | None:
 
 def reconstructions(vqgan, files: list[Path], canvas: int, batch_size: int, device) -> Iterator[np.ndarray]:
     """The images of `files` encoded and decoded by the VQ-GAN, as uint8 (h w 3), in order."""
-    for begin in range(0, len(files), batch_size):
-        pixels = np.stack([load_rgb(p, canvas) for p in files[begin:begin + batch_size]])
+    for _, pixels in image_batches(files, canvas, batch_size):
         with torch.inference_mode():
             decoded = vqgan.decode(vqgan.encode(to_model(pixels).to(device)))
         yield from to_uint8(decoded)

@@ -53,11 +53,11 @@ from sundae_core.errors import InputError
 from sundae_core.grid import make_grid, save_png
 from sundae_core.models import inference_dtype, load_vqgan, model_path
 
-from ..data.image_data import HELD_OUT_FRACTION, load_rgb
+from ..data.image_data import HELD_OUT_FRACTION
 from ..training.lpips import load_lpips
 from ..training.train_vqgan import psnr
 from .code_colours import DOMINANCE, code_colours, colour_report, palette
-from .inpaint_setup import (WORKFLOW, hole_crops, hole_masks, image_subset, mean_fill, paste, place_hole, thumbnail,
+from .inpaint_setup import (WORKFLOW, hole_crops, hole_masks, image_batches, image_subset, mean_fill, paste, place_hole, thumbnail,
                             to_model, workflow_settings)
 from .paired import compare_vqgan, format_vqgan_comparison, load_report
 
@@ -180,9 +180,8 @@ def held_out_holes(args, vqgan, lpips, device, progress: bool) -> tuple[dict, li
     files = image_subset(args.images, args.n, args.val_fraction)
     place_gen = torch.Generator().manual_seed(args.seed)
     rows, thumbs = [], []
-    for begin in tqdm(range(0, len(files), args.batch_size), desc="held-out holes", disable=not progress):
-        batch = files[begin:begin + args.batch_size]
-        pixels = np.stack([load_rgb(p, args.resolution) for p in batch])
+    batches = image_batches(files, args.resolution, args.batch_size)
+    for batch, pixels in tqdm(batches, desc="held-out holes", total=-(-len(files) // args.batch_size), disable=not progress):
         holes = [place_hole(p, f, args.hole, place_gen, args.slack) for p in pixels]
         original = to_model(pixels)
         mask = hole_masks(holes, *original.shape[-2:], f)

@@ -4,6 +4,7 @@ workflow's composite, and the held-out images themselves."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from sundae_core.grid import to_uint8
 from sundae_core.images import comfy_to_model, composite, model_to_comfy
 from sundae_core.sampler import SamplerSettingError, SamplerSettings
 
-from ..data.image_data import image_paths, is_validation
+from ..data.image_data import image_paths, is_validation, load_rgb
 
 WORKFLOW = Path(__file__).resolve().parents[2] / "workflows" / "inpaint_1024.json"
 BACKGROUND = 250  # a pixel whose channels are all >= this (of 255) is white background
@@ -165,6 +166,13 @@ def image_subset(root: str | Path, n: int, val_fraction: float, split: str = "va
     if n >= len(files):
         return files
     return [files[i * len(files) // n] for i in range(n)]
+
+
+def image_batches(files: list[Path], canvas: int, batch_size: int) -> Iterator[tuple[list[Path], np.ndarray]]:
+    """`files` in order, `batch_size` at a time: (those files, their pixels as uint8 (b canvas canvas 3))."""
+    for begin in range(0, len(files), batch_size):
+        batch = files[begin:begin + batch_size]
+        yield batch, np.stack([load_rgb(p, canvas) for p in batch])
 
 
 def to_model(images: np.ndarray) -> torch.Tensor:
