@@ -53,16 +53,28 @@ class VQGANConfig:
     # and embed_dim = len(fsq_levels). See sundae_core/quantize.py for why it exists.
     quantizer: str = "vq"
     fsq_levels: tuple[int, ...] = (8, 5, 5, 5)
+    # Res blocks per decoder level, where the decoder has more than the encoder (None: as many,
+    # num_res_blocks, the reference's shape). `sundae-grow-decoder` appends blocks that start as
+    # identities to a trained VQ-GAN; the encoder and so the tokens stay as they were.
+    decoder_res_blocks: int | None = None
 
     @property
     def factor(self) -> int:
         return 2 ** (len(self.ch_mult) - 1)
+
+    @property
+    def decoder_blocks(self) -> int:
+        """Res blocks per decoder level, counted as num_res_blocks is (each level has one more)."""
+        return self.num_res_blocks if self.decoder_res_blocks is None else self.decoder_res_blocks
 
     def __post_init__(self) -> None:
         if self.n_embed < 2:
             raise ConfigError(f"vqgan.n_embed must be at least 2, got {self.n_embed}")
         if not self.ch_mult:
             raise ConfigError("vqgan.ch_mult must list at least one level")
+        if self.decoder_res_blocks is not None and self.decoder_res_blocks < 0:
+            raise ConfigError(f"vqgan.decoder_res_blocks must be at least 0 (or null: num_res_blocks), "
+                              f"got {self.decoder_res_blocks}")
         if self.norm not in ("group", "channel"):
             raise ConfigError(f"vqgan.norm must be 'group' or 'channel', got {self.norm!r}")
         if self.quantizer not in ("vq", "fsq"):

@@ -85,7 +85,7 @@ def model_blocks(config: VQGANConfig | HourglassConfig) -> int:
         levels = config.depth_levels()
         return levels.total + 2 * len(levels.shortened)
     count, per_level = len(config.ch_mult), max(config.num_res_blocks, 0)
-    return count * per_level + count * (per_level + 1) + 2 * (count - 1) + 4
+    return count * per_level + count * (max(config.decoder_blocks, 0) + 1) + 2 * (count - 1) + 4
 
 
 def model_blocks_problem(config: VQGANConfig | HourglassConfig, what: str) -> str | None:
@@ -93,6 +93,6 @@ def model_blocks_problem(config: VQGANConfig | HourglassConfig, what: str) -> st
     blocks, ceiling = model_blocks(config), MODEL_BLOCKS.value()
     if blocks <= ceiling:
         return None
-    sizes = ("depth" if isinstance(config, HourglassConfig) else "ch_mult (levels) and num_res_blocks")
+    sizes = "depth" if isinstance(config, HourglassConfig) else "ch_mult (levels), num_res_blocks and decoder_res_blocks"
     return (f"{what} asks for {blocks:,} blocks, over the ceiling of {ceiling:,}; check its {sizes}, or "
             f"raise ${MODEL_BLOCKS.env}")

@@ -275,7 +275,7 @@ class Decoder(nn.Module):
         for i in reversed(range(len(c.ch_mult))):
             blocks, attns = [], []
             cout = c.ch * c.ch_mult[i]
-            for _ in range(c.num_res_blocks + 1):
+            for _ in range(c.decoder_blocks + 1):
                 blocks.append(ResnetBlock(cin, cout, c.dropout, norm))
                 cin = cout
                 if res in c.attn_resolutions:

@@ -43,6 +43,12 @@ from sundae_core.models import TOKEN_VERSION_KEY, load_prior
 GROWN_FROM = "grown_from"
 
 
+def grown_from_record(source: str | Path, **shape) -> dict[str, str]:
+    """The metadata a grown file carries: the source file's name and step, and its `shape` before growing."""
+    return {GROWN_FROM: json.dumps({"file": Path(source).name, "step": read_metadata(source).get("step", ""),
+                                    **shape})}
+
+
 def parse_depth_text(text: str):
     """--depth "1,(2,10,2),1" -> (1, (2, 10, 2), 1); "12" -> 12."""
     cleaned = text.replace(" ", "")
@@ -157,9 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         change = max_logit_change(source, grown)
         if change > 1e-4:
             raise RuntimeError(f"growing changed the logits by {change:.2g}: the new blocks are not identities")
-        source_step = read_metadata(args.source).get("step", "")
-        meta = {GROWN_FROM: json.dumps({"file": Path(args.source).name, "step": source_step,
-                                        "depth": to_dict(source.config)["depth"]})}
+        meta = grown_from_record(args.source, depth=to_dict(source.config)["depth"])
         if grown.config.token_version:
             meta[TOKEN_VERSION_KEY] = grown.config.token_version
         save_checkpoint(args.out, grown.state_dict(), kind="prior", config=to_dict(grown.config), metadata=meta)
