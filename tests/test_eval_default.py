@@ -443,6 +443,29 @@ def test_eval_vqgan_reports_flat_colours_holes_and_hue_spread(setup, tmp_path):
     assert eval_vqgan.main(argv2 + ["--compare-to", str(tmp_path / "missing.json")], lpips=fake_lpips) == 1
 
 
+def test_eval_vqgan_encodes_the_held_out_images_once_per_token_version(setup, monkeypatch):
+    from trainers.evaluation import eval_vqgan
+
+    args = eval_vqgan.build_parser().parse_args(
+        ["--images", str(setup / "images"), "--val-fraction", str(VAL_FRACTION), "--resolution", "64",
+         "--n", "3", "--hole", "8", "--batch-size", "2", "--grid-images", "1", "--thumb", "32"])
+    cpu, encoded = torch.device("cpu"), {}
+    first = load_vqgan(setup / "vq.safetensors", dtype=torch.float32)
+    report, _ = eval_vqgan.held_out_holes(args, first, fake_lpips, cpu, False, encoded)
+    assert len(encoded) == 3 and {version for version, _ in encoded} == {first.token_version}
+    # a decoder trained on (same token version) reads the kept tokens: its encoder is never run
+    same = load_vqgan(setup / "vq.safetensors", dtype=torch.float32)
+    monkeypatch.setattr(same, "encode", lambda images: pytest.fail("encoded again"))
+    again, _ = eval_vqgan.held_out_holes(args, same, fake_lpips, cpu, False, encoded)
+    assert again["images"] == report["images"]
+    # another encoder is another token version: its own tokens
+    other = load_vqgan(setup / "vq.safetensors", dtype=torch.float32)
+    with torch.no_grad():
+        other.quant_conv.bias.add_(0.5)
+    eval_vqgan.held_out_holes(args, other, fake_lpips, cpu, False, encoded)
+    assert len(encoded) == 6
+
+
 def test_eval_vqgan_sets_several_checkpoints_in_one_table_paired_against_the_baseline(setup, tmp_path, capsys):
     from trainers.evaluation import eval_vqgan
 

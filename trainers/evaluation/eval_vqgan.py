@@ -173,8 +173,12 @@ def edge_ratio(reconstruction: torch.Tensor, original: torch.Tensor) -> torch.Te
 
 
 @torch.inference_mode()
-def held_out_holes(args, vqgan, lpips, device, progress: bool) -> tuple[dict, list[torch.Tensor]]:
+def held_out_holes(args, vqgan, lpips, device, progress: bool,
+                   encoded: dict | None = None) -> tuple[dict, list[torch.Tensor]]:
+    """`encoded`: tokens kept across calls by (token version, image file), so the checkpoints of one
+    decoder run (one token version) encode the held-out images once."""
     f = vqgan.factor
+    encoded = {} if encoded is None else encoded
     settings = workflow_settings(args.workflow)
     feather = settings.feather
     files = image_subset(args.images, args.n, args.val_fraction)
@@ -185,7 +189,10 @@ def held_out_holes(args, vqgan, lpips, device, progress: bool) -> tuple[dict, li
         holes = [place_hole(p, f, args.hole, place_gen, args.slack) for p in pixels]
         original = to_model(pixels)
         mask = hole_masks(holes, *original.shape[-2:], f)
-        decoded = vqgan.decode(vqgan.encode(original.to(device))).float().cpu()
+        keys = [(vqgan.token_version, str(p)) for p in batch]
+        if not all(k in encoded for k in keys):
+            encoded.update(zip(keys, vqgan.encode(original.to(device)).cpu()))
+        decoded = vqgan.decode(torch.stack([encoded[k] for k in keys]).to(device)).float().cpu()
         filled = torch.stack([mean_fill(original[i], holes[i].box(f), args.ring or f) for i in range(len(batch))])
         real = hole_crops(original, holes, f)
         scores = {}
@@ -255,11 +262,11 @@ def main(argv: list[str] | None = None, lpips=None) -> int:
         files = [str(model_path(f, "vqgan")) for f in (args.vqgan or [None])]
         outs = checkpoint_folders(files, out)
         lpips_fn = None if args.flat_only else lpips if lpips is not None else load_lpips("alex", device=device)
-        reports = {}
+        reports, encoded = {}, {}
         for file, folder in zip(files, outs):
             if len(files) > 1:
                 print(f"== {file}")
-            reports[file] = evaluate_vqgan(file, folder, args, lpips_fn, baseline, device, progress)
+            reports[file] = evaluate_vqgan(file, folder, args, lpips_fn, baseline, device, progress, encoded)
         if len(files) > 1:
             table = checkpoint_table(reports, args.resolution)
             print(table)
@@ -282,8 +289,10 @@ def checkpoint_folders(files: list[str], out: Path) -> list[Path]:
     return [out / name for name in names]
 
 
-def evaluate_vqgan(file: str, out: Path, args, lpips_fn, baseline: dict | None, device, progress: bool) -> dict:
-    """One VQ-GAN's report (written to out/eval_vqgan.json with its pictures, and printed)."""
+def evaluate_vqgan(file: str, out: Path, args, lpips_fn, baseline: dict | None, device, progress: bool,
+                   encoded: dict | None = None) -> dict:
+    """One VQ-GAN's report (written to out/eval_vqgan.json with its pictures, and printed);
+    `encoded` as held_out_holes takes it."""
     vqgan = load_vqgan(file, device=device, dtype=inference_dtype(device))
     flat, flat_decoded = flat_colours(vqgan, device)
     flat_full, flat_full_decoded = flat_colours(vqgan, device, args.resolution)
@@ -296,7 +305,7 @@ def evaluate_vqgan(file: str, out: Path, args, lpips_fn, baseline: dict | None, 
               "pictures": {"flat_colours": str(save_png(make_grid(flat_picture, nrow=len(FLAT_COLOURS)),
                                                         out / "flat_colours.png"))}}
     if lpips_fn is not None:
-        report["holes"], thumbs = held_out_holes(args, vqgan, lpips_fn, device, progress)
+        report["holes"], thumbs = held_out_holes(args, vqgan, lpips_fn, device, progress, encoded)
         colours = code_colours(vqgan, device, 64, progress)
         report["code_colours"] = {**colour_report(colours), **hue_spread(colours)}
         report["pictures"] |= {"code_palette": str(save_png(palette(colours), out / "code_palette.png")),
