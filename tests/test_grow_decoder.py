@@ -14,6 +14,7 @@ from PIL import Image
 
 from sundae_core.checkpoint import read_metadata
 from sundae_core.config import VQGANConfig
+from sundae_core.errors import ConfigError
 from sundae_core.models import load_vqgan, save_model
 from sundae_core.vqgan import VQGAN
 from trainers.checkpoints import grow_decoder
@@ -80,10 +81,9 @@ def test_the_new_blocks_learn_from_a_reconstruction_loss(source, tmp_path):
     assert new.conv2.weight.abs().sum() > 0 and new.conv1.weight.grad.abs().sum() > 0
 
 
-def test_the_trainer_fine_tunes_a_grown_file_and_keeps_its_tokens(source, tmp_path):
-    path, model = source
-    grown = tmp_path / "grown.safetensors"
-    assert grow_decoder.main([str(path), "--res-blocks", "2", "--out", str(grown)]) == 0
+@pytest.fixture
+def vqgan_run(tmp_path):
+    """A tiny VQ-GAN trainer set-up: (config file, run folder) over 6 random 32 px images."""
     images = tmp_path / "images"
     images.mkdir()
     rng = np.random.default_rng(0)
@@ -93,12 +93,47 @@ def test_the_trainer_fine_tunes_a_grown_file_and_keeps_its_tokens(source, tmp_pa
     config.write_text(yaml.safe_dump({
         "model": {k: list(v) if isinstance(v, tuple) else v for k, v in TINY.items()},
         "data": {"path": str(images), "resolution": 32, "crop": 32, "cache_size": 8, "val_fraction": 0.2},
-        "train": {"steps": 3, "batch_size": 2, "disc_start": 100, "lpips_net": "alex", "log_every": 1,
-                  "sample_every": 1000, "ckpt_every": 3, "val_images": 2, "bf16": False}}))
-    run = tmp_path / "run"
+        "train": {"steps": 2, "batch_size": 2, "disc_start": 100, "lpips_net": "alex", "log_every": 1,
+                  "sample_every": 1000, "ckpt_every": 1, "val_images": 2, "bf16": False, "lr": 0.001}}))
+    return config, tmp_path / "run"
+
+
+def test_added_parameters_are_the_new_blocks_and_need_a_grown_file(source, tmp_path):
+    path, _ = source
+    out = tmp_path / "grown.safetensors"
+    assert grow_decoder.main([str(path), "--res-blocks", "2", "--out", str(out)]) == 0
+    added = grow_decoder.added_parameters(out, load_vqgan(out).config)
+    assert {name.rsplit(".", 2)[0] for name in added} == {f"decoder.up.{level}.block.2" for level in range(2)}
+    with pytest.raises(ConfigError, match="not made by sundae-grow-decoder"):
+        grow_decoder.added_parameters(path, load_vqgan(path).config)
+
+
+def test_the_trainer_fine_tunes_a_grown_file_at_its_own_rate_keeps_the_tokens_and_resumes(source, tmp_path,
+                                                                                           vqgan_run):
+    path, model = source
+    grown = tmp_path / "grown.safetensors"
+    assert grow_decoder.main([str(path), "--res-blocks", "2", "--out", str(grown)]) == 0
+    config, run = vqgan_run
     argv = ["--config", str(config), "--run-dir", str(run), "--no-progress", "--set", f"train.init={grown}",
-            "--set", "train.freeze_encoder=true", "--set", "model.decoder_res_blocks=2"]
+            "--set", "train.freeze_encoder=true", "--set", "model.decoder_res_blocks=2",
+            "--set", "train.grown_lr_scale=10"]
     assert train_vqgan.main(argv) == 0
+    groups = json.loads(read_metadata(run / "state.safetensors")["param_groups"])["ae"]
+    assert [(g["lr_scale"], g["lr"]) for g in groups] == [(1.0, 0.001), (10.0, 0.01)]
+    assert len(groups[1]["params"]) == len(grow_decoder.added_parameters(grown, load_vqgan(grown).config))
     trained = load_vqgan(run / "model.safetensors", dtype=torch.float32)
     assert trained.config.decoder_res_blocks == 2 and trained.token_version == model.token_version
     assert trained.state_dict()[f"{NEW_BLOCK}.conv2.weight"].abs().sum() > 0
+    assert train_vqgan.main(argv + ["--set", "train.steps=3"]) == 0  # resumes with the same groups and rates
+    groups = json.loads(read_metadata(run / "state.safetensors")["param_groups"])["ae"]
+    assert [(g["lr_scale"], g["lr"]) for g in groups] == [(1.0, 0.001), (10.0, 0.01)]
+
+
+def test_grown_lr_scale_without_a_grown_init_is_one_error_line(source, vqgan_run, capsys):
+    path, _ = source
+    config, run = vqgan_run
+    base = ["--config", str(config), "--no-progress", "--set", "train.grown_lr_scale=10"]
+    assert train_vqgan.main([*base, "--run-dir", str(run / "a")]) == 1
+    assert train_vqgan.main([*base, "--run-dir", str(run / "b"), "--set", f"train.init={path}"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "set train.init to the grown file" in err[0] and "not made by sundae-grow-decoder" in err[1]
