@@ -21,20 +21,18 @@ Fine-tune the output with the encoder frozen: `--set train.init=OUT --set train.
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from sundae_core.checkpoint import read_metadata
 from sundae_core.cli import doc_summary, run_guarded
 from sundae_core.config import VQGANConfig
-from sundae_core.errors import ConfigError, InputError
+from sundae_core.errors import InputError
 from sundae_core.models import load_vqgan, save_model
 from sundae_core.vqgan import VQGAN, ResnetBlock
 
-from .grow_prior import GROWN_FROM, grown_from_record
+from .grow_prior import grown_from_record, grown_parameters
 
 
 def identity_block_(block: ResnetBlock) -> ResnetBlock:
@@ -75,15 +73,7 @@ def added_parameters(init: str | Path, config: VQGANConfig) -> set[str]:
     """Names of the parameters of a `config` VQ-GAN that sundae-grow-decoder added to the one `init`
     grew from (its grown_from record names that VQ-GAN's decoder_res_blocks); ConfigError if `init`
     has no record."""
-    record = read_metadata(init).get(GROWN_FROM)
-    if not record:
-        raise ConfigError(f"train.grown_lr_scale: train.init {init} was not made by sundae-grow-decoder (its file "
-                          "has no grown_from record), so no blocks are new; leave grown_lr_scale at 1")
-    source_blocks = json.loads(record)["decoder_res_blocks"]
-    with torch.device("meta"):  # names only: no weights are allocated
-        before = {name for name, _ in VQGAN(replace(config, decoder_res_blocks=source_blocks)).named_parameters()}
-        after = {name for name, _ in VQGAN(config).named_parameters()}
-    return after - before
+    return grown_parameters(init, config, VQGAN, "decoder_res_blocks", "sundae-grow-decoder")
 
 
 def max_pixel_change(source: VQGAN, grown: VQGAN, seed: int = 0) -> float:

@@ -123,14 +123,20 @@ def grow(source: HourglassTransformer, depth, generator_seed: int = 0) -> Hourgl
 def added_parameters(init: str | Path, config: HourglassConfig) -> set[str]:
     """Names of the parameters of a `config` prior that sundae-grow-prior added to the one `init`
     grew from (its grown_from record names that prior's depth); ConfigError if `init` has no record."""
+    return grown_parameters(init, config, HourglassTransformer, "depth", "sundae-grow-prior")
+
+
+def grown_parameters(init: str | Path, config, model_class: type[torch.nn.Module], field: str, tool: str) -> set[str]:
+    """Names of the parameters a `model_class` of `config` has and the model `init` grew from lacks:
+    that model is `config` with `field` as the file's grown_from record gives it."""
     record = read_metadata(init).get(GROWN_FROM)
     if not record:
-        raise ConfigError(f"train.grown_lr_scale: train.init {init} was not made by sundae-grow-prior (its file has "
+        raise ConfigError(f"train.grown_lr_scale: train.init {init} was not made by {tool} (its file has "
                           "no grown_from record), so no blocks are new; leave grown_lr_scale at 1")
-    source_depth = json.loads(record)["depth"]
+    source = json.loads(record)[field]
     with torch.device("meta"):  # names only: no weights are allocated
-        before = {name for name, _ in HourglassTransformer(replace(config, depth=source_depth)).named_parameters()}
-        after = {name for name, _ in HourglassTransformer(config).named_parameters()}
+        before = {name for name, _ in model_class(replace(config, **{field: source})).named_parameters()}
+        after = {name for name, _ in model_class(config).named_parameters()}
     return after - before
 
 
