@@ -105,6 +105,24 @@ python -m trainers.checkpoints.export_model "$RUNS/vqgan_dec4/model.safetensors"
 #       --note data="Fluent Emoji 3D 1.1.0 (MIT), 1869 emoji, 10 % held out" \
 #       --note training="stretch 6 (sessions 28-30): the decoder alone from stretch 4, 6000 steps at 5e-5 with greys among the synthetic colours, weight average 0.999"
 
+# 1f. Session 32 (model card, stretch 8): a new machine without run g's folder, so the decoder alone
+#     from the embedded stretch 7 again, a fresh optimiser at run g's last rate (1.5e-5); its weight
+#     average at step 3000 is stretch 8. Beside it on the other thread, the same from a decoder grown
+#     by one identity res block a level, its new blocks at 20x the rate: level with the plain run
+#     at step 2000 (`sundae-paired-runs`, and held out), stopped there.
+#   VQ_DEC8=(--config configs/vqgan_emoji_f32.yaml --set data.path="$DATA/emoji_groups" --set train.freeze_encoder=true
+#            --set train.disc_start=100000 --set data.synthetic=0.3 --set train.sample_every=500 --set train.ckpt_every=100
+#            --set train.lr=0.000015 --set train.ema_decay=0.999 --set train.keep_every=500 --set train.steps=8000)
+#   OMP_NUM_THREADS=2 python -m trainers.training.train_vqgan "${VQ_DEC8[@]}" --run-dir "$RUNS/vqgan_dec_s32" \
+#       --set train.init=sundae_core/default_models/vqgan.safetensors    # (before stretch 8 was embedded)
+#   sundae-grow-decoder sundae_core/default_models/vqgan.safetensors --res-blocks 2 --out "$RUNS/vqgan_dec2_init.safetensors"
+#   OMP_NUM_THREADS=1 python -m trainers.training.train_vqgan "${VQ_DEC8[@]}" --run-dir "$RUNS/vqgan_dec2_s32" \
+#       --set train.init="$RUNS/vqgan_dec2_init.safetensors" --set model.decoder_res_blocks=2 --set train.grown_lr_scale=20
+#   sundae-paired-runs "$RUNS/vqgan_dec_s32" "$RUNS/vqgan_dec2_s32" --window 500
+#   python -m trainers.checkpoints.export_model "$RUNS/vqgan_dec_s32/kept/model_003000.safetensors" \
+#       sundae_core/default_models/vqgan.safetensors --bf16 \
+#       --note data="Fluent Emoji 3D 1.1.0 (MIT), 1869 emoji, 10 % held out" --note training="stretch 8 ..."
+
 # 2. The latent dataset, from the shipped encoder: every image and its mirror image at 1024 px,
 #    labelled by group folder; the manifest records the token version (and, since session 28, the
 #    encoder's dtype: float32 now, bf16 for the folders the shipped prior trained on).
