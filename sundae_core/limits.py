@@ -93,6 +93,7 @@ def model_blocks_problem(config: VQGANConfig | HourglassConfig, what: str) -> st
     blocks, ceiling = model_blocks(config), MODEL_BLOCKS.value()
     if blocks <= ceiling:
         return None
-    sizes = "depth" if isinstance(config, HourglassConfig) else "ch_mult (levels), num_res_blocks and decoder_res_blocks"
+    sizes = ("depth" if isinstance(config, HourglassConfig)
+             else "ch_mult (levels), num_res_blocks and decoder_res_blocks")
     return (f"{what} asks for {blocks:,} blocks, over the ceiling of {ceiling:,}; check its {sizes}, or "
             f"raise ${MODEL_BLOCKS.env}")

@@ -32,7 +32,7 @@ from sundae_core.errors import InputError
 from sundae_core.models import load_vqgan, save_model
 from sundae_core.vqgan import VQGAN, ResnetBlock
 
-from .grow_prior import grown_from_record, grown_parameters
+from .grow_prior import grown_from_record, grown_parameters, load_source_weights
 
 
 def identity_block_(block: ResnetBlock) -> ResnetBlock:
@@ -52,20 +52,7 @@ def grow(source: VQGAN, res_blocks: int, seed: int = 0) -> VQGAN:
                          f"give more than {have} (growing never removes blocks)")
     torch.manual_seed(seed)  # nn.Module init draws from the global generator
     model = VQGAN(replace(source.config, decoder_res_blocks=res_blocks)).eval()
-    missing, unexpected = model.load_state_dict({k: v.float() for k, v in source.state_dict().items()},
-                                                strict=False)
-    if unexpected:
-        raise InputError(f"the source VQ-GAN has weights the grown one lacks ({unexpected[0]!r}): "
-                         "is it a VQ-GAN of this code?")
-    missing = set(missing)
-    for prefix, block in model.decoder.named_modules(prefix="decoder"):
-        keys = {f"{prefix}.{name}" for name in block.state_dict()}
-        if isinstance(block, ResnetBlock) and keys <= missing:  # wholly new: appended by the growth
-            identity_block_(block)
-            missing -= keys
-    if missing:
-        raise InputError(f"the source VQ-GAN lacks {sorted(missing)[0]!r}, which is not part of an added "
-                         "block: its weights do not match its own config")
+    load_source_weights(model, source, ResnetBlock, identity_block_, "VQ-GAN")
     return model
 
 

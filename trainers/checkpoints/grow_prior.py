@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -103,21 +104,29 @@ def grow(source: HourglassTransformer, depth, generator_seed: int = 0) -> Hourgl
     check_growth(source.config.depth, depth)
     torch.manual_seed(generator_seed)  # nn.Module init draws from the global generator
     model = HourglassTransformer(replace(source.config, depth=depth)).eval()
-    missing, unexpected = model.load_state_dict({k: v.float() for k, v in source.state_dict().items()},
+    load_source_weights(model, source, Block, identity_block_, "prior")
+    return model
+
+
+def load_source_weights(grown: torch.nn.Module, source: torch.nn.Module, block_type: type[torch.nn.Module],
+                        identity: Callable[[torch.nn.Module], object], what: str) -> None:
+    """Copy `source`'s weights into `grown` (as float32) and make each `block_type` block that is
+    wholly new in `grown` (appended by the growth) an identity with `identity`; InputError where
+    the two differ otherwise. Shared by sundae-grow-prior and sundae-grow-decoder."""
+    missing, unexpected = grown.load_state_dict({k: v.float() for k, v in source.state_dict().items()},
                                                 strict=False)
     if unexpected:
-        raise InputError(f"the source prior has weights the grown one lacks ({unexpected[0]!r}): "
-                         "is it a prior of this code's hourglass?")
+        raise InputError(f"the source {what} has weights the grown one lacks ({unexpected[0]!r}): "
+                         f"is it a {what} of this code?")
     missing = set(missing)
-    for prefix, block in model.named_modules():
+    for prefix, block in grown.named_modules():
         keys = {f"{prefix}.{name}" for name in block.state_dict()}
-        if isinstance(block, Block) and keys <= missing:  # wholly new: appended by the grown depth
-            identity_block_(block)
+        if isinstance(block, block_type) and keys <= missing:
+            identity(block)
             missing -= keys
     if missing:
-        raise InputError(f"the source prior lacks {sorted(missing)[0]!r}, which is not part of an added block: "
+        raise InputError(f"the source {what} lacks {sorted(missing)[0]!r}, which is not part of an added block: "
                          "its weights do not match its own config")
-    return model
 
 
 def added_parameters(init: str | Path, config: HourglassConfig) -> set[str]:

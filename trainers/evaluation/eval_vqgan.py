@@ -57,8 +57,8 @@ from ..data.image_data import HELD_OUT_FRACTION
 from ..training.lpips import load_lpips
 from ..training.train_vqgan import psnr
 from .code_colours import DOMINANCE, code_colours, colour_report, palette
-from .inpaint_setup import (WORKFLOW, hole_crops, hole_masks, image_batches, image_subset, mean_fill, paste, place_hole, thumbnail,
-                            to_model, workflow_settings)
+from .inpaint_setup import (WORKFLOW, hole_crops, hole_masks, image_batches, image_subset, mean_fill, paste,
+                            place_hole, thumbnail, to_model, workflow_settings)
 from .paired import compare_vqgan, format_vqgan_comparison, load_report
 
 REPORT = "eval_vqgan.json"
@@ -177,7 +177,7 @@ def held_out_holes(args, vqgan, lpips, device, progress: bool,
                    encoded: dict | None = None) -> tuple[dict, list[torch.Tensor]]:
     """`encoded`: tokens kept across calls by (token version, image file), so the checkpoints of one
     decoder run (one token version) encode the held-out images once."""
-    f = vqgan.factor
+    f, version = vqgan.factor, vqgan.token_version
     encoded = {} if encoded is None else encoded
     settings = workflow_settings(args.workflow)
     feather = settings.feather
@@ -185,11 +185,12 @@ def held_out_holes(args, vqgan, lpips, device, progress: bool,
     place_gen = torch.Generator().manual_seed(args.seed)
     rows, thumbs = [], []
     batches = image_batches(files, args.resolution, args.batch_size)
-    for batch, pixels in tqdm(batches, desc="held-out holes", total=-(-len(files) // args.batch_size), disable=not progress):
+    for batch, pixels in tqdm(batches, desc="held-out holes", total=-(-len(files) // args.batch_size),
+                              disable=not progress):
         holes = [place_hole(p, f, args.hole, place_gen, args.slack) for p in pixels]
         original = to_model(pixels)
         mask = hole_masks(holes, *original.shape[-2:], f)
-        keys = [(vqgan.token_version, str(p)) for p in batch]
+        keys = [(version, str(p)) for p in batch]
         if not all(k in encoded for k in keys):
             encoded.update(zip(keys, vqgan.encode(original.to(device)).cpu()))
         decoded = vqgan.decode(torch.stack([encoded[k] for k in keys]).to(device)).float().cpu()

@@ -108,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         for key in keys:
             a, b = (training_losses(rows, key) for rows in logs)
             if not (set(a) & set(b)):
-                raise InputError(f"--keys {key}: no step has it logged in both runs ({len(a)} rows in A, {len(b)} in B)")
+                raise InputError(f"--keys {key}: no step has it logged in both runs "
+                                 f"({len(a)} rows in A, {len(b)} in B)")
             print(table(key, paired_windows(a, b, args.window)))
         return 0
 
