@@ -50,8 +50,9 @@ def _load(kind: str, name: str):
 class SundaeVQGANLoader:
     DESCRIPTION = ("Load a VQ-GAN: the first stage that turns images into a grid of tokens (one per "
                    "f x f pixels) and tokens back into images. Runs on the GPU when there is one; "
-                   "decodes in bfloat16, encodes in float32 (bfloat16 tipped large dark areas to the "
-                   "wrong tokens).")
+                   "decodes in bfloat16 (float32 on a CPU without bf16 kernels, float16 on a GPU "
+                   "without bf16), encodes in float32 (bfloat16 tipped large dark areas to the wrong "
+                   "tokens).")
     CATEGORY = f"{CATEGORY}/loaders"
     RETURN_TYPES = (VQGAN,)
     RETURN_NAMES = ("vqgan",)

@@ -11,6 +11,7 @@ from torch.overrides import TorchFunctionMode
 from . import bounded_json
 from .checkpoint import CONFIG_KEY, KIND_KEY, check_state, load_checkpoint, read_metadata, save_checkpoint
 from .config import HourglassConfig, VQGANConfig, from_dict, to_dict
+from .cpu_features import cpu_bf16_is_fast
 from .errors import CheckpointError, ConfigError, InputError, MissingAssetError
 from .hourglass import HourglassTransformer
 from .limits import model_blocks_problem, model_bytes_problem
@@ -173,11 +174,15 @@ def load_prior(path: str | Path, device=None, dtype=None) -> HourglassTransforme
 
 
 def inference_dtype(device: str | torch.device) -> torch.dtype:
-    """bf16 on the CPU and on GPUs that support it; models are cast once, not autocast per call. On
-    the CPU bf16 is the faster on both kinds measured, not only with AMX: 16 steps of the embedded
-    prior took 0.80 s an image against 1.11 s in float32 on a 2-core AMD EPYC (session 28). A
-    VQ-GAN's encoder stays float32 whatever this says (VQGAN.cast_for_inference)."""
+    """bf16 on GPUs that support it (else float16) and on CPUs with bf16 kernels (else float32);
+    models are cast once, not autocast per call. Where the CPU has them, bf16 is the faster even
+    without AMX: 16 steps of the embedded prior took 0.80 s an image against 1.11 s in float32 on a
+    2-core AVX-512 AMD EPYC (session 28). Without them (AVX2-only x86) bf16 falls back to loops
+    hundreds of times slower (cpu_features.py). A VQ-GAN's encoder stays float32 whatever this says
+    (VQGAN.cast_for_inference)."""
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():
         return torch.float16
+    if device.type == "cpu" and not cpu_bf16_is_fast():
+        return torch.float32
     return torch.bfloat16

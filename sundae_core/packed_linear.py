@@ -19,21 +19,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .cpu_features import amx_available, cpu_bf16_is_fast
+
 ACTIVATIONS = ("none", "gelu")
-
-
-def amx_available() -> bool:
-    """Whether this CPU has AMX (the machines where packing was measured to win)."""
-    try:
-        return bool(torch._C._cpu._init_amx())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def packing_supported() -> bool:
     ops = torch.ops.mkldnn
     return (torch.backends.mkldnn.is_available() and hasattr(ops, "_linear_pointwise")
-            and hasattr(ops, "_reorder_linear_weight") and bool(ops._is_mkldnn_bf16_supported()))
+            and hasattr(ops, "_reorder_linear_weight") and cpu_bf16_is_fast())
 
 
 def weights_key(*tensors: torch.Tensor | None) -> tuple[tuple[int, int], ...]:

@@ -14,6 +14,7 @@ from einops import rearrange
 from torch import nn
 
 from .config import VQGANConfig
+from .cpu_features import cpu_bf16_is_fast
 from .cpu_memory import reuse_freed_memory
 from .errors import InputError
 from .norms import layer_norm
@@ -72,7 +73,7 @@ def conv_plus(conv: nn.Conv2d, x: torch.Tensor, other: torch.Tensor) -> torch.Te
     fused = (x.device.type == "cpu" and conv.padding_mode == "zeros" and not isinstance(conv.padding, str)
              and x.dtype == other.dtype == conv.weight.dtype and other.shape[1:] == (conv.out_channels, *x.shape[2:])
              and hasattr(torch.ops.mkldnn, "_convolution_pointwise") and torch.backends.mkldnn.is_available()
-             and (x.dtype != torch.bfloat16 or torch.ops.mkldnn._is_mkldnn_bf16_supported()))
+             and (x.dtype != torch.bfloat16 or cpu_bf16_is_fast()))
     if not fused:
         return conv(x).add_(other)
     return torch.ops.mkldnn._convolution_pointwise.binary(

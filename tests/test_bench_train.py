@@ -16,7 +16,8 @@ TINY = ["--set", "model.dim=32", "--set", "model.heads=2", "--set", "model.vocab
 
 def test_eager_step_report_on_a_tiny_prior(tmp_path, capsys):
     out = tmp_path / "bench"
-    argv = ["--modes", "eager", "--threads", "1", "--ranks", "0", "--repeats", "2", "--out", str(out), *TINY]
+    argv = ["--modes", "eager", "--threads", "1", "--ranks", "0", "--repeats", "2", "--peak-size", "1024",
+            "--out", str(out), *TINY]
     assert train_speed.main(argv) == 0
     report = json.loads((out / "train_speed.json").read_text())
     assert report["batch"] == 2 and report["unroll"] == 2  # the --set values reached the step

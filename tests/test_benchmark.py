@@ -9,13 +9,18 @@ import torch
 import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
+from sundae_core import models
 from sundae_core.config import DepthLevels, HourglassConfig, parse_depth, to_dict
 from sundae_core.presets import PRESETS
 from trainers.benchmark import cli as benchmark
 from trainers.benchmark.bench_ar import ARDecoder, ar_flops, vanilla_config
 from trainers.benchmark.bench_cases import gumbel_max, proposal_samplers
-from trainers.benchmark.bench_timing import is_flop_kernel, outside_share, repeats_for
+from trainers.benchmark.bench_timing import compute_dtype, is_flop_kernel, outside_share, repeats_for
 from trainers.benchmark.bench_vqgan import TINY_VQGAN_RUN
+
+# what this machine computes in: bf16 where the CPU has bf16 kernels, else fp32 (cpu_features)
+COMPUTE = compute_dtype(torch.device("cpu"))
+DTYPES = ("bf16", "fp32") if COMPUTE == "bf16" else ("fp32",)
 
 
 def test_quick_run_on_tiny_configs_writes_every_section(tmp_path, capsys):
@@ -27,40 +32,43 @@ def test_quick_run_on_tiny_configs_writes_every_section(tmp_path, capsys):
             "--sampler-preset", "tiny"]
     assert benchmark.main(argv) == 0
     report = json.loads((out / "bench.json").read_text())
-    assert report["peak_flop_per_s"]["bf16"] > 0 and report["peak_flop_per_s"]["fp32"] > 0
+    assert set(report["peak_flop_per_s"]) == set(DTYPES) and all(v > 0 for v in report["peak_flop_per_s"].values())
+    assert report["environment"]["compute_dtype"] == COMPUTE
     steps = report["step"]
     assert {(r["case"], r["dtype"], r["batch"]) for r in steps} == {
-        (case, dtype, b) for case in ("prior", "vanilla") for dtype in ("bf16", "fp32") for b in (1, 2)}
+        (case, dtype, b) for case in ("prior", "vanilla") for dtype in DTYPES for b in (1, 2)}
     for r in steps:
         assert r["median_s"] > 0 and len(r["runs"]) >= 3 and r["peak_mem_mb"] >= 0
         assert r["flop_per_s"] == pytest.approx(r["flops"] / r["median_s"])
-    assert [r["steps"] for r in report["sample"]] == [20, 10]
+    assert [(r["steps"], r["dtype"]) for r in report["sample"]] == [(20, COMPUTE), (10, COMPUTE)]
     assert all(r["bound_s"] > 0 and r["decode_s"] >= 0 for r in report["sample"])
     assert [r["batch"] for r in report["ar"]] == [1, 2] and report["ar"][0]["tokens"] == 64
     assert report["train"][0]["unroll"] == 2 and 0 < report["train"][0]["mfu"] < 1
     assert {(r["batch"], r["steps"]) for r in report["ratios"]} == {(1, 20), (1, 10), (2, 20), (2, 10)}
     train = report["vqgan_train"]
+    cases = [("bf16-autocast", "full"), ("fp32", "full"), ("bf16-autocast", "decoder")] if COMPUTE == "bf16" \
+        else [("fp32", "full"), ("fp32", "decoder")]  # no bf16 kernels: the trainer's fp32, once
     assert [(r["config"], r["precision"], r["phase"], r["batch"], r["crop"]) for r in train] == [
-        ("vqgan_tiny", "bf16-autocast", "full", 2, 32), ("vqgan_tiny", "fp32", "full", 2, 32),
-        ("vqgan_tiny", "bf16-autocast", "decoder", 2, 32)]
-    assert all(r["images_per_s"] == pytest.approx(2 / r["median_s"]) for r in train) and train[1]["speed_vs_fp32"] == 1
-    assert train[2]["speed_vs_fp32"] is None  # a lighter step: not a precision's ratio
+        ("vqgan_tiny", precision, phase, 2, 32) for precision, phase in cases]
+    assert all(r["images_per_s"] == pytest.approx(2 / r["median_s"]) for r in train)
+    assert [r["speed_vs_fp32"] for r in train if r["precision"] == "fp32" and r["phase"] == "full"] == [1]
+    assert train[-1]["speed_vs_fp32"] is None  # a lighter step: not a precision's ratio
     assert all(0 < r["mfu"] < 1 and 0 <= r["outside_share"] <= 1 for r in train)
     # the decoder-only step skips the encoder's backward and the discriminator: fewer FLOPs
-    assert train[2]["flops"] < train[0]["flops"] == train[1]["flops"]
+    assert train[-1]["flops"] < train[0]["flops"] == train[-2]["flops"]
     (codec,) = report["vqgan_codec"]
     assert codec["image"] == "64x64" and codec["tokens"] == [32, 32] and codec["decode_fits_8gb"]
     assert codec["encode_s"] > 0 and codec["decode_s"] > 0 and codec["decode_flops"] > 0
     assert codec["decode_peak_mem_mb"] >= 0 and codec["decode_process_rss_mb"] > 0
     sampler = report["sampler"]
     methods = (*proposal_samplers(torch.Generator()), "denoise_step, p = 0.5 (ours)")
-    assert {(r["dtype"], r["method"]) for r in sampler} == {(d, m) for d in ("bf16", "fp32") for m in methods}
+    assert {(r["dtype"], r["method"]) for r in sampler} == {(d, m) for d in DTYPES for m in methods}
     assert all(r["shape"] == [64, 64] and len(r["runs"]) == 3 for r in sampler)
     table = (out / "bench.md").read_text()
     for heading in ("Denoising step", "Full sample", "Autoregressive baseline", "Prior training", "VQ-GAN training",
                     "VQ-GAN encode / decode", "Sampler", "Targets"):
         assert heading in table
-    assert "fits in 8 GB" in table and "% of the tiny bf16 batch-1 step" in table
+    assert "fits in 8 GB" in table and f"% of the tiny {COMPUTE} batch-1 step" in table
     assert table in capsys.readouterr().out
 
 
@@ -97,6 +105,19 @@ def test_sample_section_runs_at_each_thread_count_against_per_stage_floors(tmp_p
         assert column in header
     assert report["environment"]["cpu"] in table.splitlines()[0] and "threads 1, 2" in table.splitlines()[0]
     assert table in capsys.readouterr().out
+
+
+def test_a_cpu_without_bf16_kernels_is_benchmarked_in_fp32(tmp_path, monkeypatch):
+    # as models load there (models.inference_dtype); bf16 would time torch's fallback loops
+    monkeypatch.setattr(models, "cpu_bf16_is_fast", lambda: False)
+    argv = [*TINY_SAMPLE, "--sections", "sample,sampler", "--sampler-preset", "tiny", "--threads", "1", "--no-profile",
+            "--out", str(tmp_path)]
+    assert benchmark.main(argv) == 0
+    report = json.loads((tmp_path / "bench.json").read_text())
+    assert report["environment"]["compute_dtype"] == "fp32" and set(report["peak_flop_per_s"]) == {"fp32"}
+    assert {r["dtype"] for r in report["sample"] + report["sampler"]} == {"fp32"}
+    table = (tmp_path / "bench.md").read_text()
+    assert "models run in fp32 (this CPU has no bf16 kernels)" in table and "Full sample, batch 1, fp32" in table
 
 
 def test_no_profile_leaves_the_outside_shares_out(tmp_path):

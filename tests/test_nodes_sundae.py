@@ -8,7 +8,7 @@ import torch
 from sundae_core.config import HourglassConfig, VQGANConfig
 from sundae_core.errors import InputError, MissingAssetError
 from sundae_core.hourglass import HourglassTransformer
-from sundae_core.models import read_config, save_model
+from sundae_core.models import inference_dtype, read_config, save_model
 from sundae_core.token_version import ENCODING_PARTS
 from sundae_core.vqgan import VQGAN
 from sundae_nodes import NODE_CLASS_MAPPINGS as N
@@ -59,13 +59,15 @@ def test_model_folder_listing_and_resolution(model_dir):
         resolve_model("../prior.safetensors", "prior")
 
 
-def test_loaders_pick_the_device_and_keep_cpu_models_in_bfloat16_but_the_encoder(vqgan, prior):
-    """bf16 everywhere but the VQ-GAN's encoder, which runs in float32 (VQGAN.cast_for_inference)."""
+def test_loaders_pick_the_device_and_the_inference_dtype_but_float32_for_the_encoder(vqgan, prior):
+    """The inference dtype (bf16 where the device has bf16 kernels) everywhere but the VQ-GAN's
+    encoder, which runs in float32 (VQGAN.cast_for_inference)."""
     expected = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = inference_dtype(expected)
     for name, parameter in [*vqgan.named_parameters(), *prior.named_parameters()]:
         encoding = name.startswith(ENCODING_PARTS)
         assert parameter.device.type == expected.type, name
-        assert parameter.dtype == (torch.float32 if encoding else torch.bfloat16), name
+        assert parameter.dtype == (torch.float32 if encoding else dtype), name
     assert not vqgan.training and not prior.training
 
 

@@ -19,7 +19,7 @@ import torch
 from einops import reduce
 
 from sundae_core.config import VQGANConfig, load_yaml
-from sundae_core.models import default_model_path, load_vqgan
+from sundae_core.models import default_model_path, inference_dtype, load_vqgan
 from sundae_core.vqgan import VQGAN
 from trainers.training.train_vqgan import VQGANRunConfig, VQTrainConfig, train_step
 
@@ -104,13 +104,15 @@ def test_default_norm_computes_the_same_function_on_a_crop_and_on_the_canvas():
 
 
 def test_the_embedded_vqgan_keeps_flat_black_at_1024_px_when_loaded_for_inference():
-    """The embedded VQ-GAN as every node, CLI and workflow loads it (bf16): a flat black canvas at
+    """The embedded VQ-GAN as every node, CLI and workflow loads it (the decoder in the inference
+    dtype: bf16 where the CPU has bf16 kernels, else float32): a flat black canvas at
     the megapixel size comes back black. With the encoder in bf16 end to end, 679 of its 1024
     tokens tipped over an FSQ rounding boundary to a code that decodes dark grey (19 of 255 off);
     the encoder now runs in float32 (VQGAN.cast_for_inference) and it comes back under 1 off."""
-    vqgan = load_vqgan(default_model_path("vqgan"), dtype=torch.bfloat16)
+    dtype = inference_dtype("cpu")
+    vqgan = load_vqgan(default_model_path("vqgan"), dtype=dtype)
     assert vqgan.encoder.conv_in.weight.dtype == vqgan.quant_conv.weight.dtype == torch.float32
-    assert vqgan.decoder.conv_out.weight.dtype == vqgan.post_quant_conv.weight.dtype == torch.bfloat16
+    assert vqgan.decoder.conv_out.weight.dtype == vqgan.post_quant_conv.weight.dtype == dtype
     for value in (-1.0, 1.0):  # black, and white (the emoji canvases' background) as a control
         canvas = torch.full((1, 3, 1024, 1024), value)
         with torch.inference_mode():

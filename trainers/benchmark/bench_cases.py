@@ -72,14 +72,14 @@ def bench_step(bench: Bench, label: str, model_name: str, config: HourglassConfi
 def bench_sample(bench: Bench, model_name: str, config: HourglassConfig, grid: tuple[int, int],
                  vq: VQGANConfig | None, steps_list: tuple[int, ...], peak_flop_per_s: float,
                  compiled: bool = False, profile: bool = True) -> list[dict]:
-    """Full samples at batch 1 in bf16 at torch's current thread count: T prior steps + decode,
-    each stage and the whole against its FLOP floor at `peak_flop_per_s` (the bf16 matmul peak
-    measured at this thread count). compiled: the prior runs through torch.compile, the decoder
-    stays eager as in the CLIs (sundae_core/compiled.py); the compile happens in the first
-    (warm-up) call and is reported, not timed. profile: after the timed runs, one profiled prior
-    step (`denoise_step`, proportion 0.5, through the same logits function) and one profiled
-    decode give the share of self CPU time outside matmul, convolution and attention kernels
-    (bench_timing.outside_share)."""
+    """Full samples at batch 1 in the compute dtype (bench.compute, as models load) at torch's
+    current thread count: T prior steps + decode, each stage and the whole against its FLOP floor at
+    `peak_flop_per_s` (the compute dtype's matmul peak measured at this thread count). compiled: the
+    prior runs through torch.compile, the decoder stays eager as in the CLIs
+    (sundae_core/compiled.py); the compile happens in the first (warm-up) call and is reported, not
+    timed. profile: after the timed runs, one profiled prior step (`denoise_step`, proportion 0.5,
+    through the same logits function) and one profiled decode give the share of self CPU time
+    outside matmul, convolution and attention kernels (bench_timing.outside_share)."""
     dev = bench.device
     prior_f = flops(config, 1, *grid)
     dec_f = decoder_flops(vq, *grid) if vq is not None else 0
@@ -88,8 +88,8 @@ def bench_sample(bench: Bench, model_name: str, config: HourglassConfig, grid: t
     rows = []
     with MemoryProbe(dev) as mem:
         torch.manual_seed(0)
-        prior = for_inference(HourglassTransformer(config), dev, torch.bfloat16)  # as loaded
-        vqgan = build_inference_vqgan(vq, dev) if vq is not None else None
+        prior = for_inference(HourglassTransformer(config), dev, bench.compute_dtype)  # as loaded
+        vqgan = build_inference_vqgan(vq, dev, bench.compute_dtype) if vq is not None else None
         logits_fn = model_logits_fn(prior, compile=compiled)
         decode = None if vqgan is None else vqgan.decode  # eager in both modes (compiled.py)
 
@@ -121,12 +121,12 @@ def bench_sample(bench: Bench, model_name: str, config: HourglassConfig, grid: t
         total_f = steps * prior_f + dec_f
         prior_bound, decode_bound, bound = floor(steps * prior_f), floor(dec_f), floor(total_f)
         row = {"case": "sample", "model": model_name, "grid": list(grid), "steps": steps, "batch": 1,
-               "dtype": "bf16", "decoder": "pixels" if vq is None else f"f={vq.factor} ch={vq.ch}",
+               "dtype": bench.compute, "decoder": "pixels" if vq is None else f"f={vq.factor} ch={vq.ch}",
                "mode": "compiled" if compiled else "eager", "threads": threads, "peak_flop_per_s": peak_flop_per_s,
                "warm_up_s": warm_s, "median_s": median, "min_s": min(totals), "runs": [round(x, 4) for x in totals],
                "prior_s": parts[i][0], "decode_s": parts[i][1], "flops": total_f, "prior_flops": steps * prior_f,
                "decode_flops": dec_f, "flop_per_s": total_f / median,
-               "frac_bf16_peak": round(total_f / median / peak_flop_per_s, 4) if peak_flop_per_s else None,
+               "frac_peak": round(total_f / median / peak_flop_per_s, 4) if peak_flop_per_s else None,
                "bound_s": bound, "prior_bound_s": prior_bound, "decode_bound_s": decode_bound,
                "over_bound": over(median, bound), "prior_over_bound": over(parts[i][0], prior_bound),
                "decode_over_bound": over(parts[i][1], decode_bound), "peak_mem_mb": mem.mb}
@@ -154,12 +154,13 @@ def sample_section(bench: Bench, model_name: str, config: HourglassConfig, grid:
                    vq: VQGANConfig | None, steps_list: tuple[int, ...], threads: tuple[int, ...],
                    peak_sizes: tuple[int, ...], compiled: bool = False, profile: bool = True) -> list[dict]:
     """bench_sample at each thread count (eager, then compiled if asked), each case right after a
-    bf16 matmul peak measured at that thread count (bench_timing.measure_peak over peak_sizes)."""
+    matmul peak in the compute dtype measured at that thread count (bench_timing.measure_peak over
+    peak_sizes)."""
     rows = []
     for t in threads:
         torch.set_num_threads(t)
         for mode_compiled in (False, True) if compiled else (False,):
-            peak = measure_peak(bench, peak_sizes, ("bf16",))[0]["bf16"]
+            peak = measure_peak(bench, peak_sizes, (bench.compute,))[0][bench.compute]
             rows += bench_sample(bench, model_name, config, grid, vq, steps_list, peak, compiled=mode_compiled,
                                  profile=profile)
     for r in rows:
@@ -175,22 +176,23 @@ def bench_ar_generation(bench: Bench, model_name: str, config: HourglassConfig, 
     g = torch.Generator(dev).manual_seed(0)
     with MemoryProbe(dev) as mem:
         model = build(lambda: ARDecoder(config.vocab_size, config.dim, config.heads, config.depth_levels().total, n,
-                                        config.mlp_ratio), dev, torch.bfloat16)
+                                        config.mlp_ratio), dev, bench.compute_dtype)
         model.generate(batch, steps=min(n, 16), generator=g)  # warm-up; the cache is allocated in full
     t = time_runs(lambda: model.generate(batch, generator=g), dev, bench.long_repeats)
     del model
     f = ar_flops(config, batch, n)
-    row = {"case": "ar", "model": model_name, "grid": list(grid), "dtype": "bf16", "batch": batch,
+    row = {"case": "ar", "model": model_name, "grid": list(grid), "dtype": bench.compute, "batch": batch,
            "layers": config.depth_levels().total, "tokens": n, "median_s": t.median_s, "min_s": t.min_s,
            "runs": t.runs, "tokens_per_s": batch * n / t.median_s, "flops": f, "flop_per_s": f / t.median_s,
-           "frac_bf16_peak": bench.fraction(f / t.median_s), "peak_mem_mb": mem.mb}
+           "frac_peak": bench.fraction(f / t.median_s), "peak_mem_mb": mem.mb}
     bench.log(f"ar {model_name} b{batch}: {t.median_s:.2f} s for {n} tokens, {mem.mb} MB")
     return row
 
 
 def bench_train(bench: Bench, model_name: str, config: HourglassConfig, grid: tuple[int, int], batch: int,
                 unroll: int) -> dict:
-    """Training steps as the prior trainer runs them: bf16 autocast, fp32 weights, AdamW, clipping."""
+    """Training steps as the prior trainer runs them: bf16 autocast (fp32 on a CPU without bf16
+    kernels, as the trainer falls back), fp32 weights, AdamW, clipping."""
     dev = bench.device
     g = torch.Generator(dev).manual_seed(0)
     with MemoryProbe(dev) as mem:
@@ -201,7 +203,7 @@ def bench_train(bench: Bench, model_name: str, config: HourglassConfig, grid: tu
         logits_fn = model_logits_fn(model)
 
         def step() -> None:
-            with torch.autocast(dev.type, dtype=torch.bfloat16):
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bench.compute == "bf16"):
                 out = unrolled_loss(logits_fn, tokens, config.vocab_size, steps=unroll, generator=g)
             opt.zero_grad(set_to_none=True)
             out.loss.backward()
@@ -217,7 +219,8 @@ def bench_train(bench: Bench, model_name: str, config: HourglassConfig, grid: tu
     t = time_runs(step, dev, bench.long_repeats)
     del model, opt
     model_f = 3 * flops(config, batch, *grid) * unroll
-    row = {"case": "train", "model": model_name, "grid": list(grid), "dtype": "bf16-autocast", "batch": batch,
+    precision = "bf16-autocast" if bench.compute == "bf16" else "fp32"
+    row = {"case": "train", "model": model_name, "grid": list(grid), "dtype": precision, "batch": batch,
            "unroll": unroll, "median_s": t.median_s, "min_s": t.min_s, "runs": t.runs,
            "tokens_per_s": batch * grid[0] * grid[1] / t.median_s, "flops": model_f,
            "flop_per_s": model_f / t.median_s, "mfu": bench.fraction(model_f / t.median_s), "peak_mem_mb": mem.mb}

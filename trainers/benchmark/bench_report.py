@@ -24,7 +24,7 @@ def ratios(report: dict) -> list[dict]:
     step latency."""
     out = []
     steps = {(r["model"], r["batch"]): r["median_s"] for r in report["step"] if r["case"] == "prior"
-             and r["dtype"] == "bf16"}
+             and r["dtype"] == compute_of(report)}
     sampled = {}
     threads = report["environment"]["threads"][0]  # the AR and step sections ran at the first count
     for r in sorted(report["sample"], key=lambda r: -r["prior_s"]):  # the fastest measured sample wins
@@ -43,6 +43,11 @@ def ratios(report: dict) -> list[dict]:
     return out
 
 
+def compute_of(report: dict) -> str:
+    """The dtype the report's inference and training cases ran in (bf16 before it was recorded)."""
+    return report["environment"].get("compute_dtype", "bf16")
+
+
 def _table(title: str, rows: list[dict], columns: list[tuple[str, Callable[[dict], object]]]) -> list[str]:
     """A Markdown section: `## title` and one line per row; nothing when there are no rows."""
     if not rows:
@@ -53,21 +58,22 @@ def _table(title: str, rows: list[dict], columns: list[tuple[str, Callable[[dict
 
 
 def markdown(report: dict) -> str:
-    env, peak = report["environment"], report["peak_flop_per_s"]
+    env, peak, compute = report["environment"], report["peak_flop_per_s"], compute_of(report)
     threads, first = ", ".join(str(t) for t in env["threads"]), _threads(env["threads"][0])
     lines = [f"# SUNDAE benchmark ({env['device']}; {env['cpu']}; threads {threads}; torch {env['torch']})", "",
              f"- command: `{env['command']}`",
              f"- CPU: {env['cpu']} ({env['cores']} cores); torch threads: {threads} (the full sample runs at each, "
              f"the other sections at {first}); load average before / after: {env['load_before']} / "
              f"{env['load_after']}",
-             f"- measured matmul peak at {first}: bf16 {_fmt(peak.get('bf16', 0) / 1e9, 0)} GFLOP/s, "
-             f"fp32 {_fmt(peak.get('fp32', 0) / 1e9, 0)} GFLOP/s",
+             f"- measured matmul peak at {first}: "
+             + ", ".join(f"{name} {_fmt(rate / 1e9, 0)} GFLOP/s" for name, rate in peak.items())
+             + f"; models run in {compute}" + ("" if compute == "bf16" else " (this CPU has no bf16 kernels)"),
              f"- random weights; timings are medians of synchronised runs after a warm-up; memory is the "
              f"peak RSS above the level before each case (see `trainers/benchmark/bench_timing.py`); "
              f"process high-water "
              f"{_fmt(report['max_rss_mb'], 0)} MB; total wall time {_fmt(report['wall_s'], 0)} s", ""]
     grid = lambda r: f"{r['grid'][0]}x{r['grid'][1]}"
-    pct = lambda key: lambda r: _fmt(100 * (r[key] or 0))
+    pct = lambda key: lambda r: "-" if r.get(key) is None else _fmt(100 * r[key])
     mb = lambda r: _fmt(r["peak_mem_mb"], 0)
     lines += _table("Denoising step (forward + sampler)", report["step"], [
         ("network", lambda r: f"{'hourglass' if r['case'] == 'prior' else 'vanilla'} {r['depth']}"),
@@ -77,9 +83,9 @@ def markdown(report: dict) -> str:
         ("GFLOP", lambda r: _fmt(r["flops"] / 1e9)), ("GFLOP/s", lambda r: _fmt(r["flop_per_s"] / 1e9, 0)),
         ("% bf16 peak", pct("frac_bf16_peak")), ("% own-dtype peak", pct("frac_dtype_peak")), ("peak MB", mb)])
     share = lambda key: lambda r: _fmt(100 * r[key], 0) + " %" if r.get(key) is not None else "-"
-    lines += _table("Full sample, batch 1, bf16 (prior T steps + VQ-GAN decode)", report["sample"], [
+    lines += _table(f"Full sample, batch 1, {compute} (prior T steps + VQ-GAN decode)", report["sample"], [
         ("model", lambda r: r["model"]), ("output", lambda r: r["output"]), ("mode", lambda r: r.get("mode", "eager")),
-        ("threads", lambda r: r["threads"]), ("bf16 peak GFLOP/s", lambda r: _fmt(r["peak_flop_per_s"] / 1e9, 0)),
+        ("threads", lambda r: r["threads"]), (f"{compute} peak GFLOP/s", lambda r: _fmt(r["peak_flop_per_s"] / 1e9, 0)),
         ("T", lambda r: r["steps"]), ("total s", lambda r: _fmt(r["median_s"], 2)),
         ("prior s", lambda r: _fmt(r["prior_s"], 2)), ("decode s", lambda r: _fmt(r["decode_s"], 2)),
         ("TFLOP", lambda r: _fmt(r["flops"] / 1e12, 2)), ("GFLOP/s", lambda r: _fmt(r["flop_per_s"] / 1e9, 0)),
@@ -94,12 +100,12 @@ def markdown(report: dict) -> str:
         lines += ["Floors: prior = T x the forward's FLOPs (`hourglass.flops`: the vocabulary head at every "
                   "position), decode = the decoder's FLOPs as the architecture defines it (inference runs its "
                   "upsampling convolutions in sub-pixel form, which does 0.44 of the f = 32 decoder's 3.07 TFLOP "
-                  "fewer: `vqgan.Upsample`), each over the bf16 matmul peak measured at the row's "
+                  "fewer: `vqgan.Upsample`), each over the matmul peak in the row's dtype measured at its "
                   "thread count just before the case; x floor = measured seconds / floor. % outside: self CPU "
                   "time of one profiled prior step (`denoise_step`, proportion 0.5) and one profiled decode spent "
                   "outside matmul, convolution and attention kernels. First call: the warm-up run (2 steps and a "
                   "decode; in compiled mode it compiles), not part of any timed figure.", ""]
-    lines += _table("Autoregressive baseline (KV cache, bf16)", report["ar"], [
+    lines += _table(f"Autoregressive baseline (KV cache, {compute})", report["ar"], [
         ("model", lambda r: r["model"]), ("layers", lambda r: r["layers"]), ("tokens", lambda r: r["tokens"]),
         ("batch", lambda r: r["batch"]), ("AR s", lambda r: _fmt(r["median_s"], 2)),
         ("tokens/s", lambda r: _fmt(r["tokens_per_s"], 0)), ("GFLOP/s", lambda r: _fmt(r["flop_per_s"] / 1e9, 0)),
@@ -108,21 +114,22 @@ def markdown(report: dict) -> str:
         ("model", lambda r: r["model"]), ("batch", lambda r: r["batch"]), ("T", lambda r: r["steps"]),
         ("SUNDAE s", lambda r: _fmt(r["sundae_s"], 2)), ("source", lambda r: r["sundae_source"]),
         ("AR s", lambda r: _fmt(r["ar_s"], 2)), ("SUNDAE / AR", lambda r: _fmt(r["ratio"], 2))])
-    lines += _table("Prior training (bf16 autocast, AdamW)", report["train"], [
+    lines += _table(f"Prior training ({'bf16 autocast' if compute == 'bf16' else 'fp32'}, AdamW)", report["train"], [
         ("model", lambda r: r["model"]), ("grid", grid), ("batch", lambda r: r["batch"]),
         ("unroll", lambda r: r["unroll"]), ("s / step", lambda r: _fmt(r["median_s"], 2)),
         ("tokens/s", lambda r: _fmt(r["tokens_per_s"], 0)), ("model TFLOP / step", lambda r: _fmt(r["flops"] / 1e12, 2)),
-        ("MFU % of bf16 peak", pct("mfu")), ("peak MB", mb)])
+        (f"MFU % of {compute} peak", pct("mfu")), ("peak MB", mb)])
     lines += _table("VQ-GAN training step (full: generator with LPIPS + adaptive-weight GAN, then discriminator; "
                     "decoder: the encoder frozen, no GAN, as the campaign's decoder runs; Adam)",
                     report["vqgan_train"], [
         ("config", lambda r: r["config"]), ("precision", lambda r: r["precision"]), ("phase", lambda r: r["phase"]),
         ("batch", lambda r: r["batch"]), ("crop", lambda r: r["crop"]), ("LPIPS", lambda r: r["lpips"]),
         ("s / step", lambda r: _fmt(r["median_s"], 2)), ("images/s", lambda r: _fmt(r["images_per_s"], 1)),
-        ("GFLOP / step", lambda r: _fmt(r["flops"] / 1e9, 1)), ("MFU % of bf16 peak", pct("mfu")),
+        ("GFLOP / step", lambda r: _fmt(r["flops"] / 1e9, 1)), (f"MFU % of {compute} peak", pct("mfu")),
         ("% outside FLOP kernels", lambda r: _fmt(None if r["outside_share"] is None else 100 * r["outside_share"])),
         ("speed vs fp32", lambda r: _fmt(r["speed_vs_fp32"], 2)), ("peak MB", mb)])
-    lines += _table("VQ-GAN encode / decode, batch 1, bf16 weights, inference_mode", report["vqgan_codec"], [
+    lines += _table(f"VQ-GAN encode / decode, batch 1, {compute} decoder weights, inference_mode",
+                    report["vqgan_codec"], [
         ("model", lambda r: r["model"]), ("image", lambda r: r["image"]),
         ("tokens", lambda r: f"{r['tokens'][0]}x{r['tokens'][1]}"), ("params M", lambda r: _fmt(r["params_m"], 2)),
         ("encode s", lambda r: _fmt(r["encode_s"], 3)), ("decode s", lambda r: _fmt(r["decode_s"], 3)),
@@ -192,8 +199,9 @@ def sampler_targets(report: dict) -> list[str]:
                 f"{ours['median_s'] * 1e3:.2f} ms ({ours['speed_vs_categorical']:.1f}x faster), Gumbel-max "
                 f"{rows['Gumbel-max']['median_s'] * 1e3:.2f} ms; our whole sampler step "
                 f"{step['median_s'] * 1e3:.2f} ms")
-        network_step = steps.get((base["model"], "bf16"))
+        network_step = steps.get((base["model"], compute_of(report)))
         if network_step:
-            line += f" = {100 * step['median_s'] / network_step:.1f} % of the {base['model']} bf16 batch-1 step"
+            line += (f" = {100 * step['median_s'] / network_step:.1f} % of the {base['model']} "
+                     f"{compute_of(report)} batch-1 step")
         out.append(line)
     return out

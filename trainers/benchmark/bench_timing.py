@@ -31,6 +31,8 @@ from typing import Callable
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from sundae_core.models import inference_dtype
+
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
 
@@ -146,9 +148,16 @@ class Bench:
     budget_s: float
     peak: dict[str, float] = dataclasses.field(default_factory=dict)  # dtype -> FLOP/s
     log: Callable[[str], None] = print
+    # the dtype the project computes in on this device (compute_dtype): the inference and training
+    # cases run in it and their MFU is over its peak
+    compute: str = "bf16"
 
-    def fraction(self, flop_per_s: float, dtype: str = "bf16") -> float | None:
-        peak = self.peak.get(dtype)
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        return DTYPES[self.compute]
+
+    def fraction(self, flop_per_s: float, dtype: str | None = None) -> float | None:
+        peak = self.peak.get(dtype or self.compute)
         return round(flop_per_s / peak, 4) if peak else None
 
 
@@ -180,11 +189,18 @@ def measure_peak(bench: Bench, sizes: tuple[int, ...], dtypes: tuple[str, ...] =
     return peaks, rows
 
 
-def matmul_peak(threads: int, n: int = 4096, runs: int = 12, device: torch.device = torch.device("cpu")) -> float:
-    """Best bf16 FLOP/s of an n x n x n matmul over `runs` runs on `device`, at `threads` threads
+def compute_dtype(device: torch.device) -> str:
+    """The dtype name the project computes in on `device`: what loaded models are cast to
+    (models.inference_dtype) and what the trainers autocast to; fp32 on a CPU without bf16 kernels."""
+    return "bf16" if inference_dtype(device) == torch.bfloat16 else "fp32"
+
+
+def matmul_peak(threads: int, n: int = 4096, runs: int = 12, device: torch.device = torch.device("cpu"),
+                dtype: str = "bf16") -> float:
+    """Best FLOP/s of an n x n x n `dtype` matmul over `runs` runs on `device`, at `threads` threads
     (sets torch's thread count; on a GPU it only drives the launches); sundae-bench-train's peak."""
     torch.set_num_threads(threads)
-    return 2 * n ** 3 / matmul_timing(n, torch.bfloat16, device, runs).min_s
+    return 2 * n ** 3 / matmul_timing(n, DTYPES[dtype], device, runs).min_s
 
 
 # Kernels that do a model's FLOPs, by name without the namespace ("aten::", "mkldnn::", "mkl::"),

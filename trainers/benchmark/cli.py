@@ -1,17 +1,20 @@
 """`sundae-bench`: speed of the SUNDAE prior against its baselines, measured in one run.
 
-One command, one process, random weights (speed does not depend on training). --threads takes
+One command, one process, random weights (speed does not depend on training). Every case runs
+in the compute dtype, the one models load in (models.inference_dtype): bf16, or fp32 on a CPU
+without bf16 kernels (sundae_core/cpu_features.py), where bf16 would time torch's fallback loops;
+the report names it. --threads takes
 a comma list of torch CPU thread counts (default: torch's own, normally the machine's core count):
 the sample section runs once at each, every other section at the first. Sections:
-1. peak: the machine's matmul throughput in bf16 and fp32 (large square matmuls, measured in this
+1. peak: the machine's matmul throughput in each of --dtypes (large square matmuls, measured in this
    run at the first thread count, so every utilisation figure is relative to what this machine did
    today);
 2. step: one denoising step (network forward + the sampler) of each preset prior and of a
-   vanilla transformer of the same total depth at full resolution, batch 1 and 8, bf16 and fp32;
+   vanilla transformer of the same total depth at full resolution, batch 1 and 8, in each of --dtypes;
    plus the sampler's own share (the step on cached logits);
-3. sample: a full sample at batch 1 in bf16 at each thread count (row field `threads`): the prior
+3. sample: a full sample at batch 1 in the compute dtype at each thread count (row field `threads`): the prior
    for T steps (no self-stopping, so T is exact) and the VQ-GAN decode (the paper's f = 32
-   megapixel decoder for FFHQ1024), each stage against its FLOP floor at the bf16 matmul peak
+   megapixel decoder for FFHQ1024), each stage against its FLOP floor at the compute dtype's peak
    measured at that thread count just before the case (`peak_flop_per_s`): `prior_bound_s` = T x
    the prior forward's FLOPs / peak (`hourglass.flops`, the head at every position),
    `decode_bound_s` = the decoder's FLOPs / peak, `bound_s` their sum; `prior_over_bound`,
@@ -24,14 +27,15 @@ the sample section runs once at each, every other section at the first. Sections
    call (2 steps and a decode; compiling, when compiled), never part of the timed figures;
 4. ar: the reference approach, an autoregressive decoder-only transformer of the same width,
    heads and total depth generating the same token grid one token at a time with a KV cache,
-   batch 1 and 8, bf16; SUNDAE / AR = SUNDAE sampling time at T / AR generation time;
-5. train: prior training steps (bf16 autocast over fp32 weights, AdamW, clipping: what
-   `sundae-train-prior` runs) with a 2-step unroll; MFU = 3 x forward FLOPs x unroll steps /
-   step time / bf16 peak.
+   batch 1 and 8, compute dtype; SUNDAE / AR = SUNDAE sampling time at T / AR generation time;
+5. train: prior training steps (bf16 autocast over fp32 weights, or fp32 where the compute dtype
+   is, AdamW, clipping: what `sundae-train-prior` runs) with a 2-step unroll; MFU = 3 x forward
+   FLOPs x unroll steps / step time / the compute dtype's peak.
 6. vqgan: VQ-GAN training steps (`trainers.training.train_vqgan.train_step` past disc_start: the
    generator step with L1 + LPIPS + codebook loss + adaptive-weight PatchGAN term, then the
-   discriminator step) at a run config's batch size and crop, bf16 autocast against fp32, in
-   images/s; and encode / decode of one 1024 x 1024 image (bf16 weights, inference_mode) by that
+   discriminator step) at a run config's batch size and crop, bf16 autocast against fp32 (fp32
+   alone where the compute dtype is), in images/s; and encode / decode of one 1024 x 1024 image
+   (decoder weights in the compute dtype, inference_mode) by that
    config's model and by the paper's megapixel f = 32 VQ-GAN, with peak memory (issue 5: the
    megapixel decode must fit in 8 GB);
 7. sampler: drawing one proposal per position over a preset's (tokens x vocabulary) logits
@@ -75,7 +79,7 @@ from .bench_ar import vanilla_config
 from .bench_cases import (DECODERS, GRIDS, MODELS, bench_ar_generation, bench_sampler, bench_step, bench_train,
                           sample_section)
 from .bench_report import markdown, ratios, targets
-from .bench_timing import DTYPES, Bench, max_rss_bytes, measure_peak
+from .bench_timing import DTYPES, Bench, compute_dtype, max_rss_bytes, measure_peak
 from .bench_vqgan import VQGAN_CODECS, codec_models, vqgan_run_config, vqgan_section
 
 SECTIONS = ("step", "sample", "ar", "train", "vqgan", "sampler")
@@ -115,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(ffhq1024: the f = 32 megapixel VQ-GAN); 'none' skips the section")
     p.add_argument("--sections", default=",".join(SECTIONS),
                    help="which sections to run, comma-separated (the peak always runs)")
-    p.add_argument("--dtypes", default="bf16,fp32", help="dtypes of the step section and of the sampler's logits")
+    p.add_argument("--dtypes", help="dtypes of the step section and of the sampler's logits (default bf16,fp32; "
+                                    "fp32 alone on a CPU without bf16 kernels, where bf16 runs ~300x slower)")
     p.add_argument("--batches", default="1,8", help="batch sizes of the step and AR sections")
     p.add_argument("--sample-steps", help="T values of the full sample (default 100,50; --quick 20,10)")
     p.add_argument("--train-batch", type=int, help="training batch size (default 8; --quick 2)")
@@ -168,9 +173,11 @@ def main(argv: list[str] | None = None) -> int:
         bad = sections - set(SECTIONS)
         if bad:
             raise InputError(f"unknown section(s) {', '.join(sorted(bad))}; choose from {', '.join(SECTIONS)}")
-        dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
+        compute = compute_dtype(device)
+        dtype_list = args.dtypes if args.dtypes is not None else ("bf16,fp32" if compute == "bf16" else "fp32")
+        dtypes = [d.strip() for d in dtype_list.split(",") if d.strip()]
         if not dtypes or any(d not in DTYPES for d in dtypes):
-            raise InputError(f"--dtypes must name some of {', '.join(DTYPES)}, got {args.dtypes!r}")
+            raise InputError(f"--dtypes must name some of {', '.join(DTYPES)}, got {dtype_list!r}")
         batches = positive_ints(args.batches, "--batches")
         sample_steps = positive_ints(args.sample_steps or ("20,10" if quick else "100,50"), "--sample-steps")
         sample_preset = None if args.sample_preset == "none" else _names(args.sample_preset, "sample preset")[0]
@@ -187,9 +194,11 @@ def main(argv: list[str] | None = None) -> int:
         vqgan_run = vqgan_run_config(args.vqgan_config) if "vqgan" in sections else None
         codec_cases = codec_models(vqgan_name, vqgan_run, codecs, args.vqgan_image) if vqgan_run else []
         bench = Bench(device=device, repeats=args.repeats or (3 if quick else 5),
-                      long_repeats=args.long_repeats or (1 if quick else 3), budget_s=args.case_budget)
+                      long_repeats=args.long_repeats or (1 if quick else 3), budget_s=args.case_budget,
+                      compute=compute)
         report = {"environment": {"device": str(device), "threads": list(threads), "cores": os.cpu_count(),
                                   "torch": torch.__version__, "python": platform.python_version(), "cpu": cpu_name(),
+                                  "compute_dtype": compute,
                                   "command": "sundae-bench " + " ".join(sys.argv[1:] if argv is None else argv),
                                   "load_before": [round(x, 2) for x in os.getloadavg()]},
                   "settings": {"quick": quick, "presets": presets, "sections": sorted(sections), "dtypes": dtypes,
@@ -202,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
                   "step": [], "sample": [], "ar": [], "train": [], "vqgan_train": [], "vqgan_codec": [],
                   "sampler": []}
         peak_sizes = (1024, 2048) if quick else (2048, 4096)
-        bench.peak, report["peak"] = measure_peak(bench, peak_sizes)
+        bench.peak, report["peak"] = measure_peak(bench, peak_sizes, tuple(dict.fromkeys([compute, *dtypes])))
         report["peak_flop_per_s"] = dict(bench.peak)
         if "step" in sections:
             for name in presets:

@@ -7,8 +7,9 @@ config's model (default configs/prior_emoji.yaml, the shipped prior), with rando
 - with --ranks 2: torchrun with 2 ranks of one thread each, the global batch split between them
   and gradients averaged, as `torchrun ... train_prior` runs;
 - MFU = FLOPs of one step (counted by torch's FlopCounterMode on the eager step: forward and
-  backward, attention included) / step time / the bf16 matmul peak measured in this run at the
-  same thread count;
+  backward, attention included) / step time / the matmul peak in the step's dtype (bf16 under
+  `train.bf16`; fp32 on a CPU without bf16 kernels, where the trainer falls back to it) measured
+  in this run at the same thread count;
 - the share of a step's time outside matmul, convolution and attention kernels (torch profiler,
   self time; `bench_timing.outside_share`): the work compiling fuses.
 With --device cuda the same step runs on a GPU: the peak is the GPU's bf16 matmul, measured in the
@@ -22,6 +23,7 @@ Outputs in --out: train_speed.json and train_speed.md (the table; also printed).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -34,6 +36,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from sundae_core.checkpoint import atomic_write
 from sundae_core.cli import doc_summary, run_guarded, write_json_report
 from sundae_core.config import apply_overrides, load_yaml
+from sundae_core.cpu_features import autocast_bf16
 from sundae_core.errors import InputError
 from sundae_core.hourglass import HourglassTransformer
 from sundae_core.sampler import random_tokens
@@ -85,11 +88,16 @@ def time_case(case: Case, repeats: int) -> tuple[float, float]:
 PEAK_MATMUL = {"cpu": (4096, 12), "cuda": (8192, 20)}
 
 
+def peak_dtype(config: PriorRunConfig) -> str:
+    return "bf16" if config.train.bf16 else "fp32"
+
+
 def run_case(config: PriorRunConfig, compile: bool, threads: int, repeats: int, flops: int | None,
-             profile_share: bool, device: torch.device = torch.device("cpu")) -> dict:
+             profile_share: bool, device: torch.device = torch.device("cpu"),
+             peak_matmul: tuple[int, int] | None = None) -> dict:
     torch.set_num_threads(threads)
-    n, runs = PEAK_MATMUL[device.type]
-    peak = matmul_peak(threads, n, runs, device)
+    n, runs = peak_matmul or PEAK_MATMUL[device.type]
+    peak = matmul_peak(threads, n, runs, device, peak_dtype(config))
     case = Case(config, compile, config.train.batch_size, device=device)
     first, median = time_case(case, repeats)
     flops = flops or count_flops(Case(config, False, config.train.batch_size, device=device))
@@ -108,7 +116,7 @@ def worker(config: PriorRunConfig, compile: bool, repeats: int, out: Path) -> No
     """One torchrun rank: its share of the global batch, gradients averaged over ranks."""
     rank, world = dist.setup()
     torch.set_num_threads(1)
-    peak = matmul_peak(1) if rank == 0 else 0.0
+    peak = matmul_peak(1, dtype=peak_dtype(config)) if rank == 0 else 0.0
     dist.barrier()
     case = Case(config, compile, config.train.batch_size // world)
     first, median = time_case(case, repeats)
@@ -120,9 +128,11 @@ def worker(config: PriorRunConfig, compile: bool, repeats: int, out: Path) -> No
 def run_ranks(args, config: PriorRunConfig, compile: bool, flops: int) -> dict:
     result = Path(args.out) / f".ranks_{'compiled' if compile else 'eager'}.json"
     result.parent.mkdir(parents=True, exist_ok=True)
+    # the workers step the config as overridden here (--set), not the file's
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(args.ranks),
                "-m", "trainers.benchmark.train_speed", "--worker", str(result), "--config", args.config,
-               "--repeats", str(args.repeats)] + (["--compiled-worker"] if compile else [])
+               "--repeats", str(args.repeats), *(x for kv in args.set for x in ("--set", kv))]
+    command += ["--compiled-worker"] if compile else []
     subprocess.run(command, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True)
     got = json.loads(result.read_text())
     result.unlink()
@@ -156,7 +166,8 @@ def markdown(report: dict) -> str:
             lines += [f"| `{op['op']}` | {op['ms']:.2f} | {100 * op['share']:.1f} % |" for op in r["top_ops"]]
     lines.append("")
     lines.append(f"FLOPs per step (counted): {report['rows'][0]['flops_per_step'] / 1e9:.0f} G; matmul peak "
-                 f"(bf16, {report['peak_matmul'][0]}^3, best of {report['peak_matmul'][1]}) measured beside each "
+                 f"({report.get('peak_dtype', 'bf16')}, {report['peak_matmul'][0]}^3, "
+                 f"best of {report['peak_matmul'][1]}) measured beside each "
                  "case at its thread count; load before "
                  f"{env['load_before']}, after {env['load_after']}")
     return "\n".join(lines)
@@ -184,6 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, as the trainer's --set (e.g. train.batch_size=256)")
     p.add_argument("--out", default="runs/bench_train", help="folder for train_speed.json and .md")
+    p.add_argument("--peak-size", type=int,
+                   help="side of the square matmul whose best time is the MFU's peak (default 4096 on a CPU, "
+                        "8192 on a GPU; smaller runs sooner and may read a lower peak)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--compiled-worker", action="store_true", help=argparse.SUPPRESS)
     return p
@@ -195,6 +209,10 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         config = apply_overrides(load_yaml(args.config, PriorRunConfig), args.set)
         device = bench_device(args.device)
+        # as the trainer does: bf16 autocast falls back to fp32 on a CPU without bf16 kernels
+        quiet = args.worker is not None
+        config = dataclasses.replace(config, train=dataclasses.replace(
+            config.train, bf16=autocast_bf16(device, config.train.bf16, say=(lambda _: None) if quiet else print)))
         if args.worker:
             worker(config, args.compiled_worker, args.repeats, Path(args.worker))
             return 0
@@ -210,14 +228,19 @@ def main(argv: list[str] | None = None) -> int:
                   "environment": {"cpu": cpu_name(), "torch": torch.__version__, "cores": os.cpu_count(),
                                   "load_before": [round(x, 2) for x in os.getloadavg()]},
                   "rows": []}
-        report["peak_matmul"] = PEAK_MATMUL[device.type]
+        if args.peak_size is not None and args.peak_size < 64:
+            raise InputError(f"--peak-size must be >= 64, got {args.peak_size}")
+        report["peak_matmul"] = ((args.peak_size, PEAK_MATMUL[device.type][1]) if args.peak_size
+                                 else PEAK_MATMUL[device.type])
+        report["peak_dtype"] = peak_dtype(config)
         if device.type == "cuda":  # one process drives the GPU; its host thread count barely matters
             report["environment"]["gpu"] = torch.cuda.get_device_name(device)
             threads = [torch.get_num_threads()]
         flops = None
         for mode in modes:
             for n in threads:
-                row = run_case(config, mode == "compiled", n, args.repeats, flops, not args.no_profile, device)
+                row = run_case(config, mode == "compiled", n, args.repeats, flops, not args.no_profile, device,
+                               tuple(report["peak_matmul"]))
                 flops = row["flops_per_step"]
                 report["rows"].append(row)
                 print(json.dumps(row), flush=True)

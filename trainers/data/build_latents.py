@@ -41,7 +41,7 @@ from sundae_core import bounded_json
 from sundae_core.checkpoint import atomic_write
 from sundae_core.cli import doc_summary, run_guarded
 from sundae_core.errors import InputError, MissingAssetError
-from sundae_core.models import load_vqgan
+from sundae_core.models import inference_dtype, load_vqgan
 
 from ..training import distributed as dist
 from .image_data import HELD_OUT_FRACTION, image_paths, in_subset, is_validation, load_rgb_scaled
@@ -58,7 +58,7 @@ def encode_folder(args) -> int:
     # loaded as every inference path loads it: the encoder in float32 (VQGAN.cast_for_inference;
     # folders built before session 28 encoded in bf16, which moved 1.8 % of the emoji's tokens),
     # channels-last (models.inference_layout: the same tokens, ~30 % faster on a CPU)
-    vqgan = load_vqgan(args.vqgan, dtype=torch.bfloat16)
+    vqgan = load_vqgan(args.vqgan, dtype=inference_dtype("cpu"))
     f = vqgan.factor
     if args.resolution % f:
         raise InputError(f"--resolution {args.resolution} must be a multiple of the VQ-GAN factor {f}")

@@ -37,7 +37,8 @@ from sundae_core.config import HourglassConfig, to_dict
 from sundae_core.corruption import BlockShapes
 from sundae_core.errors import ConfigError
 from sundae_core.grid import save_grid
-from sundae_core.models import check_models_fit, load_vqgan
+from sundae_core.cpu_features import autocast_bf16
+from sundae_core.models import check_models_fit, inference_dtype, load_vqgan
 from sundae_core.sampler import SamplerSettingError, SamplerSettings, model_logits_fn, random_tokens, sample
 from sundae_core.token_shift import draw_shifts, largest_shift, shift_tokens
 from sundae_core.token_version import versions_conflict
@@ -335,6 +336,7 @@ def train(config: PriorRunConfig, run_dir: Path, progress: bool = True) -> Path:
     from sundae_core.hourglass import HourglassTransformer
 
     device = train_device(tc.device, rank)
+    tc = dataclasses.replace(tc, bf16=autocast_bf16(device, tc.bf16, say=print if dist.is_main() else lambda _: None))
     if device.type == "cpu" and mc.dropout > 0 and mc.attention_dropout_at == "weights" and dist.is_main():
         WARNINGS.warning(f"model.dropout={mc.dropout:g} on the CPU: dropped attention weights have no fused CPU "
                          "kernel, so steps take ~3.5x longer (README, training speed); set "
@@ -360,7 +362,7 @@ def train(config: PriorRunConfig, run_dir: Path, progress: bool = True) -> Path:
             noise_gen.manual_seed(tc.seed * 1000 + 500 + rank + 7919 * start)
     dist.broadcast_module(model)
     dist.broadcast_module(ema.model)
-    vqgan = load_vqgan(tc.vqgan, dtype=torch.bfloat16) if tc.vqgan else None
+    vqgan = load_vqgan(tc.vqgan, dtype=inference_dtype(device)) if tc.vqgan else None
     if vqgan is not None:
         vqgan.to(device)
         check_models_fit(vqgan, model, f"train.vqgan {tc.vqgan} with the dataset {config.data.path}: ")

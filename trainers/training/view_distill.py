@@ -19,7 +19,7 @@ from einops import rearrange
 
 from sundae_core.config import HourglassConfig
 from sundae_core.errors import ConfigError
-from sundae_core.models import load_prior
+from sundae_core.models import inference_dtype, load_prior
 from sundae_core.sampler import model_logits_fn
 from sundae_core.shifted_views import with_views
 from sundae_core.token_version import versions_conflict
@@ -42,10 +42,11 @@ def view_distill_loss(teacher: torch.nn.Module, views: int, weight: float) -> Ex
 
 
 def load_teacher(path: str, student: HourglassConfig, device: torch.device) -> torch.nn.Module:
-    """The frozen teacher: a prior file's weights in bf16, laid out for inference (load_prior
-    returns it in eval mode, without gradients). It may differ from the student in size and
-    depth, not in what its predictions mean: the vocabulary, the classes, the token version."""
-    teacher = load_prior(path, device=device, dtype=torch.bfloat16)
+    """The frozen teacher: a prior file's weights in the inference dtype (models.inference_dtype),
+    laid out for inference (load_prior returns it in eval mode, without gradients). It may differ
+    from the student in size and depth, not in what its predictions mean: the vocabulary, the
+    classes, the token version."""
+    teacher = load_prior(path, device=device, dtype=inference_dtype(device))
     differ = [f for f in ("vocab_size", "num_classes") if getattr(teacher.config, f) != getattr(student, f)]
     if versions_conflict(teacher.config.token_version, student.token_version):
         differ.append("token_version")
