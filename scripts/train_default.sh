@@ -122,6 +122,9 @@ python -m trainers.checkpoints.export_model "$RUNS/vqgan_dec4/model.safetensors"
 #   python -m trainers.checkpoints.export_model "$RUNS/vqgan_dec_s32/kept/model_003000.safetensors" \
 #       sundae_core/default_models/vqgan.safetensors --bf16 \
 #       --note data="Fluent Emoji 3D 1.1.0 (MIT), 1869 emoji, 10 % held out" --note training="stretch 8 ..."
+# 1g. Session 33: stretch 8 annealed at 7.5e-6 (fresh Adam), "${VQ_DEC8[@]}" with --set train.lr=0.0000075
+#     --set train.steps=12000 --set train.init=sundae_core/default_models/vqgan.safetensors, run dir
+#     "$RUNS/vqgan_dec_s33"; on a CPU without bf16 kernels the trainer says so and steps in float32.
 
 # 2. The latent dataset, from the shipped encoder: every image and its mirror image at 1024 px,
 #    labelled by group folder; the manifest records the token version (and, since session 28, the
