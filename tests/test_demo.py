@@ -13,7 +13,7 @@ from PIL import Image
 from sundae_core.config import HourglassConfig, VQGANConfig
 from sundae_core.graph import default_registry, load_workflow
 from sundae_core.hourglass import HourglassTransformer
-from sundae_core.models import save_model
+from sundae_core.models import inference_dtype, save_model
 from sundae_core.sampler import SamplerSettings
 from sundae_core.vqgan import VQGAN
 from trainers.sampling import demo
@@ -34,8 +34,10 @@ def test_samples_and_chain_with_tiny_models(tmp_path, capsys):
     report = json.loads((out / "timings.json").read_text())
     assert report["sampler"]["steps"] == 4 and report["samples"]["image_size"] == 8
     assert report["samples"]["classes"] is None  # a prior without classes samples without one
+    assert report["dtype"] == str(inference_dtype("cpu")).removeprefix("torch.") and report["device"] == "cpu"
     assert (out / "samples.png").is_file() and (out / "denoising_chain.png").is_file()
-    assert f"wrote {out / 'timings.json'}" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"wrote {out / 'timings.json'}" in printed and f"computed in:       {report['dtype']} on the cpu" in printed
     assert demo.main([*argv, "--proportion", "2"]) == 1
     assert capsys.readouterr().err.startswith("error: --proportion: sampler proportion 2.0 is outside [0, 1]")
 

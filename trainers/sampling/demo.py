@@ -26,6 +26,7 @@ from sundae_core.cli import doc_summary, run_guarded, write_json_report
 from sundae_core.errors import MissingAssetError
 from sundae_core.graph import default_registry, load_workflow, run_workflow
 from sundae_core.grid import make_grid, save_png, thumbnails
+from sundae_core.cpu_features import cpu_bf16_is_fast
 from sundae_core.models import check_models_fit, inference_dtype, load_prior, load_vqgan, model_path
 from sundae_core.sampler import SamplerSettings, model_logits_fn, random_labels, random_tokens, sample
 
@@ -184,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         prior = load_prior(model_path(args.prior, "prior"), device, dtype)
         check_models_fit(vqgan, prior, "--prior with --vqgan: ")
         report = {"samples": run_samples(out, args, settings, vqgan, prior, device),
-                  "sampler": settings.to_dict()}
+                  "sampler": settings.to_dict(), "device": device, "dtype": str(dtype).removeprefix("torch.")}
         if args.per_class > 0 and prior.config.num_classes:
             report["class_samples"] = run_class_grid(out, args, settings, vqgan, prior, device)
         if not args.skip_inpaint:
@@ -202,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
             if name in report:
                 print(f"{name + ':':<19}{report[name]['picture']} ({report[name]['seconds']} s, "
                       f"workflow output {report[name]['result']})")
+        print(f"computed in:       {report['dtype']} on the {device}"
+              + (" (this CPU has no bf16 kernels)" if device == "cpu" and not cpu_bf16_is_fast() else ""))
         write_json_report(out / "timings.json", report)
         return 0
 
