@@ -1,5 +1,6 @@
-"""What this CPU computes fast, for the choices that depend on it: the inference dtype, the trainers'
-bf16 autocast, the linear packing of packed_linear.py.
+"""What this CPU computes fast, for the choices that depend on it: the inference dtype
+(models.inference_dtype), the trainers' bf16 autocast (trainers/training/device.py), the linear
+packing of packed_linear.py.
 
 bf16 matmuls and convolutions on the CPU are fast only where oneDNN has bf16 kernels for the chip
 (x86 with AVX-512 BW/VL/DQ, AVX512-BF16 or AMX; Arm with its bf16 extension); torch reports that as
@@ -32,18 +33,3 @@ def cpu_bf16_is_fast() -> bool:
         return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
-
-
-SLOW_BF16 = ("this CPU has no bf16 kernels (no AVX-512 or AMX; torch falls back to loops about 300x "
-             "slower than float32 there)")
-
-
-def autocast_bf16(device: torch.device, requested: bool, say=print) -> bool:
-    """Whether a trainer autocasts to bf16: as `requested` (`train.bf16`), except on a CPU without
-    bf16 kernels, where it trains in float32 and `say`s so (a run configured for bf16 on another
-    machine resumes here at float32's speed instead of the loops')."""
-    if requested and device.type == "cpu" and not cpu_bf16_is_fast():
-        say(f"note: train.bf16 is set, but {SLOW_BF16}: training in float32 instead; "
-            "set train.bf16=false to silence this")
-        return False
-    return requested

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from sundae_core import cpu_features, models
+from trainers.training import device as trainer_device
 from sundae_core.models import inference_dtype
 
 
@@ -46,15 +47,15 @@ def test_a_loaded_vqgan_decodes_in_float32_without_the_kernels(monkeypatch, tiny
 
 def test_training_asks_for_bf16_and_gets_float32_on_a_cpu_without_the_kernels(monkeypatch):
     said = []
-    monkeypatch.setattr(cpu_features, "cpu_bf16_is_fast", lambda: False)
-    assert not cpu_features.autocast_bf16(torch.device("cpu"), True, say=said.append)
+    monkeypatch.setattr(trainer_device, "cpu_bf16_is_fast", lambda: False)
+    assert not trainer_device.autocast_bf16(torch.device("cpu"), True, say=said.append)
     assert len(said) == 1 and "train.bf16" in said[0] and "float32" in said[0]
-    assert not cpu_features.autocast_bf16(torch.device("cpu"), False, say=said.append)
+    assert not trainer_device.autocast_bf16(torch.device("cpu"), False, say=said.append)
     assert len(said) == 1  # nothing asked, nothing to say
 
 
 def test_training_keeps_bf16_where_the_cpu_has_the_kernels(monkeypatch):
     said = []
-    monkeypatch.setattr(cpu_features, "cpu_bf16_is_fast", lambda: True)
-    assert cpu_features.autocast_bf16(torch.device("cpu"), True, say=said.append)
+    monkeypatch.setattr(trainer_device, "cpu_bf16_is_fast", lambda: True)
+    assert trainer_device.autocast_bf16(torch.device("cpu"), True, say=said.append)
     assert not said

@@ -23,7 +23,7 @@ from sundae_core.unroll import unrolled_loss
 
 from .bench_ar import ARDecoder, ar_flops, decoder_flops
 from .bench_timing import (DTYPES, Bench, MemoryProbe, build, measure_peak, outside_share, repeats_for, sync,
-                           time_runs, warm_up)
+                           time_runs, training_precision, warm_up)
 from .bench_vqgan import TINY_VQGAN, build_inference_vqgan
 
 # A model small enough for tests and smoke runs; not a paper configuration.
@@ -219,8 +219,8 @@ def bench_train(bench: Bench, model_name: str, config: HourglassConfig, grid: tu
     t = time_runs(step, dev, bench.long_repeats)
     del model, opt
     model_f = 3 * flops(config, batch, *grid) * unroll
-    precision = "bf16-autocast" if bench.compute == "bf16" else "fp32"
-    row = {"case": "train", "model": model_name, "grid": list(grid), "dtype": precision, "batch": batch,
+    row = {"case": "train", "model": model_name, "grid": list(grid), "dtype": training_precision(bench.compute),
+           "batch": batch,
            "unroll": unroll, "median_s": t.median_s, "min_s": t.min_s, "runs": t.runs,
            "tokens_per_s": batch * grid[0] * grid[1] / t.median_s, "flops": model_f,
            "flop_per_s": model_f / t.median_s, "mfu": bench.fraction(model_f / t.median_s), "peak_mem_mb": mem.mb}

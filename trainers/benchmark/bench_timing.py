@@ -195,6 +195,11 @@ def compute_dtype(device: torch.device) -> str:
     return "bf16" if inference_dtype(device) == torch.bfloat16 else "fp32"
 
 
+def training_precision(dtype: str) -> str:
+    """How a training row names its precision: bf16 autocast over fp32 weights, or plain fp32."""
+    return "bf16-autocast" if dtype == "bf16" else "fp32"
+
+
 def matmul_peak(threads: int, n: int = 4096, runs: int = 12, device: torch.device = torch.device("cpu"),
                 dtype: str = "bf16") -> float:
     """Best FLOP/s of an n x n x n `dtype` matmul over `runs` runs on `device`, at `threads` threads

@@ -20,7 +20,7 @@ from ..training.discriminator import DiscriminatorConfig, PatchDiscriminator
 from ..training.lpips import load_lpips
 from ..training.train_vqgan import VQGANRunConfig, VQTrainConfig, train_step
 from .bench_ar import decoder_flops, encoder_flops
-from .bench_timing import Bench, MemoryProbe, outside_share, repeats_for, time_runs, warm_up
+from .bench_timing import Bench, MemoryProbe, outside_share, repeats_for, time_runs, training_precision, warm_up
 
 TINY_VQGAN = VQGANConfig(resolution=32, ch=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(),
                          z_channels=8, embed_dim=8, n_embed=64, mid_attention=False)
@@ -90,7 +90,7 @@ def bench_vqgan_train(bench: Bench, name: str, run: VQGANRunConfig, precision: s
     t = time_runs(step, dev, bench.long_repeats)
     outside = outside_share(step) if dev.type == "cpu" else None
     del model, disc, lpips, opt_ae, opt_d
-    row = {"case": "vqgan-train", "config": name, "precision": "bf16-autocast" if precision == "bf16" else "fp32",
+    row = {"case": "vqgan-train", "config": name, "precision": training_precision(precision),
            "phase": phase, "batch": tc.batch_size, "crop": crop, "lpips": tc.lpips_net, "median_s": t.median_s,
            "min_s": t.min_s, "runs": t.runs, "images_per_s": tc.batch_size / t.median_s, "flops": flops,
            "flop_per_s": flops / t.median_s, "mfu": bench.fraction(flops / t.median_s),

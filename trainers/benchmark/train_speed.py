@@ -36,12 +36,12 @@ from torch.utils.flop_counter import FlopCounterMode
 from sundae_core.checkpoint import atomic_write
 from sundae_core.cli import doc_summary, run_guarded, write_json_report
 from sundae_core.config import apply_overrides, load_yaml
-from sundae_core.cpu_features import autocast_bf16
 from sundae_core.errors import InputError
 from sundae_core.hourglass import HourglassTransformer
 from sundae_core.sampler import random_tokens
 
 from ..training import distributed as dist
+from ..training.device import autocast_bf16
 from ..training.prior_step import make_optimizer, make_step_loss, train_step
 from ..training.train_prior import PriorRunConfig
 from .bench_timing import gpu_profile, matmul_peak, outside_share, time_runs, warm_up
@@ -209,10 +209,10 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         config = apply_overrides(load_yaml(args.config, PriorRunConfig), args.set)
         device = bench_device(args.device)
-        # as the trainer does: bf16 autocast falls back to fp32 on a CPU without bf16 kernels
-        quiet = args.worker is not None
+        # as the trainer does: bf16 autocast falls back to fp32 on a CPU without bf16 kernels (the
+        # torchrun workers' own notes go to their captured output)
         config = dataclasses.replace(config, train=dataclasses.replace(
-            config.train, bf16=autocast_bf16(device, config.train.bf16, say=(lambda _: None) if quiet else print)))
+            config.train, bf16=autocast_bf16(device, config.train.bf16)))
         if args.worker:
             worker(config, args.compiled_worker, args.repeats, Path(args.worker))
             return 0

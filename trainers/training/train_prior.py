@@ -37,7 +37,6 @@ from sundae_core.config import HourglassConfig, to_dict
 from sundae_core.corruption import BlockShapes
 from sundae_core.errors import ConfigError
 from sundae_core.grid import save_grid
-from sundae_core.cpu_features import autocast_bf16
 from sundae_core.models import check_models_fit, inference_dtype, load_vqgan
 from sundae_core.sampler import SamplerSettingError, SamplerSettings, model_logits_fn, random_tokens, sample
 from sundae_core.token_shift import draw_shifts, largest_shift, shift_tokens
@@ -49,7 +48,7 @@ from ..data.latent_data import LatentDataConfig, TokenSet, grey_level_images
 from ..evaluation.token_completion import completion_accuracy
 from ..sampling.sampler_flags import WORKFLOW_SAMPLER
 from . import distributed as dist
-from .device import bf16_autocast, check_device_name, to_device, train_device
+from .device import autocast_bf16, bf16_autocast, check_device_name, to_device, train_device
 from .divergence import NonFiniteGuard
 from .ema import EMA
 from .prior_step import make_optimizer, make_step_loss, train_step
@@ -336,7 +335,7 @@ def train(config: PriorRunConfig, run_dir: Path, progress: bool = True) -> Path:
     from sundae_core.hourglass import HourglassTransformer
 
     device = train_device(tc.device, rank)
-    tc = dataclasses.replace(tc, bf16=autocast_bf16(device, tc.bf16, say=print if dist.is_main() else lambda _: None))
+    tc = dataclasses.replace(tc, bf16=autocast_bf16(device, tc.bf16))
     if device.type == "cpu" and mc.dropout > 0 and mc.attention_dropout_at == "weights" and dist.is_main():
         WARNINGS.warning(f"model.dropout={mc.dropout:g} on the CPU: dropped attention weights have no fused CPU "
                          "kernel, so steps take ~3.5x longer (README, training speed); set "

@@ -23,7 +23,6 @@ import torch
 from tqdm import tqdm
 
 from sundae_core.config import VQGANConfig, to_dict
-from sundae_core.cpu_features import autocast_bf16
 from sundae_core.errors import ConfigError
 from sundae_core.grid import save_grid
 from sundae_core.quantize import Quantized
@@ -32,7 +31,7 @@ from sundae_core.vqgan import VQGAN
 from ..checkpoints.grow_decoder import added_parameters
 from ..data.image_data import DataConfig, ImageSet
 from . import distributed as dist
-from .device import bf16_autocast, check_device_name, to_device, train_device
+from .device import autocast_bf16, bf16_autocast, check_device_name, to_device, train_device
 from .discriminator import DiscriminatorConfig, PatchDiscriminator
 from .divergence import NonFiniteGuard
 from .ema import EMA
@@ -237,7 +236,7 @@ def train(config: VQGANRunConfig, run_dir: Path, progress: bool = True) -> Path:
     if dist.is_main():
         write_config(run_dir, config)
     device = train_device(tc.device, rank)
-    tc = dataclasses.replace(tc, bf16=autocast_bf16(device, tc.bf16, say=print if dist.is_main() else lambda _: None))
+    tc = dataclasses.replace(tc, bf16=autocast_bf16(device, tc.bf16))
     model = VQGAN(config.model).train()
     if tc.init and not has_state(run_dir / "state.safetensors"):
         init_weights(model, tc.init, "vqgan")
