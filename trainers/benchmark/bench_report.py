@@ -22,9 +22,9 @@ def ratios(report: dict) -> list[dict]:
     """SUNDAE / AR latency per model, batch and T: measured full sampling at batch 1 where the
     sample section ran it at the first thread count (the AR section's), else T x the measured
     step latency."""
-    out = []
+    out, compute = [], compute_of(report)
     steps = {(r["model"], r["batch"]): r["median_s"] for r in report["step"] if r["case"] == "prior"
-             and r["dtype"] == compute_of(report)}
+             and r["dtype"] == compute}
     sampled = {}
     threads = report["environment"]["threads"][0]  # the AR and step sections ran at the first count
     for r in sorted(report["sample"], key=lambda r: -r["prior_s"]):  # the fastest measured sample wins
@@ -187,7 +187,7 @@ def vqgan_targets(report: dict) -> list[str]:
 def sampler_targets(report: dict) -> list[str]:
     """A default Categorical draw is not cheap next to the network (docs/architecture.md, "Sampler
     cost"); what do ours and the whole sampler step cost next to a network step?"""
-    out = []
+    out, compute = [], compute_of(report)
     steps = {(r["model"], r["dtype"]): r["median_s"] for r in report["step"]
              if r["case"] == "prior" and r["batch"] == 1}
     for dtype in dict.fromkeys(r["dtype"] for r in report["sampler"]):
@@ -199,9 +199,9 @@ def sampler_targets(report: dict) -> list[str]:
                 f"{ours['median_s'] * 1e3:.2f} ms ({ours['speed_vs_categorical']:.1f}x faster), Gumbel-max "
                 f"{rows['Gumbel-max']['median_s'] * 1e3:.2f} ms; our whole sampler step "
                 f"{step['median_s'] * 1e3:.2f} ms")
-        network_step = steps.get((base["model"], compute_of(report)))
+        network_step = steps.get((base["model"], compute))
         if network_step:
             line += (f" = {100 * step['median_s'] / network_step:.1f} % of the {base['model']} "
-                     f"{compute_of(report)} batch-1 step")
+                     f"{compute} batch-1 step")
         out.append(line)
     return out

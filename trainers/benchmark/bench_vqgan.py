@@ -4,7 +4,6 @@ memory of one image."""
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -16,6 +15,7 @@ from sundae_core.presets import MEGAPIXEL_VQGAN
 from sundae_core.vqgan import VQGAN
 
 from ..data.image_data import DataConfig
+from ..training.device import bf16_autocast
 from ..training.discriminator import DiscriminatorConfig, PatchDiscriminator
 from ..training.lpips import load_lpips
 from ..training.train_vqgan import VQGANRunConfig, VQTrainConfig, train_step
@@ -66,7 +66,7 @@ def bench_vqgan_train(bench: Bench, name: str, run: VQGANRunConfig, precision: s
     measured in this run; `outside_share` is the profiled share of a step outside FLOP kernels (norms,
     activations, copies, the optimiser)."""
     dev, tc, crop = bench.device, run.train, run.data.crop
-    autocast = (lambda: torch.autocast(dev.type, dtype=torch.bfloat16)) if precision == "bf16" else nullcontext
+    autocast = bf16_autocast(dev, precision == "bf16")
     g = torch.Generator(dev).manual_seed(0)
     images = torch.rand(tc.batch_size, run.model.in_channels, crop, crop, generator=g, device=dev) * 2 - 1
     decoder_only = phase == "decoder"
