@@ -113,6 +113,8 @@ def _schedule(name: str, spec: Any, steps: int) -> float | tuple[float, ...]:
     if len(values) not in (1, 2, steps):
         raise SamplerSettingError(name, f"sampler {name}: give a number, a (start, end) pair or {steps} "
                                         f"values (one per step); got {len(values)} values")
+    if len(values) == 1:  # [0.8] is the constant 0.8
+        return float(values[0])
     return tuple(float(v) for v in values)
 
 
@@ -266,6 +268,10 @@ def sample_categorical(logits: torch.Tensor, temperature: float,
     probs = logits.to(torch.float32, copy=True).mul_(1.0 / temperature).softmax(dim=-1)
     cdf = probs.cumsum_(-1)
     u = torch.rand(logits.shape[0], 1, generator=generator, device=logits.device) * cdf[:, -1:]
+    # u = 0 (a draw of exactly 0) would find index 0 even where its probability underflowed to 0;
+    # the smallest positive float finds the first token with any probability, and every other draw
+    # (and so every seed's image) is unchanged
+    u.clamp_(min=torch.finfo(torch.float32).tiny)
     return torch.searchsorted(cdf, u).squeeze(1).clamp_(max=logits.shape[-1] - 1)
 
 
@@ -430,7 +436,7 @@ def sample(logits_fn: LogitsFn, tokens: torch.Tensor, settings: SamplerSettings 
                 callback({"step": step + 1, "total": steps, "tokens": tokens, "active": active.clone(),
                           "changed": changed})
             if not bool(active.any()):
-                if history_every and (step + 1) % history_every:  # keep the final state too
+                if history_every and (step + 1) % history_every and step + 1 != steps:  # the final state too
                     history.append(tokens.clone())
                 break
     return SampleResult(tokens, steps_used, history)

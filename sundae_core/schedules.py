@@ -10,13 +10,15 @@ Schedule = Union[float, Sequence[float]]
 
 
 def schedule_values(spec: Schedule, steps: int, name: str = "schedule") -> list[float]:
-    """A number is constant; a pair (start, end) anneals linearly; a sequence of length `steps`
-    is taken as given."""
+    """A number (or a one-value sequence) is constant; a pair (start, end) anneals linearly; a
+    sequence of length `steps` is taken as given."""
     if isinstance(spec, (int, float)):
         return [float(spec)] * steps
     values = [float(v) for v in spec]
     if len(values) == steps:
         return values
+    if len(values) == 1:  # [0.8] is the constant 0.8
+        return values * steps
     if len(values) == 2:
         start, end = values
         if steps == 1:

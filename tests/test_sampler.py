@@ -276,11 +276,35 @@ def test_callback_sees_every_step_and_can_interrupt():
     assert len(fn.sizes) == 3
 
 
+def test_a_zero_draw_never_picks_a_token_of_probability_zero(monkeypatch):
+    # at low temperatures many probabilities underflow to exactly 0; a uniform draw of exactly 0
+    # must still land on a token that has probability
+    logits = torch.tensor([[-1e4, -1e4, 0.0, 1.0]])
+    monkeypatch.setattr(sampler.torch, "rand", lambda *shape, **kw: torch.zeros(*shape))
+    assert sample_categorical(logits, 0.3).item() == 2
+    monkeypatch.undo()
+    draws = sample_categorical(logits.expand(1000, 4), 0.3, _gen())
+    assert set(draws.tolist()) <= {2, 3}
+
+
+def test_history_keeps_the_final_state_once_when_every_sample_stops_on_the_last_step():
+    z = random_tokens(2, 3, 3, V, generator=_gen())
+    out = sample(identity_fn, z, SamplerSettings(steps=5, min_steps=5, proportion=1.0), generator=_gen(),
+                 history_every=2)
+    assert out.steps_used.tolist() == [5, 5]
+    assert len(out.history) == 4  # the start, steps 2 and 4, and the final state once
+
+
 def test_schedules():
     assert schedule_values(0.5, 3) == [0.5, 0.5, 0.5]
     assert schedule_values((1.0, 0.7), 4) == pytest.approx([1.0, 0.9, 0.8, 0.7])
     assert schedule_values([1.0, 0.7], 1) == [1.0]
     assert schedule_values([0.1, 0.2, 0.9], 3) == [0.1, 0.2, 0.9]
+    assert schedule_values([0.8], 3) == [0.8, 0.8, 0.8]
+    # a one-value list is the constant, as the settings and every config that builds them read it
+    one = SamplerSettings(steps=3, temperature=[0.8], proportion=(0.5,))
+    assert one.temperature == 0.8 and one.proportions() == [0.5] * 3
+    assert one.to_dict()["temperature_start"] == one.to_dict()["temperature_end"] == 0.8
     with pytest.raises(InputError, match="temperature.*3 values"):
         schedule_values([0.1, 0.2, 0.3], 5, "temperature")
     with pytest.raises(InputError, match="proportion"):

@@ -334,6 +334,17 @@ def test_torchrun_vqgan_keeps_identical_weights_on_both_ranks(tmp_path, vqgan_co
     _assert_ranks_agreed(run, 3, {"model": model, "disc": PatchDiscriminator(disc)})
 
 
+def test_an_unconditional_prior_trains_on_a_labelled_set(tmp_path, latents, capsys):
+    # the emoji and MNIST sets always carry labels; model.num_classes=0 trains without them
+    # (eager and validated: an unconditional prior refuses a class input)
+    data = latents(num_classes=3)
+    run = tmp_path / "unconditional"
+    assert train_prior.main(_prior_command(run, data, "train.steps=2", "train.val_every=2")) == 0, \
+        capsys.readouterr().err
+    assert load_prior(run / "model.safetensors").config.num_classes == 0
+    assert any("val_loss" in r for r in _log(run))
+
+
 def _prior_command(run: Path, data: Path, *settings: str) -> list[str]:
     return ["--run-dir", str(run), "--no-progress", *_sets(PRIOR_SETTINGS + [f"data.path={data}", *settings])]
 

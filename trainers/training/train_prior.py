@@ -303,6 +303,7 @@ def validation_loss(model, val: TokenSet, tc: PriorTrainConfig, autocast, block_
     losses = []
     for _ in range(tc.val_batches):
         tokens, labels = (to_device(t, device) for t in val.batch(tc.batch_size, g))
+        labels = labels if model.config.num_classes else None  # an unconditional prior takes none
         with autocast():
             out = unrolled_loss(model_logits_fn(model), tokens, model.config.vocab_size,
                                 steps=tc.unroll_steps, generator=noise, labels=labels,
@@ -391,6 +392,7 @@ def train(config: PriorRunConfig, run_dir: Path, progress: bool = True) -> Path:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, tc) * group.get("lr_scale", 1.0)
         tokens, labels = train_set.batch(tc.batch_size, data_gen)
+        labels = labels if mc.num_classes else None  # the set's labels, where the prior takes them
         if tc.shift:  # drawn after the batch from the same stream; shift 0 draws nothing
             tokens = shift_tokens(tokens, draw_shifts(len(tokens), tc.shift, data_gen))
         tokens, labels = to_device(tokens, device), to_device(labels, device)
