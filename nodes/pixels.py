@@ -91,7 +91,8 @@ class SundaeComposite:
             "generated": ("IMAGE", {"tooltip": "The decoded result (resized to the original if needed)."}),
             "mask": ("MASK", {"tooltip": "1 = take the generated pixels (the same mask used for inpainting)."}),
             "feather": ("INT", {"default": 8, "min": 0, "max": 256, "step": 1, "tooltip": (
-                "Width in pixels of the blend ramp just inside the mask edge; 0 = hard edge.")}),
+                "Width in pixels of the blend ramp just inside the mask edge; 0 = hard edge. A stroke "
+                "thinner than the ramp still takes the generated pixels at its middle.")}),
             "seam_band": ("INT", {"default": SEAM_BAND, "min": 0, "max": 256, "step": 1, "tooltip": (
                 "Match the pasted area to its surroundings: the VQ-GAN round trip shifts colours a "
                 "little, so its error is measured on this many pixels around the mask and taken out "

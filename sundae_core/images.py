@@ -42,13 +42,20 @@ def mask_to_batch(mask: torch.Tensor, batch: int, height: int, width: int) -> to
 
 def feathered(mask: torch.Tensor, feather: int) -> torch.Tensor:
     """Soften a (b h w) 0..1 mask *inward*: zero stays exactly zero, so pixels outside the mask
-    keep their original values; the blend ramps up over about `feather` pixels inside it."""
+    keep their original values; the blend ramps up over about `feather` pixels inside it. A part
+    of the mask too thin for the ramp (a brush stroke narrower than about 2 x feather) still
+    reaches the full blend at its middle, instead of keeping the original there."""
     if feather <= 0:
         return mask.clamp(0, 1)
     soft = 1 - mask.clamp(0, 1)[:, None]
     k = 2 * feather + 1
     soft = F.avg_pool2d(F.pad(soft, (feather,) * 4, mode="replicate"), k, stride=1)  # box blur of known
-    inside = (1 - soft[:, 0]).clamp(0, 1)
+    inside = 1 - soft.clamp(0, 1)
+    # the share of the mask around a pixel, over the most it reaches within the ramp's reach: 1 at
+    # a stroke's middle however thin, and unchanged wherever the mask is wider than the ramp
+    # (some pixel within `feather` lies a whole window deep, where the share is 1)
+    peak = F.max_pool2d(inside, k, stride=1, padding=feather)
+    inside = torch.where(peak > 0, inside / peak.clamp_min(1e-6), inside)[:, 0]
     # inside is ~0.5 at the mask edge; rescale so the ramp goes 0 -> 1 within the mask
     return torch.where(mask > 0, ((inside - 0.5) * 2).clamp(0, 1) * mask.clamp(0, 1), torch.zeros_like(mask))
 

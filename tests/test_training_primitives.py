@@ -123,6 +123,38 @@ def test_latent_mask_sizes_and_shapes():
         latent_mask(torch.zeros(1, 1, 32, 32), f, grid)
 
 
+def test_a_mask_of_another_size_covers_the_padded_image_as_it_was():
+    # a 1000 x 750 image padded to 1024 x 768 for f = 32, and its mask at twice the image's size
+    # (a scaled image beside LoadImage's mask): the hole's column 985-991 is token column 30,
+    # as it is for the mask at the image's own size, not column 31 of a mask stretched to the canvas
+    f, grid, size = 32, (24, 32), (750, 1000)
+    mask = torch.zeros(1, *size)
+    mask[:, 300:340, 985:992] = 1
+    own = latent_mask(mask, f, grid, pixel_size=size)
+    twice = latent_mask(F.interpolate(mask[:, None], scale_factor=2, mode="nearest")[:, 0], f, grid, pixel_size=size)
+    assert own[0, 9:11, 30].all() and int(own.sum()) == 2
+    assert torch.equal(twice, own)
+    # a mask of the padded canvas's own size is taken as it is
+    canvas = torch.zeros(1, 768, 1024)
+    canvas[:, 760:, 1020:] = 1
+    assert latent_mask(canvas, f, grid, pixel_size=size)[0, 23, 31] and int(latent_mask(canvas, f, grid).sum()) == 1
+
+
+def test_feathering_keeps_wide_masks_as_they_were_and_gives_thin_strokes_their_middle():
+    from sundae_core.images import feathered
+    wide = torch.zeros(1, 96, 96)
+    wide[:, 20:70, 10:96] = 1
+    f = feathered(wide, 8)
+    assert f[0, 20, 40] == pytest.approx(1 / 17) and f[0, 28, 40] == 1 and f[0, 45, 95] == 1  # ramp: 8 px inside
+    assert torch.equal(f[wide == 0], torch.zeros(int((wide == 0).sum())))  # outside stays the original
+    for width in (2, 4, 8, 12):  # strokes thinner than the ramp: the default feather 8 kept none of them
+        stroke = torch.zeros(1, 64, 64)
+        stroke[:, 10:50, 30:30 + width] = 1
+        f = feathered(stroke, 8)
+        assert f[0, 30, 30 + width // 2] == 1, width
+        assert f[0, 30, 29] == 0 and f[0, 30, 30 + width] == 0
+
+
 @pytest.mark.parametrize("size", [(64, 96), (50, 70), (100, 100)])
 def test_a_larger_mask_never_loses_a_marked_pixel(size):
     """Downscaling a mask must keep the AND semantics: any marked pixel marks its latent."""
