@@ -118,7 +118,9 @@ def test_cli_runs_a_ui_workflow_and_embeds_prompt_and_workflow(tmp_path, capsys)
     picture = Image.open(printed[0])
     assert picture.size == (16, 8) and picture.getpixel((0, 0)) == (0, 255, 0)
     assert json.loads(picture.text["prompt"])["1"]["inputs"]["color"] == 65280
-    assert json.loads(picture.text["workflow"])["nodes"][0]["title"] == "Canvas"
+    saved = json.loads(picture.text["workflow"])  # ComfyUI reopens a dropped PNG from it: the run's values
+    assert saved["nodes"][0]["title"] == "Canvas" and saved["nodes"][0]["widgets_values"] == [16, 8, 2, 65280]
+    assert json.loads(path.read_text())["nodes"][0]["widgets_values"] == [16, 8, 2, 0x102030]  # the file stays
 
 
 def test_cli_timings_table_lists_every_node_that_ran_with_its_share(tmp_path, capsys):

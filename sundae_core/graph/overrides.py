@@ -8,6 +8,8 @@ runs after the overrides, so a bad value is reported like any other invalid inpu
 
 from __future__ import annotations
 
+import copy
+import logging
 from typing import Any, Mapping, Sequence
 
 import yaml
@@ -16,6 +18,8 @@ from .. import bounded_yaml
 from .formats import Workflow
 from .problems import InvalidWorkflowError, Problem
 from .registry import Registry, input_specs
+
+log = logging.getLogger("sundae")
 
 
 def parse_override(item: str) -> tuple[str, str, str]:
@@ -40,18 +44,60 @@ def find_node(prompt: dict[str, dict[str, Any]], ref: str) -> str:
 
 def set_node_inputs(workflow: Workflow, overrides: Sequence[str], registry: Registry,
                     definitions: Mapping[str, Mapping] | None = None) -> None:
-    """Set the inputs in place; `definitions` (the registry's `/object_info`) if already computed."""
+    """Set the inputs in place; `definitions` (the registry's `/object_info`) if already computed.
+
+    A UI workflow gets the values in its `widgets_values` too: SaveImage embeds it in every PNG,
+    and ComfyUI reopens a dropped PNG from it, so it must say what ran."""
     definitions = definitions or {}
-    problems = []
+    problems, applied = [], []
     for item in overrides:
         try:
             node_ref, name, raw = parse_override(item)
             node_id = find_node(workflow.prompt, node_ref)
             _set_input(workflow.prompt[node_id], node_id, name, raw, registry, definitions)
+            applied.append((node_id, name))
         except InvalidWorkflowError as err:
             problems.extend(err.problems)
     if problems:
         raise InvalidWorkflowError(problems)
+    if applied and workflow.ui is not None:
+        workflow.ui = _ui_with_values(workflow.ui, workflow.prompt, applied, registry, definitions)
+
+
+def _ui_with_values(ui: Mapping[str, Any], prompt: Mapping[str, Mapping], applied: Sequence[tuple[str, str]],
+                    registry: Registry, definitions: Mapping[str, Mapping]) -> dict[str, Any] | None:
+    """A copy of the UI workflow with each override written into its node's widget slot, or None
+    (the PNGs then carry the prompt alone, which ComfyUI also opens) where one has no slot there:
+    a node inside a subgraph, or a widget fed by a link (a primitive node)."""
+    ui = copy.deepcopy(dict(ui))
+    nodes = {str(n.get("id")): n for n in ui.get("nodes") or () if isinstance(n, dict)}
+    for node_id, name in applied:
+        if not _write_widget(nodes.get(node_id), name, prompt[node_id]["inputs"][name], registry, definitions):
+            log.warning(f"--set {node_id}.{name}: no widget of the workflow's top level holds it, so the "
+                        "saved PNGs embed the run's prompt without the workflow")
+            return None
+    return ui
+
+
+def _write_widget(node: dict[str, Any] | None, name: str, value: Any, registry: Registry,
+                  definitions: Mapping[str, Mapping]) -> bool:
+    if node is None or any(isinstance(slot, Mapping) and slot.get("name") == name and slot.get("link") is not None
+                           for slot in node.get("inputs") or ()):
+        return False
+    values = node.get("widgets_values")
+    if isinstance(values, dict):  # packs that save their widgets by name
+        values[name] = value
+        return True
+    info = definitions.get(node.get("type")) or registry.info(node.get("type"))
+    widgets = [spec for spec in input_specs(info) if spec.is_widget]
+    names = [spec.name for spec in widgets]
+    if not isinstance(values, list) or name not in names:
+        return False
+    position = sum(spec.widget_slots for spec in widgets[:names.index(name)])  # as formats reads them
+    if position >= len(values):
+        return False
+    values[position] = value
+    return True
 
 
 def _set_input(node: dict[str, Any], node_id: str, name: str, raw: str, registry: Registry,
