@@ -63,6 +63,23 @@ def test_every_problem_is_reported_at_once_with_node_id_and_title(tmp_path):
         assert line.startswith(start), (line, start)
 
 
+def test_outputs_that_check_out_run_and_broken_nodes_they_do_not_need_are_warnings(tmp_path, caplog):
+    # ComfyUI checks what its outputs need and runs the outputs that pass: a stray broken node, or a
+    # second saver fed by one, must not stop a headless run of a workflow that ComfyUI runs
+    prompt = {**GOOD, "3": node("ImageInvert", "Stray"),
+              "4": node("ImageScale", image=["1", 0], upscale_method="cubic", width=8, height=8, crop="disabled"),
+              "5": node("SaveImage", "Second", images=["4", 0], filename_prefix="y")}
+    with active(make_context(prompt, tmp_path, tmp_path)):
+        _, plan = prepare(prompt)
+    assert plan.outputs == ["2"] and plan.order == ["1", "2"]
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("node 3 (Stray): required input 'image' is missing" in line for line in warned)
+    assert any("node 4 (Upscale Image): input 'upscale_method'" in line for line in warned)
+    assert any("output node(s) 5 do not run" in line for line in warned)
+    # an unknown node type still fails the whole workflow, as in ComfyUI
+    assert problems_of({**GOOD, "3": node("NoSuchNode")}, tmp_path)[0].startswith("node 3 (NoSuchNode): unknown")
+
+
 def test_cycles_are_reported(tmp_path):
     prompt = {"1": node("ImageInvert", image=["2", 0]), "2": node("ImageInvert", "Loop", image=["1", 0]),
               "3": node("SaveImage", images=["2", 0], filename_prefix="x")}

@@ -1,9 +1,11 @@
 """Check a whole API prompt against the node registry, then plan what runs and in which order.
 
-Every problem is collected (not just the first) and raised together as InvalidWorkflowError:
-unknown node types, missing required inputs, links to missing nodes or outputs, link type
-mismatches, widget values of the wrong type, outside min/max or not among a COMBO's options,
-VALIDATE_INPUTS refusals, cycles, and a prompt without any output node. As in ComfyUI, inputs a
+Every problem is collected (not just the first): unknown node types, missing required inputs,
+links to missing nodes or outputs, link type mismatches, widget values of the wrong type, outside
+min/max or not among a COMBO's options, VALIDATE_INPUTS refusals, cycles, and a prompt without any
+output node. As in ComfyUI, an unknown node type fails the whole prompt, and otherwise the output
+nodes that need no node with a problem run, the rest being left out with a warning; only when no
+output can run are the problems raised together as InvalidWorkflowError. As in ComfyUI, inputs a
 node's VALIDATE_INPUTS takes skip the built-in type and range checks, and undeclared inputs are
 ignored.
 
@@ -17,6 +19,7 @@ after upstream work or eating gigabytes; the nodes check again when they run.
 from __future__ import annotations
 
 import inspect
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -26,6 +29,8 @@ import networkx as nx
 from .formats import Workflow, is_link
 from .problems import InvalidWorkflowError, Problem
 from .registry import InputSpec, Registry, input_specs
+
+log = logging.getLogger("sundae")
 
 
 @dataclass
@@ -51,30 +56,63 @@ def node_sort_key(node_id: str) -> tuple:
 
 
 def plan_workflow(workflow: Workflow, registry: Registry, definitions: Mapping[str, Mapping] | None = None) -> Plan:
-    """Validate everything; return the execution plan or raise InvalidWorkflowError.
+    """Validate; return the execution plan or raise InvalidWorkflowError.
 
-    `definitions`: the registry's `/object_info`, when the caller has it already.
+    As ComfyUI does: a node of an unknown type fails the whole workflow, and otherwise the output
+    nodes whose inputs check out run while the others are left out, each problem logged as a
+    warning (a stray broken node that no output needs does not stop the run). Only when no output
+    can run is every problem raised together. `definitions`: the registry's `/object_info`, when
+    the caller has it already.
     """
-    prompt, problems, planned = workflow.prompt, [], {}
+    prompt, planned, found = workflow.prompt, {}, {}
     definitions = registry.definitions() if definitions is None else definitions
     for node_id in sorted(prompt, key=node_sort_key):
-        node = _check_node(node_id, prompt, workflow.notes, registry, definitions, problems)
+        found[node_id] = []
+        node = _check_node(node_id, prompt, workflow.notes, registry, definitions, found[node_id])
         if node is not None:
             planned[node_id] = node
-    graph = nx.DiGraph()
-    graph.add_nodes_from(planned)
-    for node in planned.values():
-        graph.add_edges_from((src, node.node_id) for src, _ in node.links.values() if src in planned)
-    problems += _cycles(graph, planned)
-    outputs = [i for i, n in planned.items() if getattr(n.cls, "OUTPUT_NODE", False)]
-    if not outputs and not any(prompt[i]["class_type"] not in registry.classes for i in prompt):
+    graph = _link_graph(prompt)
+    for problem in _cycles(graph, lambda node_id: _title(prompt[node_id], registry)):
+        found[problem.node_id].append(problem)
+    problems = [problem for node_id in found for problem in found[node_id]]
+    outputs = [i for i in found if getattr(registry.classes.get(prompt[i]["class_type"]), "OUTPUT_NODE", False)]
+    unknown = any(prompt[i]["class_type"] not in registry.classes for i in prompt)
+    if not outputs and not unknown:
         problems.append(Problem("the workflow has no output node (such as SaveImage or PreviewImage), "
                                 "so nothing would run"))
-    if problems:
+    spoiled = _downstream(graph, {node_id for node_id, node_problems in found.items() if node_problems})
+    runnable = [i for i in outputs if i not in spoiled]
+    if unknown or not runnable:
         raise InvalidWorkflowError(problems)
-    needed = needed_nodes(graph, outputs)
+    for problem in problems:
+        log.warning(f"left out of this run, as ComfyUI leaves it out: {problem}")
+    if len(runnable) < len(outputs):
+        log.warning(f"output node(s) {', '.join(i for i in outputs if i in spoiled)} do not run: a node they "
+                    "need has a problem (above); the other outputs run")
+    needed = needed_nodes(graph, runnable)
     order = list(nx.lexicographical_topological_sort(graph.subgraph(needed), key=node_sort_key))
-    return Plan(planned, order, outputs)
+    return Plan({i: planned[i] for i in needed}, order, runnable)
+
+
+def _link_graph(prompt: Mapping[str, Mapping]) -> nx.DiGraph:
+    """Every node, and an edge from each node to every node whose input it feeds."""
+    graph = nx.DiGraph()
+    graph.add_nodes_from(prompt)
+    for node_id, node in prompt.items():
+        graph.add_edges_from((str(value[0]), node_id) for value in node["inputs"].values()
+                             if is_link(value) and str(value[0]) in prompt)
+    return graph
+
+
+def _downstream(graph: nx.DiGraph, sources: set[str]) -> set[str]:
+    """The sources and every node they feed, directly or not, in one walk."""
+    seen, stack = set(sources), list(sources)
+    while stack:
+        for target in graph.successors(stack.pop()):
+            if target not in seen:
+                seen.add(target)
+                stack.append(target)
+    return seen
 
 
 def needed_nodes(graph: nx.DiGraph, outputs: list[str]) -> set[str]:
@@ -283,7 +321,7 @@ def _to_float(value: Any) -> float | None:
     return result if math.isfinite(result) else None
 
 
-def _cycles(graph: nx.DiGraph, planned: Mapping[str, PlannedNode]) -> list[Problem]:
+def _cycles(graph: nx.DiGraph, title_of) -> list[Problem]:
     problems = []
     for component in nx.strongly_connected_components(graph):
         if len(component) == 1 and not graph.has_edge(*(2 * tuple(component))):
@@ -292,5 +330,5 @@ def _cycles(graph: nx.DiGraph, planned: Mapping[str, PlannedNode]) -> list[Probl
         cycle = nx.find_cycle(graph.subgraph(component), source=first)
         path = " -> ".join([edge[0] for edge in cycle] + [cycle[-1][1]])
         problems.append(Problem(f"is part of a cycle ({path}); a workflow must not loop back on itself",
-                                first, planned[first].title))
+                                first, title_of(first)))
     return problems
