@@ -105,27 +105,26 @@ def _link_graph(prompt: Mapping[str, Mapping]) -> nx.DiGraph:
 
 
 def _downstream(graph: nx.DiGraph, sources: set[str]) -> set[str]:
-    """The sources and every node they feed, directly or not, in one walk."""
-    seen, stack = set(sources), list(sources)
-    while stack:
-        for target in graph.successors(stack.pop()):
-            if target not in seen:
-                seen.add(target)
-                stack.append(target)
-    return seen
+    """The sources and every node they feed, directly or not."""
+    return _walk(sources, graph.successors)
 
 
 def needed_nodes(graph: nx.DiGraph, outputs: list[str]) -> set[str]:
-    """The outputs and everything upstream of any of them, in one walk over the graph: linear in
-    its size however many outputs there are (one ancestor set per output was quadratic, and a
-    20,000-node workflow with 10,000 savers ran out of memory)."""
-    needed, stack = set(outputs), list(outputs)
+    """The outputs and everything upstream of any of them."""
+    return _walk(outputs, graph.predecessors)
+
+
+def _walk(start, neighbours) -> set[str]:
+    """The start and every node `neighbours` reaches from it, in one walk over the graph: linear
+    in its size however many start nodes there are (one ancestor set per output was quadratic, and
+    a 20,000-node workflow with 10,000 savers ran out of memory)."""
+    seen, stack = set(start), list(start)
     while stack:
-        for source in graph.predecessors(stack.pop()):
-            if source not in needed:
-                needed.add(source)
-                stack.append(source)
-    return needed
+        for node in neighbours(stack.pop()):
+            if node not in seen:
+                seen.add(node)
+                stack.append(node)
+    return seen
 
 
 def _title(node: Mapping[str, Any], registry: Registry) -> str:
