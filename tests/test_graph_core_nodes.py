@@ -105,8 +105,15 @@ def test_grow_and_feather_mask():
     assert GrowMask().expand_mask(dot, 1, True)[0].sum() == 5  # plus shape
     square = GrowMask().expand_mask(dot, 1, False)[0]
     assert square.sum() == 9 and torch.equal(GrowMask().expand_mask(square, -1, False)[0], dot)
+    # ComfyUI's own numbers: left/top ramp k / n from the edge; right/bottom follow ComfyUI's indexing
+    # (line -k takes (k + 1) / n for k = 0..n-1, and -0 is the first line), off-by-one included
     feathered = FeatherMask().feather(torch.ones(1, 4, 6), left=2, top=0, right=0, bottom=4)[0][0]
-    assert feathered[3, 0] == 0.5 * 0.25 and feathered[3, 1] == 1.0 * 0.25 and feathered[0, 5] == 1.0
+    rows = torch.tensor([0.25, 1.0, 0.75, 0.5])  # bottom = 4: row 0 takes 1/4, row 3 2/4, row 2 3/4
+    cols = torch.tensor([0.5, 1.0, 1.0, 1.0, 1.0, 1.0])  # left = 2: 1/2, then 2/2
+    assert torch.equal(feathered, rows[:, None] * cols[None])
+    right = FeatherMask().feather(torch.ones(1, 2, 5), left=0, top=0, right=3, bottom=0)[0][0]
+    assert torch.equal(right[0], torch.tensor([1 / 3, 1.0, 1.0, 1.0, 2 / 3]))
+    assert torch.equal(right[0], right[1])
 
 
 def test_scale_composite_batch_and_channels():
@@ -188,3 +195,23 @@ def test_sixteen_bit_pngs_keep_their_greys(folders):
     assert torch.equal((image[0, 0, :, 0] * 255).round(), torch.tensor([0.0, 64.0, 128.0, 255.0]))
     mask = LoadImageMask().load_image("deep.png", "red")[0]
     assert torch.equal((mask[0, 0] * 255).round(), torch.tensor([0.0, 64.0, 128.0, 255.0]))
+
+
+def test_load_image_batches_frames_of_the_first_size_and_skips_the_others(folders):
+    # ComfyUI's LoadImage skips a frame of another size and keeps reading (sizes A, B, A -> batch of 2)
+    red, green, blue = (Image.new("RGB", size, colour) for size, colour in
+                        (((8, 6), (255, 0, 0)), ((4, 4), (0, 255, 0)), ((8, 6), (0, 0, 255))))
+    red.save(folders.input_dir / "pages.tif", save_all=True, append_images=[green, blue], compression="raw")
+    image, mask = LoadImage().load_image("pages.tif")
+    assert image.shape == (2, 6, 8, 3) and mask.shape == (2, 64, 64)
+    assert image[0, 0, 0].tolist() == [1.0, 0.0, 0.0] and image[1, 0, 0].tolist() == [0.0, 0.0, 1.0]
+
+
+def test_load_image_takes_only_the_first_picture_of_an_mpo(folders):
+    # a phone's multi-picture JPEG: ComfyUI excludes MPO from multi-frame loading
+    first, second = Image.new("RGB", (8, 6), (250, 10, 10)), Image.new("RGB", (8, 6), (10, 10, 250))
+    first.save(folders.input_dir / "photo.mpo", format="MPO", save_all=True, append_images=[second])
+    assert Image.open(folders.input_dir / "photo.mpo").n_frames == 2
+    image, mask = LoadImage().load_image("photo.mpo")
+    assert image.shape == (1, 6, 8, 3) and mask.shape == (1, 64, 64)
+    assert image[0, 0, 0, 0] > 0.9 and image[0, 0, 0, 2] < 0.1  # the red first picture

@@ -192,3 +192,26 @@ def test_deep_nesting_and_duplicate_ids_are_one_error_not_a_traceback(tmp_path):
         nested = {"a": nested}
     with pytest.raises(InvalidWorkflowError, match="nested deeper than 64 levels"):
         load_workflow(nested, DEFS)
+
+
+def test_a_combo_with_a_control_saves_the_control_and_its_filter_text():
+    # frontend 1.27.10 (addValueControlWidgets): a COMBO's control brings a "control_filter_list" text
+    # widget too, and both are saved in widgets_values (only the prompt leaves them out)
+    defs = {"Pick": {"input": {"required": {
+        "name": [["a.safetensors", "b.safetensors"], {"control_after_generate": True}],
+        "strength": ["FLOAT", {"default": 1.0}]}}, "output": ["MODEL"]}}
+    ui = _ui([_node(1, "Pick", widgets=["b.safetensors", "increment", "/b/", 0.5])], [])
+    assert ui_to_api(ui, defs).prompt["1"]["inputs"] == {"name": "b.safetensors", "strength": 0.5}
+
+
+def test_group_nodes_are_refused_with_the_way_to_convert_them():
+    group = _node(7, "workflow>Upscale twice", [("image", "IMAGE", 1)], [512, 2.0])
+    ui = _ui([_node(1, "Src"), group], [[1, 1, 0, 7, 0, "IMAGE"]])
+    ui["extra"] = {"groupNodes": {"Upscale twice": {"nodes": [], "links": [], "external": []}}}
+    with pytest.raises(InvalidWorkflowError, match=r"node 7 \(workflow>Upscale twice\): group node 'Upscale "
+                                                   r"twice' .* not supported headless; .*'Convert to nodes'.*"
+                                                   r"save the workflow again"):
+        ui_to_api(ui, DEFS)
+    ui["nodes"][1]["type"] = "workflow/Upscale twice"  # the older files' spelling
+    with pytest.raises(InvalidWorkflowError, match="group node 'Upscale twice'"):
+        ui_to_api(ui, DEFS)

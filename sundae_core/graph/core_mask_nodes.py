@@ -168,18 +168,38 @@ class FeatherMask:
                              "right": ("INT", _POSITION), "bottom": ("INT", _POSITION)}}
 
     def feather(self, mask, left, top, right, bottom):
-        """Fade linearly to the edges: the k-th pixel from an edge (k = 1..n) is scaled by k / n."""
+        """Fade linearly to the edges, with ComfyUI's numbers exactly (see feather_factors).
+
+        The four sides are applied one after another in ComfyUI's order (left, right, top, bottom),
+        so every product is rounded as in ComfyUI's own loops.
+        """
         out = as_masks(mask).clone()
         h, w = out.shape[-2:]
+        out *= feather_factors(w, left, from_end=False).to(out)[None, None]
+        out *= feather_factors(w, right, from_end=True).to(out)[None, None]
+        out *= feather_factors(h, top, from_end=False).to(out)[None, :, None]
+        out *= feather_factors(h, bottom, from_end=True).to(out)[None, :, None]
+        return (out,)
 
-        def ramp(size: int, width: int) -> torch.Tensor:
-            if width <= 0:
-                return torch.ones(size)
-            return ((torch.arange(size, dtype=torch.float32) + 1) / min(width, size)).clamp(max=1.0)
 
-        cols = ramp(w, left) * ramp(w, right).flip(0)
-        rows = ramp(h, top) * ramp(h, bottom).flip(0)
-        return (out * rows[:, None].to(out) * cols[None].to(out),)
+def feather_factors(size: int, width: int, from_end: bool) -> torch.Tensor:
+    """FeatherMask's factor for each of `size` rows or columns for one side, feathered `width` deep.
+
+    From the start (left, top) the k-th line (k = 1..n, n = min(width, size)) is scaled by k / n.
+    From the end (right, bottom) this mirrors ComfyUI's indexing on purpose: ComfyUI scales line
+    `-k` by (k + 1) / n for k = 0..n-1, and `-0` is line 0, so the line at the opposite edge takes
+    1 / n, the last line 2 / n, the one before it 3 / n, ..., and line size - n + 1 reaches 1. That
+    is an off-by-one in ComfyUI itself (the last line should take 1 / n and line 0 nothing), but a
+    workflow must give the same mask in both, so we keep it.
+    """
+    factors = torch.ones(size, dtype=torch.float64)
+    n = min(width, size)
+    rates = torch.arange(1, n + 1, dtype=torch.float64) / n  # (k + 1) / n, as ComfyUI's Python floats
+    lines = torch.arange(n)
+    if from_end:
+        lines = (-lines) % size  # Python's index -k: 0 for k = 0, else size - k
+    factors[lines] = rates
+    return factors
 
 
 NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in (

@@ -9,7 +9,11 @@ the way ComfyUI's frontend does it (`graphToPrompt`):
 - a bypassed node (mode 4) is dropped and each link from it is rerouted to its own input of the
   same type (the input at the link's slot first, then the others in order);
 - widget values come from `widgets_values` by position, per the rules in docs/architecture.md
-  ("Widget values").
+  ("Widget values");
+- a save node's filename_prefix gets the frontend's `%date:...%` and `%<node>.<widget>%` expanded
+  (filename_prefix; the server's `%width%`, `%year%`, ... wait for the save);
+- a group node (type "workflow>NAME", the frontend's feature before subgraphs) is refused with the
+  way to convert it: only the frontend can unpack one.
 Problems that depend on node definitions (unknown types, missing inputs) are left to validation;
 `notes` records why an input was dropped so that validation can say so. A node's `mode` must be
 an integer 0..4 (a string such as "bypass" is refused rather than run), and its `widgets_values`
@@ -26,12 +30,13 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .. import bounded_json
-from . import subgraphs
+from . import filename_prefix, subgraphs
 from .problems import InvalidWorkflowError, Problem
 from .registry import input_specs
 from .ui_format import BYPASSED, MODES, MUTED, is_id, link_fields
 
 VIRTUAL_TYPES = frozenset({"Note", "MarkdownNote", "Reroute", "PrimitiveNode"})
+GROUP_NODE_PREFIXES = ("workflow>", "workflow/")  # a group node's type: see _group_node_problems
 
 log = logging.getLogger("sundae")
 
@@ -195,6 +200,7 @@ def ui_to_api(ui: Mapping[str, Any], definitions: Mapping[str, Mapping]) -> Work
     flat = subgraphs.flatten(ui)
     nodes = _read_nodes(flat.get("nodes"), problems)
     links = _read_links(flat.get("links", []), problems)
+    problems += _group_node_problems(nodes, definitions)
     if problems:
         raise InvalidWorkflowError(problems)
     prompt, notes, resolved = {}, {}, {}
@@ -225,7 +231,54 @@ def ui_to_api(ui: Mapping[str, Any], definitions: Mapping[str, Mapping]) -> Work
                 notes.setdefault((node_id, name), _dropped_reason(value[0], nodes, definitions))
     if problems:
         raise InvalidWorkflowError(problems)
+    _expand_save_prefixes(prompt, nodes, definitions)
     return Workflow(prompt, dict(ui), notes)
+
+
+def _group_node_problems(nodes: Mapping[str, Mapping[str, Any]], definitions: Mapping[str, Mapping]) -> list[Problem]:
+    """One problem per group node: the frontend's older way to combine nodes (before subgraphs),
+    saved as a node of type "workflow>NAME" ("workflow/NAME" in older files) with its inner graph in
+    the workflow's extra.groupNodes. Only the frontend can unpack it, so we name it and the fix."""
+    problems = []
+    for node_id, node in nodes.items():
+        kind = node["type"]
+        if kind.startswith(GROUP_NODE_PREFIXES) and kind not in definitions:
+            problems.append(Problem(
+                f"group node {kind[len('workflow>'):]!r} (the frontend's older way to combine nodes, kept "
+                "in the workflow's extra.groupNodes) is not supported headless; open the workflow in "
+                "ComfyUI, right-click the node and choose 'Convert to nodes' (then, if you like, select "
+                "those nodes and choose 'Convert to Subgraph'), and save the workflow again",
+                node_id, _title(node, definitions)))
+    return problems
+
+
+def _expand_save_prefixes(prompt: dict[str, dict[str, Any]], nodes: Mapping[str, Mapping[str, Any]],
+                          definitions: Mapping[str, Mapping]) -> None:
+    """The frontend's last touch on a save node's filename_prefix: `%date:...%` and
+    `%<node>.<widget>%` expanded (filename_prefix.frontend_tokens)."""
+    now = filename_prefix.local_now()
+    for node in prompt.values():
+        prefix = node["inputs"].get("filename_prefix")
+        if node["class_type"] in filename_prefix.SAVE_NODE_TYPES and isinstance(prefix, str) and "%" in prefix:
+            node["inputs"]["filename_prefix"] = filename_prefix.frontend_tokens(
+                prefix, lambda name: _widgets_of_node_named(name, nodes, definitions), now)
+
+
+def _widgets_of_node_named(name: str, nodes: Mapping[str, Mapping[str, Any]],
+                           definitions: Mapping[str, Mapping]) -> dict[str, Any] | None:
+    """The widget values of the node the frontend picks for `%name.widget%`: the first whose
+    "Node name for S&R" property is `name`, else the first titled `name` (in the flattened graph's
+    order; muted and bypassed nodes count too); None when there is none."""
+    def s_and_r_name(node: Mapping[str, Any]) -> Any:
+        properties = node.get("properties")
+        return properties.get("Node name for S&R") if isinstance(properties, Mapping) else None
+
+    for matches in (lambda n: s_and_r_name(n) == name, lambda n: _title(n, definitions) == name):
+        node = next((n for n in nodes.values() if matches(n)), None)
+        if node is not None:
+            values = _widget_inputs(node, definitions.get(node["type"]), [], warn=False)
+            return values | dict(node.get(subgraphs.WIDGET_VALUES, {}))
+    return None
 
 
 def _order_key(node: Mapping[str, Any]) -> tuple:
@@ -241,8 +294,10 @@ def is_link(value: Any) -> bool:
             and isinstance(value[1], int) and not isinstance(value[1], bool))
 
 
-def _widget_inputs(node: Mapping[str, Any], info: Mapping | None, problems: list[Problem]) -> dict[str, Any]:
-    """Widget values by position (or by name, for packs that save a dict)."""
+def _widget_inputs(node: Mapping[str, Any], info: Mapping | None, problems: list[Problem],
+                   warn: bool = True) -> dict[str, Any]:
+    """Widget values by position (or by name, for packs that save a dict); `warn`: say on the log
+    when the list is short (once per node: False where it is read again)."""
     if info is None:
         return {}  # unknown type: validation reports it
     try:
@@ -266,7 +321,7 @@ def _widget_inputs(node: Mapping[str, Any], info: Mapping | None, problems: list
             f"slot(s) ({_slot_names(specs)}); the file was saved with another version of this node, "
             "so the values would land on the wrong inputs: re-save it in ComfyUI", str(node["id"]), title))
         return {}
-    if 0 < len(values) < slots:
+    if warn and 0 < len(values) < slots:
         log.warning(f"node {node['id']} ({title}): 'widgets_values' has "
                     f"{len(values)} of {slots} values; the rest take their defaults")
     inputs, position = {}, 0

@@ -29,10 +29,14 @@ from ..errors import InputError
 from ..image_decode import is_image_file, open_image, to_8bit
 from ..limits import check_pixels
 from .context import RunWrites
+from .filename_prefix import server_tokens
 
 ANNOTATION = re.compile(r"^(.*) \[(input|output|temp)\]$")
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 _COUNTED = re.compile(r"(.*)_(\d+)_?\.png")  # a saved image: <stem>_<counter>_.png
+# Multi-frame formats whose later frames are not a batch: ComfyUI's LoadImage keeps an MPO's first
+# picture only (its later ones are previews or other views of the same shot).
+SINGLE_PICTURE_FORMATS = frozenset({"MPO"})
 # All text chunks of one PNG together (ComfyUI embeds the whole prompt in every image of a batch,
 # so a 10 MB workflow x batch 20 once wrote 201 MB); a chunk that does not fit is left out.
 MAX_PNG_TEXT_BYTES = 2 * 2 ** 20
@@ -91,20 +95,24 @@ def open_picture(path: Path) -> Image.Image:
 
 
 def load_image(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """LoadImage: frames of the same size as a batch, and mask = 1 - alpha.
+    """LoadImage: frames of the first frame's size as a batch, and mask = 1 - alpha.
 
-    A picture without alpha gives ComfyUI's 64 x 64 all-zero mask (nothing to repaint). All frames
-    together stay under the batch pixel ceiling, checked before each frame is decoded.
+    As ComfyUI's LoadImage: a frame of another size is skipped and the frames after it still
+    count, and an MPO (the multi-picture JPEG phones write, a photo plus a preview or a second
+    view) gives its first picture only. A picture without alpha gives ComfyUI's 64 x 64 all-zero
+    mask (nothing to repaint). All frames together stay under the batch pixel ceiling, checked
+    before each frame is decoded.
     """
     picture = open_picture(path)
-    images, masks = [], []
-    for frame in ImageSequence.Iterator(picture):
+    frames = [picture] if picture.format in SINGLE_PICTURE_FORMATS else ImageSequence.Iterator(picture)
+    images, masks, size = [], [], None
+    for frame in frames:
         check_pixels(*frame.size, batch=len(images) + 1, what=f"image {path}")
         frame = ImageOps.exif_transpose(frame)
-        image = pil_to_image(frame)
-        if images and image.shape != images[0].shape:
-            break  # like ComfyUI: later frames of another size are ignored
-        images.append(image)
+        size = size or frame.size
+        if frame.size != size:
+            continue
+        images.append(pil_to_image(frame))
         masks.append(_alpha_mask(frame))
     return torch.cat(images), torch.cat(masks)
 
@@ -154,11 +162,15 @@ def save_images(images: torch.Tensor, root: Path, prefix: str, folder_type: str,
                 writes: RunWrites | None = None) -> list[dict[str, str]]:
     """Write `<prefix>_00001_.png`, ... (counter after the highest already there), text chunks embedded.
 
-    `anchor`: see check_prefix. `writes`: what the run wrote so far (RunContext.writes), so the text
-    cap, the JSON made once and the folder read once hold across every image of the run. Each
-    file is created exclusively: a name another process took in the meantime is skipped, never
+    The prefix's server-side tokens (`%width%`, `%year%`, ...: filename_prefix.server_tokens) are
+    expanded first, from the first image's size, and `%batch_num%` per image. `anchor`: see
+    check_prefix. `writes`: what the run wrote so far (RunContext.writes), so the text cap, the
+    JSON made once and the folder read once hold across every image of the run. Each file is
+    created exclusively: a name another process took in the meantime is skipped, never
     overwritten. Returns ComfyUI's ui entries `{filename, subfolder, type}`.
     """
+    if isinstance(prefix, str):  # check_prefix refuses anything else
+        prefix = server_tokens(prefix, width=images.shape[2], height=images.shape[1])
     target = check_prefix(root, prefix, anchor)
     root = Path(root).resolve()
     folder, stem = target.parent, target.name

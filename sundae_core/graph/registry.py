@@ -47,7 +47,7 @@ class InputSpec:
         if self.type == "INT" and (control or (control is None and self.name in ("seed", "noise_seed"))):
             extra += 1
         elif self.type == "COMBO" and control:
-            extra += 1
+            extra += 2  # the control mode, then the frontend's "control_filter_list" text (saved, never sent)
         if self.type == "COMBO" and self.options.get("image_upload"):
             extra += 1
         return 1 + extra
