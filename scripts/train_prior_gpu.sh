@@ -62,6 +62,7 @@ train_cmd() {  # train_cmd ARM RUN_DIR: CMD = the trainer with the common settin
 if [ -n "${STEP_S:-}" ]; then
     step_s=$STEP_S first_s=${FIRST_S:-70}
 else
+probe_began=$(date +%s)
 for arm in "${ARMS[@]}"; do
     train_cmd "$arm" "$RUNS/probe-$(name "$arm")"
     "${CMD[@]}" --set train.steps=30 --set train.warmup=10 --set train.log_every=5 --set train.val_every=1000 \
@@ -69,9 +70,10 @@ for arm in "${ARMS[@]}"; do
 done
 wait
 # Wall seconds per step between the probe's 10th and last step (data loading and logging
-# included, not only the step_seconds the trainer logs), and seconds from the start to the first
-# step (loading, and compiling: ~15 s from a warm cache, ~50 s cold on an H200)
-rate=$("$PY" -m trainers.training.time_budget rate \
+# included, not only the step_seconds the trainer logs), and seconds besides the steady steps
+# (start-up, loading, compiling: ~15 s from a warm cache, ~50 s cold on an H200; the closing
+# validation, grid and checkpoint), from the probes' wall time since their launch
+rate=$("$PY" -m trainers.training.time_budget rate --since "$probe_began" \
     $(for arm in "${ARMS[@]}"; do echo "$RUNS/probe-$(name "$arm")"; done))
 read -r step_s first_s <<< "$rate"
 fi

@@ -21,7 +21,8 @@ def write_run(run_dir, rows, weights=True):
 
 def probe_rows(first_s, step_s):
     """A probe's log: the first step after first_s seconds, then a row every 5 steps."""
-    rows = [{"step": 1, "time": first_s, "first_step_seconds": first_s}]
+    rows = [{"step": 0, "time": 0.0, "data_distinct": 80.0, "data_background": 0.6},  # before any step
+            {"step": 1, "time": first_s, "first_step_seconds": first_s}]
     rows += [{"step": s, "time": first_s + (s - 1) * step_s, "loss": 1.0, "step_seconds": step_s}
              for s in range(5, 31, 5)]
     return rows
@@ -34,6 +35,16 @@ def test_the_rate_is_wall_time_per_step_from_step_10_and_the_slowest_probe_sets_
     assert time_budget.main(["rate", str(a), str(b)]) == 0
     step_s, first_s = map(float, capsys.readouterr().out.split())
     assert (step_s, first_s) == pytest.approx((0.25, 65.0))
+
+
+def test_the_first_step_is_read_from_its_row_or_the_first_training_row_and_the_wall_counts_start_up():
+    rows = probe_rows(first_s=50.0, step_s=0.25)
+    eager = [r for r in rows if "first_step_seconds" not in r]  # an eager run logs no first-step row
+    assert time_budget.probe_rate(eager) == pytest.approx((0.25, 50.0))  # step 5 at 51 s, less 4 steps
+    # 80 s of wall time for 30 steps at 0.25 s: 72.75 s besides the steady steps (start-up, the
+    # closing validation and checkpoint), more than the log's 50 s to the first step
+    assert time_budget.probe_rate(rows, wall_s=80.0) == pytest.approx((0.25, 72.75))
+    assert time_budget.probe_rate(rows, wall_s=10.0) == pytest.approx((0.25, 50.0))
 
 
 def test_a_probe_without_steps_past_10_is_refused_with_the_fix(tmp_path):
@@ -74,7 +85,7 @@ def test_a_last_line_cut_short_by_a_timeout_is_skipped_but_damage_elsewhere_is_r
     run = write_run(tmp_path / "a", probe_rows(first_s=50.0, step_s=0.25))
     with open(run / "log.jsonl", "a") as log:
         log.write('{"step": 35, "ti')
-    assert len(time_budget.read_log(run)) == 7
+    assert len(time_budget.read_log(run)) == 8
     (run / "log.jsonl").write_text('{"step": 1\n{"step": 5, "time": 1.0}\n')
     assert time_budget.main(["rate", str(run)]) == 1
     assert "line 1 is not a log row" in capsys.readouterr().err

@@ -1,6 +1,6 @@
 """The arithmetic of scripts/train_prior_gpu.sh: runs sized to a wall-clock budget, and which run won.
 
-    python -m trainers.training.time_budget rate RUN_DIR...          -> "STEP_S FIRST_S"
+    python -m trainers.training.time_budget rate [--since EPOCH] RUN_DIR... -> "STEP_S FIRST_S"
     python -m trainers.training.time_budget steps LEFT STEP_S FIRST_S -> the step count for each run
     python -m trainers.training.time_budget best RUN_DIR...          -> the run with the lowest held-out loss
     python -m trainers.training.time_budget kept RUN_DIR COUNT       -> earlier kept models to bring back
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from sundae_core.checkpoint import read_metadata
@@ -28,17 +29,27 @@ RESERVE_S, SPEND = 20.0, 0.95
 MIN_STEPS = 100  # fewer than this would end before the first validation (every 250 steps) matters
 
 
-def probe_rate(rows: list[dict], after_step: int = 10) -> tuple[float, float]:
+def probe_rate(rows: list[dict], after_step: int = 10, wall_s: float | None = None) -> tuple[float, float]:
     """(wall seconds per step from the first training row at or after `after_step` to the last,
     seconds to the first step). Wall time, not the logged step_seconds: it counts data loading and
-    logging too, which is what a budget pays for."""
+    logging too, which is what a budget pays for.
+
+    The seconds to the first step are read from its own row (a compiled run logs one), else from
+    the first training row less the steps before it; never from the log's first row, which may be
+    the data's step-0 figures written before any step. `wall_s`, the probe process's whole wall
+    time, also counts what the log cannot see (importing torch, starting CUDA, loading the models,
+    the closing validation, sample grid and checkpoint): the probe's time less its steady steps."""
     steps = [r for r in rows if "step_seconds" in r]
     start = next((r for r in steps if r["step"] >= after_step), None)
     if start is None or steps[-1]["step"] == start["step"]:
         raise InputError(f"the probe logged no training steps after step {after_step}: give it more steps "
                          "(train.steps) or log them more often (train.log_every)")
     rate = (steps[-1]["time"] - start["time"]) / (steps[-1]["step"] - start["step"])
-    return rate, rows[0]["time"]
+    first = next((r for r in rows if "first_step_seconds" in r), None)
+    first_s = first["time"] if first else steps[0]["time"] - (steps[0]["step"] - 1) * rate
+    if wall_s is not None:
+        first_s = max(first_s, wall_s - (steps[-1]["step"] - 1) * rate)
+    return rate, first_s
 
 
 def budget_steps(left_s: float, step_s: float, first_s: float) -> int:
@@ -87,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     rate = sub.add_parser("rate", help="the slowest probe's seconds per step and to the first step")
     rate.add_argument("runs", nargs="+")
+    rate.add_argument("--since", type=float, help="when the probes were launched (seconds since the epoch, "
+                      "`date +%%s`): their wall time counts their start-up too")
     steps = sub.add_parser("steps", help="steps per run that fit the seconds left")
     steps.add_argument("left", type=float)
     steps.add_argument("step_s", type=float)
@@ -100,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         if args.command == "rate":  # runs at once share the GPU: the slowest sets the pace
-            rates = [probe_rate(read_log(run)) for run in args.runs]
+            wall_s = None if args.since is None else time.time() - args.since
+            rates = [probe_rate(read_log(run), wall_s=wall_s) for run in args.runs]
             print(max(r for r, _ in rates), max(f for _, f in rates))
         elif args.command == "steps":
             print(budget_steps(args.left, args.step_s, args.first_s))
