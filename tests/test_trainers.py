@@ -345,6 +345,36 @@ def test_an_unconditional_prior_trains_on_a_labelled_set(tmp_path, latents, caps
     assert any("val_loss" in r for r in _log(run))
 
 
+def test_labels_past_the_models_classes_and_tokens_past_its_vocabulary_are_refused_at_load(tmp_path, latents, capsys):
+    # with 3 classes, label 3 is the null class: a 4-class set would silently train it as "no class"
+    # (and the compiled step does not check its inputs: a label past it is a GPU device assert)
+    four = latents(num_classes=4, n=64)
+    assert train_prior.main(_prior_command(tmp_path / "a", four, "model.num_classes=3", "train.steps=1")) == 1
+    assert "class labels 0..3 but model.num_classes=3; set model.num_classes=4" in capsys.readouterr().err
+    wide = latents(vocab_size=32)  # and a manifest that says 16
+    manifest = json.loads((wide / "manifest.json").read_text())
+    (wide / "manifest.json").write_text(json.dumps({**manifest, "vocab_size": 16}))
+    assert train_prior.main(_prior_command(tmp_path / "b", wide, "train.steps=1")) == 1
+    assert "holds token ids 0..31 but model.vocab_size=16" in capsys.readouterr().err
+
+
+def test_a_resumed_run_trains_with_the_weight_decay_and_betas_it_is_given(tmp_path, latents, monkeypatch):
+    data, run = latents(), tmp_path / "prior"
+    assert train_prior.main(_prior_command(run, data, "train.steps=2", "train.weight_decay=0.01",
+                                           "train.betas=[0.9, 0.99]")) == 0
+    seen = []
+    real = train_prior.train_step
+
+    def spy(model, opt, *args, **kwargs):
+        seen.append([(g["weight_decay"], tuple(g["betas"])) for g in opt.param_groups])
+        return real(model, opt, *args, **kwargs)
+
+    monkeypatch.setattr(train_prior, "train_step", spy)
+    assert train_prior.main(_prior_command(run, data, "train.steps=3", "train.weight_decay=0.5",
+                                           "train.betas=[0.5, 0.9]")) == 0
+    assert seen == [[(0.5, (0.5, 0.9)), (0.0, (0.5, 0.9))]]  # matrices decay; norms, biases, embeddings not
+
+
 def _prior_command(run: Path, data: Path, *settings: str) -> list[str]:
     return ["--run-dir", str(run), "--no-progress", *_sets(PRIOR_SETTINGS + [f"data.path={data}", *settings])]
 

@@ -91,6 +91,22 @@ class TokenSet:
         counts = torch.bincount(self.labels).double()
         return counts[self.labels] ** (class_balance - 1)
 
+    def check_fits(self, vocab_size: int, num_classes: int, root: str | Path) -> None:
+        """Every token id below `vocab_size` and, for a conditional prior, every label below
+        `num_classes`: the compiled step does not check its inputs (a label past the null class is a
+        device-side assert on a GPU, after the compile), and a label equal to `num_classes` would
+        silently train the null class that guidance relies on."""
+        low, high = int(self.tokens.min()), int(self.tokens.max())
+        if low < 0 or high >= vocab_size:
+            raise ConfigError(f"{root} holds token ids {low}..{high} but model.vocab_size={vocab_size}; set "
+                              "model.vocab_size to the VQ-GAN's codebook size, or rebuild the set with sundae-build-latents")
+        if num_classes and self.labels is not None:
+            low, high = int(self.labels.min()), int(self.labels.max())
+            if low < 0 or high >= num_classes:
+                raise ConfigError(f"{root} holds class labels {low}..{high} but model.num_classes={num_classes}; "
+                                  f"set model.num_classes={high + 1} (label {num_classes} is the null class "
+                                  "that guidance uses)")
+
     def __len__(self) -> int:
         return self.tokens.shape[0]
 

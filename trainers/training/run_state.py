@@ -174,7 +174,12 @@ def load_state(path: str | Path, *, modules: dict[str, nn.Module],
             if k.startswith(prefix):
                 pid, key = k[len(prefix):].split("/", 1)
                 state.setdefault(int(pid), {})[key] = v
+        # the moments and step counts resume; the hyperparameters are the config's (a run resumed
+        # with --set train.weight_decay or train.betas trains with them; lr is set every step)
+        asked = [{k: v for k, v in group.items() if k != "params"} for group in opt.param_groups]
         opt.load_state_dict({"state": state, "param_groups": groups[name]})
+        for group, settings in zip(opt.param_groups, asked):
+            group.update(settings)
     for name, g in generators.items():
         try:
             g.set_state(t[f"rng/{name}"])

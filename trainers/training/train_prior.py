@@ -324,12 +324,15 @@ def train(config: PriorRunConfig, run_dir: Path, progress: bool = True) -> Path:
                           f"vocab_size {manifest['vocab_size']}; set model.vocab_size to match")
     if mc.num_classes and train_set.labels is None:
         raise ConfigError(f"model.num_classes={mc.num_classes} but {config.data.path} has no labels")
+    train_set.check_fits(mc.vocab_size, mc.num_classes, config.data.path)
     check_shift(tc, manifest, config.data.path)
     # Only the model gets the names: config.yaml keeps what was asked, so re-running resumes.
     mc = with_class_names(mc, manifest, config.data.path)
     mc = with_token_version(mc, manifest, config.data.path)
     has_val = bool(manifest["shards"].get("val"))
     val_set = TokenSet(config.data.path, "val") if has_val else None
+    if val_set is not None:
+        val_set.check_fits(mc.vocab_size, mc.num_classes, config.data.path)
     run_dir.mkdir(parents=True, exist_ok=True)
     if dist.is_main():
         write_config(run_dir, config)
