@@ -375,6 +375,16 @@ def test_a_resumed_run_trains_with_the_weight_decay_and_betas_it_is_given(tmp_pa
     assert seen == [[(0.5, (0.5, 0.9)), (0.0, (0.5, 0.9))]]  # matrices decay; norms, biases, embeddings not
 
 
+def test_every_rank_but_the_first_draws_dropout_from_a_stream_of_its_own():
+    def draws(rank, step=0):
+        torch.manual_seed(5)  # every rank seeds alike, or resumes rank 0's saved state
+        distributed.own_global_stream(5, rank, step)
+        return torch.rand(4)
+    assert torch.equal(draws(0), draws(0, step=300))  # one process: its stream as it always was
+    streams = [draws(0)] + [draws(rank, step) for rank in (1, 2) for step in (0, 300)]
+    assert len({tuple(s.tolist()) for s in streams}) == 5  # other ranks, and the same rank resumed, differ
+
+
 def _prior_command(run: Path, data: Path, *settings: str) -> list[str]:
     return ["--run-dir", str(run), "--no-progress", *_sets(PRIOR_SETTINGS + [f"data.path={data}", *settings])]
 

@@ -57,6 +57,14 @@ def broadcast_module(module: nn.Module) -> None:
             dist.broadcast(t.data, 0)
 
 
+def own_global_stream(seed: int, rank: int, step: int) -> None:
+    """Give this rank's global random stream (dropout's, on the CPU and the GPU) a seed of its own:
+    every rank seeded alike at the start, or resumed from rank 0's saved state, would draw the same
+    dropout masks as rank 0. Rank 0 keeps its stream, so a one-process run is unchanged."""
+    if rank > 0:
+        torch.manual_seed(seed * 1000 + 250 + rank + 7919 * step)
+
+
 def average_gradients(module: nn.Module) -> None:
     if world() == 1:
         return

@@ -68,6 +68,8 @@ def _state_tensors(modules: dict[str, nn.Module], optimizers: dict[str, torch.op
     for name, g in generators.items():
         tensors[f"rng/{name}"] = g.get_state()
     tensors["rng/torch_global"] = torch.get_rng_state()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():  # dropout's stream on the GPU
+        tensors["rng/torch_cuda"] = torch.cuda.get_rng_state()
     return tensors, groups
 
 
@@ -188,6 +190,8 @@ def load_state(path: str | Path, *, modules: dict[str, nn.Module],
                                   f"this run's ({g.device}); resume with the run's train.device, or start "
                                   "a new --run-dir with --set train.init=<this run's model.safetensors>") from None
     torch.set_rng_state(t["rng/torch_global"])
+    if "rng/torch_cuda" in t and torch.cuda.is_available():
+        torch.cuda.set_rng_state(t["rng/torch_cuda"])
     for name in absent:
         modules[name].load_state_dict(modules[start_as[name]].state_dict())
     return int(ckpt.metadata["step"])

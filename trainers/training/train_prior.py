@@ -365,6 +365,7 @@ def train(config: PriorRunConfig, run_dir: Path, progress: bool = True) -> Path:
             noise_gen.manual_seed(tc.seed * 1000 + 500 + rank + 7919 * start)
     dist.broadcast_module(model)
     dist.broadcast_module(ema.model)
+    dist.own_global_stream(tc.seed, rank, start)  # after the weights: each rank its own dropout masks
     vqgan = load_vqgan(tc.vqgan, dtype=inference_dtype(device)) if tc.vqgan else None
     if vqgan is not None:
         vqgan.to(device)
