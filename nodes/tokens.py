@@ -6,7 +6,7 @@ import torch
 
 from sundae_core.corruption import corrupt
 from sundae_core.errors import InputError
-from sundae_core.images import comfy_to_model
+from sundae_core.images import comfy_to_model, hide_masked, mask_to_batch
 from sundae_core.limits import check_pixels, pixel_problem
 from sundae_core.masks import latent_mask
 from sundae_core.pixel_size import carry, pad_to_multiple, pixel_size, set_pixel_size
@@ -34,10 +34,18 @@ class SundaeVQEncode:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"vqgan": VQGAN_INPUT,
-                             "image": ("IMAGE", {"tooltip": "The images to encode (any alpha is ignored)."})}}
+                             "image": ("IMAGE", {"tooltip": "The images to encode (any alpha is ignored)."})},
+                "optional": {"mask": ("MASK", {"tooltip": (
+                    "For inpainting: the area to repaint (1 = replace). Its pixels are hidden before "
+                    "encoding, painted in the colour around them, so what is being replaced cannot reach "
+                    "the tokens kept around it (the encoder reads ~10 tokens' width around each token). "
+                    "Unconnected: the image is encoded as it is.")})}}
 
-    def encode(self, vqgan, image):
+    def encode(self, vqgan, image, mask=None):
         pixels = comfy_to_model(image)
+        if mask is not None:
+            b, _, h, w = pixels.shape
+            pixels = hide_masked(pixels, mask_to_batch(mask, b, h, w, mode="area"), ring=vqgan.factor)
         tokens = vqgan.encode(pad_to_multiple(pixels, vqgan.factor).to(model_device(vqgan)))
         return (tag(set_pixel_size(tokens, tuple(pixels.shape[-2:])), vqgan.token_version),)
 

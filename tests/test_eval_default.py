@@ -561,11 +561,18 @@ def test_compare_to_a_missing_report_fails_before_the_models_load(setup, tmp_pat
 
 def test_a_comparison_that_cannot_be_made_keeps_the_report(setup, tmp_path, capsys):
     other = tmp_path / "other.json"
-    other.write_text(json.dumps({"inpainting": {"images": [
+    other.write_text(json.dumps({"inpainting": {"context": "hidden", "images": [
         {"file": "elsewhere.png", "hole_top": 0, "hole_left": 0, "inpaint_lpips": 0.1, "mean_fill_lpips": 0.2}]}}))
     code, report = run(setup, tmp_path, "--n", "2", "--compare-to", str(other))
     assert code == 0 and report["inpainting"]["n"] == 2 and "--seed" in report["compared_to"]["error"]
     assert "not compared" in capsys.readouterr().out
+    # a report from before session 34 gave the prior tokens of the whole original: not paired with
+    # this run's hidden-hole context, and the error says how to rerun alike
+    old = json.loads((tmp_path / "out" / eval_default.REPORT).read_text())
+    del old["inpainting"]["context"]
+    other.write_text(json.dumps(old))
+    code, report = run(setup, tmp_path / "again", "--n", "2", "--compare-to", str(other))
+    assert code == 0 and "rerun with --context original" in report["compared_to"]["error"]
 
 
 def test_also_vqgan_decodes_the_same_tokens_through_a_second_decoder_paired(setup, tmp_path, capsys):

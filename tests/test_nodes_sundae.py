@@ -108,6 +108,20 @@ def test_any_image_size_is_padded_for_the_vqgan_and_comes_back_at_its_own_size(v
     assert N["SundaeVQDecode"]().decode(vqgan, grid)[0].shape == (1, 32, 40, 3)
 
 
+def test_encoding_with_the_mask_keeps_what_is_under_it_out_of_every_token(vqgan):
+    image = torch.rand(1, 32, 32, 3, generator=torch.Generator().manual_seed(0))
+    mask = torch.zeros(1, 32, 32)
+    mask[:, 8:16, 8:16] = 1
+    other = image.clone()
+    other[:, 8:16, 8:16] = 1 - other[:, 8:16, 8:16]  # another object under the mask
+    encode = N["SundaeVQEncode"]().encode
+    assert not torch.equal(encode(vqgan, image)[0], encode(vqgan, other)[0])  # the tokens read it ...
+    assert torch.equal(encode(vqgan, image, mask)[0], encode(vqgan, other, mask)[0])  # ... unless hidden
+    small = torch.zeros(1, 16, 16)
+    small[:, 4:8, 4:8] = 1  # a mask of another size covers the image as it is
+    assert torch.equal(encode(vqgan, image, small)[0], encode(vqgan, image, mask)[0])
+
+
 def test_latent_mask_and_corrupt_keep_what_they_must(vqgan):
     tokens = N["SundaeRandomTokens"]().make(vqgan, 32, 32, 2, 0)[0]
     empty = N["SundaeLatentMask"]().make(vqgan, tokens, torch.zeros(1, 64, 64))[0]  # LoadImage without alpha

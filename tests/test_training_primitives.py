@@ -155,6 +155,23 @@ def test_feathering_keeps_wide_masks_as_they_were_and_gives_thin_strokes_their_m
         assert f[0, 30, 29] == 0 and f[0, 30, 30 + width] == 0
 
 
+def test_hidden_pixels_take_the_colour_around_them_and_nothing_of_what_they_held():
+    from sundae_core.images import hide_masked
+    from trainers.evaluation.inpaint_setup import mean_fill
+    g = torch.Generator().manual_seed(0)
+    pixels = torch.rand(2, 3, 64, 64, generator=g) * 2 - 1
+    mask = torch.zeros(2, 64, 64)
+    mask[:, 20:36, 8:40] = 1
+    hidden = hide_masked(pixels, mask, ring=8)
+    assert torch.equal(hidden[:, :, mask[0] == 0], pixels[:, :, mask[0] == 0])  # the rest as it was
+    other = pixels.clone()
+    other[:, :, 20:36, 8:40] = torch.rand(2, 3, 16, 32, generator=g)  # another object under the mask
+    assert torch.equal(hide_masked(other, mask, ring=8), hidden)  # nothing of it comes through
+    # a box hole: the evaluations' mean-colour fill of the ring around it
+    assert torch.allclose(hidden[0], mean_fill(pixels[0], (20, 36, 8, 40), 8), atol=1e-6)
+    assert hide_masked(pixels, torch.ones(2, 64, 64), ring=8).eq(0).all()  # nothing known: mid grey
+
+
 @pytest.mark.parametrize("size", [(64, 96), (50, 70), (100, 100)])
 def test_a_larger_mask_never_loses_a_marked_pixel(size):
     """Downscaling a mask must keep the AND semantics: any marked pixel marks its latent."""

@@ -70,6 +70,7 @@ from sundae_core.cli import doc_summary, run_guarded, write_json_report
 from sundae_core.corruption import corrupt
 from sundae_core.errors import InputError
 from sundae_core.grid import make_grid, save_png, to_uint8
+from sundae_core.images import hide_masked
 from sundae_core.masks import latent_mask
 from sundae_core.models import check_models_fit, inference_dtype, load_prior, load_vqgan, model_path
 from sundae_core.sampler import model_logits_fn, sample
@@ -133,24 +134,31 @@ def inpainting(args, vqgan, prior, scorer, lpips, settings: InpaintSettings, dev
         original = to_model(pixels)
         b, _, H, W = original.shape
         mask = hole_masks(holes, H, W, f)
+        filled = torch.stack([mean_fill(original[i], holes[i].box(f), ring) for i in range(b)])
         with torch.inference_mode():
-            tokens = vqgan.encode(original.to(device))
+            tokens = vqgan.encode(original.to(device))  # the truth, and the reconstruction floor's
+            # what the prior is given around the hole: with --context hidden, tokens encoded with the
+            # hole's pixels hidden under its ring's colour (as SUNDAE VQ Encode does given the mask),
+            # so nothing of the answer reaches them through the encoder's reach (~330 px)
+            context = tokens if args.context == "original" else vqgan.encode(hide_masked(original, mask, ring).to(device))
             repaint = latent_mask(mask, f, tuple(tokens.shape[-2:])).to(device)  # (b h w) the hole's tokens
             noisy = corrupt(tokens, vocab, generator=g, rate=settings.rate).tokens
-            result = sample(logits_fn, torch.where(repaint, noisy, tokens), settings.sampler, generator=g,
+            result = sample(logits_fn, torch.where(repaint, noisy, context), settings.sampler, generator=g,
                             repaint=repaint, null_label=prior.null_label)
             decoded = vqgan.decode(torch.cat([tokens, result.tokens])).cpu()  # recon then inpaint
             fillings = completion_g.get_state()  # the views' figure replays the same random fillings
-            hole_acc = completion_accuracy(score_fn, tokens, repaint, vocab, completion_g, args.completion_draws)
+            hole_acc = completion_accuracy(score_fn, tokens, repaint, vocab, completion_g, args.completion_draws,
+                                           context)
             if views_fn is not None:
                 replay = torch.Generator(device)
                 replay.set_state(fillings)
-                hole_views_acc = completion_accuracy(views_fn, tokens, repaint, vocab, replay, args.completion_draws)
+                hole_views_acc = completion_accuracy(views_fn, tokens, repaint, vocab, replay, args.completion_draws,
+                                                     context)
             scattered = scattered_positions(b, *tokens.shape[-2:], args.hole ** 2, completion_g, device)
             scattered_acc = completion_accuracy(score_fn, tokens, scattered, vocab, completion_g,
                                                 args.completion_draws)
-            hole_near, scattered_near = nearest_known_accuracy(tokens, repaint), nearest_known_accuracy(tokens, scattered)
-            filled = torch.stack([mean_fill(original[i], holes[i].box(f), ring) for i in range(b)])
+            hole_near = nearest_known_accuracy(tokens, repaint, context)
+            scattered_near = nearest_known_accuracy(tokens, scattered)
             outputs = {"reconstruction": paste(original, decoded[:b], mask, settings.feather, settings.seam_band),
                        "inpaint": paste(original, decoded[b:], mask, settings.feather, settings.seam_band),
                        "mean_fill": paste(original, filled, mask, settings.feather)}
@@ -187,7 +195,7 @@ def inpainting(args, vqgan, prior, scorer, lpips, settings: InpaintSettings, dev
 
     inpaint = {
         "n": len(rows), "resolution": args.resolution, "hole_tokens": args.hole, "hole_pixels": args.hole * f,
-        "ring_pixels": ring, "slack": args.slack, "workflow": str(args.workflow),
+        "ring_pixels": ring, "slack": args.slack, "context": args.context, "workflow": str(args.workflow),
         "workflow_settings": settings.to_dict(),
         "methods": {name: {"lpips": round(mean(f"{name}_lpips"), 4), "psnr": round(mean(f"{name}_psnr"), 3)}
                     for name in METHODS},
@@ -197,7 +205,7 @@ def inpainting(args, vqgan, prior, scorer, lpips, settings: InpaintSettings, dev
         "mean_steps_used": round(mean("steps_used"), 2),
         "seconds": round(seconds, 2), "grid_columns": list(GRID_COLUMNS), "images": rows,
     }
-    completion = {"n": len(rows), "tokens_per_image": args.hole ** 2, "dtype": "float32",
+    completion = {"n": len(rows), "tokens_per_image": args.hole ** 2, "dtype": "float32", "context": args.context,
                   "draws": args.completion_draws,
                   "hole_accuracy": round(mean("hole_token_accuracy"), 4),
                   "scattered_accuracy": round(mean("scattered_token_accuracy"), 4),
@@ -366,6 +374,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="hole windows whose non-white share is within this of the best are candidates (default 0.1)")
     inp.add_argument("--ring", type=int, default=0,
                      help="width in pixels of the ring the mean-fill colour comes from (default: one token)")
+    inp.add_argument("--context", choices=("hidden", "original"), default="hidden",
+                     help="the tokens around the hole: encoded with the hole's pixels hidden under its ring's "
+                          "mean colour (hidden: a user's image, where what is under the mask is to be replaced), "
+                          "or from the whole original (original: the encoder's reach carries some of the "
+                          "hole's content into them; every report before session 34; default hidden)")
     inp.add_argument("--workflow", default=str(WORKFLOW),
                      help="inpainting workflow whose corrupt rate, sampler settings and feather are used "
                           "(default workflows/inpaint_1024.json)")

@@ -76,6 +76,12 @@ def paired_figures(a: dict[tuple, dict], b: dict[tuple, dict], spec: dict[str, b
 
 def compare_inpainting(base: dict, new: dict) -> dict:
     """Per-image differences new - base over the images both inpainted with the hole in the same place."""
+    # reports before session 34 gave the prior tokens encoded from the whole original (no "context")
+    contexts = [report.get("inpainting", {}).get("context", "original") for report in (base, new)]
+    if contexts[0] != contexts[1]:
+        raise InputError(f"the earlier report's holes were filled around tokens from the {contexts[0]!r} "
+                         f"context, this run's from the {contexts[1]!r} one: not comparable image by image; "
+                         f"rerun with --context {contexts[0]}")
     a, b = _images(base, "base"), _images(new, "new")
     shared, figures = paired_figures(a, b, PAIRED)
     beats = lambda rows: sum(rows[k]["inpaint_lpips"] < rows[k]["mean_fill_lpips"] for k in shared)
