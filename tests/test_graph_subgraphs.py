@@ -1,8 +1,9 @@
 """Subgraphs (ComfyUI's "Convert to Subgraph") unpacked as the frontend's graphToPrompt does.
 
 The fixtures were made in ComfyUI 0.8.0's frontend 1.35.9 (headless): `workflows/inpaint_1024.json`
-loaded, nodes converted with `graph.convertToSubgraph`, the graph serialised, and graphToPrompt's
-output kept beside it. The promoted-steps file adds, by hand, a blueprint input that feeds
+as it was before session 34 (kept as `ui_sundae_inpaint_flat__before_session_34.json`; since then
+the shipped one also wires the mask into VQ Encode) loaded, nodes converted with
+`graph.convertToSubgraph`, the graph serialised, and graphToPrompt's output kept beside it. The promoted-steps file adds, by hand, a blueprint input that feeds
 SUNDAE Sample's `steps` widget, with value 30 on the instance; its API file is the frontend's
 reading of that edited file.
 """
@@ -39,13 +40,14 @@ def test_subgraph_workflows_convert_exactly_as_the_frontend_does(name):
 
 
 def test_a_subgraph_workflow_runs_headless_and_draws_what_the_flat_one_draws(tiny_models, tmp_path):
-    """The nested fixture is the shipped inpainting workflow with its nodes moved into subgraphs."""
+    """The nested fixture is the inpainting workflow it was made from with its nodes moved into subgraphs."""
     (tmp_path / "input").mkdir()
     (tmp_path / "input" / "inpaint_1024.png").write_bytes((WORKFLOWS / "input" / "inpaint_1024.png").read_bytes())
-    nested = tmp_path / "nested.json"
+    nested, source = tmp_path / "nested.json", tmp_path / "flat.json"
     nested.write_text((FIXTURES / "ui_sundae_inpaint_nested_subgraphs__frontend-1.35.9.json").read_text())
+    source.write_text((FIXTURES / "ui_sundae_inpaint_flat__before_session_34.json").read_text())
     steps = ["Sample.steps=3", "Sample.min_steps=1"]  # by title, inside two levels of subgraphs
-    flat = run_workflow(WORKFLOWS / "inpaint_1024.json", output_dir=tmp_path / "flat", overrides=steps, progress=False)
+    flat = run_workflow(source, output_dir=tmp_path / "flat", overrides=steps, progress=False)
     packed = run_workflow(nested, output_dir=tmp_path / "packed", overrides=steps, progress=False)
     assert "13:12:7" in packed.values and packed.class_types["13:12:7"] == "SundaeSample"
     [flat_file], [packed_file] = flat.files, packed.files
