@@ -245,7 +245,9 @@ def test_class_accuracy_with_a_class_conditional_prior(setup, tmp_path):
         assert grid.size == (2 * 34 + 2, 2 * 34 + 2)
     # the ceiling: the probe on the held-out emoji through the VQ-GAN, a third cached feature set
     assert 0 <= c["reconstructed_val_accuracy"] <= 1
-    assert c["ratio_to_reconstructed"] == pytest.approx(c["sample_accuracy"] / c["reconstructed_val_accuracy"], abs=1e-3)
+    # the samples are as many of every group: the ratios divide by the held-out figures weighted alike
+    assert c["ratio_to_reconstructed"] == pytest.approx(
+        c["sample_accuracy"] / c["reconstructed_val_accuracy_by_class"], abs=1e-3)
     assert len(list((tmp_path / "cache").glob("classes-*.npz"))) == 3
     assert len(list((tmp_path / "cache").glob("classes-val-reconstructed-*.npz"))) == 1
     # per group: the probe on that group's real and reconstructed held-out emoji, which add up to the totals
@@ -254,6 +256,8 @@ def test_class_accuracy_with_a_class_conditional_prior(setup, tmp_path):
     for key in ("real_val_accuracy", "reconstructed_val_accuracy"):
         total = sum((row[key] or 0) * row["n_val"] for row in rows) / c["n_val"]
         assert total == pytest.approx(c[key], abs=1e-3)
+        present = [row[key] for row in rows if row["n_val"]]
+        assert sum(present) / len(present) == pytest.approx(c[f"{key}_by_class"], abs=1e-3)
     assert f"{GROUPS[0]:<18} samples" in eval_default.summary(report)
 
 

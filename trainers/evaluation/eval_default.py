@@ -82,7 +82,8 @@ from ..sampling.sampler_flags import CLASS_WORKFLOW_SAMPLER, add_sampler_flags, 
 from ..training.lpips import load_lpips
 from ..training.train_vqgan import psnr
 from .code_colours import code_colours, colour_report, palette
-from .evaluate import SampleSource, cached_features, content_key, default_cache_dir, file_digest, folder_images
+from .evaluate import (SampleSource, cached_features, content_key, decoder_dtype, default_cache_dir, file_digest,
+                       folder_images)
 from .inpaint_setup import (WORKFLOW, InpaintSettings, hole_crops, hole_masks, image_batches, image_subset,
                             mean_fill, paste, place_hole, scattered_positions, thumbnail, to_model, workflow_settings)
 from .inception import PREPROCESS_VERSION, FeatureExtractor, InceptionFeatures, extract_features
@@ -302,14 +303,23 @@ def class_accuracy(args, vqgan, prior, extractor: FeatureExtractor, device, out:
         thumbs += [thumbnail(to_model(image[None])[0], args.thumb) for image in images]
     path = save_png(make_grid(torch.stack(thumbs), nrow=args.per_class), out / "class_samples.png")
     sample_accuracy = float(np.mean(all_hits))
+    # the samples are as many of every group, the held-out emoji are not (people 39, activities 7):
+    # the ratios divide by the held-out accuracies weighted as the samples are, each group alike
+    by_class = lambda hits: float(np.mean([hits[val_y == label].mean() for label in range(len(names))
+                                           if (val_y == label).any()]))
+    real_by_class, recon_by_class = by_class(real_hits), by_class(recon_hits)
     return {"classes": names, "n_train": len(train_y), "n_val": len(val_y), "canvas": canvas,
             "extractor": extractor.name, "l2": args.l2,
             "probe_train_accuracy": round(probe.train_accuracy, 4),
             "real_val_accuracy": round(real_accuracy, 4),
             "reconstructed_val_accuracy": round(recon_accuracy, 4),
+            "real_val_accuracy_by_class": round(real_by_class, 4),
+            "reconstructed_val_accuracy_by_class": round(recon_by_class, 4),
             "sample_accuracy": round(sample_accuracy, 4),
-            "ratio_to_real": round(sample_accuracy / real_accuracy, 4) if real_accuracy else None,
-            "ratio_to_reconstructed": round(sample_accuracy / recon_accuracy, 4) if recon_accuracy else None,
+            "ratio_to_real": round(sample_accuracy / real_by_class, 4) if real_by_class else None,
+            "ratio_to_reconstructed": round(sample_accuracy / recon_by_class, 4) if recon_by_class else None,
+            # the ratio every report before session 34 gave: over the held-out emoji as they come
+            "ratio_to_real_by_image": round(sample_accuracy / real_accuracy, 4) if real_accuracy else None,
             "probe_domain": args.probe_domain,
             "per_class_samples": args.per_class, "guidance": args.guidance, "seed": args.seed,
             "sampler": base.to_dict(),
@@ -322,7 +332,8 @@ def _reconstructed_features(args, vqgan, extractor, files: list[Path], root: Pat
     hashing the files, the split and the VQ-GAN file."""
     canvas = args.resolution
     key = content_key([extractor.name, str(extractor.input_size), PREPROCESS_VERSION, f"{split}-reconstructed",
-                       str(args.val_fraction), f"canvas={canvas}", file_digest(args.vqgan)], files, root)
+                       str(args.val_fraction), f"canvas={canvas}", file_digest(args.vqgan),
+                       decoder_dtype(vqgan), str(device)], files, root)  # bf16 or float32 by the machine
     feats, path, hit = cached_features(
         cache_dir, f"classes-{split}-reconstructed", key,
         lambda: extract_features(extractor, reconstructions(vqgan, files, canvas, args.batch_size, device),
@@ -521,8 +532,12 @@ def summary(report: dict) -> str:
         c = report["class_accuracy"]
         if c.get("probe_domain", "real") != "real":
             lines.append(f"class probe trained on the training emoji's {c['probe_domain']} images")
+        by_class = ""
+        if "real_val_accuracy_by_class" in c:  # since session 34 the ratios divide by these
+            by_class = (f"; each group alike {c['real_val_accuracy_by_class']:.3f} "
+                        f"({c['reconstructed_val_accuracy_by_class']:.3f})")
         lines.append(f"class accuracy: real held-out {c['real_val_accuracy']:.3f} (through the VQ-GAN "
-                     f"{c['reconstructed_val_accuracy']:.3f}), guided samples {c['sample_accuracy']:.3f} "
+                     f"{c['reconstructed_val_accuracy']:.3f}{by_class}), guided samples {c['sample_accuracy']:.3f} "
                      f"(ratio {c['ratio_to_real']} to real, {c['ratio_to_reconstructed']} to reconstructed)")
         for row in c["per_class"]:
             if "real_val_accuracy" in row:  # reports before session 17 lack the per-group real figures

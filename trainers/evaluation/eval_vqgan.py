@@ -106,14 +106,14 @@ def grey_axis(vqgan, device, size: int, step: int = GREY_STEP) -> dict:
     centre tile decodes to. Inside a large flat area the encoder's view holds no edge, so a code
     there stands for a range of colours and the decoder can give it only one: this is the colour
     resolution of the token version, which no decoder run can raise (session 30)."""
-    f, centre = vqgan.factor, size // 2
+    f, c = vqgan.factor, size // 2 // vqgan.factor  # the centre token, whose own tile is read
     rows = []
     for level in [*range(0, 255, step), 255]:
         canvas = torch.full((1, 3, size, size), level / 127.5 - 1, device=device)
         tokens = vqgan.encode(canvas)
-        tile = vqgan.decode(tokens).float().cpu()[0, :, centre - f // 2:centre + f // 2, centre - f // 2:centre + f // 2]
+        tile = vqgan.decode(tokens).float().cpu()[0, :, c * f:(c + 1) * f, c * f:(c + 1) * f]
         decoded = ((tile + 1) * 127.5).mean((1, 2))
-        rows.append({"grey": level, "code": int(tokens[0, centre // f, centre // f]),
+        rows.append({"grey": level, "code": int(tokens[0, c, c]),
                      "decoded": [round(float(v), 1) for v in decoded],
                      "error": round(float((decoded - level).abs().amax()), 1)})
     codes = []  # runs of neighbouring greys on one code

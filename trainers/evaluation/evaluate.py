@@ -123,6 +123,11 @@ def content_key(parts: list[str], files: list[Path], root: Path | None = None) -
     return h.hexdigest()
 
 
+def decoder_dtype(vqgan) -> str:
+    """The dtype a VQ-GAN decodes in (a cache key part: bf16 or float32 by the machine)."""
+    return str(next(vqgan.decoder.parameters()).dtype)
+
+
 def file_digest(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
@@ -261,7 +266,7 @@ def _row(what: str, metrics: Metrics, **extra) -> dict:
 def summary_line(row: dict) -> str:
     label = row["what"] if "sweep" not in row else f"{row['sweep']}={row['value']}"
     return (f"{label:<22} N={row['n_fake']:<5} vs ref N={row['n_real']:<5} FID {row['fid']:8.3f}  "
-            f"KID {row['kid']:.4f}±{row['kid_std']:.4f}  P {row['precision']:.3f} R {row['recall']:.3f}  "
+            f"KID {row['kid']:.4f} (subset spread {row['kid_std']:.4f})  P {row['precision']:.3f} R {row['recall']:.3f}  "
             f"D {row['density']:.3f} C {row['coverage']:.3f}")
 
 
@@ -284,6 +289,7 @@ def write_sweep_outputs(out: Path, rows: list[dict], settings: SamplerSettings) 
         fixed.pop(name)
         n = mine[0]["n_fake"]
         panels = [Panel(label, [r["value"] for r in mine], [r[key] for r in mine], xlabel=name,
+                        # the spread over KID's subsets, not a standard error across seeds (session 34)
                         yerr=[r["kid_std"] for r in mine] if key == "kid" else None)
                   for key, label in PANELS]
         image = draw_panels(panels, f"{title}  ({', '.join(fixed.values())}, N={n})")
@@ -449,7 +455,9 @@ def main(argv: list[str] | None = None, extractor: FeatureExtractor | None = Non
         rows = report["results"]
 
         if args.recon:
-            recon_key = content_key(key_parts + [file_digest(args.vqgan), str(resolution)], files, root)
+            # the decode's dtype and device too: the inference dtype is bf16 or float32 by the machine
+            recon_key = content_key(key_parts + [file_digest(args.vqgan), str(resolution), decoder_dtype(vqgan),
+                                                 str(device)], files, root)
             start = time.perf_counter()
             feats, _, _ = cached_features(
                 cache_dir, "recon", recon_key,
