@@ -557,6 +557,21 @@ def test_compare_to_an_earlier_report_pairs_the_same_holes(setup, tmp_path):
     assert result["figures"]["inpaint_lpips"]["difference"] == pytest.approx(sum(diffs) / 2, abs=1e-4)
 
 
+def test_grow_redraws_a_ring_of_tokens_around_the_hole_but_scores_the_hole(setup, tmp_path, monkeypatch):
+    seen = []
+    real = eval_default.sample
+
+    def spy(logits_fn, tokens, settings, **kwargs):
+        seen.append(kwargs["repaint"].sum((1, 2)).tolist())
+        return real(logits_fn, tokens, settings, **kwargs)
+
+    monkeypatch.setattr(eval_default, "sample", spy)
+    code, report = run(setup, tmp_path, "--n", "1", "--grow", "1")
+    hole = report["token_completion"]["tokens_per_image"]
+    assert code == 0 and report["inpainting"]["grow"] == 1 and report["inpainting"]["context"] == "hidden"
+    assert seen and all(hole < n <= (report["inpainting"]["hole_tokens"] + 2) ** 2 for n in seen[0])
+
+
 def test_compare_to_a_missing_report_fails_before_the_models_load(setup, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(eval_default, "load_vqgan", lambda *a, **k: pytest.fail("loaded a model first"))
     code, _ = run(setup, tmp_path, "--compare-to", str(tmp_path / "nowhere.json"))

@@ -64,6 +64,7 @@ from typing import Iterator
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from sundae_core.cli import doc_summary, run_guarded, write_json_report
@@ -142,23 +143,26 @@ def inpainting(args, vqgan, prior, scorer, lpips, settings: InpaintSettings, dev
             # hole's pixels hidden under its ring's colour (as SUNDAE VQ Encode does given the mask),
             # so nothing of the answer reaches them through the encoder's reach (~330 px)
             context = tokens if args.context == "original" else vqgan.encode(hide_masked(original, mask, ring).to(device))
-            repaint = latent_mask(mask, f, tuple(tokens.shape[-2:])).to(device)  # (b h w) the hole's tokens
+            hole = latent_mask(mask, f, tuple(tokens.shape[-2:])).to(device)  # (b h w) the hole's tokens
+            # --grow: the tokens beside the hole, which read the fill that hid it, are redrawn too
+            repaint = hole if not args.grow else F.max_pool2d(hole[:, None].float(), 2 * args.grow + 1, 1,
+                                                              args.grow)[:, 0] > 0
             noisy = corrupt(tokens, vocab, generator=g, rate=settings.rate).tokens
             result = sample(logits_fn, torch.where(repaint, noisy, context), settings.sampler, generator=g,
                             repaint=repaint, null_label=prior.null_label)
             decoded = vqgan.decode(torch.cat([tokens, result.tokens])).cpu()  # recon then inpaint
             fillings = completion_g.get_state()  # the views' figure replays the same random fillings
-            hole_acc = completion_accuracy(score_fn, tokens, repaint, vocab, completion_g, args.completion_draws,
+            hole_acc = completion_accuracy(score_fn, tokens, hole, vocab, completion_g, args.completion_draws,
                                            context)
             if views_fn is not None:
                 replay = torch.Generator(device)
                 replay.set_state(fillings)
-                hole_views_acc = completion_accuracy(views_fn, tokens, repaint, vocab, replay, args.completion_draws,
+                hole_views_acc = completion_accuracy(views_fn, tokens, hole, vocab, replay, args.completion_draws,
                                                      context)
             scattered = scattered_positions(b, *tokens.shape[-2:], args.hole ** 2, completion_g, device)
             scattered_acc = completion_accuracy(score_fn, tokens, scattered, vocab, completion_g,
                                                 args.completion_draws)
-            hole_near = nearest_known_accuracy(tokens, repaint, context)
+            hole_near = nearest_known_accuracy(tokens, hole, context)
             scattered_near = nearest_known_accuracy(tokens, scattered)
             outputs = {"reconstruction": paste(original, decoded[:b], mask, settings.feather, settings.seam_band),
                        "inpaint": paste(original, decoded[b:], mask, settings.feather, settings.seam_band),
@@ -196,7 +200,8 @@ def inpainting(args, vqgan, prior, scorer, lpips, settings: InpaintSettings, dev
 
     inpaint = {
         "n": len(rows), "resolution": args.resolution, "hole_tokens": args.hole, "hole_pixels": args.hole * f,
-        "ring_pixels": ring, "slack": args.slack, "context": args.context, "workflow": str(args.workflow),
+        "ring_pixels": ring, "slack": args.slack, "context": args.context, "grow": args.grow,
+        "workflow": str(args.workflow),
         "workflow_settings": settings.to_dict(),
         "methods": {name: {"lpips": round(mean(f"{name}_lpips"), 4), "psnr": round(mean(f"{name}_psnr"), 3)}
                     for name in METHODS},
@@ -390,6 +395,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "mean colour (hidden: a user's image, where what is under the mask is to be replaced), "
                           "or from the whole original (original: the encoder's reach carries some of the "
                           "hole's content into them; every report before session 34; default hidden)")
+    inp.add_argument("--grow", type=int, default=0,
+                     help="also redraw this many rings of tokens around the hole (the composite still pastes "
+                          "the hole's pixels only; default 0, as the workflow)")
     inp.add_argument("--workflow", default=str(WORKFLOW),
                      help="inpainting workflow whose corrupt rate, sampler settings and feather are used "
                           "(default workflows/inpaint_1024.json)")
