@@ -117,7 +117,7 @@ def test_a_cpu_without_bf16_kernels_is_benchmarked_in_fp32(tmp_path, monkeypatch
     assert report["environment"]["compute_dtype"] == "fp32" and set(report["peak_flop_per_s"]) == {"fp32"}
     assert {r["dtype"] for r in report["sample"] + report["sampler"]} == {"fp32"}
     table = (tmp_path / "bench.md").read_text()
-    assert "models run in fp32 (this CPU has no bf16 kernels)" in table and "Full sample, batch 1, fp32" in table
+    assert "models run in fp32 (this CPU has no bf16 hardware)" in table and "Full sample, batch 1, fp32" in table
 
 
 def test_no_profile_leaves_the_outside_shares_out(tmp_path):

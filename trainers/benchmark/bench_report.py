@@ -67,7 +67,7 @@ def markdown(report: dict) -> str:
              f"{env['load_after']}",
              f"- measured matmul peak at {first}: "
              + ", ".join(f"{name} {_fmt(rate / 1e9, 0)} GFLOP/s" for name, rate in peak.items())
-             + f"; models run in {compute}" + ("" if compute == "bf16" else " (this CPU has no bf16 kernels)"),
+             + f"; models run in {compute}" + ("" if compute == "bf16" else " (this CPU has no bf16 hardware)"),
              f"- random weights; timings are medians of synchronised runs after a warm-up; memory is the "
              f"peak RSS above the level before each case (see `trainers/benchmark/bench_timing.py`); "
              f"process high-water "

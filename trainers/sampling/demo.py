@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name + ':':<19}{report[name]['picture']} ({report[name]['seconds']} s, "
                       f"workflow output {report[name]['result']})")
         print(f"computed in:       {report['dtype']} on the {device}"
-              + (" (this CPU has no bf16 kernels)" if device == "cpu" and not cpu_bf16_is_fast() else ""))
+              + (" (this CPU has no bf16 hardware)" if device == "cpu" and not cpu_bf16_is_fast() else ""))
         write_json_report(out / "timings.json", report)
         return 0
 

@@ -46,14 +46,14 @@ def to_device(t: torch.Tensor | None, device: torch.device) -> torch.Tensor | No
 
 
 def autocast_bf16(device: torch.device, requested: bool, say: Callable[[str], None] | None = None) -> bool:
-    """Whether a trainer autocasts to bf16: as `requested` (`train.bf16`), except on a CPU without
-    bf16 kernels (cpu_features), where torch's bf16 is a fallback loop about 300x slower than
-    float32: there it trains in float32 and `say`s so (default: printed by the main rank). A run
+    """Whether a trainer autocasts to bf16: as `requested` (`train.bf16`), except on a CPU that does
+    not multiply bf16 in hardware (cpu_features), where torch's bf16 is 3-300x slower than float32
+    (oneDNN's emulation on AVX-512, fallback loops on AVX2): there it trains in float32 and `say`s so (default: printed by the main rank). A run
     configured for bf16 on another machine resumes here at float32's speed instead of the loops'."""
     if requested and device.type == "cpu" and not cpu_bf16_is_fast():
         (say or (print if dist.is_main() else lambda _: None))(
-            "note: train.bf16 is set, but this CPU has no bf16 kernels (no AVX-512 or AMX; torch falls "
-            "back to loops about 300x slower than float32 there): training in float32 instead; set "
+            "note: train.bf16 is set, but this CPU does not multiply bf16 in hardware (no AVX512-BF16 or "
+            "AMX; torch's bf16 runs 3-300x slower than float32 there): training in float32 instead; set "
             "train.bf16=false to silence this")
         return False
     return requested
