@@ -41,21 +41,50 @@ def mask_to_batch(mask: torch.Tensor, batch: int, height: int, width: int, mode:
     return mask.float().expand(batch, height, width)
 
 
-def hide_masked(pixels: torch.Tensor, mask: torch.Tensor, ring: int) -> torch.Tensor:
-    """(b c h w) pixels with the masked ones (mask (b h w) > 0: to be replaced) painted in the mean
-    colour of the unmasked pixels within `ring` pixels of them, one colour per image (mid grey where
-    nothing is unmasked).
+HIDE_FILLS = ("mean", "smooth")
+
+
+def hide_masked(pixels: torch.Tensor, mask: torch.Tensor, ring: int, fill: str = "mean") -> torch.Tensor:
+    """(b c h w) pixels with the masked ones (mask (b h w) > 0: to be replaced) painted over: with
+    `fill` "mean", in the mean colour of the unmasked pixels within `ring` pixels of them, one colour
+    per image (mid grey where nothing is unmasked); with "smooth", in a smooth extension of all the
+    unmasked pixels (`pull_push_fill`; `ring` unused).
 
     What inpainting encodes: the VQ-GAN encoder reads about 330 px around each token, so tokens kept
     beside a hole would otherwise carry what the hole held (the object a user is removing) into the
     prior's context. With the hole hidden, 8 x 8-token holes of held-out emoji complete at a lower
     one-step top-1 (the honest figure: session 34, docs/campaign/history.md)."""
+    if fill not in HIDE_FILLS:
+        raise InputError(f"hide fill must be one of {', '.join(HIDE_FILLS)}, got {fill!r}")
     hidden = mask > 0
+    if fill == "smooth":
+        return pull_push_fill(pixels, hidden)
     near = F.max_pool2d(hidden[:, None].float(), 2 * ring + 1, stride=1, padding=ring)[:, 0] > 0
     around = (near & ~hidden)[:, None].to(pixels.dtype)
     count = around.sum((2, 3))
     colour = (pixels * around).sum((2, 3)) / count.clamp_min(1)  # (b c); 0 = mid grey where count is 0
     return torch.where(hidden[:, None], colour[:, :, None, None], pixels)
+
+
+def pull_push_fill(pixels: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+    """(b c h w) pixels with the hidden ones (hidden (b h w) bool) replaced by a smooth extension of
+    the others: the known pixels averaged down a pyramid of halvings ("pull"), then each level's
+    gaps filled from the bilinear upsampling of the level below ("push"), a cell blending its own
+    average and the coarser one by the share of it that is known. A hole's middle takes the colours
+    around it, blurred over its size; mid grey (0) where nothing is known. Weighted averages only, so
+    nothing of the hidden pixels reaches the result."""
+    weight = (~hidden)[:, None].to(pixels.dtype)
+    levels = [(pixels * weight, weight)]
+    while min(levels[-1][0].shape[-2:]) > 1:
+        total, known = levels[-1]
+        # means of 2 x 2 cells (a last odd row or column on its own): their ratio is the known mean
+        levels.append((F.avg_pool2d(total, 2, ceil_mode=True), F.avg_pool2d(known, 2, ceil_mode=True)))
+    total, known = levels[-1]
+    colour = total / known.clamp_min(1e-8)
+    for total, known in reversed(levels[:-1]):
+        coarse = F.interpolate(colour, size=total.shape[-2:], mode="bilinear", align_corners=False)
+        colour = total + coarse * (1 - known)  # total = known share x the known pixels' mean
+    return torch.where(hidden[:, None], colour, pixels)
 
 
 def feathered(mask: torch.Tensor, feather: int) -> torch.Tensor:

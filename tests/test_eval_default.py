@@ -592,6 +592,11 @@ def test_a_comparison_that_cannot_be_made_keeps_the_report(setup, tmp_path, caps
     other.write_text(json.dumps(old))
     code, report = run(setup, tmp_path / "again", "--n", "2", "--compare-to", str(other))
     assert code == 0 and "rerun with --context original" in report["compared_to"]["error"]
+    # the two ways of hiding the hole pair with each other: the same holes, neither sees the answer
+    code, report = run(setup, tmp_path / "smooth", "--n", "2", "--context", "smooth",
+                       "--compare-to", str(tmp_path / "out" / eval_default.REPORT))
+    assert code == 0 and report["inpainting"]["context"] == "smooth" and "error" not in report["compared_to"]
+    assert report["compared_to"]["inpainting"]["images"] == 2
 
 
 def test_also_vqgan_decodes_the_same_tokens_through_a_second_decoder_paired(setup, tmp_path, capsys):

@@ -172,6 +172,28 @@ def test_hidden_pixels_take_the_colour_around_them_and_nothing_of_what_they_held
     assert hide_masked(pixels, torch.ones(2, 64, 64), ring=8).eq(0).all()  # nothing known: mid grey
 
 
+@pytest.mark.parametrize("size", [(64, 64), (50, 70)])
+def test_the_smooth_fill_runs_on_from_the_colours_around_the_hole_and_hides_it(size):
+    from sundae_core.images import hide_masked
+    h, w = size
+    pixels = torch.zeros(1, 3, h, w)
+    pixels[:, 0, :, : w // 2] = 1  # red on the left, green on the right (in [-1, 1])
+    pixels[:, 1, :, w // 2:] = 1
+    mask = torch.zeros(1, h, w)
+    mask[:, h // 4: 3 * h // 4, w // 4: 3 * w // 4] = 1
+    smooth = hide_masked(pixels, mask, ring=8, fill="smooth")
+    assert torch.equal(smooth[:, :, mask[0] == 0], pixels[:, :, mask[0] == 0])
+    row = smooth[0, :, h // 2, w // 4: 3 * w // 4]  # across the hole: red fading into green
+    assert row[0, 0] > 0.6 and row[0, -1] < 0.4 and row[1, 0] < 0.4 and row[1, -1] > 0.6
+    assert (row[0].diff() <= 1e-6).all() and (row[1].diff() >= -1e-6).all()
+    other = pixels.clone()
+    other[:, :, mask[0] > 0] = 5.0  # another object under the mask
+    assert torch.equal(hide_masked(other, mask, ring=8, fill="smooth"), smooth)
+    assert hide_masked(pixels, torch.ones(1, h, w), ring=8, fill="smooth").eq(0).all()  # nothing known
+    with pytest.raises(InputError, match="mean, smooth"):
+        hide_masked(pixels, mask, ring=8, fill="blur")
+
+
 @pytest.mark.parametrize("size", [(64, 96), (50, 70), (100, 100)])
 def test_a_larger_mask_never_loses_a_marked_pixel(size):
     """Downscaling a mask must keep the AND semantics: any marked pixel marks its latent."""

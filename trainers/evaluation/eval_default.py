@@ -96,6 +96,7 @@ REPORT = "eval_default.json"
 METHODS = ("reconstruction", "inpaint", "mean_fill")
 GRID_COLUMNS = ("original (hole outlined)", "inpaint", "mean_fill", "reconstruction")
 COMPLETION_SEED_OFFSET = 1  # the token-completion figure's generator: --seed + this
+HIDE_FILL = {"hidden": "mean", "smooth": "smooth"}  # --context -> images.hide_masked's fill
 # --also-vqgan's figures, paired with the first decoder's: name -> lower is better
 ALSO_PAIRED = {"reconstruction_lpips": True, "reconstruction_psnr": False, "inpaint_lpips": True, "inpaint_psnr": False}
 
@@ -139,10 +140,12 @@ def inpainting(args, vqgan, prior, scorer, lpips, settings: InpaintSettings, dev
         filled = torch.stack([mean_fill(original[i], holes[i].box(f), ring) for i in range(b)])
         with torch.inference_mode():
             tokens = vqgan.encode(original.to(device))  # the truth, and the reconstruction floor's
-            # what the prior is given around the hole: with --context hidden, tokens encoded with the
-            # hole's pixels hidden under its ring's colour (as SUNDAE VQ Encode does given the mask),
+            # what the prior is given around the hole: with --context hidden (smooth), tokens encoded
+            # with the hole's pixels hidden under its ring's colour (a smooth extension of the image
+            # around it), as SUNDAE VQ Encode does given the mask,
             # so nothing of the answer reaches them through the encoder's reach (~330 px)
-            context = tokens if args.context == "original" else vqgan.encode(hide_masked(original, mask, ring).to(device))
+            context = tokens if args.context == "original" else vqgan.encode(
+                hide_masked(original, mask, ring, fill=HIDE_FILL[args.context]).to(device))
             hole = latent_mask(mask, f, tuple(tokens.shape[-2:])).to(device)  # (b h w) the hole's tokens
             # --grow: the tokens beside the hole, which read the fill that hid it, are redrawn too
             repaint = hole if not args.grow else F.max_pool2d(hole[:, None].float(), 2 * args.grow + 1, 1,
@@ -390,9 +393,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="hole windows whose non-white share is within this of the best are candidates (default 0.1)")
     inp.add_argument("--ring", type=int, default=0,
                      help="width in pixels of the ring the mean-fill colour comes from (default: one token)")
-    inp.add_argument("--context", choices=("hidden", "original"), default="hidden",
+    inp.add_argument("--context", choices=("hidden", "smooth", "original"), default="hidden",
                      help="the tokens around the hole: encoded with the hole's pixels hidden under its ring's "
                           "mean colour (hidden: a user's image, where what is under the mask is to be replaced), "
+                          "under a smooth extension of the pixels around it (smooth), "
                           "or from the whole original (original: the encoder's reach carries some of the "
                           "hole's content into them; every report before session 34; default hidden)")
     inp.add_argument("--grow", type=int, default=0,
