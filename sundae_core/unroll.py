@@ -6,6 +6,9 @@ cross-entropy of each step's logits against the clean tokens.
 
 `block_share` > 0 mixes block corruption into step 1's corruption (corruption.py: a share of the
 samples get a whole region redrawn, for inpainting); 0, the default, is the paper's loss.
+`start` gives step 1's input where it is not -1, in place of the corruption: the prior trainer's
+hole-set rows (the tokens a workflow encodes around a hidden hole, random tokens in it), whose
+input is not a corruption of the target.
 """
 
 from __future__ import annotations
@@ -51,18 +54,21 @@ def unrolled_loss(logits_fn: LogitsFn | None, tokens: torch.Tensor, vocab_size: 
                   generator: torch.Generator | None = None,
                   labels: torch.Tensor | None = None, block_share: float = 0.0,
                   block_shapes: BlockShapes = BlockShapes(), step_loss: StepLoss | None = None,
-                  first_step_extra: ExtraLoss | None = None) -> UnrolledLoss:
+                  first_step_extra: ExtraLoss | None = None, start: torch.Tensor | None = None) -> UnrolledLoss:
     """tokens (b h w) clean targets; returns the mean cross-entropy over `steps` unrolled steps.
 
     block_share, block_shapes: block corruption for step 1, as in `corruption.corrupt`.
     step_loss: computes each step's logits and cross-entropy (default: `step_loss_fn(logits_fn)`).
     first_step_extra: a term on the first step's input and logits, added to the loss as it is
-    (weighted by its maker) and reported as `extra`."""
+    (weighted by its maker) and reported as `extra`.
+    start: (b h w) step 1's input where >= 0, the corruption's where -1 (module doc)."""
     if steps < 1:
         raise ValueError("unrolled_loss needs steps >= 1")
     step_loss = step_loss or step_loss_fn(logits_fn)
     z = corrupt(tokens, vocab_size, generator=generator, block_share=block_share,
                 block_shapes=block_shapes).tokens
+    if start is not None:  # drawn after the corruption, so the rows without a start draw as before
+        z = torch.where(start >= 0, start, z)
     per_step, accuracy, extra = [], None, None
     for i in range(steps):
         logits, ce = step_loss(z, labels, tokens)  # logits (b h w v)

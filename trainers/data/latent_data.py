@@ -29,6 +29,9 @@ class LatentDataConfig:
     # every class alike, between = a compromise. A set extended with many images of one class
     # (sundae-prepare-emoji --variants: 1355 of its 1357 are People & Body) skews the natural one.
     class_balance: float = 1.0
+    # a hole set (sundae-build-hole-set) of the same tokens: train.hole_share of each batch comes
+    # from it, and validation logs val_hidden_hole_top1 on its held-out holes; "" = none
+    hole_set: str = ""
 
     def __post_init__(self) -> None:
         if not 0 <= self.class_balance <= 1:
@@ -116,3 +119,60 @@ class TokenSet:
         else:
             idx = torch.multinomial(self.weights, size, replacement=True, generator=generator)
         return self.tokens[idx], None if self.labels is None else self.labels[idx]
+
+
+# ---------------------------------------------------------------------------------------------
+# Hole sets (sundae-build-hole-set): grids with a hole, beside the tokens the prior is given
+# around it when the hole's pixels are hidden before encoding
+
+HOLE_SET_KIND = "hole_set"
+
+
+def write_hole_shard(path: Path, tokens: torch.Tensor, context: torch.Tensor, hole: torch.Tensor,
+                     labels: torch.Tensor | None, vocab_size: int) -> None:
+    dtype = torch.int16 if vocab_size <= 32767 else torch.int32
+    tensors = {"tokens": tokens.to(dtype), "context": context.to(dtype), "hole": hole.to(torch.uint8)}
+    if labels is not None:
+        tensors["labels"] = labels.long()
+    save_checkpoint(path, tensors, kind=SHARD_KIND)
+
+
+class HoleSet:
+    """One split of a hole set, in RAM: tokens (n h w) the targets, context (n h w) the tokens
+    around each hole as the workflow encodes them, hole (n h w) bool, labels (n,) or None."""
+
+    def __init__(self, root: str | Path, split: str):
+        self.manifest = read_manifest(root)
+        if self.manifest.get("kind") != HOLE_SET_KIND:
+            raise InputError(f"{root} is a latent dataset, not a hole set (data.hole_set takes a folder "
+                             "written by sundae-build-hole-set)")
+        shards = self.manifest["shards"].get(split, [])
+        if not shards:
+            raise InputError(f"hole set {root} has no {split!r} shards")
+        parts = [load_checkpoint(Path(root) / name, kind=SHARD_KIND).tensors for name in shards]
+        missing = {"tokens", "context", "hole"} - set(parts[0])
+        if missing:
+            raise InputError(f"{root}/{shards[0]} lacks {', '.join(sorted(missing))}: not a hole-set shard; "
+                             "rebuild it with sundae-build-hole-set")
+        self.tokens = torch.cat([t["tokens"].long() for t in parts])
+        self.context = torch.cat([t["context"].long() for t in parts])
+        self.hole = torch.cat([t["hole"].bool() for t in parts])
+        self.labels = torch.cat([t["labels"] for t in parts]) if "labels" in parts[0] else None
+
+    def check_matches(self, tokens: "TokenSet", root: str | Path) -> None:
+        """The hole set speaks the training set's tokens: the same VQ-GAN, grid and classes."""
+        mine, theirs = self.manifest, tokens.manifest
+        for key in ("token_version", "height", "width", "vocab_size", "class_names"):
+            if mine.get(key) != theirs.get(key):
+                raise ConfigError(f"data.hole_set {root} has {key}={mine.get(key)!r} but data.path has "
+                                  f"{theirs.get(key)!r}: build the hole set with the VQ-GAN, resolution and "
+                                  "image folders of the training set")
+
+    def __len__(self) -> int:
+        return self.tokens.shape[0]
+
+    def batch(self, size: int, generator: torch.Generator):
+        """(tokens, context, hole, labels) of `size` rows drawn at random."""
+        idx = torch.randint(0, len(self), (size,), generator=generator)
+        return (self.tokens[idx], self.context[idx], self.hole[idx],
+                None if self.labels is None else self.labels[idx])

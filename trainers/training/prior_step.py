@@ -66,13 +66,15 @@ def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, step_loss: St
                labels: torch.Tensor | None, tc, noise: torch.Generator,
                sync: Callable[[torch.nn.Module], None] = lambda module: None,
                optimizer_step: Callable[[torch.optim.Optimizer, torch.Tensor], object] | None = None,
-               first_step_extra: ExtraLoss | None = None) -> tuple[UnrolledLoss, torch.Tensor]:
+               first_step_extra: ExtraLoss | None = None,
+               start: torch.Tensor | None = None) -> tuple[UnrolledLoss, torch.Tensor]:
     """One training step of the prior on tokens (b h w) and labels (b,) or None, as the trainer
     runs it (`sundae-bench-train` times this same function): label dropout to the null class, the
     unrolled loss with the config's corruption, backward, `sync` (gradient averaging across ranks),
     clipping, then `optimizer_step(opt, loss)` (default: opt.step()). `tc` is the run's train
     config. `first_step_extra`: a term on the first unrolled step (view_distill.py). Returns the
-    loss and the gradient norm before clipping.
+    loss and the gradient norm before clipping. `start`: step 1's given input (unroll.unrolled_loss),
+    -1 where the corruption draws it.
 
     With `tc.accumulate` = k > 1 the batch runs as k micro-batches of b / k, each backward adding
     1 / k of its gradient, before one optimiser step: the update of batch b in the memory of b / k
@@ -85,10 +87,11 @@ def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, step_loss: St
     parts = tc.accumulate
     opt.zero_grad(set_to_none=True)
     outs = []
-    for part_tokens, part_labels in zip(tokens.chunk(parts), _chunks(labels, parts)):
+    for part_tokens, part_labels, part_start in zip(tokens.chunk(parts), _chunks(labels, parts),
+                                                    _chunks(start, parts)):
         out = unrolled_loss(None, part_tokens, model.config.vocab_size, steps=tc.unroll_steps, generator=noise,
                             labels=part_labels, block_share=tc.block_corruption, block_shapes=tc.block_shapes,
-                            step_loss=step_loss, first_step_extra=first_step_extra)
+                            step_loss=step_loss, first_step_extra=first_step_extra, start=part_start)
         (out.loss / parts if parts > 1 else out.loss).backward()
         outs.append(out)
     out = outs[0] if parts == 1 else _mean_of(outs)
@@ -101,8 +104,8 @@ def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, step_loss: St
     return out, grad_norm
 
 
-def _chunks(labels: torch.Tensor | None, parts: int) -> list[torch.Tensor | None]:
-    return [None] * parts if labels is None else list(labels.chunk(parts))
+def _chunks(rows: torch.Tensor | None, parts: int) -> list[torch.Tensor | None]:
+    return [None] * parts if rows is None else list(rows.chunk(parts))
 
 
 def _mean_of(outs: list[UnrolledLoss]) -> UnrolledLoss:

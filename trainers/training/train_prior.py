@@ -11,6 +11,9 @@ train.block_corruption > 0 gives that share of the training samples block corrup
 region redrawn, for inpainting; sundae_core/corruption.py), shaped by train.block_shapes; 0 is the
 paper's corruption only. With it on, validation also logs val_block_loss (every sample a block
 sample) next to val_loss (the paper's corruption, comparable across runs).
+data.hole_set names a hole set (sundae-build-hole-set): validation then logs val_hidden_hole_top1,
+the one-step top-1 on its held-out holes given the tokens the inpainting workflow encodes around
+them (the hole hidden), and train.hole_share > 0 takes that share of each batch's rows from it.
 train.shift > 0 moves each training sample's token grid by up to that many positions in each
 direction (edges replicated; sundae_core/token_shift.py); validation batches are never shifted.
 A dataset whose manifest lists "class_names" names the classes of the prior (model.class_names).
@@ -44,7 +47,7 @@ from sundae_core.token_version import versions_conflict
 from sundae_core.unroll import unrolled_loss
 
 from ..checkpoints.grow_prior import added_parameters
-from ..data.latent_data import LatentDataConfig, TokenSet, grey_level_images
+from ..data.latent_data import HoleSet, LatentDataConfig, TokenSet, grey_level_images, read_manifest
 from ..evaluation.token_completion import completion_accuracy
 from ..sampling.sampler_flags import WORKFLOW_SAMPLER
 from . import distributed as dist
@@ -76,6 +79,10 @@ class PriorTrainConfig:
     label_dropout: float = 0.1  # share of labels replaced by the null class
     block_corruption: float = 0.0  # share of samples with block corruption (0 = the paper's only)
     block_shapes: BlockShapes = field(default_factory=BlockShapes)  # what those blocks look like
+    # share of each batch's rows taken from data.hole_set: the tokens the inpainting workflow
+    # encodes around a hidden hole, random tokens in the hole, the image's own tokens as the target
+    # (sundae-build-hole-set's doc); 0 = none, and then nothing is drawn, so runs resume as before
+    hole_share: float = 0.0
     # each training grid moved by (dy, dx) uniform in [-shift, shift], edges replicated
     # (sundae_core/token_shift.py); 0 = off, and then nothing is drawn, so runs resume as before
     shift: int = 0
@@ -127,6 +134,8 @@ class PriorTrainConfig:
                               "(or train.init, whose prior then teaches), or set train.view_distill to 0")
         if not 0 <= self.block_corruption <= 1:
             raise ConfigError(f"train.block_corruption is a share of samples in [0, 1], got {self.block_corruption}")
+        if not 0 <= self.hole_share < 1:
+            raise ConfigError(f"train.hole_share is a share of each batch in [0, 1), got {self.hole_share}")
         self.sampler_settings()  # a bad train.sample_* value fails when the config loads
 
     def sampler_settings(self) -> SamplerSettings:
@@ -251,6 +260,56 @@ def hole_accuracy(model, val: TokenSet, batch_size: int, side: int = 8, backgrou
     return total / len(val)
 
 
+def hole_sets(config: PriorRunConfig, train_set: TokenSet) -> tuple[HoleSet | None, HoleSet | None]:
+    """data.hole_set's training and held-out splits (None where absent), checked against the
+    training set's tokens; a train.hole_share without a hole set is refused."""
+    path, share = config.data.hole_set, config.train.hole_share
+    if not path:
+        if share:
+            raise ConfigError(f"train.hole_share={share} takes rows from data.hole_set, which is not set: build one "
+                              "with sundae-build-hole-set and set data.hole_set, or set train.hole_share to 0")
+        return None, None
+    manifest = read_manifest(path)
+    train = HoleSet(path, "train") if share else None
+    val = HoleSet(path, "val") if manifest.get("shards", {}).get("val") else None
+    for part in (train, val):
+        if part is not None:
+            part.check_matches(train_set, path)
+    return train, val
+
+
+def with_hole_rows(tokens: torch.Tensor, labels: torch.Tensor | None, holes: HoleSet, n: int, vocab_size: int,
+                   null_label: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """The batch with n hole-set rows appended, and step 1's input for every row (unrolled_loss's
+    `start`): -1 on the batch's own rows (their corruption as usual), and on the hole rows what the
+    inpainting workflow hands the prior: the hidden-hole context around random tokens in the hole,
+    and the null class (the workflow inpaints without a label)."""
+    target, context, hole, _ = holes.batch(n, generator)
+    noise = torch.randint(0, vocab_size, target.shape, generator=generator)
+    start = torch.cat([torch.full_like(tokens, -1), torch.where(hole, noise, context)])
+    if labels is not None:
+        labels = torch.cat([labels, torch.full((n,), null_label, dtype=labels.dtype)])
+    return torch.cat([tokens, target]), labels, start
+
+
+@torch.no_grad()
+def hidden_hole_accuracy(model, holes: HoleSet, batch_size: int) -> float:
+    """One-step top-1 on every held-out hole of a hole set, the rest of the grid the tokens encoded
+    with the hole hidden (no label), in float32: sundae-eval-default's hole top-1 (--context
+    hidden) on the trainer's own holes, where val_hole_top1 reads a grid encoded whole."""
+    model.eval()
+    device = next(model.parameters()).device
+    g = torch.Generator(device).manual_seed(4321)
+    logits_fn = model_logits_fn(model)
+    total = 0.0
+    for begin in range(0, len(holes), batch_size):
+        rows = slice(begin, begin + batch_size)
+        tokens, context, hole = (to_device(t[rows], device) for t in (holes.tokens, holes.context, holes.hole))
+        total += float(completion_accuracy(logits_fn, tokens, hole, model.config.vocab_size, g, context=context).sum())
+    model.train()
+    return total / len(holes)
+
+
 def distinct_tokens(tokens: torch.Tensor, vocab_size: int) -> torch.Tensor:
     """(b h w) -> (b,) the number of different tokens in each grid."""
     seen = torch.zeros(tokens.shape[0], vocab_size, dtype=torch.bool, device=tokens.device)
@@ -333,6 +392,7 @@ def train(config: PriorRunConfig, run_dir: Path, progress: bool = True) -> Path:
     val_set = TokenSet(config.data.path, "val") if has_val else None
     if val_set is not None:
         val_set.check_fits(mc.vocab_size, mc.num_classes, config.data.path)
+    hole_train, hole_val = hole_sets(config, train_set)
     run_dir.mkdir(parents=True, exist_ok=True)
     if dist.is_main():
         write_config(run_dir, config)
@@ -395,15 +455,20 @@ def train(config: PriorRunConfig, run_dir: Path, progress: bool = True) -> Path:
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, tc) * group.get("lr_scale", 1.0)
-        tokens, labels = train_set.batch(tc.batch_size, data_gen)
-        labels = labels if mc.num_classes else None  # the set's labels, where the prior takes them
+        holes = round(tc.hole_share * tc.batch_size)
+        tokens, labels = train_set.batch(tc.batch_size - holes, data_gen)
         if tc.shift:  # drawn after the batch from the same stream; shift 0 draws nothing
             tokens = shift_tokens(tokens, draw_shifts(len(tokens), tc.shift, data_gen))
-        tokens, labels = to_device(tokens, device), to_device(labels, device)
+        start_tokens = None
+        if holes:  # drawn last, so a run without hole rows draws as it always has
+            tokens, labels, start_tokens = with_hole_rows(tokens, labels, hole_train, holes, mc.vocab_size,
+                                                          mc.num_classes, data_gen)
+        labels = labels if mc.num_classes else None  # the set's labels, where the prior takes them
+        tokens, labels, start_tokens = (to_device(t, device) for t in (tokens, labels, start_tokens))
         began = time.perf_counter()
         out, grad_norm = train_step(model, opt, step_loss, tokens, labels, tc, noise_gen,
                                     sync=dist.average_gradients, optimizer_step=guard.step,
-                                    first_step_extra=distill)
+                                    first_step_extra=distill, start=start_tokens)
         last = step + 1 == tc.steps
         keep = is_keep_step(step + 1, tc.keep_every)
         saving = last or keep or (step + 1) % tc.ckpt_every == 0
@@ -430,6 +495,8 @@ def train(config: PriorRunConfig, run_dir: Path, progress: bool = True) -> Path:
             if tc.block_corruption:  # how well the prior completes holes
                 val["val_block_loss"] = validation_loss(ema.model, val_set, tc, autocast, block_share=1.0)
             val["val_hole_top1"] = hole_accuracy(ema.model, val_set, tc.batch_size, background=background)
+            if hole_val is not None:  # the same, given the tokens a workflow encodes around a hidden hole
+                val["val_hidden_hole_top1"] = hidden_hole_accuracy(ema.model, hole_val, tc.batch_size)
             if tc.val_samples:
                 spread = sample_spread(ema.model, tc.val_samples, tuple(val_set.tokens.shape[-2:]), autocast,
                                        background)

@@ -1,0 +1,192 @@
+"""Build a hole set: token grids of images with holes, each beside the tokens the inpainting
+workflow gives the prior around that hole (the hole's pixels hidden before encoding).
+
+    sundae-build-hole-set --vqgan sundae_core/default_models/vqgan.safetensors \\
+        --images data/emoji_groups --resolution 1024 --labels-from-folders --out data/emoji_holes
+
+Why: SUNDAE VQ Encode hides the masked pixels (images.hide_masked) so that nothing of what a user
+removes reaches the tokens kept around the hole, as the encoder reads ~330 px around each token.
+Those tokens then encode the fill's flat colour and edge, which the prior never met in training
+(its grids are encoded whole): on 32 held-out holes its one-step top-1 fell from 0.405 to 0.355
+(session 34). The prior trainer's `data.hole_set` / `train.hole_share` train on what the
+workflow hands it: these context tokens around random tokens in the hole, the whole image's
+tokens as the target, and `val_hidden_hole_top1` reads the figure on the held-out holes.
+
+Per image, --holes holes (sides drawn from --sides), each placed on the subject as
+sundae-eval-default places its holes (inpaint_setup.place_hole), from a generator seeded by the
+image's name and the hole's index: the same holes on every build. Shard tensors (one row per
+hole): tokens (n h w) the image's own, context (n h w) those encoded with the hole hidden, hole
+(n h w) uint8 1 = the hole's tokens, labels (n,) with --labels-from-folders. Split as
+sundae-build-latents splits (image_data.is_validation); shards are written atomically and skipped
+when present (a killed build resumes); under torchrun each process encodes its share of shards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from sundae_core.checkpoint import atomic_write
+from sundae_core.cli import doc_summary, run_guarded
+from sundae_core.errors import InputError
+from sundae_core.images import HIDE_FILLS, hide_masked
+from sundae_core.models import inference_dtype, load_vqgan
+
+from ..evaluation.inpaint_setup import hole_masks, place_hole
+from ..training import distributed as dist
+from .build_latents import _folder_labels, folder_classes
+from .image_data import HELD_OUT_FRACTION, image_paths, is_validation, load_rgb_scaled
+from .latent_data import HOLE_SET_KIND, write_hole_shard, write_manifest
+
+BUILD_RECORD = "build.json"
+
+
+def hole_generator(path: Path, index: int) -> torch.Generator:
+    """The generator that places hole `index` of this image: seeded by its file name, so a rebuild
+    (or another process) places the same holes."""
+    seed = int.from_bytes(hashlib.sha1(f"{path.name}:{index}".encode()).digest()[:8], "big") >> 1
+    return torch.Generator().manual_seed(seed)
+
+
+def encode_holes(vqgan, pixels: np.ndarray, path: Path, sides: tuple[int, ...], holes: int, slack: float,
+                 fill: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One image (H W 3) uint8 -> (tokens, context, hole), each (holes h w): the image's tokens
+    repeated, the tokens encoded with each hole's pixels hidden, each hole's token mask."""
+    f = vqgan.factor
+    placed = []
+    for k in range(holes):
+        g = hole_generator(path, k)
+        side = sides[int(torch.randint(len(sides), (1,), generator=g))]
+        placed.append(place_hole(pixels, f, side, g, slack))
+    x = torch.tensor(pixels).permute(2, 0, 1).float()[None] / 127.5 - 1  # (1 3 H W)
+    masks = hole_masks(placed, *pixels.shape[:2], f)  # (holes H W)
+    hidden = hide_masked(x.expand(holes, -1, -1, -1), masks, ring=f, fill=fill)
+    with torch.inference_mode():
+        both = torch.cat([x, hidden]).contiguous(memory_format=torch.channels_last)
+        t = vqgan.encode(both)
+    grid = t.shape[-2:]
+    hole = torch.zeros(holes, *grid, dtype=torch.uint8)
+    for i, h in enumerate(placed):
+        hole[i, h.top:h.top + h.size, h.left:h.left + h.size] = 1
+    return t[:1].expand(holes, -1, -1).clone(), t[1:], hole
+
+
+def build(args) -> int:
+    rank, world = dist.setup()
+    out = Path(args.out)
+    vqgan = load_vqgan(args.vqgan, dtype=inference_dtype("cpu"))
+    if args.resolution % vqgan.factor:
+        raise InputError(f"--resolution {args.resolution} must be a multiple of the VQ-GAN factor {vqgan.factor}")
+    grid = args.resolution // vqgan.factor
+    if max(args.sides) > grid - 2:
+        raise InputError(f"--sides {max(args.sides)} does not fit the {grid}x{grid} token grid with a margin")
+    files = image_paths(args.images)[: args.limit or None]
+    class_names = folder_classes(files, Path(args.images)) if args.labels_from_folders else []
+    labels_of = _folder_labels(files, Path(args.images), class_names) if class_names else None
+    shards: dict[str, list[str]] = {"train": [], "val": []}
+    plan = []
+    for split in ("train", "val"):
+        chosen = [p for p in files if is_validation(p, args.val_fraction) == (split == "val")]
+        for i in range(0, len(chosen), args.shard_size):
+            name = f"{split}-{i // args.shard_size:05d}.safetensors"
+            shards[split].append(name)
+            plan.append((name, chosen[i:i + args.shard_size]))
+    check_settings(out, {"vqgan_token_version": vqgan.token_version, "images": str(args.images),
+                         "resolution": args.resolution, "holes": args.holes, "sides": list(args.sides),
+                         "slack": args.slack, "fill": args.fill, "val_fraction": args.val_fraction,
+                         "shard_size": args.shard_size, "files": len(files), "class_names": class_names})
+    mine = [item for j, item in enumerate(plan) if j % world == rank and not (out / item[0]).is_file()]
+    bar = tqdm(total=sum(len(p) for _, p in mine), desc=f"holes (rank {rank})", unit="image",
+               disable=args.no_progress)
+    for name, paths in mine:
+        parts = [encode_holes(vqgan, load_rgb_scaled(p, args.resolution), p, args.sides, args.holes, args.slack,
+                              args.fill) for p in bar_iter(paths, bar)]
+        tokens, context, hole = (torch.cat(ts) for ts in zip(*parts))
+        labels = torch.tensor([labels_of[p] for p in paths for _ in range(args.holes)]) if labels_of else None
+        write_hole_shard(out / name, tokens, context, hole, labels, vqgan.vocab_size)
+    bar.close()
+    dist.barrier()
+    if dist.is_main():
+        write_manifest(out, {"kind": HOLE_SET_KIND, "vocab_size": vqgan.vocab_size, "height": grid, "width": grid,
+                             "num_classes": len(class_names), "class_names": class_names, "decoder": "vqgan",
+                             "vqgan": str(args.vqgan), "token_version": vqgan.token_version,
+                             "images": str(args.images), "resolution": args.resolution,
+                             "holes_per_image": args.holes, "sides": list(args.sides), "slack": args.slack,
+                             "fill": args.fill, "val_fraction": args.val_fraction, "shards": shards})
+        print(f"hole set written to {out} ({len(files)} images x {args.holes} holes of sides "
+              f"{', '.join(map(str, args.sides))}, {grid}x{grid} tokens)")
+    dist.cleanup()
+    return 0
+
+
+def check_settings(out: Path, settings: dict) -> None:
+    """Record what the shards are built from, or refuse a folder built otherwise: a resumed build
+    skips the shards already there, which must then be of the same holes."""
+    record = out / BUILD_RECORD
+    if record.is_file():
+        before = json.loads(record.read_text())
+        if before != settings:
+            changed = sorted(k for k in settings.keys() | before.keys() if before.get(k) != settings.get(k))
+            raise InputError(f"{out} holds a hole set built with other settings ({', '.join(changed)}); "
+                             "give another --out, or delete the folder to rebuild it")
+        return
+    if out.exists() and any(out.iterdir()):
+        raise InputError(f"{out} is not empty and is not a hole set; give another --out")
+    dist.barrier()  # every process has looked before the first writes the record
+    if dist.is_main():
+        out.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(settings, indent=1)
+        atomic_write(record, lambda tmp: Path(tmp).write_text(text))
+    dist.barrier()
+
+
+def bar_iter(items, bar):
+    for item in items:
+        yield item
+        bar.update(1)
+
+
+def sides_list(text: str) -> tuple[int, ...]:
+    try:
+        sides = tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--sides takes whole numbers of tokens like 6,8,10, got {text!r}") from None
+    if not sides or min(sides) < 1:
+        raise argparse.ArgumentTypeError(f"--sides takes positive token counts like 6,8,10, got {text!r}")
+    return sides
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=doc_summary(__doc__))
+    parser.add_argument("--out", required=True, help="output folder of shards + manifest.json")
+    parser.add_argument("--vqgan", required=True, help="VQ-GAN checkpoint (.safetensors) that encodes the images")
+    parser.add_argument("--images", required=True, help="folder of images (searched recursively)")
+    parser.add_argument("--resolution", type=int, default=1024, help="square size images are resized to (default 1024)")
+    parser.add_argument("--holes", type=int, default=2, help="holes per image (default 2)")
+    parser.add_argument("--sides", type=sides_list, default=(6, 8, 10), metavar="S1,S2,...",
+                        help="hole sides in tokens, one drawn per hole (default 6,8,10)")
+    parser.add_argument("--slack", type=float, default=0.1,
+                        help="hole windows whose subject share is within this of the best are candidates (default 0.1)")
+    parser.add_argument("--fill", choices=HIDE_FILLS, default="mean",
+                        help="how the hole's pixels are hidden before encoding (default mean, as SUNDAE VQ Encode)")
+    parser.add_argument("--val-fraction", type=float, default=HELD_OUT_FRACTION,
+                        help="share of source images held out (image_data.is_validation)")
+    parser.add_argument("--shard-size", type=int, default=128, help="source images per shard (default 128)")
+    parser.add_argument("--limit", type=int, default=0, help="use only the first N images (0 = all)")
+    parser.add_argument("--labels-from-folders", action="store_true",
+                        help="class label = name of the image's first-level subfolder")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    args = parser.parse_args(argv)
+    if args.holes < 1:
+        parser.error("--holes must be at least 1")
+    return run_guarded(lambda: build(args), reuse_memory=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
