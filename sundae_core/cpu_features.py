@@ -12,22 +12,20 @@ Arm with its bf16 extension. Elsewhere they are slower than float32:
   reports bf16 support (`torch.ops.mkldnn._is_mkldnn_bf16_supported()`) and emulates it: on a
   2-core Ice Lake Xeon 60 GFLOP/s in bf16 against 208 in float32, convolutions 59 against 144
   (session 35).
-So on x86 Linux the CPU's own flags decide (/proc/cpuinfo); elsewhere oneDNN's answer, which is
-right on Arm and wrong only on those AVX-512 chips. The answer is a fact of the machine, never a
-timing, so the same seed draws the same image run after run on one machine.
+So on x86 the CPU's own flags decide (torch.cpu.get_capabilities, read by the cpuinfo library on
+every OS); elsewhere oneDNN's answer, which is right on Arm. The answer is a fact of the machine,
+never a timing, so the same seed draws the same image run after run on one machine.
 """
 
 from __future__ import annotations
 
-import platform
+from collections.abc import Mapping
 from functools import lru_cache
-from pathlib import Path
 
 import torch
 
-# the x86 flags (as Linux names them) of instructions that multiply bf16 in hardware
-_X86_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
-_CPUINFO = Path("/proc/cpuinfo")
+# the x86 capabilities (torch.cpu.get_capabilities' names) of instructions that multiply bf16 in hardware
+_X86_BF16 = ("avx512_bf16", "amx_bf16")
 
 
 def amx_available() -> bool:
@@ -45,31 +43,22 @@ def cpu_bf16_is_fast() -> bool:
         onednn = bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
-    flags = x86_cpu_flags()
-    return onednn and (flags is None or x86_has_native_bf16(flags))
+    capabilities = cpu_capabilities()
+    if not str(capabilities.get("architecture", "")).startswith("x86"):
+        return onednn
+    return onednn and x86_has_native_bf16(capabilities)
 
 
-def x86_has_native_bf16(flags: frozenset[str]) -> bool:
-    """Whether an x86 CPU with these /proc/cpuinfo flags multiplies bf16 in hardware."""
-    return bool(flags & _X86_BF16_FLAGS)
+def x86_has_native_bf16(capabilities: Mapping[str, object]) -> bool:
+    """Whether an x86 CPU with these capabilities (torch.cpu.get_capabilities) multiplies bf16 in
+    hardware."""
+    return any(bool(capabilities.get(name)) for name in _X86_BF16)
 
 
-def x86_cpu_flags(cpuinfo: Path = _CPUINFO) -> frozenset[str] | None:
-    """The first CPU's flags from /proc/cpuinfo on an x86 machine; None on other architectures or
-    where the file cannot be read (macOS, Windows: oneDNN's answer stands there)."""
-    if platform.machine().lower() not in {"x86_64", "amd64", "i386", "i686"}:
-        return None
+def cpu_capabilities() -> Mapping[str, object]:
+    """torch.cpu.get_capabilities(), or {} where this torch has none (the caller then keeps
+    oneDNN's answer)."""
     try:
-        text = cpuinfo.read_text(errors="replace")
-    except OSError:
-        return None
-    return parse_cpuinfo_flags(text)
-
-
-def parse_cpuinfo_flags(text: str) -> frozenset[str] | None:
-    """The `flags` line of the first processor in /proc/cpuinfo's text, as a set; None if absent."""
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if sep and key.strip() == "flags":
-            return frozenset(value.split())
-    return None
+        return torch.cpu.get_capabilities()
+    except (AttributeError, RuntimeError):
+        return {}

@@ -60,9 +60,9 @@ def hide_masked(pixels: torch.Tensor, mask: torch.Tensor, ring: int, fill: str =
     if fill == "smooth":
         return pull_push_fill(pixels, hidden)
     near = F.max_pool2d(hidden[:, None].float(), 2 * ring + 1, stride=1, padding=ring)[:, 0] > 0
-    around = (near & ~hidden)[:, None].to(pixels.dtype)
+    around = (near & ~hidden)[:, None]
     count = around.sum((2, 3))
-    colour = (pixels * around).sum((2, 3)) / count.clamp_min(1)  # (b c); 0 = mid grey where count is 0
+    colour = torch.where(around, pixels, 0.0).sum((2, 3)) / count.clamp_min(1)  # (b c); 0 = mid grey where count is 0
     return torch.where(hidden[:, None], colour[:, :, None, None], pixels)
 
 
@@ -74,11 +74,14 @@ def pull_push_fill(pixels: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
     around it, blurred over its size; mid grey (0) where nothing is known. Weighted averages only, so
     nothing of the hidden pixels reaches the result."""
     weight = (~hidden)[:, None].to(pixels.dtype)
-    levels = [(pixels * weight, weight)]
-    while min(levels[-1][0].shape[-2:]) > 1:
+    # zeros, not pixels x 0: an inf or NaN under the hole would otherwise spread through the fill
+    levels = [(torch.where(hidden[:, None], 0.0, pixels), weight)]
+    while max(levels[-1][0].shape[-2:]) > 1:  # down to one cell, so a wide image's ends meet too
         total, known = levels[-1]
-        # means of 2 x 2 cells (a last odd row or column on its own): their ratio is the known mean
-        levels.append((F.avg_pool2d(total, 2, ceil_mode=True), F.avg_pool2d(known, 2, ceil_mode=True)))
+        # means of 2 x 2 cells (a last odd row or column on its own; 1 x 2 once a side is down to
+        # one): their ratio is the known mean
+        cell = tuple(min(2, side) for side in total.shape[-2:])
+        levels.append((F.avg_pool2d(total, cell, ceil_mode=True), F.avg_pool2d(known, cell, ceil_mode=True)))
     total, known = levels[-1]
     colour = total / known.clamp_min(1e-8)
     for total, known in reversed(levels[:-1]):

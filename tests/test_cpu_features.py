@@ -32,33 +32,30 @@ def test_the_flag_matches_what_this_cpu_does():
         assert ratio > 2, f"bf16 said slow but only {ratio:.1f}x float32's time"
 
 
-_CPUINFO = """processor\t: 0
-vendor_id\t: GenuineIntel
-model name\t: Intel(R) Xeon(R) Processor @ 2.80GHz
-flags\t\t: fpu sse2 avx2 {extra}
-bugs\t\t: spectre_v1
-
-processor\t: 1
-flags\t\t: fpu
-"""
-
-
-@pytest.mark.parametrize("extra, native", [
-    ("avx512f avx512bw avx512vl avx512_vnni", False),           # Ice Lake / Cascade Lake: emulated
-    ("avx512f avx512bw avx512_bf16", True),                     # Cooper Lake, AMD Zen 4
-    ("avx512f avx512_bf16 amx_bf16 amx_tile amx_int8", True),   # Sapphire Rapids
-    ("", False),                                                # AVX2 only
+@pytest.mark.parametrize("flags, native", [
+    ({"avx512f": True, "avx512_vnni": True, "avx512_bf16": False}, False),  # Ice Lake / Cascade Lake: emulated
+    ({"avx512f": True, "avx512_bf16": True}, True),                          # Cooper Lake, AMD Zen 4
+    ({"avx512_bf16": True, "amx_bf16": True, "amx_tile": True}, True),       # Sapphire Rapids
+    ({"avx2": True}, False),                                                 # AVX2 only
 ])
-def test_native_bf16_is_read_from_the_first_cpus_flags(extra, native):
-    flags = cpu_features.parse_cpuinfo_flags(_CPUINFO.format(extra=extra))
-    assert "avx2" in flags and "spectre_v1" not in flags
+def test_native_bf16_is_read_from_the_cpus_own_flags(flags, native):
     assert cpu_features.x86_has_native_bf16(flags) is native
 
 
-def test_flags_unreadable_leave_onednn_to_answer(tmp_path):
-    assert cpu_features.parse_cpuinfo_flags("processor : 0\n") is None
-    if cpu_features.x86_cpu_flags() is not None:  # an x86 Linux machine: a missing file reads as None
-        assert cpu_features.x86_cpu_flags(tmp_path / "missing") is None
+@pytest.mark.parametrize("architecture, native, onednn, fast", [
+    ("x86_64", True, True, True), ("x86_64", False, True, False),  # oneDNN's emulation on AVX-512 is not fast
+    ("x86_64", True, False, False),                                # no oneDNN bf16 at all
+    ("arm64", False, True, True), ("", False, True, True),         # elsewhere (or unknown) oneDNN decides
+])
+def test_the_flags_overrule_onednn_on_x86_only(monkeypatch, architecture, native, onednn, fast):
+    monkeypatch.setattr(cpu_features, "cpu_capabilities",
+                        lambda: {"architecture": architecture, "avx512_bf16": native} if architecture else {})
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: onednn)
+    cpu_features.cpu_bf16_is_fast.cache_clear()
+    try:
+        assert cpu_features.cpu_bf16_is_fast() is fast
+    finally:
+        cpu_features.cpu_bf16_is_fast.cache_clear()
 
 
 @pytest.mark.parametrize("fast, dtype", [(True, torch.bfloat16), (False, torch.float32)])

@@ -88,7 +88,8 @@ def test_each_hole_comes_with_the_tokens_encoded_with_it_hidden(tmp_path, image_
 
 def _write_hole_set(root, tokens_root, n=16, seed=0):
     """A hole set over write_latents' tiny 4 x 4 grids (vocab 16): the hole's tokens are the
-    context's top-left token plus 1, so the context tells the answer."""
+    context's top-left token plus 1, so the context tells the answer; the context's right column
+    differs from the target's (it read the fill, as the tokens beside a hidden hole do)."""
     g = torch.Generator().manual_seed(seed)
     root.mkdir()
     shards = {}
@@ -97,6 +98,7 @@ def _write_hole_set(root, tokens_root, n=16, seed=0):
         hole = torch.zeros(n, 4, 4, dtype=torch.bool)
         hole[:, 1:3, 1:3] = True
         tokens = torch.where(hole, context[:, :1, :1] + 1, context)
+        tokens[:, :, 3] = (context[:, :, 3] + 7) % 16
         write_hole_shard(root / f"{split}-00000.safetensors", tokens, context, hole, None, 16)
         shards[split] = [f"{split}-00000.safetensors"]
     manifest = json.loads((tokens_root / "manifest.json").read_text())
@@ -112,9 +114,12 @@ def test_hole_rows_start_from_the_hidden_context_with_noise_in_the_hole(tmp_path
                                                        torch.Generator().manual_seed(0))
     assert tokens.shape == (5, 4, 4) and labels.tolist() == [0, 0, 0, 9, 9]  # hole rows: the null class
     assert (start[:3] == -1).all() and (start[3:] >= 0).all()
-    hole = start[3:].new_zeros(2, 4, 4, dtype=torch.bool)
-    hole[:, 1:3, 1:3] = True
-    assert torch.equal(start[3:][~hole], tokens[3:][~hole])  # outside the hole: the context (here = target)
+    # the rows drawn, replayed: outside the hole the context (not the target), in it the noise drawn next
+    g = torch.Generator().manual_seed(0)
+    target, context, hole, _ = holes.batch(2, g)
+    noise = torch.randint(0, 16, target.shape, generator=g)
+    assert torch.equal(tokens[3:], target) and not torch.equal(context[~hole], target[~hole])
+    assert torch.equal(start[3:][~hole], context[~hole]) and torch.equal(start[3:][hole], noise[hole])
     # unrolled_loss feeds the given start to step 1 and corrupts the other rows as before
     seen = []
 
@@ -164,6 +169,9 @@ def test_the_trainer_takes_hole_rows_and_logs_the_hidden_hole_top1(tmp_path, lat
     bad = ["--run-dir", str(tmp_path / "bad"), "--no-progress",
            *_sets(PRIOR_SETTINGS + [f"data.path={data}", "train.hole_share=0.25"])]
     assert train_prior.main(bad) == 1 and "sundae-build-hole-set" in capsys.readouterr().err
+    odd = ["--run-dir", str(tmp_path / "odd"), "--no-progress",
+           *_sets(PRIOR_SETTINGS + [f"data.path={data}", f"data.hole_set={holes}", "train.hole_share=0.99"])]
+    assert train_prior.main(odd) == 1 and "8 hole rows a batch" in capsys.readouterr().err
     wrong = ["--run-dir", str(tmp_path / "wrong"), "--no-progress",
              *_sets(PRIOR_SETTINGS + [f"data.path={data}", f"data.hole_set={data}", "train.hole_share=0.25"])]
     assert train_prior.main(wrong) == 1 and "not a hole set" in capsys.readouterr().err

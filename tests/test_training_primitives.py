@@ -190,6 +190,14 @@ def test_the_smooth_fill_runs_on_from_the_colours_around_the_hole_and_hides_it(s
     other[:, :, mask[0] > 0] = 5.0  # another object under the mask
     assert torch.equal(hide_masked(other, mask, ring=8, fill="smooth"), smooth)
     assert hide_masked(pixels, torch.ones(1, h, w), ring=8, fill="smooth").eq(0).all()  # nothing known
+    # a hole at the border of a wide image takes the image's colour, not grey (the pyramid reached
+    # one row before one column), and nothing under the hole, not even inf or NaN, comes through
+    flat = torch.full((1, 3, h, w), 0.8)
+    edge = torch.zeros(1, h, w)
+    edge[:, :, 3 * w // 4:] = 1
+    flat[:, :, 0, -1], flat[:, :, 1, -1] = float("inf"), float("nan")
+    for fill in ("smooth", "mean"):
+        assert torch.allclose(hide_masked(flat, edge, ring=8, fill=fill), torch.full_like(flat, 0.8), atol=1e-5)
     with pytest.raises(InputError, match="mean, smooth"):
         hide_masked(pixels, mask, ring=8, fill="blur")
 

@@ -40,8 +40,8 @@ from sundae_core.models import inference_dtype, load_vqgan
 
 from ..evaluation.inpaint_setup import hole_masks, place_hole
 from ..training import distributed as dist
-from .build_latents import _folder_labels, folder_classes
-from .image_data import HELD_OUT_FRACTION, image_paths, is_validation, load_rgb_scaled
+from .build_latents import _folder_labels, build_settings, folder_classes
+from .image_data import HELD_OUT_FRACTION, image_paths, in_subset, is_validation, load_rgb_scaled
 from .latent_data import HOLE_SET_KIND, write_hole_shard, write_manifest
 
 BUILD_RECORD = "build.json"
@@ -86,7 +86,7 @@ def build(args) -> int:
     grid = args.resolution // vqgan.factor
     if max(args.sides) > grid - 2:
         raise InputError(f"--sides {max(args.sides)} does not fit the {grid}x{grid} token grid with a margin")
-    files = image_paths(args.images)[: args.limit or None]
+    files = [p for p in image_paths(args.images)[: args.limit or None] if in_subset(p, args.subset)]
     class_names = folder_classes(files, Path(args.images)) if args.labels_from_folders else []
     labels_of = _folder_labels(files, Path(args.images), class_names) if class_names else None
     shards: dict[str, list[str]] = {"train": [], "val": []}
@@ -97,10 +97,10 @@ def build(args) -> int:
             name = f"{split}-{i // args.shard_size:05d}.safetensors"
             shards[split].append(name)
             plan.append((name, chosen[i:i + args.shard_size]))
-    check_settings(out, {"vqgan_token_version": vqgan.token_version, "images": str(args.images),
-                         "resolution": args.resolution, "holes": args.holes, "sides": list(args.sides),
-                         "slack": args.slack, "fill": args.fill, "val_fraction": args.val_fraction,
-                         "shard_size": args.shard_size, "files": len(files), "class_names": class_names})
+    # what the shards depend on: build_latents' record (the image list by its digest, the token
+    # version, size, split, grouping) and how the holes are drawn and hidden
+    check_settings(out, {**build_settings(args, vqgan.token_version, files, class_names), "holes": args.holes,
+                         "sides": list(args.sides), "slack": args.slack, "fill": args.fill})
     mine = [item for j, item in enumerate(plan) if j % world == rank and not (out / item[0]).is_file()]
     bar = tqdm(total=sum(len(p) for _, p in mine), desc=f"holes (rank {rank})", unit="image",
                disable=args.no_progress)
@@ -118,7 +118,8 @@ def build(args) -> int:
                              "vqgan": str(args.vqgan), "token_version": vqgan.token_version,
                              "images": str(args.images), "resolution": args.resolution,
                              "holes_per_image": args.holes, "sides": list(args.sides), "slack": args.slack,
-                             "fill": args.fill, "val_fraction": args.val_fraction, "shards": shards})
+                             "fill": args.fill, "val_fraction": args.val_fraction, "subset": args.subset,
+                             "shards": shards})
         print(f"hole set written to {out} ({len(files)} images x {args.holes} holes of sides "
               f"{', '.join(map(str, args.sides))}, {grid}x{grid} tokens)")
     dist.cleanup()
@@ -179,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="share of source images held out (image_data.is_validation)")
     parser.add_argument("--shard-size", type=int, default=128, help="source images per shard (default 128)")
     parser.add_argument("--limit", type=int, default=0, help="use only the first N images (0 = all)")
+    parser.add_argument("--subset", type=float, default=1.0,
+                        help="use only this stable random share of the images (1 = all; each encode of a "
+                             "1024 px emoji takes ~3 s of one CPU thread, three per image at --holes 2)")
     parser.add_argument("--labels-from-folders", action="store_true",
                         help="class label = name of the image's first-level subfolder")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")

@@ -160,13 +160,14 @@ class HoleSet:
         self.labels = torch.cat([t["labels"] for t in parts]) if "labels" in parts[0] else None
 
     def check_matches(self, tokens: "TokenSet", root: str | Path) -> None:
-        """The hole set speaks the training set's tokens: the same VQ-GAN, grid and classes."""
+        """The hole set speaks the training set's tokens: the same VQ-GAN and grid (its labels are
+        not used: hole rows train the null class, as the inpainting workflow samples)."""
         mine, theirs = self.manifest, tokens.manifest
-        for key in ("token_version", "height", "width", "vocab_size", "class_names"):
+        for key in ("token_version", "height", "width", "vocab_size"):
             if mine.get(key) != theirs.get(key):
                 raise ConfigError(f"data.hole_set {root} has {key}={mine.get(key)!r} but data.path has "
-                                  f"{theirs.get(key)!r}: build the hole set with the VQ-GAN, resolution and "
-                                  "image folders of the training set")
+                                  f"{theirs.get(key)!r}: rebuild the hole set with sundae-build-hole-set "
+                                  "--vqgan of the training set's VQ-GAN and its --resolution")
 
     def __len__(self) -> int:
         return self.tokens.shape[0]

@@ -263,12 +263,19 @@ def hole_accuracy(model, val: TokenSet, batch_size: int, side: int = 8, backgrou
 def hole_sets(config: PriorRunConfig, train_set: TokenSet) -> tuple[HoleSet | None, HoleSet | None]:
     """data.hole_set's training and held-out splits (None where absent), checked against the
     training set's tokens; a train.hole_share without a hole set is refused."""
-    path, share = config.data.hole_set, config.train.hole_share
+    path, share, batch = config.data.hole_set, config.train.hole_share, config.train.batch_size
     if not path:
         if share:
             raise ConfigError(f"train.hole_share={share} takes rows from data.hole_set, which is not set: build one "
                               "with sundae-build-hole-set and set data.hole_set, or set train.hole_share to 0")
         return None, None
+    rows = round(share * batch)
+    if share and not 0 < rows < batch:
+        raise ConfigError(f"train.hole_share={share} of train.batch_size={batch} is {rows} hole rows a batch; "
+                          f"choose a share from {1 / batch:.3g} to {(batch - 1) / batch:.3g}, so that both kinds of row are in it")
+    if not (Path(path) / "manifest.json").is_file():
+        raise ConfigError(f"data.hole_set {path} has no manifest.json: build it with sundae-build-hole-set "
+                          "(or wait for a build under way to finish)")
     manifest = read_manifest(path)
     train = HoleSet(path, "train") if share else None
     val = HoleSet(path, "val") if manifest.get("shards", {}).get("val") else None
