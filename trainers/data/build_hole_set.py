@@ -25,14 +25,12 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from sundae_core.checkpoint import atomic_write
 from sundae_core.cli import doc_summary, run_guarded
 from sundae_core.errors import InputError
 from sundae_core.images import HIDE_FILLS, hide_masked
@@ -40,11 +38,10 @@ from sundae_core.models import inference_dtype, load_vqgan
 
 from ..evaluation.inpaint_setup import hole_masks, place_hole
 from ..training import distributed as dist
-from .build_latents import _folder_labels, build_settings, folder_classes
+from .build_latents import (BUILD_RECORD, _folder_labels, build_settings, check_out_folder, folder_classes,
+                           write_build_record)
 from .image_data import HELD_OUT_FRACTION, image_paths, in_subset, is_validation, load_rgb_scaled
 from .latent_data import HOLE_SET_KIND, write_hole_shard, write_manifest
-
-BUILD_RECORD = "build.json"
 
 
 def hole_generator(path: Path, index: int) -> torch.Generator:
@@ -105,8 +102,11 @@ def build(args) -> int:
     bar = tqdm(total=sum(len(p) for _, p in mine), desc=f"holes (rank {rank})", unit="image",
                disable=args.no_progress)
     for name, paths in mine:
-        parts = [encode_holes(vqgan, load_rgb_scaled(p, args.resolution), p, args.sides, args.holes, args.slack,
-                              args.fill) for p in bar_iter(paths, bar)]
+        parts = []
+        for p in paths:
+            parts.append(encode_holes(vqgan, load_rgb_scaled(p, args.resolution), p, args.sides, args.holes,
+                                      args.slack, args.fill))
+            bar.update(1)
         tokens, context, hole = (torch.cat(ts) for ts in zip(*parts))
         labels = torch.tensor([labels_of[p] for p in paths for _ in range(args.holes)]) if labels_of else None
         write_hole_shard(out / name, tokens, context, hole, labels, vqgan.vocab_size)
@@ -127,30 +127,18 @@ def build(args) -> int:
 
 
 def check_settings(out: Path, settings: dict) -> None:
-    """Record what the shards are built from, or refuse a folder built otherwise: a resumed build
-    skips the shards already there, which must then be of the same holes."""
-    record = out / BUILD_RECORD
-    if record.is_file():
-        before = json.loads(record.read_text())
-        if before != settings:
-            changed = sorted(k for k in settings.keys() | before.keys() if before.get(k) != settings.get(k))
-            raise InputError(f"{out} holds a hole set built with other settings ({', '.join(changed)}); "
-                             "give another --out, or delete the folder to rebuild it")
+    """Record what the shards are built from (build_latents' build.json), or refuse a folder built
+    otherwise: a resumed build skips the shards already there, which must then be of the same holes."""
+    if (out / BUILD_RECORD).is_file():
+        check_out_folder(out, settings)  # build_latents' comparison with the record
         return
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputError(f"{out} is not empty and is not a hole set; give another --out")
     dist.barrier()  # every process has looked before the first writes the record
     if dist.is_main():
         out.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(settings, indent=1)
-        atomic_write(record, lambda tmp: Path(tmp).write_text(text))
+        write_build_record(out, settings)
     dist.barrier()
-
-
-def bar_iter(items, bar):
-    for item in items:
-        yield item
-        bar.update(1)
 
 
 def sides_list(text: str) -> tuple[int, ...]:
