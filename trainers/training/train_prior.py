@@ -30,6 +30,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -134,8 +135,6 @@ class PriorTrainConfig:
                               "(or train.init, whose prior then teaches), or set train.view_distill to 0")
         if not 0 <= self.block_corruption <= 1:
             raise ConfigError(f"train.block_corruption is a share of samples in [0, 1], got {self.block_corruption}")
-        if not 0 <= self.hole_share < 1:
-            raise ConfigError(f"train.hole_share is a share of each batch in [0, 1), got {self.hole_share}")
         self.sampler_settings()  # a bad train.sample_* value fails when the config loads
 
     def sampler_settings(self) -> SamplerSettings:
@@ -240,24 +239,36 @@ def subject_windows(tokens: torch.Tensor, side: int, background: int) -> torch.T
 
 
 @torch.no_grad()
+def completion_top1(model, count: int, batch_size: int, batch_at) -> float:
+    """Mean one-step top-1 (completion_accuracy, no label, float32) over `count` sequences read
+    batch_size at a time: batch_at(rows: slice, device) -> (tokens, hole, context or None), each
+    (b h w) on `device`. One generator seeded 4321 on the model's device draws every batch's
+    noise in turn, so the figure is the same at every validation of every run."""
+    model.eval()
+    device = next(model.parameters()).device
+    g = torch.Generator(device).manual_seed(4321)
+    logits_fn = model_logits_fn(model)
+    total = 0.0
+    for begin in range(0, count, batch_size):
+        tokens, hole, context = batch_at(slice(begin, begin + batch_size), device)
+        total += float(completion_accuracy(logits_fn, tokens, hole, model.config.vocab_size, g, context=context).sum())
+    model.train()
+    return total / count
+
+
 def hole_accuracy(model, val: TokenSet, batch_size: int, side: int = 8, background: int | None = None) -> float:
     """One-step top-1 on every held-out sequence's subject hole (side x side tokens filled with
     random ones, the rest clean; no label), in float32: the campaign's hole aim, which the held-out
     loss failed to track (session 11: two fine-tunes lowered the loss and lost hole accuracy).
     The background is the split's most common token (the white canvas) unless given."""
-    model.eval()
-    device = next(model.parameters()).device
     side = min(side, *val.tokens.shape[-2:])
     background = background_token(val.tokens) if background is None else background
-    g = torch.Generator(device).manual_seed(4321)
-    logits_fn = model_logits_fn(model)
-    total = 0.0
-    for begin in range(0, len(val), batch_size):
-        tokens = to_device(val.tokens[begin:begin + batch_size], device)
-        hole = subject_windows(tokens, side, background)  # every hole side x side: shares average
-        total += float(completion_accuracy(logits_fn, tokens, hole, model.config.vocab_size, g).sum())
-    model.train()
-    return total / len(val)
+
+    def batch_at(rows: slice, device: torch.device):
+        tokens = to_device(val.tokens[rows], device)
+        return tokens, subject_windows(tokens, side, background), None  # every hole side x side: shares average
+
+    return completion_top1(model, len(val), batch_size, batch_at)
 
 
 def hole_sets(config: PriorRunConfig, train_set: TokenSet) -> tuple[HoleSet | None, HoleSet | None]:
@@ -276,45 +287,48 @@ def hole_sets(config: PriorRunConfig, train_set: TokenSet) -> tuple[HoleSet | No
     if not (Path(path) / "manifest.json").is_file():
         raise ConfigError(f"data.hole_set {path} has no manifest.json: build it with sundae-build-hole-set "
                           "(or wait for a build under way to finish)")
-    manifest = read_manifest(path)
-    train = HoleSet(path, "train") if share else None
-    val = HoleSet(path, "val") if manifest.get("shards", {}).get("val") else None
+    manifest = read_manifest(path)  # read once: both splits take it
+    train = HoleSet(path, "train", manifest) if share else None
+    val = HoleSet(path, "val", manifest) if manifest.get("shards", {}).get("val") else None
     for part in (train, val):
         if part is not None:
             part.check_matches(train_set, path)
     return train, val
 
 
+class HoleBatch(NamedTuple):
+    """A training batch with hole rows appended: tokens (b h w) the targets, labels (b,) or None,
+    start (b h w) step 1's input (unrolled_loss's `start`; -1 where the usual corruption applies)."""
+
+    tokens: torch.Tensor
+    labels: torch.Tensor | None
+    start: torch.Tensor
+
+
 def with_hole_rows(tokens: torch.Tensor, labels: torch.Tensor | None, holes: HoleSet, n: int, vocab_size: int,
-                   null_label: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+                   null_label: int, generator: torch.Generator) -> HoleBatch:
     """The batch with n hole-set rows appended, and step 1's input for every row (unrolled_loss's
     `start`): -1 on the batch's own rows (their corruption as usual), and on the hole rows what the
     inpainting workflow hands the prior: the hidden-hole context around random tokens in the hole,
     and the null class (the workflow inpaints without a label)."""
-    target, context, hole, _ = holes.batch(n, generator)
-    noise = torch.randint(0, vocab_size, target.shape, generator=generator)
-    start = torch.cat([torch.full_like(tokens, -1), torch.where(hole, noise, context)])
+    rows = holes.batch(n, generator)
+    noise = torch.randint(0, vocab_size, rows.tokens.shape, generator=generator)
+    start = torch.cat([torch.full_like(tokens, -1), torch.where(rows.hole, noise, rows.context)])
     if labels is not None:
         labels = torch.cat([labels, torch.full((n,), null_label, dtype=labels.dtype)])
-    return torch.cat([tokens, target]), labels, start
+    return HoleBatch(torch.cat([tokens, rows.tokens]), labels, start)
 
 
-@torch.no_grad()
 def hidden_hole_accuracy(model, holes: HoleSet, batch_size: int) -> float:
     """One-step top-1 on every held-out hole of a hole set, the rest of the grid the tokens encoded
     with the hole hidden (no label), in float32: sundae-eval-default's hole top-1 (--context
     hidden) on the trainer's own holes, where val_hole_top1 reads a grid encoded whole."""
-    model.eval()
-    device = next(model.parameters()).device
-    g = torch.Generator(device).manual_seed(4321)
-    logits_fn = model_logits_fn(model)
-    total = 0.0
-    for begin in range(0, len(holes), batch_size):
-        rows = slice(begin, begin + batch_size)
+
+    def batch_at(rows: slice, device: torch.device):
         tokens, context, hole = (to_device(t[rows], device) for t in (holes.tokens, holes.context, holes.hole))
-        total += float(completion_accuracy(logits_fn, tokens, hole, model.config.vocab_size, g, context=context).sum())
-    model.train()
-    return total / len(holes)
+        return tokens, hole, context
+
+    return completion_top1(model, len(holes), batch_size, batch_at)
 
 
 def distinct_tokens(tokens: torch.Tensor, vocab_size: int) -> torch.Tensor:
