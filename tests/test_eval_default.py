@@ -572,6 +572,37 @@ def test_grow_redraws_a_ring_of_tokens_around_the_hole_but_scores_the_hole(setup
     assert seen and all(hole < n <= (report["inpainting"]["hole_tokens"] + 2) ** 2 for n in seen[0])
 
 
+def test_refine_samples_the_hole_again_around_the_first_pass_encoded_whole(setup, tmp_path, monkeypatch, capsys):
+    """--refine 1: a second pass per batch whose tokens outside the hole are the VQ-GAN's encoding
+    of the first pass pasted into the original; with --refine-rate 0 its hole starts from that
+    encoding too, and the report adds both passes' steps."""
+    calls, encoded = [], []
+    real_sample, real_encode = eval_default.sample, VQGAN.encode
+
+    def spy_sample(logits_fn, tokens, settings, **kwargs):
+        result = real_sample(logits_fn, tokens, settings, **kwargs)
+        calls.append((tokens.clone(), kwargs["repaint"].clone(), result.steps_used.clone()))
+        return result
+
+    def spy_encode(self, images):
+        tokens = real_encode(self, images)
+        encoded.append(tokens.clone())
+        return tokens
+
+    monkeypatch.setattr(eval_default, "sample", spy_sample)
+    monkeypatch.setattr(VQGAN, "encode", spy_encode)
+    code, report = run(setup, tmp_path, "--n", "2", "--refine", "1", "--refine-rate", "0")
+    assert code == 0 and (report["inpainting"]["refine"], report["inpainting"]["refine_rate"]) == (1, 0.0)
+    assert len(calls) == 2  # one batch of two images, two passes
+    (first, repaint, steps1), (second, repaint2, steps2) = calls
+    assert torch.equal(repaint, repaint2)
+    # per batch: the truth, the hidden context, then the pasted first pass: what pass two starts from
+    assert torch.equal(second, encoded[2]) and not torch.equal(second[~repaint], first[~repaint])
+    assert [r["steps_used"] for r in report["inpainting"]["images"]] == (steps1 + steps2).tolist()
+    code, _ = run(setup, tmp_path / "bad", "--refine-rate", "1.5")
+    assert code != 0 and "--refine-rate" in capsys.readouterr().err
+
+
 def test_compare_to_a_missing_report_fails_before_the_models_load(setup, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(eval_default, "load_vqgan", lambda *a, **k: pytest.fail("loaded a model first"))
     code, _ = run(setup, tmp_path, "--compare-to", str(tmp_path / "nowhere.json"))

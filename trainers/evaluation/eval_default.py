@@ -153,6 +153,17 @@ def inpainting(args, vqgan, prior, scorer, lpips, settings: InpaintSettings, dev
             noisy = corrupt(tokens, vocab, generator=g, rate=settings.rate).tokens
             result = sample(logits_fn, torch.where(repaint, noisy, context), settings.sampler, generator=g,
                             repaint=repaint, null_label=prior.null_label)
+            steps_used = result.steps_used.clone()
+            for _ in range(args.refine):
+                # the first pass's picture pasted in and encoded whole: the tokens around the hole now
+                # read a plausible fill instead of the flat one that hid it, as in training
+                pasted = paste(original, vqgan.decode(result.tokens).cpu(), mask, settings.feather,
+                               settings.seam_band)
+                refined = vqgan.encode(pasted.to(device))
+                noisy = corrupt(refined, vocab, generator=g, rate=args.refine_rate).tokens
+                result = sample(logits_fn, torch.where(repaint, noisy, refined), settings.sampler, generator=g,
+                                repaint=repaint, null_label=prior.null_label)
+                steps_used += result.steps_used
             decoded = vqgan.decode(torch.cat([tokens, result.tokens])).cpu()  # recon then inpaint
             fillings = completion_g.get_state()  # the views' figure replays the same random fillings
             hole_acc = completion_accuracy(score_fn, tokens, hole, vocab, completion_g, args.completion_draws,
@@ -182,7 +193,7 @@ def inpainting(args, vqgan, prior, scorer, lpips, settings: InpaintSettings, dev
         for i, path in enumerate(batch_files):
             row = {"file": str(Path(path).relative_to(args.images)), "hole_top": holes[i].top,
                    "hole_left": holes[i].left, "subject_share": holes[i].subject_share,
-                   "steps_used": int(result.steps_used[i]),
+                   "steps_used": int(steps_used[i]),
                    "hole_token_accuracy": round(float(hole_acc[i]), 4),
                    "scattered_token_accuracy": round(float(scattered_acc[i]), 4),
                    **({"hole_token_accuracy_views": round(float(hole_views_acc[i]), 4)} if views_fn else {}),
@@ -204,6 +215,7 @@ def inpainting(args, vqgan, prior, scorer, lpips, settings: InpaintSettings, dev
     inpaint = {
         "n": len(rows), "resolution": args.resolution, "hole_tokens": args.hole, "hole_pixels": args.hole * f,
         "ring_pixels": ring, "slack": args.slack, "context": args.context, "grow": args.grow,
+        "refine": args.refine, "refine_rate": args.refine_rate,
         "workflow": str(args.workflow),
         "workflow_settings": settings.to_dict(),
         "methods": {name: {"lpips": round(mean(f"{name}_lpips"), 4), "psnr": round(mean(f"{name}_psnr"), 3)}
@@ -402,6 +414,12 @@ def build_parser() -> argparse.ArgumentParser:
     inp.add_argument("--grow", type=int, default=0,
                      help="also redraw this many rings of tokens around the hole (the composite still pastes "
                           "the hole's pixels only; default 0, as the workflow)")
+    inp.add_argument("--refine", type=int, default=0,
+                     help="passes after the first: the inpainted picture pasted into the original and encoded "
+                          "whole, its hole's tokens corrupted at --refine-rate and sampled again around that "
+                          "context (default 0, as the workflow)")
+    inp.add_argument("--refine-rate", type=float, default=1.0,
+                     help="share of the hole's tokens each refining pass redraws from noise (default 1.0)")
     inp.add_argument("--workflow", default=str(WORKFLOW),
                      help="inpainting workflow whose corrupt rate, sampler settings and feather are used "
                           "(default workflows/inpaint_1024.json)")
@@ -441,8 +459,10 @@ def _check_args(args: argparse.Namespace) -> None:
            args.completion_draws) < 1:
         raise InputError("--n, --hole, --batch-size, --per-class, --feature-batch, --thumb and "
                          "--completion-draws must be >= 1")
-    if args.ring < 0 or args.grid_images < 0 or not 0 <= args.slack <= 1:
-        raise InputError("--ring and --grid-images must be >= 0 and --slack in [0, 1]")
+    if args.ring < 0 or args.grid_images < 0 or args.refine < 0 or not 0 <= args.slack <= 1:
+        raise InputError("--ring, --grid-images and --refine must be >= 0 and --slack in [0, 1]")
+    if not 0 <= args.refine_rate <= 1:
+        raise InputError(f"--refine-rate is the share of the hole redrawn, in [0, 1]; got {args.refine_rate}")
 
 
 def main(argv: list[str] | None = None, extractor: FeatureExtractor | None = None, lpips=None) -> int:
