@@ -65,7 +65,9 @@ def setup(tmp_path_factory):
     assert 3 <= len(held_out) < 12  # the hash split leaves images on both sides
     # the shipped workflow with its sampler reading the grid alone: 9 shifted views cost 9 passes a step
     workflow = json.loads(inpaint_setup.WORKFLOW.read_text())
-    next(node for node in workflow["nodes"] if node["type"] == "SundaeSample")["widgets_values"][10:] = [1]
+    for node in workflow["nodes"]:
+        if node["type"] == "SundaeSample":  # both passes
+            node["widgets_values"][10:] = [1]
     (root / ONE_VIEW).write_text(json.dumps(workflow))
     return root
 
@@ -91,6 +93,7 @@ def test_report_fields_holes_on_the_subject_and_code_colours(setup, tmp_path):
     # the shipped workflow's settings are what ran
     assert inp["workflow_settings"]["steps"] == 100 and inp["workflow_settings"]["temperature"] == [0.5, 0.3]
     assert inp["workflow_settings"]["feather"] == 8 and inp["workflow_settings"]["rate"] == 1.0
+    assert inp["passes"] == 2 and inp["workflow_settings"]["refine_passes"][0]["rate"] == 1.0
     assert set(inp["methods"]) == {"reconstruction", "inpaint", "mean_fill"}
     for method in inp["methods"].values():
         assert method["lpips"] >= 0 and method["psnr"] > 0
@@ -100,7 +103,7 @@ def test_report_fields_holes_on_the_subject_and_code_colours(setup, tmp_path):
     for row in inp["images"]:  # the subject covers tokens 6..15 (plus a resampling fringe): the hole sits
         # within --slack 0.1 of a window wholly inside it
         assert row["subject_share"] >= 0.9 and 5 <= row["hole_top"] <= 7 and 5 <= row["hole_left"] <= 7
-        assert 1 <= row["steps_used"] <= 100
+        assert 2 <= row["steps_used"] <= 100 * inp["passes"]  # both passes' steps
     comp = report["token_completion"]
     assert comp["tokens_per_image"] == 64 and 0 <= comp["hole_accuracy"] <= 1 and 0 <= comp["scattered_accuracy"] <= 1
     assert set(comp["nearest_known"]) == {"hole_accuracy", "scattered_accuracy"}
@@ -327,6 +330,38 @@ def test_workflow_settings_come_from_the_shipped_workflow():
     assert (s.rate, s.feather, s.seam_band) == (1.0, 8, 32)
     assert s.sampler == SamplerSettings(steps=100, temperature=(0.5, 0.3), proportion=0.5, min_steps=10,
                                         self_stop=True, guidance=0.0, selection="random", views=9)
+    # the refining pass: its composite encoded whole, the hole refilled with noise and sampled alike
+    assert len(s.passes) == 2 and s.passes[1] == inpaint_setup.InpaintPass(1.0, s.sampler)
+
+
+def test_workflow_passes_are_read_in_the_order_they_run_and_a_loose_chain_is_refused(tmp_path):
+    workflow = json.loads(inpaint_setup.WORKFLOW.read_text())
+    nodes = {n["id"]: n for n in workflow["nodes"]}
+    refine = next(n for n in workflow["nodes"] if n.get("title") == "Refine")
+    refine["widgets_values"][2] = 7  # the second pass's steps
+    next(n for n in workflow["nodes"] if n.get("title") == "Refill the hole with noise")["widgets_values"][0] = 0.4
+    workflow["nodes"].reverse()  # file order is not run order
+    path = tmp_path / "passes.json"
+    path.write_text(json.dumps(workflow))
+    s = inpaint_setup.workflow_settings(path)
+    assert [(p.rate, p.sampler.steps) for p in s.passes] == [(1.0, 100), (0.4, 7)]
+    # --refine / --refine-rate: the workflow's later pass repeated or dropped, its rate replaced
+    assert eval_default.eval_passes(s, None, None) == s.passes
+    assert eval_default.eval_passes(s, 0, None) == s.passes[:1]
+    assert [p.rate for p in eval_default.eval_passes(s, 2, 0.25)] == [1.0, 0.25, 0.25]
+    # composites pasting differently cannot be measured as one
+    nodes[16]["widgets_values"] = [4, 32]
+    path.write_text(json.dumps(workflow))
+    with pytest.raises(InputError, match="different feathers or seam bands"):
+        inpaint_setup.workflow_settings(path)
+    nodes[16]["widgets_values"] = [8, 32]
+    # a sampler whose tokens skip the corrupt node: no pass rate to read
+    link = refine["inputs"][1]["link"]
+    corrupted = next(l for l in workflow["links"] if l[0] == link)
+    corrupted[1] = 12  # the encode's tokens straight into the sampler
+    path.write_text(json.dumps(workflow))
+    with pytest.raises(InputError, match="do not come from a SundaeCorrupt node"):
+        inpaint_setup.workflow_settings(path)
 
 
 def test_the_seam_band_pastes_a_colour_shifted_decode_closer_to_the_original():
@@ -403,7 +438,9 @@ def test_eval_vqgan_reports_flat_colours_holes_and_hue_spread(setup, tmp_path):
     # pasted as sundae-eval-default pastes it: the workflow's seam band on the reconstruction only
     assert (holes["feather"], holes["seam_band"]) == (8, 32)
     workflow = json.loads(inpaint_setup.WORKFLOW.read_text())
-    next(node for node in workflow["nodes"] if node["type"] == "SundaeComposite")["widgets_values"] = [8, 0]
+    for node in workflow["nodes"]:
+        if node["type"] == "SundaeComposite":  # both passes paste alike
+            node["widgets_values"] = [8, 0]
     (tmp_path / "no_band.json").write_text(json.dumps(workflow))
     no_band_out = tmp_path / "vq_no_band"
     assert eval_vqgan.main([*argv[:-3], "--out", str(no_band_out), "--no-progress", "--workflow",
@@ -573,9 +610,9 @@ def test_grow_redraws_a_ring_of_tokens_around_the_hole_but_scores_the_hole(setup
 
 
 def test_refine_samples_the_hole_again_around_the_first_pass_encoded_whole(setup, tmp_path, monkeypatch, capsys):
-    """--refine 1: a second pass per batch whose tokens outside the hole are the VQ-GAN's encoding
-    of the first pass pasted into the original; with --refine-rate 0 its hole starts from that
-    encoding too, and the report adds both passes' steps."""
+    """The workflow's second pass (here --refine 1 as the workflow has it): its tokens outside the
+    hole are the VQ-GAN's encoding of the first pass pasted into the original; with --refine-rate 0
+    its hole starts from that encoding too, and the report adds both passes' steps."""
     calls, encoded = [], []
     real_sample, real_encode = eval_default.sample, VQGAN.encode
 
@@ -592,7 +629,7 @@ def test_refine_samples_the_hole_again_around_the_first_pass_encoded_whole(setup
     monkeypatch.setattr(eval_default, "sample", spy_sample)
     monkeypatch.setattr(VQGAN, "encode", spy_encode)
     code, report = run(setup, tmp_path, "--n", "2", "--refine", "1", "--refine-rate", "0")
-    assert code == 0 and (report["inpainting"]["refine"], report["inpainting"]["refine_rate"]) == (1, 0.0)
+    assert code == 0 and report["inpainting"]["passes"] == 2
     assert len(calls) == 2  # one batch of two images, two passes
     (first, repaint, steps1), (second, repaint2, steps2) = calls
     assert torch.equal(repaint, repaint2)

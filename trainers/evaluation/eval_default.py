@@ -74,7 +74,7 @@ from sundae_core.grid import make_grid, save_png, to_uint8
 from sundae_core.images import hide_masked
 from sundae_core.masks import latent_mask
 from sundae_core.models import check_models_fit, inference_dtype, load_prior, load_vqgan, model_path
-from sundae_core.sampler import model_logits_fn, sample
+from sundae_core.sampler import SampleResult, model_logits_fn, sample
 from sundae_core.shifted_views import ShiftedViews
 
 from ..data.build_latents import _folder_labels, folder_classes
@@ -85,7 +85,7 @@ from ..training.train_vqgan import psnr
 from .code_colours import code_colours, colour_report, palette
 from .evaluate import (SampleSource, cached_features, content_key, decoder_dtype, default_cache_dir, file_digest,
                        folder_images)
-from .inpaint_setup import (WORKFLOW, InpaintSettings, hole_crops, hole_masks, image_batches, image_subset,
+from .inpaint_setup import (WORKFLOW, InpaintPass, InpaintSettings, hole_crops, hole_masks, image_batches, image_subset,
                             mean_fill, paste, place_hole, scattered_positions, thumbnail, to_model, workflow_settings)
 from .inception import PREPROCESS_VERSION, FeatureExtractor, InceptionFeatures, extract_features
 from .linear_probe import fit_linear_probe
@@ -128,6 +128,7 @@ def inpainting(args, vqgan, prior, scorer, lpips, settings: InpaintSettings, dev
     # the sampler's, it moved with any workflow setting that changed how many numbers sampling drew
     completion_g = torch.Generator(device).manual_seed(args.seed + COMPLETION_SEED_OFFSET)
     ring = args.ring or f
+    passes = eval_passes(settings, args.refine, args.refine_rate)
     rows, thumbs = [], []
     start = time.perf_counter()
     batches = image_batches(files, args.resolution, args.batch_size)
@@ -150,20 +151,8 @@ def inpainting(args, vqgan, prior, scorer, lpips, settings: InpaintSettings, dev
             # --grow: the tokens beside the hole, which read the fill that hid it, are redrawn too
             repaint = hole if not args.grow else F.max_pool2d(hole[:, None].float(), 2 * args.grow + 1, 1,
                                                               args.grow)[:, 0] > 0
-            noisy = corrupt(tokens, vocab, generator=g, rate=settings.rate).tokens
-            result = sample(logits_fn, torch.where(repaint, noisy, context), settings.sampler, generator=g,
-                            repaint=repaint, null_label=prior.null_label)
-            steps_used = result.steps_used.clone()
-            for _ in range(args.refine):
-                # the first pass's picture pasted in and encoded whole: the tokens around the hole now
-                # read a plausible fill instead of the flat one that hid it, as in training
-                pasted = paste(original, vqgan.decode(result.tokens).cpu(), mask, settings.feather,
-                               settings.seam_band)
-                refined = vqgan.encode(pasted.to(device))
-                noisy = corrupt(refined, vocab, generator=g, rate=args.refine_rate).tokens
-                result = sample(logits_fn, torch.where(repaint, noisy, refined), settings.sampler, generator=g,
-                                repaint=repaint, null_label=prior.null_label)
-                steps_used += result.steps_used
+            result = sample_passes(logits_fn, vqgan, prior.null_label, passes, settings, original, mask, context,
+                                   repaint, g)
             decoded = vqgan.decode(torch.cat([tokens, result.tokens])).cpu()  # recon then inpaint
             fillings = completion_g.get_state()  # the views' figure replays the same random fillings
             hole_acc = completion_accuracy(score_fn, tokens, hole, vocab, completion_g, args.completion_draws,
@@ -193,7 +182,7 @@ def inpainting(args, vqgan, prior, scorer, lpips, settings: InpaintSettings, dev
         for i, path in enumerate(batch_files):
             row = {"file": str(Path(path).relative_to(args.images)), "hole_top": holes[i].top,
                    "hole_left": holes[i].left, "subject_share": holes[i].subject_share,
-                   "steps_used": int(steps_used[i]),
+                   "steps_used": int(result.steps_used[i]),
                    "hole_token_accuracy": round(float(hole_acc[i]), 4),
                    "scattered_token_accuracy": round(float(scattered_acc[i]), 4),
                    **({"hole_token_accuracy_views": round(float(hole_views_acc[i]), 4)} if views_fn else {}),
@@ -215,9 +204,8 @@ def inpainting(args, vqgan, prior, scorer, lpips, settings: InpaintSettings, dev
     inpaint = {
         "n": len(rows), "resolution": args.resolution, "hole_tokens": args.hole, "hole_pixels": args.hole * f,
         "ring_pixels": ring, "slack": args.slack, "context": args.context, "grow": args.grow,
-        "refine": args.refine, "refine_rate": args.refine_rate,
         "workflow": str(args.workflow),
-        "workflow_settings": settings.to_dict(),
+        "workflow_settings": settings.to_dict(), "passes": len(passes),
         "methods": {name: {"lpips": round(mean(f"{name}_lpips"), 4), "psnr": round(mean(f"{name}_psnr"), 3)}
                     for name in METHODS},
         "inpaint_beats_mean_fill": round(float(np.mean([r["inpaint_lpips"] < r["mean_fill_lpips"] for r in rows])), 4),
@@ -239,6 +227,36 @@ def inpainting(args, vqgan, prior, scorer, lpips, settings: InpaintSettings, dev
     if also is not None:
         inpaint["also_vqgan"] = also_report(rows, args.also_vqgan)
     return InpaintingResult({"inpainting": inpaint, "token_completion": completion}, thumbs)
+
+
+def eval_passes(settings: InpaintSettings, refine: int | None, refine_rate: float | None) -> tuple[InpaintPass, ...]:
+    """The workflow's passes; --refine N keeps its first and N later ones (each the workflow's
+    second pass, or its first where it has one only), --refine-rate sets the later ones' rate."""
+    first, later = settings.passes[0], list(settings.passes[1:])
+    if refine is not None:
+        later = [later[0] if later else first] * refine
+    if refine_rate is not None:
+        later = [InpaintPass(refine_rate, p.sampler) for p in later]
+    return (first, *later)
+
+
+def sample_passes(logits_fn, vqgan, null_label: int | None, passes: tuple[InpaintPass, ...],
+                  settings: InpaintSettings, original: torch.Tensor, mask: torch.Tensor, context: torch.Tensor,
+                  repaint: torch.Tensor, generator: torch.Generator) -> SampleResult:
+    """The workflow's sampling: the first pass redraws the hole (`repaint`, b h w) in `context`;
+    each later one pastes its predecessor's decode into `original` (model layout, with the
+    workflow's composite), encodes that whole and redraws the hole around it, so the tokens beside
+    the hole read a plausible fill rather than the flat one that hid it. steps_used adds the passes'."""
+    result, steps_used = None, 0
+    for step in passes:
+        if result is not None:
+            pasted = paste(original, vqgan.decode(result.tokens).cpu(), mask, settings.feather, settings.seam_band)
+            context = vqgan.encode(pasted.to(context.device))
+        noisy = corrupt(context, vqgan.vocab_size, generator=generator, rate=step.rate).tokens
+        result = sample(logits_fn, torch.where(repaint, noisy, context), step.sampler, generator=generator,
+                        repaint=repaint, null_label=null_label)
+        steps_used = steps_used + result.steps_used
+    return SampleResult(result.tokens, steps_used)
 
 
 def also_report(rows: list[dict], path: str) -> dict:
@@ -414,12 +432,13 @@ def build_parser() -> argparse.ArgumentParser:
     inp.add_argument("--grow", type=int, default=0,
                      help="also redraw this many rings of tokens around the hole (the composite still pastes "
                           "the hole's pixels only; default 0, as the workflow)")
-    inp.add_argument("--refine", type=int, default=0,
-                     help="passes after the first: the inpainted picture pasted into the original and encoded "
-                          "whole, its hole's tokens corrupted at --refine-rate and sampled again around that "
-                          "context (default 0, as the workflow)")
-    inp.add_argument("--refine-rate", type=float, default=1.0,
-                     help="share of the hole's tokens each refining pass redraws from noise (default 1.0)")
+    inp.add_argument("--refine", type=int,
+                     help="sampling passes after the first (default: the workflow's): each pastes its "
+                          "predecessor's picture into the original, encodes it whole and samples the hole "
+                          "again around it; 0 measures the first pass alone")
+    inp.add_argument("--refine-rate", type=float,
+                     help="the later passes' corrupt rate, the share of the hole redrawn from noise "
+                          "(default: the workflow's)")
     inp.add_argument("--workflow", default=str(WORKFLOW),
                      help="inpainting workflow whose corrupt rate, sampler settings and feather are used "
                           "(default workflows/inpaint_1024.json)")
@@ -459,9 +478,9 @@ def _check_args(args: argparse.Namespace) -> None:
            args.completion_draws) < 1:
         raise InputError("--n, --hole, --batch-size, --per-class, --feature-batch, --thumb and "
                          "--completion-draws must be >= 1")
-    if args.ring < 0 or args.grid_images < 0 or args.refine < 0 or not 0 <= args.slack <= 1:
+    if args.ring < 0 or args.grid_images < 0 or (args.refine or 0) < 0 or not 0 <= args.slack <= 1:
         raise InputError("--ring, --grid-images and --refine must be >= 0 and --slack in [0, 1]")
-    if not 0 <= args.refine_rate <= 1:
+    if args.refine_rate is not None and not 0 <= args.refine_rate <= 1:
         raise InputError(f"--refine-rate is the share of the hole redrawn, in [0, 1]; got {args.refine_rate}")
 
 

@@ -30,40 +30,83 @@ BACKGROUND = 250  # a pixel whose channels are all >= this (of 255) is white bac
 
 
 @dataclass(frozen=True)
-class InpaintSettings:
-    """The inpainting workflow's corrupt rate, sampler settings and composite feather and seam band."""
+class InpaintPass:
+    """One sampling pass of the workflow: the hole's corrupt rate and the sampler's settings."""
 
     rate: float
     sampler: SamplerSettings
+
+
+@dataclass(frozen=True)
+class InpaintSettings:
+    """The inpainting workflow's passes (the first samples the hole around the tokens encoded with
+    it hidden; each later one samples it again around its predecessor's composite, encoded whole)
+    and its composite's feather and seam band."""
+
+    passes: tuple[InpaintPass, ...]
     feather: int
     seam_band: int = 0
 
+    @property
+    def rate(self) -> float:
+        return self.passes[0].rate
+
+    @property
+    def sampler(self) -> SamplerSettings:
+        return self.passes[0].sampler
+
     def to_dict(self) -> dict:
-        return {"rate": self.rate, **self.sampler.to_dict(), "feather": self.feather, "seam_band": self.seam_band}
+        refine = [{"rate": p.rate, **p.sampler.to_dict()} for p in self.passes[1:]]
+        return {"rate": self.rate, **self.sampler.to_dict(), "feather": self.feather, "seam_band": self.seam_band,
+                "refine_passes": refine}
+
+
+def _upstream(prompt: dict[str, dict], node_id: str) -> set[str]:
+    """Every node whose output reaches `node_id` (API-format links are [source id, slot])."""
+    seen, todo = set(), [node_id]
+    while todo:
+        for value in prompt[todo.pop()]["inputs"].values():
+            if isinstance(value, list) and len(value) == 2 and str(value[0]) in prompt and str(value[0]) not in seen:
+                seen.add(str(value[0]))
+                todo.append(str(value[0]))
+    return seen
 
 
 def workflow_settings(path: str | Path) -> InpaintSettings:
     """Read the settings from the workflow's SundaeCorrupt, SundaeSample and SundaeComposite nodes
-    (widget values mapped to names by the installed node definitions, as `sundae-run` does)."""
+    (widget values mapped to names by the installed node definitions, as `sundae-run` does). A
+    workflow may chain several passes: the SundaeSample nodes in the order they run, each fed by
+    its own SundaeCorrupt; every SundaeComposite with the same feather and seam band."""
     workflow = load_workflow(path, default_registry().definitions())
-    by_type: dict[str, list[dict]] = {}
-    for node in workflow.prompt.values():
-        by_type.setdefault(node["class_type"], []).append(node["inputs"])
-
-    def one(kind: str) -> dict:
-        found = by_type.get(kind, [])
-        if len(found) != 1:
-            raise InputError(f"{path}: expected one {kind} node, found {len(found)}; give --workflow an "
-                             "inpainting workflow like workflows/inpaint_1024.json")
-        return found[0]
-
-    c, s, m = one("SundaeCorrupt"), one("SundaeSample"), one("SundaeComposite")
-    try:
-        sampler = SamplerSettings.from_node_inputs(s)
-    except SamplerSettingError as err:
-        raise InputError(f"{path}: the SundaeSample node's {err.setting}: {err}") from None
-    return InpaintSettings(rate=float(c["rate"]), sampler=sampler, feather=int(m["feather"]),
-                           seam_band=int(m["seam_band"]))
+    prompt = {str(k): v for k, v in workflow.prompt.items()}
+    of_type = lambda kind: [i for i, node in prompt.items() if node["class_type"] == kind]
+    samplers, composites = of_type("SundaeSample"), of_type("SundaeComposite")
+    if not samplers or not composites:
+        raise InputError(f"{path}: an inpainting workflow has a SundaeSample and a SundaeComposite node; give "
+                         "--workflow one like workflows/inpaint_1024.json")
+    # a chain: the k-th pass runs after k - 1 others
+    samplers.sort(key=lambda i: len(set(samplers) & _upstream(prompt, i)))
+    passes = []
+    for k, node_id in enumerate(samplers):
+        if len(set(samplers) & _upstream(prompt, node_id)) != k:
+            raise InputError(f"{path}: the SundaeSample nodes do not run one after another (node {node_id}); "
+                             "chain each pass's sample into the next pass's encode")
+        source = prompt[node_id]["inputs"].get("tokens")
+        corrupt = prompt.get(str(source[0])) if isinstance(source, list) else None
+        if corrupt is None or corrupt["class_type"] != "SundaeCorrupt":
+            raise InputError(f"{path}: SundaeSample node {node_id}'s tokens do not come from a SundaeCorrupt node; "
+                             "wire one in front of it, as workflows/inpaint_1024.json does")
+        try:
+            sampler = SamplerSettings.from_node_inputs(prompt[node_id]["inputs"])
+        except SamplerSettingError as err:
+            raise InputError(f"{path}: the SundaeSample node's {err.setting}: {err}") from None
+        passes.append(InpaintPass(rate=float(corrupt["inputs"]["rate"]), sampler=sampler))
+    pastes = {(int(prompt[i]["inputs"]["feather"]), int(prompt[i]["inputs"]["seam_band"])) for i in composites}
+    if len(pastes) > 1:
+        raise InputError(f"{path}: the SundaeComposite nodes paste with different feathers or seam bands "
+                         f"{sorted(pastes)}; give them the same")
+    (feather, seam_band), = pastes
+    return InpaintSettings(passes=tuple(passes), feather=feather, seam_band=seam_band)
 
 
 # ---------------------------------------------------------------------------------------------
