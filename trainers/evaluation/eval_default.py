@@ -10,7 +10,8 @@ The checks a VQ-GAN + prior pair (the embedded defaults unless given) should pas
    - inpaint: the shipped path, the primitives `workflows/inpaint_1024.json` wires (encode, latent
      mask, corrupt inside the mask, `sampler.sample`, decode), with the corrupt rate, sampler
      settings and composite feather read from that workflow's nodes, so the number measures what
-     ships;
+     ships; a workflow of several passes (the shipped one refines: its first composite encoded
+     whole, the hole sampled again) runs each in turn (--refine N / --refine-rate override them);
    - mean_fill: no model, the hole filled with the mean colour of a ring of --ring pixels around it.
    Every method's output is pasted into the original with the workflow's composite (same feather),
    so the methods differ only in what fills the hole; the workflow's seam matching (its seam_band)
