@@ -3,6 +3,7 @@ feature and LPIPS stand-ins injected (the real networks are tested in their own 
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -93,7 +94,8 @@ def test_report_fields_holes_on_the_subject_and_code_colours(setup, tmp_path):
     # the shipped workflow's settings are what ran
     assert inp["workflow_settings"]["steps"] == 100 and inp["workflow_settings"]["temperature"] == [0.5, 0.3]
     assert inp["workflow_settings"]["feather"] == 8 and inp["workflow_settings"]["rate"] == 1.0
-    assert inp["passes"] == 2 and inp["workflow_settings"]["refine_passes"][0]["rate"] == 1.0
+    assert [(p["rate"], p["feather"]) for p in inp["passes"]] == [(1.0, 0), (1.0, 8)]  # as run
+    assert inp["workflow_settings"]["refine_passes"] == inp["passes"][1:]
     assert set(inp["methods"]) == {"reconstruction", "inpaint", "mean_fill"}
     for method in inp["methods"].values():
         assert method["lpips"] >= 0 and method["psnr"] > 0
@@ -103,7 +105,7 @@ def test_report_fields_holes_on_the_subject_and_code_colours(setup, tmp_path):
     for row in inp["images"]:  # the subject covers tokens 6..15 (plus a resampling fringe): the hole sits
         # within --slack 0.1 of a window wholly inside it
         assert row["subject_share"] >= 0.9 and 5 <= row["hole_top"] <= 7 and 5 <= row["hole_left"] <= 7
-        assert 2 <= row["steps_used"] <= 100 * inp["passes"]  # both passes' steps
+        assert 2 <= row["steps_used"] <= 100 * len(inp["passes"])  # both passes' steps
     comp = report["token_completion"]
     assert comp["tokens_per_image"] == 64 and 0 <= comp["hole_accuracy"] <= 1 and 0 <= comp["scattered_accuracy"] <= 1
     assert set(comp["nearest_known"]) == {"hole_accuracy", "scattered_accuracy"}
@@ -331,37 +333,62 @@ def test_workflow_settings_come_from_the_shipped_workflow():
     assert s.sampler == SamplerSettings(steps=100, temperature=(0.5, 0.3), proportion=0.5, min_steps=10,
                                         self_stop=True, guidance=0.0, selection="random", views=9)
     # the refining pass: its composite encoded whole, the hole refilled with noise and sampled alike
-    assert len(s.passes) == 2 and s.passes[1] == inpaint_setup.InpaintPass(1.0, s.sampler)
+    assert s.passes == (inpaint_setup.InpaintPass(1.0, s.sampler, 0, 32), inpaint_setup.InpaintPass(1.0, s.sampler, 8, 32))
+
+
+def _swap_ids(workflow: dict, a: int, b: int) -> None:
+    """Renumber UI-format nodes a and b into each other's ids (links follow)."""
+    swap = {a: b, b: a}
+    for node in workflow["nodes"]:
+        node["id"] = swap.get(node["id"], node["id"])
+    for link in workflow["links"]:
+        link[1], link[3] = swap.get(link[1], link[1]), swap.get(link[3], link[3])
+
+
+def _relink(workflow: dict, dst: int, slot: int, src: int) -> None:
+    """Feed input `slot` of node `dst` from output 0 of node `src`."""
+    next(link for link in workflow["links"] if link[3] == dst and link[4] == slot)[1:3] = [src, 0]
 
 
 def test_workflow_passes_are_read_in_the_order_they_run_and_a_loose_chain_is_refused(tmp_path):
     workflow = json.loads(inpaint_setup.WORKFLOW.read_text())
-    nodes = {n["id"]: n for n in workflow["nodes"]}
-    refine = next(n for n in workflow["nodes"] if n.get("title") == "Refine")
-    refine["widgets_values"][2] = 7  # the second pass's steps
-    next(n for n in workflow["nodes"] if n.get("title") == "Refill the hole with noise")["widgets_values"][0] = 0.4
-    workflow["nodes"].reverse()  # file order is not run order
+    titled = {n.get("title"): n for n in workflow["nodes"]}
+    titled["Refine"]["widgets_values"][2] = 7  # the second pass's steps
+    titled["Refill the hole with noise"]["widgets_values"][0] = 0.4
+    _swap_ids(workflow, 7, 14)  # the refining sampler gets the smaller id: ids are not run order
     path = tmp_path / "passes.json"
-    path.write_text(json.dumps(workflow))
-    s = inpaint_setup.workflow_settings(path)
-    assert [(p.rate, p.sampler.steps) for p in s.passes] == [(1.0, 100), (0.4, 7)]
+
+    def settings(graph: dict):
+        path.write_text(json.dumps(graph))
+        return inpaint_setup.workflow_settings(path)
+
+    s = settings(workflow)
+    # each pass pasted by its own composite: the first unfeathered (the next pass encodes it)
+    assert [(p.rate, p.sampler.steps, p.feather) for p in s.passes] == [(1.0, 100, 0), (0.4, 7, 8)]
+    assert (s.feather, s.seam_band) == (8, 32)  # the picture's composite is the last
     # --refine / --refine-rate: the workflow's later pass repeated or dropped, its rate replaced
     assert eval_default.eval_passes(s, None, None) == s.passes
     assert eval_default.eval_passes(s, 0, None) == s.passes[:1]
     assert [p.rate for p in eval_default.eval_passes(s, 2, 0.25)] == [1.0, 0.25, 0.25]
-    # composites pasting differently cannot be measured as one
-    nodes[16]["widgets_values"] = [4, 32]
-    path.write_text(json.dumps(workflow))
-    with pytest.raises(InputError, match="different feathers or seam bands"):
-        inpaint_setup.workflow_settings(path)
-    nodes[16]["widgets_values"] = [8, 32]
+    # Save Image fed by the first composite: the refining nodes no longer run, nor count
+    skipped = copy.deepcopy(workflow)
+    _relink(skipped, 10, 0, 9)
+    assert [p.feather for p in settings(skipped).passes] == [0]
+    # the refining corrupt fed by the first sampler's tokens: no decode, paste and encode between
+    loose = copy.deepcopy(workflow)
+    _relink(loose, 13, 1, 14)
+    with pytest.raises(InputError, match="previous pass's SundaeComposite encoded whole"):
+        settings(loose)
+    # the refining encode given the mask: it would hide the first pass's fill again
+    masked = copy.deepcopy(workflow)
+    masked["links"].append([99, 3, 1, 12, 2, "MASK"])
+    next(n for n in masked["nodes"] if n["id"] == 12)["inputs"][2]["link"] = 99
+    with pytest.raises(InputError, match="encoded whole"):
+        settings(masked)
     # a sampler whose tokens skip the corrupt node: no pass rate to read
-    link = refine["inputs"][1]["link"]
-    corrupted = next(l for l in workflow["links"] if l[0] == link)
-    corrupted[1] = 12  # the encode's tokens straight into the sampler
-    path.write_text(json.dumps(workflow))
+    _relink(workflow, 7, 1, 12)  # the refining encode's tokens straight into the refining sampler
     with pytest.raises(InputError, match="do not come from a SundaeCorrupt node"):
-        inpaint_setup.workflow_settings(path)
+        settings(workflow)
 
 
 def test_the_seam_band_pastes_a_colour_shifted_decode_closer_to_the_original():
@@ -385,7 +412,7 @@ def test_a_workflow_with_a_sampler_setting_out_of_range_is_refused_naming_it(tmp
     sample["widgets_values"][5] = 1.5  # seed, its control, steps, temperature start, end, then proportion
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(workflow))
-    with pytest.raises(InputError, match=r"bad.json: the SundaeSample node's proportion: .*outside \[0, 1\]"):
+    with pytest.raises(InputError, match=r"bad.json: SundaeSample node 7's proportion: .*outside \[0, 1\]"):
         inpaint_setup.workflow_settings(path)
 
 
@@ -610,32 +637,46 @@ def test_grow_redraws_a_ring_of_tokens_around_the_hole_but_scores_the_hole(setup
 
 
 def test_refine_samples_the_hole_again_around_the_first_pass_encoded_whole(setup, tmp_path, monkeypatch, capsys):
-    """The workflow's second pass (here --refine 1 as the workflow has it): its tokens outside the
-    hole are the VQ-GAN's encoding of the first pass pasted into the original; with --refine-rate 0
-    its hole starts from that encoding too, and the report adds both passes' steps."""
-    calls, encoded = [], []
-    real_sample, real_encode = eval_default.sample, VQGAN.encode
+    """The workflow's second pass: the first pass's decode pasted into the original with the first
+    composite's settings (no feather, so nothing under the hole is encoded), encoded whole; the
+    tokens outside the hole never change in either pass, the hole is redrawn from noise (from the
+    encoding itself with --refine-rate 0), and the report adds both passes' steps."""
+    calls, encoded, pastes = [], [], []
+    real_sample, real_encode, real_paste = eval_default.sample, VQGAN.encode, eval_default.paste
 
     def spy_sample(logits_fn, tokens, settings, **kwargs):
         result = real_sample(logits_fn, tokens, settings, **kwargs)
-        calls.append((tokens.clone(), kwargs["repaint"].clone(), result.steps_used.clone()))
+        calls.append((tokens.clone(), kwargs["repaint"].clone(), result.tokens.clone(), result.steps_used.clone()))
         return result
 
     def spy_encode(self, images):
         tokens = real_encode(self, images)
-        encoded.append(tokens.clone())
+        encoded.append((images.clone(), tokens.clone()))
         return tokens
 
+    def spy_paste(original, generated, mask, feather, seam_band=0):
+        pasted = real_paste(original, generated, mask, feather, seam_band)
+        pastes.append((feather, seam_band, pasted.clone()))
+        return pasted
+
     monkeypatch.setattr(eval_default, "sample", spy_sample)
+    monkeypatch.setattr(eval_default, "paste", spy_paste)
     monkeypatch.setattr(VQGAN, "encode", spy_encode)
-    code, report = run(setup, tmp_path, "--n", "2", "--refine", "1", "--refine-rate", "0")
-    assert code == 0 and report["inpainting"]["passes"] == 2
-    assert len(calls) == 2  # one batch of two images, two passes
-    (first, repaint, steps1), (second, repaint2, steps2) = calls
-    assert torch.equal(repaint, repaint2)
-    # per batch: the truth, the hidden context, then the pasted first pass: what pass two starts from
-    assert torch.equal(second, encoded[2]) and not torch.equal(second[~repaint], first[~repaint])
-    assert [r["steps_used"] for r in report["inpainting"]["images"]] == (steps1 + steps2).tolist()
+    for rate in ("1", "0"):
+        calls.clear(), encoded.clear(), pastes.clear()
+        code, report = run(setup, tmp_path / rate, "--n", "2", "--refine-rate", rate)
+        assert code == 0 and len(report["inpainting"]["passes"]) == 2
+        assert len(calls) == 2  # one batch of two images, two passes
+        (first, repaint, result, steps1), (second, repaint2, _, steps2) = calls
+        assert torch.equal(repaint, repaint2)
+        # encoded per batch: the truth, the hidden context, then the first pass pasted unfeathered
+        (_, hidden), (pasted_in, refined) = encoded[1], encoded[2]
+        feather, seam_band, pasted = pastes[0]
+        assert (feather, seam_band) == (0, 32) and torch.equal(pasted_in, pasted)
+        assert torch.equal(first[~repaint], hidden[~repaint]) and torch.equal(second[~repaint], refined[~repaint])
+        assert torch.equal(result[~repaint], hidden[~repaint])  # sampling leaves the known tokens
+        assert torch.equal(second[repaint], refined[repaint]) == (rate == "0")
+        assert [r["steps_used"] for r in report["inpainting"]["images"]] == (steps1 + steps2).tolist()
     code, _ = run(setup, tmp_path / "bad", "--refine-rate", "1.5")
     assert code != 0 and "--refine-rate" in capsys.readouterr().err
 

@@ -94,6 +94,14 @@ def plan_workflow(workflow: Workflow, registry: Registry, definitions: Mapping[s
     return Plan({i: planned[i] for i in needed}, order, runnable)
 
 
+def run_order(prompt: Mapping[str, Mapping], registry: Registry) -> list[str]:
+    """The nodes some output node needs, sources first, in the order a run takes them: what
+    plan_workflow runs of a valid workflow (nothing is validated here)."""
+    graph = _link_graph(prompt)
+    outputs = [i for i in prompt if getattr(registry.classes.get(prompt[i]["class_type"]), "OUTPUT_NODE", False)]
+    return list(nx.lexicographical_topological_sort(graph.subgraph(needed_nodes(graph, outputs)), key=node_sort_key))
+
+
 def _link_graph(prompt: Mapping[str, Mapping]) -> nx.DiGraph:
     """Every node, and an edge from each node to every node whose input it feeds."""
     graph = nx.DiGraph()

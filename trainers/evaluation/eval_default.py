@@ -59,7 +59,7 @@ from __future__ import annotations
 import argparse
 import copy
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -97,6 +97,7 @@ REPORT = "eval_default.json"
 METHODS = ("reconstruction", "inpaint", "mean_fill")
 GRID_COLUMNS = ("original (hole outlined)", "inpaint", "mean_fill", "reconstruction")
 COMPLETION_SEED_OFFSET = 1  # the token-completion figure's generator: --seed + this
+REFINE_SEED_OFFSET = 100  # the k-th refining pass's generator: --seed + this + k
 HIDE_FILL = {"hidden": "mean", "smooth": "smooth"}  # --context -> images.hide_masked's fill
 # --also-vqgan's figures, paired with the first decoder's: name -> lower is better
 ALSO_PAIRED = {"reconstruction_lpips": True, "reconstruction_psnr": False, "inpaint_lpips": True, "inpaint_psnr": False}
@@ -130,6 +131,9 @@ def inpainting(args, vqgan, prior, scorer, lpips, settings: InpaintSettings, dev
     completion_g = torch.Generator(device).manual_seed(args.seed + COMPLETION_SEED_OFFSET)
     ring = args.ring or f
     passes = eval_passes(settings, args.refine, args.refine_rate)
+    # a generator per pass: the first pass draws what a one-pass run draws, so the two pair cleanly
+    generators = [g, *(torch.Generator(device).manual_seed(args.seed + REFINE_SEED_OFFSET + k)
+                       for k in range(1, len(passes)))]
     rows, thumbs = [], []
     start = time.perf_counter()
     batches = image_batches(files, args.resolution, args.batch_size)
@@ -152,8 +156,8 @@ def inpainting(args, vqgan, prior, scorer, lpips, settings: InpaintSettings, dev
             # --grow: the tokens beside the hole, which read the fill that hid it, are redrawn too
             repaint = hole if not args.grow else F.max_pool2d(hole[:, None].float(), 2 * args.grow + 1, 1,
                                                               args.grow)[:, 0] > 0
-            result = sample_passes(logits_fn, vqgan, prior.null_label, passes, settings, original, mask, context,
-                                   repaint, g)
+            result = sample_passes(logits_fn, vqgan, prior.null_label, passes, original, mask, context, repaint,
+                                   generators)
             decoded = vqgan.decode(torch.cat([tokens, result.tokens])).cpu()  # recon then inpaint
             fillings = completion_g.get_state()  # the views' figure replays the same random fillings
             hole_acc = completion_accuracy(score_fn, tokens, hole, vocab, completion_g, args.completion_draws,
@@ -206,7 +210,7 @@ def inpainting(args, vqgan, prior, scorer, lpips, settings: InpaintSettings, dev
         "n": len(rows), "resolution": args.resolution, "hole_tokens": args.hole, "hole_pixels": args.hole * f,
         "ring_pixels": ring, "slack": args.slack, "context": args.context, "grow": args.grow,
         "workflow": str(args.workflow),
-        "workflow_settings": settings.to_dict(), "passes": len(passes),
+        "workflow_settings": settings.to_dict(), "passes": [p.to_dict() for p in passes],  # as run
         "methods": {name: {"lpips": round(mean(f"{name}_lpips"), 4), "psnr": round(mean(f"{name}_psnr"), 3)}
                     for name in METHODS},
         "inpaint_beats_mean_fill": round(float(np.mean([r["inpaint_lpips"] < r["mean_fill_lpips"] for r in rows])), 4),
@@ -237,21 +241,22 @@ def eval_passes(settings: InpaintSettings, refine: int | None, refine_rate: floa
     if refine is not None:
         later = [later[0] if later else first] * refine
     if refine_rate is not None:
-        later = [InpaintPass(refine_rate, p.sampler) for p in later]
+        later = [replace(p, rate=refine_rate) for p in later]
     return (first, *later)
 
 
-def sample_passes(logits_fn, vqgan, null_label: int | None, passes: tuple[InpaintPass, ...],
-                  settings: InpaintSettings, original: torch.Tensor, mask: torch.Tensor, context: torch.Tensor,
-                  repaint: torch.Tensor, generator: torch.Generator) -> SampleResult:
-    """The workflow's sampling: the first pass redraws the hole (`repaint`, b h w) in `context`;
-    each later one pastes its predecessor's decode into `original` (model layout, with the
-    workflow's composite), encodes that whole and redraws the hole around it, so the tokens beside
-    the hole read a plausible fill rather than the flat one that hid it. steps_used adds the passes'."""
+def sample_passes(logits_fn, vqgan, null_label: int | None, passes: tuple[InpaintPass, ...], original: torch.Tensor,
+                  mask: torch.Tensor, context: torch.Tensor, repaint: torch.Tensor,
+                  generators: list[torch.Generator]) -> SampleResult:
+    """The workflow's sampling, pass k drawing from generators[k]: the first pass redraws the hole
+    (`repaint`, b h w) in `context`; each later one pastes its predecessor's decode into `original`
+    (model layout) with that pass's composite, encodes it whole and redraws the hole around it, so
+    the tokens beside the hole read a plausible fill rather than the flat one that hid it.
+    steps_used adds the passes'."""
     result, steps_used = None, 0
-    for step in passes:
+    for step, before, generator in zip(passes, (None, *passes), generators):
         if result is not None:
-            pasted = paste(original, vqgan.decode(result.tokens).cpu(), mask, settings.feather, settings.seam_band)
+            pasted = paste(original, vqgan.decode(result.tokens).cpu(), mask, before.feather, before.seam_band)
             context = vqgan.encode(pasted.to(context.device))
         noisy = corrupt(context, vqgan.vocab_size, generator=generator, rate=step.rate).tokens
         result = sample(logits_fn, torch.where(repaint, noisy, context), step.sampler, generator=generator,
@@ -481,6 +486,8 @@ def _check_args(args: argparse.Namespace) -> None:
                          "--completion-draws must be >= 1")
     if args.ring < 0 or args.grid_images < 0 or (args.refine or 0) < 0 or not 0 <= args.slack <= 1:
         raise InputError("--ring, --grid-images and --refine must be >= 0 and --slack in [0, 1]")
+    if args.refine_rate is not None and args.refine == 0:
+        raise InputError("--refine-rate sets the rate of the refining passes, and --refine 0 runs none")
     if args.refine_rate is not None and not 0 <= args.refine_rate <= 1:
         raise InputError(f"--refine-rate is the share of the hole redrawn, in [0, 1]; got {args.refine_rate}")
 

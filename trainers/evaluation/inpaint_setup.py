@@ -15,6 +15,7 @@ from PIL import Image, ImageDraw
 
 from sundae_core.errors import InputError
 from sundae_core.graph import default_registry, load_workflow
+from sundae_core.graph.validate import run_order
 from sundae_core.grid import to_uint8
 from sundae_core.images import comfy_to_model, composite, model_to_comfy
 from sundae_core.sampler import SamplerSettingError, SamplerSettings
@@ -31,21 +32,25 @@ BACKGROUND = 250  # a pixel whose channels are all >= this (of 255) is white bac
 
 @dataclass(frozen=True)
 class InpaintPass:
-    """One sampling pass of the workflow: the hole's corrupt rate and the sampler's settings."""
+    """One sampling pass of the workflow: the hole's corrupt rate, the sampler's settings, and the
+    feather and seam band of the composite that pastes its result."""
 
     rate: float
     sampler: SamplerSettings
+    feather: int
+    seam_band: int = 0
+
+    def to_dict(self) -> dict:
+        return {"rate": self.rate, **self.sampler.to_dict(), "feather": self.feather, "seam_band": self.seam_band}
 
 
 @dataclass(frozen=True)
 class InpaintSettings:
-    """The inpainting workflow's passes (the first samples the hole around the tokens encoded with
-    it hidden; each later one samples it again around its predecessor's composite, encoded whole)
-    and its composite's feather and seam band."""
+    """The inpainting workflow's passes: the first samples the hole around the tokens encoded with
+    it hidden; each later one samples it again around its predecessor's composite, encoded whole.
+    The last pass's composite makes the picture (`feather`, `seam_band`)."""
 
     passes: tuple[InpaintPass, ...]
-    feather: int
-    seam_band: int = 0
 
     @property
     def rate(self) -> float:
@@ -55,58 +60,74 @@ class InpaintSettings:
     def sampler(self) -> SamplerSettings:
         return self.passes[0].sampler
 
+    @property
+    def feather(self) -> int:
+        return self.passes[-1].feather
+
+    @property
+    def seam_band(self) -> int:
+        return self.passes[-1].seam_band
+
     def to_dict(self) -> dict:
-        refine = [{"rate": p.rate, **p.sampler.to_dict()} for p in self.passes[1:]]
-        return {"rate": self.rate, **self.sampler.to_dict(), "feather": self.feather, "seam_band": self.seam_band,
-                "refine_passes": refine}
-
-
-def _upstream(prompt: dict[str, dict], node_id: str) -> set[str]:
-    """Every node whose output reaches `node_id` (API-format links are [source id, slot])."""
-    seen, todo = set(), [node_id]
-    while todo:
-        for value in prompt[todo.pop()]["inputs"].values():
-            if isinstance(value, list) and len(value) == 2 and str(value[0]) in prompt and str(value[0]) not in seen:
-                seen.add(str(value[0]))
-                todo.append(str(value[0]))
-    return seen
+        return {**self.passes[0].to_dict(), "feather": self.feather, "seam_band": self.seam_band,
+                "refine_passes": [p.to_dict() for p in self.passes[1:]]}
 
 
 def workflow_settings(path: str | Path) -> InpaintSettings:
     """Read the settings from the workflow's SundaeCorrupt, SundaeSample and SundaeComposite nodes
-    (widget values mapped to names by the installed node definitions, as `sundae-run` does). A
-    workflow may chain several passes: the SundaeSample nodes in the order they run, each fed by
-    its own SundaeCorrupt; every SundaeComposite with the same feather and seam band."""
-    workflow = load_workflow(path, default_registry().definitions())
-    prompt = {str(k): v for k, v in workflow.prompt.items()}
-    of_type = lambda kind: [i for i, node in prompt.items() if node["class_type"] == kind]
-    samplers, composites = of_type("SundaeSample"), of_type("SundaeComposite")
-    if not samplers or not composites:
-        raise InputError(f"{path}: an inpainting workflow has a SundaeSample and a SundaeComposite node; give "
-                         "--workflow one like workflows/inpaint_1024.json")
-    # a chain: the k-th pass runs after k - 1 others
-    samplers.sort(key=lambda i: len(set(samplers) & _upstream(prompt, i)))
-    passes = []
+    (widget values mapped to names by the installed node definitions, as `sundae-run` does), of
+    the nodes an output needs, in the order they run. Each pass is Corrupt -> Sample -> VQ Decode
+    -> Composite; a later pass encodes its predecessor's composite whole (VQ Encode without a
+    mask) into its Corrupt, with the first pass's latent mask: what `sundae-eval-default` replays."""
+    registry = default_registry()
+    prompt = {str(k): v for k, v in load_workflow(path, registry.definitions()).prompt.items()}
+    order = run_order(prompt, registry)
+
+    def source(node_id: str, name: str, kind: str) -> str | None:
+        """The node feeding `node_id`'s input `name`, if it is a `kind` node."""
+        value = prompt[node_id]["inputs"].get(name)
+        found = str(value[0]) if isinstance(value, list) and len(value) == 2 else None
+        return found if found in prompt and prompt[found]["class_type"] == kind else None
+
+    def pasted_by(sampler: str) -> str | None:
+        """The SundaeComposite pasting the decode of `sampler`'s tokens (looked for among all the
+        nodes, so a loose chain is refused for its link that is missing, not the one after it)."""
+        for node_id in prompt:
+            decode = source(node_id, "generated", "SundaeVQDecode") if prompt[node_id]["class_type"] == "SundaeComposite" else None
+            if decode is not None and source(decode, "tokens", "SundaeSample") == sampler:
+                return node_id
+        return None
+
+    def refuse(problem: str) -> InputError:
+        return InputError(f"{path}: {problem}; give --workflow an inpainting workflow wired like "
+                          "workflows/inpaint_1024.json")
+
+    samplers = [i for i in order if prompt[i]["class_type"] == "SundaeSample"]
+    if not samplers:
+        raise refuse("no SundaeSample node runs")
+    passes, composite, latent_mask = [], None, prompt[samplers[0]]["inputs"].get("latent_mask")
     for k, node_id in enumerate(samplers):
-        if len(set(samplers) & _upstream(prompt, node_id)) != k:
-            raise InputError(f"{path}: the SundaeSample nodes do not run one after another (node {node_id}); "
-                             "chain each pass's sample into the next pass's encode")
-        source = prompt[node_id]["inputs"].get("tokens")
-        corrupt = prompt.get(str(source[0])) if isinstance(source, list) else None
-        if corrupt is None or corrupt["class_type"] != "SundaeCorrupt":
-            raise InputError(f"{path}: SundaeSample node {node_id}'s tokens do not come from a SundaeCorrupt node; "
-                             "wire one in front of it, as workflows/inpaint_1024.json does")
+        corrupt = source(node_id, "tokens", "SundaeCorrupt")
+        if corrupt is None:
+            raise refuse(f"SundaeSample node {node_id}'s tokens do not come from a SundaeCorrupt node")
+        if k:
+            encode = source(corrupt, "tokens", "SundaeVQEncode")
+            if encode is None or "mask" in prompt[encode]["inputs"] or source(encode, "image", "SundaeComposite") != composite:
+                raise refuse(f"the pass of SundaeSample node {node_id} does not start from the previous pass's "
+                             "SundaeComposite encoded whole (a SundaeVQEncode without a mask)")
+        if prompt[node_id]["inputs"].get("latent_mask") != latent_mask:
+            raise refuse(f"SundaeSample node {node_id} repaints another latent mask than the first pass")
+        composite = pasted_by(node_id)
+        if composite is None:
+            raise refuse(f"SundaeSample node {node_id}'s tokens are not decoded into a SundaeComposite node")
         try:
             sampler = SamplerSettings.from_node_inputs(prompt[node_id]["inputs"])
         except SamplerSettingError as err:
-            raise InputError(f"{path}: the SundaeSample node's {err.setting}: {err}") from None
-        passes.append(InpaintPass(rate=float(corrupt["inputs"]["rate"]), sampler=sampler))
-    pastes = {(int(prompt[i]["inputs"]["feather"]), int(prompt[i]["inputs"]["seam_band"])) for i in composites}
-    if len(pastes) > 1:
-        raise InputError(f"{path}: the SundaeComposite nodes paste with different feathers or seam bands "
-                         f"{sorted(pastes)}; give them the same")
-    (feather, seam_band), = pastes
-    return InpaintSettings(passes=tuple(passes), feather=feather, seam_band=seam_band)
+            raise InputError(f"{path}: SundaeSample node {node_id}'s {err.setting}: {err}") from None
+        paste_with = prompt[composite]["inputs"]
+        passes.append(InpaintPass(rate=float(prompt[corrupt]["inputs"]["rate"]), sampler=sampler,
+                                  feather=int(paste_with["feather"]), seam_band=int(paste_with["seam_band"])))
+    return InpaintSettings(passes=tuple(passes))
 
 
 # ---------------------------------------------------------------------------------------------
