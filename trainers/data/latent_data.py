@@ -201,13 +201,20 @@ class HoleSet:
                         None if self.labels is None else self.labels[idx])
 
 
-def recorded_val_fraction(tokens: TokenSet) -> float | None:
-    """The --val-fraction that split a token set, which sundae-build-latents records in its build
-    record only (not in manifest.json); None for a set without a readable one (built before the
-    record existed, or an MNIST set, whose split is MNIST's own)."""
-    path = tokens.root / BUILD_RECORD
+def read_build_record(root: Path) -> dict | None:
+    """root's build record (the settings its build ran with); None where it has none or it is not a
+    readable JSON object."""
+    path = root / BUILD_RECORD
     try:
         record = bounded_json.loads(path.read_text()) if path.is_file() else None
     except ValueError:
         return None
-    return record.get("val_fraction") if isinstance(record, dict) else None
+    return record if isinstance(record, dict) else None
+
+
+def recorded_val_fraction(tokens: TokenSet) -> float | None:
+    """The --val-fraction that split a token set, which sundae-build-latents records in its build
+    record only (not in manifest.json); None for a set without a readable one (built before the
+    record existed, or an MNIST set, whose split is MNIST's own)."""
+    record = read_build_record(tokens.root)
+    return None if record is None else record.get("val_fraction")

@@ -15,6 +15,7 @@ from PIL import Image, ImageDraw
 
 from sundae_core.errors import InputError
 from sundae_core.graph import default_registry, load_workflow
+from sundae_core.graph.formats import is_link
 from sundae_core.graph.validate import run_order
 from sundae_core.grid import to_uint8
 from sundae_core.images import comfy_to_model, composite, model_to_comfy
@@ -86,7 +87,7 @@ def workflow_settings(path: str | Path) -> InpaintSettings:
     def source(node_id: str, name: str, kind: str) -> str | None:
         """The node feeding `node_id`'s input `name`, if it is a `kind` node."""
         value = prompt[node_id]["inputs"].get(name)
-        found = str(value[0]) if isinstance(value, list) and len(value) == 2 else None
+        found = str(value[0]) if is_link(value) else None
         return found if found in prompt and prompt[found]["class_type"] == kind else None
 
     def pasted_by(sampler: str) -> str | None:
