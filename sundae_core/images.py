@@ -62,8 +62,9 @@ def hide_masked(pixels: torch.Tensor, mask: torch.Tensor, ring: int, fill: str =
     near = F.max_pool2d(hidden[:, None].float(), 2 * ring + 1, stride=1, padding=ring)[:, 0] > 0
     around = (near & ~hidden)[:, None]
     count = around.sum((2, 3))
-    colour = torch.where(around, pixels, 0.0).sum((2, 3)) / count.clamp_min(1)  # (b c); 0 = mid grey where count is 0
-    return torch.where(hidden[:, None], colour[:, :, None, None], pixels)
+    # summed in float64: a flat colour comes back exactly (the evaluations' mean-colour baseline)
+    colour = torch.where(around, pixels.double(), 0.0).sum((2, 3)) / count.clamp_min(1)  # (b c); 0 = mid grey
+    return torch.where(hidden[:, None], colour.to(pixels.dtype)[:, :, None, None], pixels)
 
 
 def pull_push_fill(pixels: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:

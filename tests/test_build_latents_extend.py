@@ -63,6 +63,16 @@ def test_extend_refuses_a_base_encoded_with_another_vqgan(tmp_path, fake_vqgan, 
     assert "token version other0000000" in capsys.readouterr().err
 
 
+def test_extend_refuses_another_val_fraction_than_the_base_was_split_with(tmp_path, fake_vqgan, capsys):
+    """The extended set's build record names one --val-fraction: the base's split and the added
+    images' must agree, or the record (which the hole set's check reads) misnames the base's."""
+    assert _build(tmp_path, _folder(tmp_path / "base_images", {"a": 4}), "base", "--val-fraction", "0.2") == 0
+    more = _folder(tmp_path / "more_images", {"a": 3})
+    assert _build(tmp_path, more, "more", "--extend", str(tmp_path / "base")) == 1
+    assert "split with --val-fraction 0.2, not 0.1" in capsys.readouterr().err
+    assert _build(tmp_path, more, "more", "--extend", str(tmp_path / "base"), "--val-fraction", "0.2") == 0
+
+
 def test_variants_are_the_left_out_skin_tones_of_training_emoji_only():
     def key_with(held_out: bool) -> str:
         return next(k for k in (f"1f{i:03x}" for i in range(4096)) if is_validation(Path(k)) == held_out)

@@ -148,8 +148,6 @@ def test_same_seed_same_blocks_and_bad_arguments():
                        ({"brush": 0.0}, "brush")]:
         with pytest.raises(ConfigError, match=field):
             BlockShapes(**bad)
-    with pytest.raises(ConfigError, match="train.block_corruption"):
-        train_prior.PriorTrainConfig(block_corruption=-0.1)
 
 
 def test_unrolled_loss_with_blocks_corrupts_step_one_like_corrupt():

@@ -15,6 +15,7 @@ from PIL import Image
 
 from sundae_core.config import HourglassConfig, VQGANConfig
 from sundae_core.hourglass import HourglassTransformer
+from sundae_core.images import hide_masked
 from sundae_core.errors import InputError
 from sundae_core.models import load_vqgan, save_model
 from sundae_core.sampler import SamplerSettings
@@ -300,19 +301,33 @@ def test_classes_needs_a_class_conditional_prior(setup, tmp_path, capsys):
     assert "class-conditional" in capsys.readouterr().err
 
 
-def test_mean_fill_is_exact_on_a_flat_colour_image():
-    image = torch.tensor([0.6, -0.2, 0.35]).view(3, 1, 1).expand(3, 64, 64).clone()
-    filled = inpaint_setup.mean_fill(image, (16, 48, 8, 40), ring=4)
+def _box_mask(size: int, box: tuple[int, int, int, int]) -> torch.Tensor:
+    y0, y1, x0, x1 = box
+    mask = torch.zeros(1, size, size)
+    mask[:, y0:y1, x0:x1] = 1
+    return mask
+
+
+def test_the_mean_fill_baseline_is_exact_on_a_flat_colour_image():
+    image = torch.tensor([0.6, -0.2, 0.35]).view(1, 3, 1, 1).expand(1, 3, 64, 64).clone()
+    filled = hide_masked(image, _box_mask(64, (16, 48, 8, 40)), ring=4)
     assert torch.equal(filled, image)
 
 
-def test_mean_fill_takes_its_colour_from_the_ring_only():
-    image = torch.full((3, 32, 32), -1.0)  # far pixels: black
-    image[:, 8:24, 8:24] = 0.5  # ring (4 px wide) around the hole 12..20
-    image[:, 12:20, 12:20] = 1.0  # the hole's own pixels must not count
-    filled = inpaint_setup.mean_fill(image, (12, 20, 12, 20), ring=4)
-    assert torch.all(filled[:, 12:20, 12:20] == 0.5)
-    assert torch.equal(filled[:, :12], image[:, :12])
+def test_the_mean_fill_baseline_takes_its_colour_from_the_ring_only():
+    image = torch.full((1, 3, 32, 32), -1.0)  # far pixels: black
+    image[..., 8:24, 8:24] = 0.5  # ring (4 px wide) around the hole 12..20
+    image[..., 12:20, 12:20] = 1.0  # the hole's own pixels must not count
+    filled = hide_masked(image, _box_mask(32, (12, 20, 12, 20)), ring=4)
+    assert torch.all(filled[..., 12:20, 12:20] == 0.5)
+    assert torch.equal(filled[..., :12, :], image[..., :12, :])
+
+
+def test_a_hole_covering_the_whole_grid_is_refused():
+    image = np.zeros((32, 32, 3), np.uint8)
+    with pytest.raises(InputError, match="covers the whole 4x4 token grid"):
+        inpaint_setup.place_hole(image, 8, 4, torch.Generator())
+    assert inpaint_setup.place_hole(np.zeros((32, 40, 3), np.uint8), 8, 4, torch.Generator()).size == 4
 
 
 def test_hole_lands_on_the_subject_and_follows_the_seed():
@@ -679,6 +694,19 @@ def test_refine_samples_the_hole_again_around_the_first_pass_encoded_whole(setup
         assert [r["steps_used"] for r in report["inpainting"]["images"]] == (steps1 + steps2).tolist()
     code, _ = run(setup, tmp_path / "bad", "--refine-rate", "1.5")
     assert code != 0 and "--refine-rate" in capsys.readouterr().err
+
+
+def test_a_refine_rate_with_no_refining_pass_to_set_is_refused_before_the_models_load(setup, tmp_path, capsys,
+                                                                                      monkeypatch):
+    """A one-pass workflow (Save Image fed by the first composite) has no later pass for
+    --refine-rate to set: it used to run one pass and ignore the flag."""
+    workflow = json.loads((setup / ONE_VIEW).read_text())
+    _relink(workflow, 10, 0, 9)
+    one_pass = tmp_path / "one_pass.json"
+    one_pass.write_text(json.dumps(workflow))
+    monkeypatch.setattr(eval_default, "load_vqgan", lambda *a, **k: pytest.fail("loaded a model first"))
+    code, _ = run(setup, tmp_path, "--workflow", str(one_pass), "--refine-rate", "0.5")
+    assert code != 0 and "add --refine N" in capsys.readouterr().err
 
 
 def test_compare_to_a_missing_report_fails_before_the_models_load(setup, tmp_path, capsys, monkeypatch):

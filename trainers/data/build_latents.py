@@ -134,6 +134,12 @@ def extended_set(args, token_version: str) -> dict:
     if base.get("resolution") != args.resolution:
         raise InputError(f"--extend {args.extend} was built at --resolution {base.get('resolution')}, "
                          f"not {args.resolution}: give the same resolution")
+    # the base's held-out images were chosen by its --val-fraction; another one here would split the
+    # added images differently, and the extended set's record would misname the base's split
+    recorded = (read_build_record(Path(args.extend)) or {}).get("val_fraction")
+    if recorded is not None and recorded != args.val_fraction:
+        raise InputError(f"--extend {args.extend} was split with --val-fraction {recorded}, not "
+                         f"{args.val_fraction}: give the same --val-fraction")
     return base
 
 

@@ -87,7 +87,7 @@ from .code_colours import code_colours, colour_report, palette
 from .evaluate import (SampleSource, cached_features, content_key, decoder_dtype, default_cache_dir, file_digest,
                        folder_images)
 from .inpaint_setup import (WORKFLOW, InpaintPass, InpaintSettings, hole_crops, hole_masks, image_batches, image_subset,
-                            mean_fill, paste, place_hole, scattered_positions, thumbnail, to_model, workflow_settings)
+                            paste, place_hole, scattered_positions, thumbnail, to_model, workflow_settings)
 from .inception import PREPROCESS_VERSION, FeatureExtractor, InceptionFeatures, extract_features
 from .linear_probe import fit_linear_probe
 from .paired import compare_reports, format_comparison, format_figures, load_report, paired_figures
@@ -143,7 +143,7 @@ def inpainting(args, vqgan, prior, scorer, lpips, settings: InpaintSettings, dev
         original = to_model(pixels)
         b, _, H, W = original.shape
         mask = hole_masks(holes, H, W, f)
-        filled = torch.stack([mean_fill(original[i], holes[i].box(f), ring) for i in range(b)])
+        filled = hide_masked(original, mask, ring)  # the no-model baseline: the ring's mean colour
         with torch.inference_mode():
             tokens = vqgan.encode(original.to(device))  # the truth, and the reconstruction floor's
             # what the prior is given around the hole: with --context hidden (smooth), tokens encoded
@@ -240,6 +240,9 @@ def eval_passes(settings: InpaintSettings, refine: int | None, refine_rate: floa
     first, later = settings.passes[0], list(settings.passes[1:])
     if refine is not None:
         later = [later[0] if later else first] * refine
+    if refine_rate is not None and not later:
+        raise InputError(f"--refine-rate {refine_rate} sets the rate of the refining passes, and this workflow "
+                         "has one pass: add --refine N to run N refining passes at that rate")
     if refine_rate is not None:
         later = [replace(p, rate=refine_rate) for p in later]
     return (first, *later)
@@ -501,6 +504,8 @@ def main(argv: list[str] | None = None, extractor: FeatureExtractor | None = Non
         _check_args(args)
         if args.classes:
             settings_from_args(args)  # bad sampler flags fail before the models load
+        settings = workflow_settings(args.workflow)
+        eval_passes(settings, args.refine, args.refine_rate)  # so does a --refine-rate with no pass to set
         baseline = load_report(args.compare_to) if args.compare_to else None  # a bad path fails early too
         device = torch.device(args.device)
         progress = not args.no_progress
@@ -529,7 +534,6 @@ def main(argv: list[str] | None = None, extractor: FeatureExtractor | None = Non
         if lpips is None and args.hole * vqgan.factor < lp.min_size:
             raise InputError(f"the hole is {args.hole * vqgan.factor} px; LPIPS-Alex needs at least "
                              f"{lp.min_size}: use a larger --hole")
-        settings = workflow_settings(args.workflow)
 
         report = {"vqgan": str(args.vqgan), "prior": str(args.prior), "images": str(args.images),
                   "val_fraction": args.val_fraction, "split": args.split, "seed": args.seed,

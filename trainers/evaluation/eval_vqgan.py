@@ -51,13 +51,14 @@ from tqdm import tqdm
 from sundae_core.cli import doc_summary, run_guarded, write_json_report
 from sundae_core.errors import InputError
 from sundae_core.grid import make_grid, save_png
+from sundae_core.images import hide_masked
 from sundae_core.models import inference_dtype, load_vqgan, model_path
 
 from ..data.image_data import HELD_OUT_FRACTION
 from ..training.lpips import load_lpips
 from ..training.train_vqgan import psnr
 from .code_colours import DOMINANCE, code_colours, colour_report, palette
-from .inpaint_setup import (WORKFLOW, hole_crops, hole_masks, image_batches, image_subset, mean_fill, paste,
+from .inpaint_setup import (WORKFLOW, hole_crops, hole_masks, image_batches, image_subset, paste,
                             place_hole, thumbnail, to_model, workflow_settings)
 from .paired import compare_vqgan, format_vqgan_comparison, load_report
 
@@ -194,7 +195,7 @@ def held_out_holes(args, vqgan, lpips, device, progress: bool,
         if not all(k in encoded for k in keys):
             encoded.update(zip(keys, vqgan.encode(original.to(device)).cpu()))
         decoded = vqgan.decode(torch.stack([encoded[k] for k in keys]).to(device)).float().cpu()
-        filled = torch.stack([mean_fill(original[i], holes[i].box(f), args.ring or f) for i in range(len(batch))])
+        filled = hide_masked(original, mask, args.ring or f)  # the ring's mean colour
         real = hole_crops(original, holes, f)
         scores = {}
         for name, image in (("reconstruction", paste(original, decoded, mask, feather, settings.seam_band)),

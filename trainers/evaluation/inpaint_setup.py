@@ -159,6 +159,9 @@ def place_hole(image: np.ndarray, factor: int, size: int, generator: torch.Gener
     gh, gw = h // factor, w // factor
     if size < 1 or size > min(gh, gw):
         raise InputError(f"--hole {size} does not fit the {gh}x{gw} token grid")
+    if size == gh == gw:
+        raise InputError(f"--hole {size} covers the whole {gh}x{gw} token grid: there is nothing around it to "
+                         "inpaint from or take the mean-fill colour from; use a smaller --hole")
     subject = torch.from_numpy((image < BACKGROUND).any(-1)).double()  # (H W) 1 = subject
     per_token = F.avg_pool2d(subject[None, None], factor)  # (1 1 gh gw) subject share per token
     share = F.avg_pool2d(per_token, size, stride=1)[0, 0]  # (gh-size+1 gw-size+1) per window
@@ -167,22 +170,6 @@ def place_hole(image: np.ndarray, factor: int, size: int, generator: torch.Gener
     good = (inner >= inner.max() - slack).nonzero()
     top, left = good[int(torch.randint(len(good), (1,), generator=generator))].tolist()
     return Hole(top + margin, left + margin, size, round(float(inner[top, left]), 4))
-
-
-def mean_fill(image: torch.Tensor, box: tuple[int, int, int, int], ring: int) -> torch.Tensor:
-    """image (c H W): the box (y0, y1, x0, x1) filled with the mean colour of the pixels in a ring
-    `ring` pixels wide around it (clipped to the image)."""
-    y0, y1, x0, x1 = box
-    H, W = image.shape[-2:]
-    around = torch.zeros(H, W, dtype=torch.bool)
-    around[max(0, y0 - ring):min(H, y1 + ring), max(0, x0 - ring):min(W, x1 + ring)] = True
-    around[y0:y1, x0:x1] = False
-    if not bool(around.any()):
-        raise InputError("the hole covers the whole image: there is no ring around it to take a colour from")
-    colour = image[:, around.to(image.device)].double().mean(1).to(image.dtype)  # (c,)
-    out = image.clone()
-    out[:, y0:y1, x0:x1] = colour[:, None, None]
-    return out
 
 
 def hole_masks(holes: list[Hole], height: int, width: int, factor: int) -> torch.Tensor:

@@ -53,6 +53,7 @@ RANGES: dict[str, Range] = {
     "train.ema_decay": SHARE,
     "train.unroll_steps": AT_LEAST_1,
     "train.label_dropout": SHARE,
+    "train.block_corruption": Range(0, 1, note="the share of samples; 0 = the paper's corruption only"),
     "train.hole_share": Range(0, 1, high_open=True, note="the share of each batch's rows; 0 = none"),
     "train.shift": Range(0, note="0 = off; under half the token grid's smaller side"),
     "train.perceptual_weight": Range(0),

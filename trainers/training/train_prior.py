@@ -133,8 +133,6 @@ class PriorTrainConfig:
         if self.view_distill and not (self.view_distill_teacher or self.init):
             raise ConfigError("train.view_distill needs a teacher: set train.view_distill_teacher to a prior file "
                               "(or train.init, whose prior then teaches), or set train.view_distill to 0")
-        if not 0 <= self.block_corruption <= 1:
-            raise ConfigError(f"train.block_corruption is a share of samples in [0, 1], got {self.block_corruption}")
         self.sampler_settings()  # a bad train.sample_* value fails when the config loads
 
     def sampler_settings(self) -> SamplerSettings:
