@@ -4,7 +4,7 @@ Installed as `sundae_nodes`; inside ComfyUI reached only as the pack's `.nodes` 
 owns the top-level name `nodes`), hence relative imports only.
 """
 
-from .loaders import SundaePriorLoader, SundaeVQGANLoader
+from .loaders import SundaeApplyPriorAdapter, SundaePriorLoader, SundaeVQGANLoader
 from .pixels import SundaeComposite, SundaeOutpaintCanvas, SundaeVQDecode
 from .sampling import SundaeDenoiseStep, SundaeSample
 from .tokens import (SundaeClassLabel, SundaeCorrupt, SundaeLatentMask, SundaeRandomClass, SundaeRandomTokens,
@@ -13,6 +13,7 @@ from .tokens import (SundaeClassLabel, SundaeCorrupt, SundaeLatentMask, SundaeRa
 NODE_DISPLAY_NAME_MAPPINGS = {
     "SundaeVQGANLoader": "Load SUNDAE VQ-GAN",
     "SundaePriorLoader": "Load SUNDAE Prior",
+    "SundaeApplyPriorAdapter": "SUNDAE Apply Prior Adapter",
     "SundaeVQEncode": "SUNDAE VQ Encode",
     "SundaeRandomTokens": "SUNDAE Random Tokens",
     "SundaeLatentMask": "SUNDAE Latent Mask",
@@ -26,6 +27,6 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "SundaeOutpaintCanvas": "SUNDAE Outpaint Canvas",
 }
 NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in (
-    SundaeVQGANLoader, SundaePriorLoader, SundaeVQEncode, SundaeRandomTokens, SundaeLatentMask, SundaeCorrupt,
+    SundaeVQGANLoader, SundaePriorLoader, SundaeApplyPriorAdapter, SundaeVQEncode, SundaeRandomTokens, SundaeLatentMask, SundaeCorrupt,
     SundaeClassLabel, SundaeRandomClass, SundaeSample, SundaeDenoiseStep, SundaeVQDecode, SundaeComposite,
     SundaeOutpaintCanvas)}

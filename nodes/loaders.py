@@ -6,12 +6,13 @@ import hashlib
 from functools import lru_cache
 from pathlib import Path
 
+from sundae_core.adapters import KIND as ADAPTER, MAX_STRENGTH, apply_adapter, load_adapter
 from sundae_core.errors import MissingAssetError
 from sundae_core.models import inference_dtype, load_model
 
 from .comfy_bridge import torch_device
 from .model_files import list_models, resolve_model
-from .node_inputs import CATEGORY, PRIOR, VQGAN
+from .node_inputs import CATEGORY, PRIOR, PRIOR_INPUT, VQGAN
 
 
 def _name_input(kind: str) -> tuple:
@@ -90,3 +91,36 @@ class SundaePriorLoader:
 
     def load(self, prior_name):
         return (_load("prior", prior_name),)
+
+
+class SundaeApplyPriorAdapter:
+    DESCRIPTION = ("Apply a prior adapter: a fine-tune of a prior kept as the low-rank change of its "
+                   "weights (sundae-extract-adapter). The shipped inpaint_adapter.safetensors is the "
+                   "embedded prior trained on holes whose pixels were hidden before encoding, as the "
+                   "inpainting workflow meets them. Gives a new prior; the one loaded stays as it was, so "
+                   "other samplers can use it unadapted. An adapter made from another prior is refused.")
+    CATEGORY = f"{CATEGORY}/loaders"
+    RETURN_TYPES = (PRIOR,)
+    RETURN_NAMES = ("prior",)
+    OUTPUT_TOOLTIPS = ("The prior with the adapter's change added.",)
+    FUNCTION = "apply"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        adapters = list_models(ADAPTER, with_default=False)
+        return {"required": {
+            "prior": PRIOR_INPUT,
+            "adapter_name": (adapters, {**({"default": adapters[0]} if adapters else {}), "tooltip": (
+                "A prior adapter from the sundae model folder (kind prior_adapter). It must have been made "
+                "from the prior it is applied to.")}),
+            "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": MAX_STRENGTH, "step": 0.05, "tooltip": (
+                "How much of the fine-tune's change to add: 1 = as trained, 0 = the prior alone.")}),
+        }}
+
+    @classmethod
+    def IS_CHANGED(cls, adapter_name, **_):  # the prior and strength are in ComfyUI's cache key already
+        return _file_stamp(ADAPTER, adapter_name)
+
+    def apply(self, prior, adapter_name, strength):
+        where = f"SUNDAE Apply Prior Adapter ({adapter_name}): "
+        return (apply_adapter(prior, load_adapter(resolve_model(adapter_name, ADAPTER)), strength, where),)

@@ -48,11 +48,12 @@ def _kind(path: Path, mtime_ns: int, size: int) -> str | None:
         return None  # not ours or unreadable: not offered (loading it by name explains why)
 
 
-def list_models(kind: str) -> list[str]:
+def list_models(kind: str, with_default: bool = True) -> list[str]:
     """COMBO options: `default`, then relative paths of checkpoints of `kind` in all folders.
     `<kind>.safetensors` at the top of a folder is what `default` names (the first folder's that
-    has one wins either way), so it is not listed again under its own name."""
-    names, same_as_default = [], f"{kind}.safetensors"
+    has one wins either way), so it is not listed again under its own name. Without `default`
+    (kinds that have none, as prior adapters): the files alone."""
+    names, same_as_default = [], f"{kind}.safetensors" if with_default else None
     for folder in model_folders():
         if not folder.is_dir():
             continue
@@ -64,7 +65,7 @@ def list_models(kind: str) -> list[str]:
             name = path.relative_to(folder).as_posix()
             if name != same_as_default and name not in names and _kind(path, stat.st_mtime_ns, stat.st_size) == kind:
                 names.append(name)
-    return [DEFAULT] + names
+    return [DEFAULT] + names if with_default else names
 
 
 def resolve_model(name: str, kind: str) -> Path:

@@ -9,6 +9,7 @@ plus any extra string metadata the writer adds (training step, data, ...).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -25,6 +26,7 @@ from . import bounded_json
 from .errors import CheckpointError
 
 FORMAT_VERSION = 1
+FINGERPRINT_DIGITS = 16
 KIND_KEY, FORMAT_KEY, CONFIG_KEY = "sundae.kind", "sundae.format", "sundae.config"
 
 
@@ -179,6 +181,19 @@ def load_state_strict(module: torch.nn.Module, tensors: dict[str, torch.Tensor],
     """Load weights requiring exactly the module's keys and shapes, finite floats; explain any mismatch."""
     check_state(module, tensors, path)
     module.load_state_dict(tensors, strict=True)
+
+
+def weights_fingerprint(state: dict[str, torch.Tensor]) -> str:
+    """A short hash of a model's weights (a state dict), the same whether they are held in
+    float32, bf16 or float16 for inference: every tensor is hashed as its bf16 rounding (the
+    embedded models are stored in bf16, so their copies in any inference dtype round back to the
+    same values). What a prior adapter names its base by (sundae_core/adapters.py)."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().to("cpu", torch.bfloat16).contiguous()
+        digest.update(f"{name}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.view(torch.int16).numpy().tobytes())
+    return digest.hexdigest()[:FINGERPRINT_DIGITS]
 
 
 def existing_file(path: str | Path, what: str = "checkpoint") -> Path:

@@ -9,7 +9,8 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from . import bounded_json
-from .checkpoint import CONFIG_KEY, KIND_KEY, check_state, load_checkpoint, read_metadata, save_checkpoint
+from .checkpoint import (CONFIG_KEY, KIND_KEY, check_state, load_checkpoint, read_metadata, save_checkpoint,
+                         weights_fingerprint)
 from .config import HourglassConfig, VQGANConfig, from_dict, to_dict
 from .cpu_features import cpu_bf16_is_fast
 from .errors import CheckpointError, ConfigError, InputError, MissingAssetError
@@ -144,7 +145,10 @@ def load_model(path: str | Path, kind: str, device: str | torch.device | None = 
         config = from_dict(config_cls, ckpt.config)
     except ConfigError as err:
         raise CheckpointError(f"{path}: embedded config is invalid: {err}") from None
-    return for_inference(build_with_weights(config, ckpt.tensors, path), device, dtype)
+    model = build_with_weights(config, ckpt.tensors, path)
+    if kind == "prior":  # taken from the file's own values, before any cast: what adapters name their base by
+        model.weights_fingerprint = weights_fingerprint(ckpt.tensors)
+    return for_inference(model, device, dtype)
 
 
 def for_inference(model: nn.Module, device: str | torch.device | None = None,

@@ -709,6 +709,60 @@ def test_a_refine_rate_with_no_refining_pass_to_set_is_refused_before_the_models
     assert code != 0 and "add --refine N" in capsys.readouterr().err
 
 
+def _with_adapter(workflow: dict, samplers: list[int], name: str, strength: float) -> dict:
+    """The UI-format workflow with a SUNDAE Apply Prior Adapter between the prior loader (node 2) and
+    the given samplers' prior inputs."""
+    graph = copy.deepcopy(workflow)
+    node_id, link_id = graph["last_node_id"] + 1, graph["last_link_id"] + 1
+    graph["nodes"].append({"id": node_id, "type": "SundaeApplyPriorAdapter", "pos": [0, 0], "size": [300, 100],
+                           "flags": {}, "order": 2, "mode": 0,
+                           "inputs": [{"name": "prior", "type": "SUNDAE_PRIOR", "link": link_id}],
+                           "outputs": [{"name": "prior", "type": "SUNDAE_PRIOR", "links": [], "slot_index": 0}],
+                           "properties": {}, "widgets_values": [name, strength]})
+    graph["links"].append([link_id, 2, 0, node_id, 0, "SUNDAE_PRIOR"])
+    for link in graph["links"]:
+        if link[3] in samplers and link[5] == "SUNDAE_PRIOR":
+            link[1] = node_id
+    graph["last_node_id"], graph["last_link_id"] = node_id, link_id
+    return graph
+
+
+def test_a_workflows_prior_adapter_is_replayed_per_pass_and_the_flag_replaces_it(setup, tmp_path, monkeypatch,
+                                                                                  capsys):
+    """The adapter SUNDAE Apply Prior Adapter puts between the loader and a sampler is read per
+    pass and applied as the node applies it; --adapter none drops it, --adapter FILE sets it on
+    every pass, and a missing file is refused before the models load."""
+    from sundae_core.adapters import extract_adapter, save_adapter
+    from sundae_core.models import load_prior
+
+    base = load_prior(setup / "prior.safetensors", dtype=torch.float32)
+    torch.manual_seed(7)
+    other = HourglassTransformer(base.config)  # far from the base: its rank-2 change moves the predictions
+    models = tmp_path / "models"
+    save_adapter(models / "holes.safetensors", extract_adapter(base.state_dict(), other.state_dict(), 2, ""))
+    monkeypatch.setenv("SUNDAE_MODEL_DIR", str(models))
+    first_only = tmp_path / "adapted.json"
+    first_only.write_text(json.dumps(_with_adapter(json.loads((setup / ONE_VIEW).read_text()), [7], "holes.safetensors",
+                                                   0.5)))
+    s = inpaint_setup.workflow_settings(first_only)
+    assert [(p.adapter, p.adapter_strength) for p in s.passes] == [("holes.safetensors", 0.5), ("", 1.0)]
+
+    code, adapted = run(setup, tmp_path / "adapted", "--workflow", str(first_only), "--n", "2")
+    assert code == 0
+    assert [p.get("adapter") for p in adapted["inpainting"]["passes"]] == ["holes.safetensors", None]
+    code, plain = run(setup, tmp_path / "plain", "--workflow", str(first_only), "--n", "2", "--adapter", "none")
+    assert code == 0 and all("adapter" not in p for p in plain["inpainting"]["passes"])
+    # the one-step figures read the first pass's prior, here adapted
+    assert [r["hole_token_accuracy"] for r in adapted["inpainting"]["images"]] != \
+        [r["hole_token_accuracy"] for r in plain["inpainting"]["images"]]
+    code, every = run(setup, tmp_path / "every", "--n", "2", "--adapter", str(models / "holes.safetensors"))
+    assert code == 0 and {p["adapter"] for p in every["inpainting"]["passes"]} == {str(models / "holes.safetensors")}
+
+    monkeypatch.setattr(eval_default, "load_vqgan", lambda *a, **k: pytest.fail("loaded a model first"))
+    assert run(setup, tmp_path / "missing", "--adapter", str(tmp_path / "nope.safetensors"))[0] != 0
+    assert "nope.safetensors is not a file" in capsys.readouterr().err
+
+
 def test_compare_to_a_missing_report_fails_before_the_models_load(setup, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(eval_default, "load_vqgan", lambda *a, **k: pytest.fail("loaded a model first"))
     code, _ = run(setup, tmp_path, "--compare-to", str(tmp_path / "nowhere.json"))

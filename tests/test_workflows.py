@@ -48,7 +48,9 @@ def test_workflow_is_a_laid_out_ui_file_with_consistent_links(path):
     assert loaders and all(n["widgets_values"] == ["default"] for n in loaders)
 
 
-LOADERS = {name: cls for name, cls in NODE_CLASS_MAPPINGS.items() if cls.CATEGORY.endswith("/loaders")}
+# the model loaders (SUNDAE Apply Prior Adapter, also under loaders, takes a prior and has a strength)
+LOADERS = {name: cls for name, cls in NODE_CLASS_MAPPINGS.items()
+           if cls.CATEGORY.endswith("/loaders") and name != "SundaeApplyPriorAdapter"}
 
 
 def _loader_widgets(cls) -> dict[str, list]:

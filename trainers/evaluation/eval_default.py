@@ -68,11 +68,13 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from sundae_core.adapters import apply_adapter, load_adapter
 from sundae_core.cli import doc_summary, run_guarded, write_json_report
 from sundae_core.corruption import corrupt
 from sundae_core.errors import InputError
 from sundae_core.grid import make_grid, save_png, to_uint8
 from sundae_core.images import hide_masked
+from sundae_core.graph import default_registry
 from sundae_core.masks import latent_mask
 from sundae_core.models import check_models_fit, inference_dtype, load_prior, load_vqgan, model_path
 from sundae_core.sampler import SampleResult, model_logits_fn, sample
@@ -98,6 +100,7 @@ METHODS = ("reconstruction", "inpaint", "mean_fill")
 GRID_COLUMNS = ("original (hole outlined)", "inpaint", "mean_fill", "reconstruction")
 COMPLETION_SEED_OFFSET = 1  # the token-completion figure's generator: --seed + this
 REFINE_SEED_OFFSET = 100  # the k-th refining pass's generator: --seed + this + k
+WORKFLOW_ADAPTER, NO_ADAPTER = "workflow", "none"  # --adapter's two words; anything else is a file
 HIDE_FILL = {"hidden": "mean", "smooth": "smooth"}  # --context -> images.hide_masked's fill
 # --also-vqgan's figures, paired with the first decoder's: name -> lower is better
 ALSO_PAIRED = {"reconstruction_lpips": True, "reconstruction_psnr": False, "inpaint_lpips": True, "inpaint_psnr": False}
@@ -120,8 +123,11 @@ def inpainting(args, vqgan, prior, scorer, lpips, settings: InpaintSettings, dev
     the same tokens beside the first (--also-vqgan)."""
     f, vocab = vqgan.factor, vqgan.vocab_size
     files = image_subset(args.images, args.n, args.val_fraction, args.split)
-    logits_fn = model_logits_fn(prior, compile=args.compile)
-    score_fn = model_logits_fn(scorer)
+    passes = eval_passes(settings, args.refine, args.refine_rate, args.adapter)
+    models = pass_models(passes, prior, scorer)  # each pass's (sampling prior, float32 scorer)
+    logits_fns = [model_logits_fn(sampler, compile=args.compile) for sampler, _ in models]
+    # the one-step figures read the first pass's prior: the one that meets the hidden hole
+    score_fn = model_logits_fn(models[0][1])
     # with the workflow's shifted views, the completion the sampler sees, beside the prior's own
     views_fn = ShiftedViews(score_fn, settings.sampler.views) if settings.sampler.views > 1 else None
     place_gen = torch.Generator().manual_seed(args.seed)
@@ -130,7 +136,6 @@ def inpainting(args, vqgan, prior, scorer, lpips, settings: InpaintSettings, dev
     # the sampler's, it moved with any workflow setting that changed how many numbers sampling drew
     completion_g = torch.Generator(device).manual_seed(args.seed + COMPLETION_SEED_OFFSET)
     ring = args.ring or f
-    passes = eval_passes(settings, args.refine, args.refine_rate)
     # a generator per pass: the first pass draws what a one-pass run draws, so the two pair cleanly
     generators = [g, *(torch.Generator(device).manual_seed(args.seed + REFINE_SEED_OFFSET + k)
                        for k in range(1, len(passes)))]
@@ -156,7 +161,7 @@ def inpainting(args, vqgan, prior, scorer, lpips, settings: InpaintSettings, dev
             # --grow: the tokens beside the hole, which read the fill that hid it, are redrawn too
             repaint = hole if not args.grow else F.max_pool2d(hole[:, None].float(), 2 * args.grow + 1, 1,
                                                               args.grow)[:, 0] > 0
-            result = sample_passes(logits_fn, vqgan, prior.null_label, passes, original, mask, context, repaint,
+            result = sample_passes(logits_fns, vqgan, prior.null_label, passes, original, mask, context, repaint,
                                    generators)
             decoded = vqgan.decode(torch.cat([tokens, result.tokens])).cpu()  # recon then inpaint
             fillings = completion_g.get_state()  # the views' figure replays the same random fillings
@@ -234,9 +239,14 @@ def inpainting(args, vqgan, prior, scorer, lpips, settings: InpaintSettings, dev
     return InpaintingResult({"inpainting": inpaint, "token_completion": completion}, thumbs)
 
 
-def eval_passes(settings: InpaintSettings, refine: int | None, refine_rate: float | None) -> tuple[InpaintPass, ...]:
+def eval_passes(settings: InpaintSettings, refine: int | None, refine_rate: float | None,
+                adapter: str = WORKFLOW_ADAPTER) -> tuple[InpaintPass, ...]:
     """The workflow's passes; --refine N keeps its first and N later ones (each the workflow's
-    second pass, or its first where it has one only), --refine-rate sets the later ones' rate."""
+    second pass, or its first where it has one only), --refine-rate sets the later ones' rate,
+    --adapter replaces every pass's adapter (none: the prior alone; a file: it, at strength 1)."""
+    if adapter != WORKFLOW_ADAPTER:
+        use = "" if adapter == NO_ADAPTER else str(Path(adapter).absolute())
+        settings = InpaintSettings(tuple(replace(p, adapter=use, adapter_strength=1.0) for p in settings.passes))
     first, later = settings.passes[0], list(settings.passes[1:])
     if refine is not None:
         later = [later[0] if later else first] * refine
@@ -248,16 +258,39 @@ def eval_passes(settings: InpaintSettings, refine: int | None, refine_rate: floa
     return (first, *later)
 
 
-def sample_passes(logits_fn, vqgan, null_label: int | None, passes: tuple[InpaintPass, ...], original: torch.Tensor,
+def pass_models(passes: tuple[InpaintPass, ...], prior, scorer) -> list[tuple]:
+    """Each pass's (sampling prior, float32 scorer): the prior, or the pass's adapter applied to it
+    as SUNDAE Apply Prior Adapter applies it (a workflow's adapter named as the node names it, in
+    the sundae model folders; an --adapter file by its path). Passes with the same adapter share
+    one pair."""
+    made = {}
+    for p in passes:
+        key = (p.adapter, p.adapter_strength)
+        if key not in made:
+            made[key] = (prior, scorer) if not p.adapter else tuple(_adapted(m, p) for m in (prior, scorer))
+    return [made[(p.adapter, p.adapter_strength)] for p in passes]
+
+
+def _adapted(model, p: InpaintPass):
+    if Path(p.adapter).is_absolute():  # --adapter FILE
+        return apply_adapter(model, load_adapter(p.adapter), p.adapter_strength, f"--adapter {p.adapter}: ")
+    node = default_registry().classes.get("SundaeApplyPriorAdapter")
+    if node is None:
+        raise InputError("the workflow applies a prior adapter, and the sundae node pack is not installed: "
+                         "pip install -e . in the checkout")
+    return node().apply(model, p.adapter, p.adapter_strength)[0]
+
+
+def sample_passes(logits_fns: list, vqgan, null_label: int | None, passes: tuple[InpaintPass, ...], original: torch.Tensor,
                   mask: torch.Tensor, context: torch.Tensor, repaint: torch.Tensor,
                   generators: list[torch.Generator]) -> SampleResult:
     """The workflow's sampling, pass k drawing from generators[k]: the first pass redraws the hole
     (`repaint`, b h w) in `context`; each later one pastes its predecessor's decode into `original`
     (model layout) with that pass's composite, encodes it whole and redraws the hole around it, so
-    the tokens beside the hole read a plausible fill rather than the flat one that hid it.
-    steps_used adds the passes'."""
+    the tokens beside the hole read a plausible fill rather than the flat one that hid it, with
+    logits_fns[k] (the pass's prior, adapted or not). steps_used adds the passes'."""
     result, steps_used = None, 0
-    for step, before, generator in zip(passes, (None, *passes), generators):
+    for step, before, generator, logits_fn in zip(passes, (None, *passes), generators, logits_fns):
         if result is not None:
             pasted = paste(original, vqgan.decode(result.tokens).cpu(), mask, before.feather, before.seam_band)
             context = vqgan.encode(pasted.to(context.device))
@@ -448,6 +481,9 @@ def build_parser() -> argparse.ArgumentParser:
     inp.add_argument("--refine-rate", type=float,
                      help="the later passes' corrupt rate, the share of the hole redrawn from noise "
                           "(default: the workflow's)")
+    inp.add_argument("--adapter", default=WORKFLOW_ADAPTER,
+                     help="the prior adapter every pass samples with: a .safetensors path, 'none' (the prior "
+                          "alone), or 'workflow' (default: each pass's SUNDAE Apply Prior Adapter, if any)")
     inp.add_argument("--workflow", default=str(WORKFLOW),
                      help="inpainting workflow whose corrupt rate, sampler settings and feather are used "
                           "(default workflows/inpaint_1024.json)")
@@ -506,6 +542,9 @@ def main(argv: list[str] | None = None, extractor: FeatureExtractor | None = Non
             settings_from_args(args)  # bad sampler flags fail before the models load
         settings = workflow_settings(args.workflow)
         eval_passes(settings, args.refine, args.refine_rate)  # so does a --refine-rate with no pass to set
+        if args.adapter not in (WORKFLOW_ADAPTER, NO_ADAPTER) and not Path(args.adapter).is_file():
+            raise InputError(f"--adapter {args.adapter} is not a file; give a prior adapter (sundae-extract-adapter), "
+                             f"'{NO_ADAPTER}' or '{WORKFLOW_ADAPTER}'")
         baseline = load_report(args.compare_to) if args.compare_to else None  # a bad path fails early too
         device = torch.device(args.device)
         progress = not args.no_progress

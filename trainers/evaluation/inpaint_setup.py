@@ -33,16 +33,21 @@ BACKGROUND = 250  # a pixel whose channels are all >= this (of 255) is white bac
 
 @dataclass(frozen=True)
 class InpaintPass:
-    """One sampling pass of the workflow: the hole's corrupt rate, the sampler's settings, and the
-    feather and seam band of the composite that pastes its result."""
+    """One sampling pass of the workflow: the hole's corrupt rate, the sampler's settings, the
+    feather and seam band of the composite that pastes its result, and the prior adapter its
+    sampler's prior passes through (SUNDAE Apply Prior Adapter: a model-folder name, "" = none)."""
 
     rate: float
     sampler: SamplerSettings
     feather: int
     seam_band: int = 0
+    adapter: str = ""
+    adapter_strength: float = 1.0
 
     def to_dict(self) -> dict:
-        return {"rate": self.rate, **self.sampler.to_dict(), "feather": self.feather, "seam_band": self.seam_band}
+        adapter = {"adapter": self.adapter, "adapter_strength": self.adapter_strength} if self.adapter else {}
+        return {"rate": self.rate, **self.sampler.to_dict(), "feather": self.feather, "seam_band": self.seam_band,
+                **adapter}
 
 
 @dataclass(frozen=True)
@@ -79,7 +84,9 @@ def workflow_settings(path: str | Path) -> InpaintSettings:
     (widget values mapped to names by the installed node definitions, as `sundae-run` does), of
     the nodes an output needs, in the order they run. Each pass is Corrupt -> Sample -> VQ Decode
     -> Composite; a later pass encodes its predecessor's composite whole (VQ Encode without a
-    mask) into its Corrupt, with the first pass's latent mask: what `sundae-eval-default` replays."""
+    mask) into its Corrupt, with the first pass's latent mask: what `sundae-eval-default` replays.
+    A sampler's prior may pass through one SUNDAE Apply Prior Adapter (its file and strength are
+    read; the prior loader's file is not: the evaluation's --prior takes its place)."""
     registry = default_registry()
     prompt = {str(k): v for k, v in load_workflow(path, registry.definitions()).prompt.items()}
     order = run_order(prompt, registry)
@@ -125,9 +132,17 @@ def workflow_settings(path: str | Path) -> InpaintSettings:
             sampler = SamplerSettings.from_node_inputs(prompt[node_id]["inputs"])
         except SamplerSettingError as err:
             raise InputError(f"{path}: SundaeSample node {node_id}'s {err.setting}: {err}") from None
-        paste_with = prompt[composite]["inputs"]
+        paste_with, adapter = prompt[composite]["inputs"], {}
+        applier = source(node_id, "prior", "SundaeApplyPriorAdapter")
+        if applier is not None:
+            if source(applier, "prior", "SundaeApplyPriorAdapter") is not None:
+                raise refuse(f"SundaeSample node {node_id}'s prior passes through two adapters; the evaluation "
+                             "replays one")
+            use = prompt[applier]["inputs"]
+            adapter = {"adapter": str(use["adapter_name"]), "adapter_strength": float(use["strength"])}
         passes.append(InpaintPass(rate=float(prompt[corrupt]["inputs"]["rate"]), sampler=sampler,
-                                  feather=int(paste_with["feather"]), seam_band=int(paste_with["seam_band"])))
+                                  feather=int(paste_with["feather"]), seam_band=int(paste_with["seam_band"]),
+                                  **adapter))
     return InpaintSettings(passes=tuple(passes))
 
 

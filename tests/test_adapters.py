@@ -1,0 +1,139 @@
+"""Prior adapters (sundae_core/adapters.py): a fine-tune kept as the low-rank change of its
+weights, extracted, saved, applied by the node, refused on another prior."""
+
+import json
+
+import pytest
+import torch
+
+from sundae_core.adapters import (AdapterConfig, PriorAdapter, apply_adapter, extract_adapter, load_adapter,
+                                  prior_fingerprint, save_adapter)
+from sundae_core.checkpoint import save_checkpoint, weights_fingerprint
+from sundae_core.config import HourglassConfig
+from sundae_core.errors import CheckpointError, InputError
+from sundae_core.hourglass import HourglassTransformer
+from sundae_core.models import load_prior, save_model
+from sundae_nodes import NODE_CLASS_MAPPINGS as N
+from sundae_nodes.model_files import list_models
+from trainers.checkpoints import extract_adapter as extract_cli
+
+VOCAB = 16
+CONFIG = HourglassConfig(vocab_size=VOCAB, dim=32, heads=2, depth=(1, 1, 1), shorten=4, num_classes=3,
+                         token_version="abcdef012345")
+
+
+def _prior(seed: int) -> HourglassTransformer:
+    torch.manual_seed(seed)
+    return HourglassTransformer(CONFIG).eval()
+
+
+def _low_rank_tuning(base: HourglassTransformer, rank: int, seed: int = 1) -> HourglassTransformer:
+    """`base` with every matrix moved by an exactly rank-`rank` change and every other tensor by noise."""
+    g = torch.Generator().manual_seed(seed)
+    tuned = _prior(0)
+    tuned.load_state_dict(base.state_dict())
+    with torch.no_grad():
+        for name, p in tuned.named_parameters():
+            if p.ndim == 2 and min(p.shape) >= 2 * rank:
+                p += 0.05 * torch.randn(p.shape[0], rank, generator=g) @ torch.randn(rank, p.shape[1], generator=g)
+            else:
+                p += 0.05 * torch.randn(p.shape, generator=g)
+    return tuned
+
+
+def _logits(model: HourglassTransformer) -> torch.Tensor:
+    tokens = torch.randint(0, VOCAB, (2, 8, 8), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        return model(tokens, torch.tensor([0, 1])).float()
+
+
+def test_an_exactly_low_rank_fine_tune_comes_back_whole_and_strength_scales_it():
+    base = _prior(0)
+    tuned = _low_rank_tuning(base, rank=2)
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    adapter = extract_adapter(base.state_dict(), tuned.state_dict(), rank=2, token_version=CONFIG.token_version)
+    assert any(k.endswith(".up") for k in adapter.tensors) and any(k.endswith(".delta") for k in adapter.tensors)
+    assert torch.allclose(_logits(apply_adapter(base, adapter)), _logits(tuned), atol=1e-4)
+    assert torch.equal(_logits(apply_adapter(base, adapter, strength=0.0)), _logits(base))
+    half = apply_adapter(base, adapter, strength=0.5).state_dict()
+    for name, value in half.items():
+        assert torch.allclose(value, (before[name] + tuned.state_dict()[name]) / 2, atol=1e-5), name
+    assert all(torch.equal(v, before[k]) for k, v in base.state_dict().items())  # the base is left as it was
+
+
+def test_a_lower_rank_keeps_the_largest_part_of_the_change():
+    base = _prior(0)
+    tuned = _low_rank_tuning(base, rank=4)
+    errors = []
+    for rank in (1, 2, 4):
+        merged = apply_adapter(base, extract_adapter(base.state_dict(), tuned.state_dict(), rank, "")).state_dict()
+        errors.append(sum(float((merged[k] - v).square().sum()) for k, v in tuned.state_dict().items()))
+    assert errors[0] > errors[1] > errors[2] and errors[2] < 1e-8
+
+
+def test_an_adapter_is_refused_on_another_prior_and_its_strength_is_bounded():
+    base, other = _prior(0), _prior(3)
+    adapter = extract_adapter(base.state_dict(), _low_rank_tuning(base, 2).state_dict(), 2, "")
+    with pytest.raises(InputError, match="made from the prior with weights fingerprint"):
+        apply_adapter(other, adapter)
+    with pytest.raises(InputError, match="strength must be in"):
+        apply_adapter(base, adapter, strength=-1.0)
+
+
+def test_the_fingerprint_is_the_files_whatever_dtype_the_prior_runs_in(tmp_path):
+    base = _prior(0).to(torch.bfloat16).float()  # bf16 values, as the embedded prior is stored
+    save_model(tmp_path / "prior.safetensors", base)
+    fp32 = load_prior(tmp_path / "prior.safetensors", dtype=torch.float32)
+    bf16 = load_prior(tmp_path / "prior.safetensors", dtype=torch.bfloat16)
+    assert prior_fingerprint(fp32) == prior_fingerprint(bf16) == weights_fingerprint(base.state_dict())
+    assert weights_fingerprint(_prior(3).state_dict()) != weights_fingerprint(base.state_dict())
+
+
+def test_save_and_load_round_trip_and_a_damaged_file_is_refused(tmp_path):
+    base = _prior(0)
+    adapter = extract_adapter(base.state_dict(), _low_rank_tuning(base, 2).state_dict(), 2, "v", "holes")
+    save_adapter(tmp_path / "a.safetensors", adapter)
+    loaded = load_adapter(tmp_path / "a.safetensors")
+    assert loaded.config == adapter.config and loaded.tensors.keys() == adapter.tensors.keys()
+    assert all(v.dtype == torch.bfloat16 for v in loaded.tensors.values())
+    broken = {k: v for k, v in adapter.tensors.items() if not k.endswith(".down")}
+    save_checkpoint(tmp_path / "b.safetensors", broken, kind="prior_adapter", config=json.loads(json.dumps(
+        adapter.config.__dict__)))
+    with pytest.raises(CheckpointError, match="no matching .down factor"):
+        load_adapter(tmp_path / "b.safetensors")
+    with pytest.raises(CheckpointError, match="'prior_adapter' checkpoint is needed"):
+        save_model(tmp_path / "p.safetensors", base)
+        load_adapter(tmp_path / "p.safetensors")
+
+
+def test_extract_cli_writes_an_adapter_the_node_lists_and_applies(tmp_path, monkeypatch, capsys):
+    base = _prior(0)
+    save_model(tmp_path / "prior.safetensors", base)
+    save_model(tmp_path / "tuned.safetensors", _low_rank_tuning(base, 2))
+    out = tmp_path / "adapters" / "holes.safetensors"
+    argv = ["--base", str(tmp_path / "prior.safetensors"), "--tuned", str(tmp_path / "tuned.safetensors"),
+            "--rank", "2", "--out", str(out), "--purpose", "a test"]
+    assert extract_cli.main(argv) == 0
+    assert "keeps 100.0% of the fine-tune's change" in capsys.readouterr().out
+    assert load_adapter(out).config.purpose == "a test"
+    assert extract_cli.main([*argv[:2], "--tuned", str(tmp_path / "prior.safetensors"), "--out",
+                             str(tmp_path / "same.safetensors")]) == 1
+    assert "same weights" in capsys.readouterr().err
+    assert extract_cli.main([*argv, "--rank", "0"]) == 1
+
+    monkeypatch.setenv("SUNDAE_MODEL_DIR", str(tmp_path))
+    assert "adapters/holes.safetensors" in list_models("prior_adapter", with_default=False)
+    node = N["SundaeApplyPriorAdapter"]
+    assert node.INPUT_TYPES()["required"]["adapter_name"][0] == list_models("prior_adapter", with_default=False)
+    assert node.IS_CHANGED(adapter_name="adapters/holes.safetensors").startswith("adapters/holes.safetensors:sha256:")
+    prior = N["SundaePriorLoader"]().load("default")[0]
+    adapted = node().apply(prior, "adapters/holes.safetensors", 1.0)[0]
+    tuned = load_prior(tmp_path / "tuned.safetensors", dtype=next(prior.parameters()).dtype)
+    assert torch.allclose(_logits(adapted), _logits(tuned), atol=0.05)
+    with pytest.raises(InputError, match=r"SUNDAE Apply Prior Adapter \(adapters/holes.safetensors\)"):
+        node().apply(_prior(3), "adapters/holes.safetensors", 1.0)
+
+
+def test_an_adapter_config_needs_a_rank():
+    with pytest.raises(Exception, match="rank must be >= 1"):
+        PriorAdapter(AdapterConfig(rank=0, base_fingerprint="", token_version=""), {})
