@@ -27,6 +27,6 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "SundaeOutpaintCanvas": "SUNDAE Outpaint Canvas",
 }
 NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in (
-    SundaeVQGANLoader, SundaePriorLoader, SundaeApplyPriorAdapter, SundaeVQEncode, SundaeRandomTokens, SundaeLatentMask, SundaeCorrupt,
-    SundaeClassLabel, SundaeRandomClass, SundaeSample, SundaeDenoiseStep, SundaeVQDecode, SundaeComposite,
-    SundaeOutpaintCanvas)}
+    SundaeVQGANLoader, SundaePriorLoader, SundaeApplyPriorAdapter, SundaeVQEncode, SundaeRandomTokens,
+    SundaeLatentMask, SundaeCorrupt, SundaeClassLabel, SundaeRandomClass, SundaeSample, SundaeDenoiseStep,
+    SundaeVQDecode, SundaeComposite, SundaeOutpaintCanvas)}

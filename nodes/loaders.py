@@ -95,10 +95,9 @@ class SundaePriorLoader:
 
 class SundaeApplyPriorAdapter:
     DESCRIPTION = ("Apply a prior adapter: a fine-tune of a prior kept as the low-rank change of its "
-                   "weights (sundae-extract-adapter). The shipped inpaint_adapter.safetensors is the "
-                   "embedded prior trained on holes whose pixels were hidden before encoding, as the "
-                   "inpainting workflow meets them. Gives a new prior; the one loaded stays as it was, so "
-                   "other samplers can use it unadapted. An adapter made from another prior is refused.")
+                   "weights (sundae-extract-adapter). Gives a new prior; the one loaded stays as it was, so "
+                   "other samplers can use it unadapted. Adapters of one prior stack; an adapter made from "
+                   "another prior is refused.")
     CATEGORY = f"{CATEGORY}/loaders"
     RETURN_TYPES = (PRIOR,)
     RETURN_NAMES = ("prior",)

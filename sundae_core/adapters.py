@@ -1,17 +1,18 @@
 """Prior adapters: a fine-tune of a prior kept as the change of its weights, small enough to ship
 beside the prior it was made from (the LoRA idea, applied after training).
 
-A specialist fine-tune (the inpainting adapter: the embedded prior trained on hidden holes) moves
-every weight, and a second full prior would double the embedded weights. Its change is nearly
-low-rank: each weight matrix's change `tuned - base` is kept as two factors from its SVD,
-`up (o r) @ down (r i)`, and the few small tensors (norms, biases, the class table) in full. On
-session 35's hole fine-tune, rank 16 (2.1 MB in bf16 against the prior's 24 MB) kept 0.043 of its
+A specialist fine-tune (an inpainting one: the embedded prior trained on hidden holes) moves every
+weight, and a second full prior would double the embedded weights. Its change is nearly low-rank:
+each weight matrix's change `tuned - base` is kept as two factors from its SVD,
+`up (o r) @ down (r i)`, and the few small tensors (norms, biases, the class table) whole. On
+session 35's hole fine-tune, rank 16 (2.2 MB in bf16 against the prior's 24 MB) kept 0.043 of its
 0.053 gain in hidden-hole top-1 (docs/campaign/history.md, session 37).
 
 Applying one builds a new prior with `base + strength x change`; the base is not touched, so one
 loaded prior serves workflows with and without it. An adapter names its base by a fingerprint of
-the base's weights (`weights_fingerprint`) and is refused on any other prior: the change of one
-prior's weights means nothing for another's.
+the base's weights (`checkpoint.weights_fingerprint`) and is refused on any other prior: the
+change of one prior's weights means nothing for another's. Adapters of one base stack (each is
+checked against the base the first was applied to).
 
 File (kind "prior_adapter"): `<weight>.up`, `<weight>.down` per factored matrix, `<weight>.delta`
 per tensor kept whole; the AdapterConfig in the header.
@@ -31,7 +32,7 @@ from .hourglass import HourglassTransformer
 from .models import build_with_weights, for_inference
 
 KIND = "prior_adapter"
-WHOLE = ".delta"
+UP, DOWN, WHOLE = ".up", ".down", ".delta"  # key suffixes: the two factors, a change kept whole
 MAX_STRENGTH = 4.0  # past the fine-tune itself (1) a little way; further only amplifies its noise
 
 
@@ -58,16 +59,18 @@ class PriorAdapter:
         for key, value in self.tensors.items():
             if key.endswith(WHOLE):
                 out[key[: -len(WHOLE)]] = value.float()
-            elif key.endswith(".up"):
-                name = key[: -len(".up")]
-                out[name] = value.float() @ self.tensors[f"{name}.down"].float()
+            elif key.endswith(UP):
+                name = key[: -len(UP)]
+                out[name] = value.float() @ self.tensors[name + DOWN].float()
         return out
 
 
-def prior_fingerprint(prior: HourglassTransformer) -> str:
-    """The fingerprint of a prior's weights as loaded (load_model records it from the file, before
-    any cast), else of its weights now."""
-    return getattr(prior, "weights_fingerprint", None) or weights_fingerprint(prior.state_dict())
+def base_fingerprint(prior: HourglassTransformer) -> str:
+    """The fingerprint an adapter for `prior` must name: that of the prior its adapters were
+    applied to, if any; else the one load_model recorded from the file (the dependable one:
+    weights_fingerprint of a float16 copy differs); else that of its weights now."""
+    return (getattr(prior, "adapted_from", None) or getattr(prior, "weights_fingerprint", None)
+            or weights_fingerprint(prior.state_dict()))
 
 
 def extract_adapter(base: dict[str, torch.Tensor], tuned: dict[str, torch.Tensor], rank: int,
@@ -89,26 +92,32 @@ def extract_adapter(base: dict[str, torch.Tensor], tuned: dict[str, torch.Tensor
         if change.ndim == 2 and min(change.shape) >= 2 * rank:
             u, s, vh = torch.linalg.svd(change, full_matrices=False)
             root = s[:rank].sqrt()
-            tensors[f"{name}.up"] = (u[:, :rank] * root).float()  # (o r)
-            tensors[f"{name}.down"] = (root[:, None] * vh[:rank]).float()  # (r i)
+            tensors[name + UP] = (u[:, :rank] * root).float()  # (o r)
+            tensors[name + DOWN] = (root[:, None] * vh[:rank]).float()  # (r i)
         else:
-            tensors[f"{name}{WHOLE}"] = change.float()
+            tensors[name + WHOLE] = change.float()
     return PriorAdapter(config, tensors)
 
 
 def apply_adapter(prior: HourglassTransformer, adapter: PriorAdapter, strength: float = 1.0,
                   where: str = "") -> HourglassTransformer:
     """A new prior holding `prior`'s weights plus `strength` x the adapter's change, on the same
-    device, in the same dtype and inference layout; `prior` itself is unchanged. InputError when
-    the adapter was made from another prior."""
+    device, in the same dtype and inference layout; `prior` itself is unchanged. InputError
+    (prefixed with `where`, which names the node or flag) when the adapter was made from another
+    prior or does not fit this one."""
     if not (0 <= strength <= MAX_STRENGTH):
         raise InputError(f"{where}adapter strength must be in [0, {MAX_STRENGTH:g}] (1 = as fine-tuned, "
                          f"0 = the prior alone), got {strength}")
-    found = prior_fingerprint(prior)
-    if found != adapter.config.base_fingerprint:
+    version = prior.config.token_version or ""
+    if adapter.config.token_version and version and adapter.config.token_version != version:
+        raise InputError(f"{where}this adapter was made from a prior of token version "
+                         f"{adapter.config.token_version}, and the prior given reads {version}: load the "
+                         "prior it was made from")
+    base = base_fingerprint(prior)
+    if base != adapter.config.base_fingerprint:
         raise InputError(f"{where}this adapter was made from the prior with weights fingerprint "
-                         f"{adapter.config.base_fingerprint}, and the prior given has {found}: load the "
-                         "prior it was made from (the embedded one for the shipped adapters)")
+                         f"{adapter.config.base_fingerprint}, and the prior given has {base}: load the "
+                         "prior it was made from")
     state = {k: v.detach().float().cpu() for k, v in prior.state_dict().items()}
     for name, change in adapter.changes().items():
         if name not in state or state[name].shape != change.shape:
@@ -117,7 +126,8 @@ def apply_adapter(prior: HourglassTransformer, adapter: PriorAdapter, strength: 
     reference = next(prior.parameters())
     merged = for_inference(build_with_weights(prior.config, state, "the adapted prior"),
                            reference.device, reference.dtype)
-    merged.weights_fingerprint = None  # a new set of weights: fingerprinted from them if asked
+    merged.weights_fingerprint = None  # new weights: fingerprinted from themselves if anyone asks
+    merged.adapted_from = base  # so a second adapter of the same base stacks
     return merged
 
 
@@ -146,13 +156,16 @@ def _factor_problem(tensors: dict[str, torch.Tensor], rank: int) -> str | None:
     for key, value in tensors.items():
         if not value.is_floating_point() or not bool(torch.isfinite(value).all()):
             return f"{key} is not finite floating point"
-        if key.endswith(".up"):
-            down = tensors.get(key[: -len(".up")] + ".down")
+        if key.endswith(UP):
+            name = key[: -len(UP)]
+            down = tensors.get(name + DOWN)
             if down is None or value.ndim != 2 or down.ndim != 2 or value.shape[1] != rank or down.shape[0] != rank:
-                return f"{key} has no matching .down factor of rank {rank}"
-        elif key.endswith(".down"):
-            if key[: -len(".down")] + ".up" not in tensors:
-                return f"{key} has no matching .up factor"
+                return f"{key} has no matching {DOWN} factor of rank {rank}"
+            if name + WHOLE in tensors:
+                return f"{name} is changed both as factors and whole"
+        elif key.endswith(DOWN):
+            if key[: -len(DOWN)] + UP not in tensors:
+                return f"{key} has no matching {UP} factor"
         elif not key.endswith(WHOLE):
             return f"unexpected key {key}"
     return None

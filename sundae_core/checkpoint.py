@@ -185,9 +185,9 @@ def load_state_strict(module: torch.nn.Module, tensors: dict[str, torch.Tensor],
 
 def weights_fingerprint(state: dict[str, torch.Tensor]) -> str:
     """A short hash of a model's weights (a state dict), the same whether they are held in
-    float32, bf16 or float16 for inference: every tensor is hashed as its bf16 rounding (the
-    embedded models are stored in bf16, so their copies in any inference dtype round back to the
-    same values). What a prior adapter names its base by (sundae_core/adapters.py)."""
+    float32 or bf16: every tensor is hashed as its bf16 rounding. Not for float16 copies (values
+    under 2^-14 lose bits there): load_model records a prior's from the file before any cast, and
+    that record is what a prior adapter's base is checked against (sundae_core/adapters.py)."""
     digest = hashlib.sha256()
     for name in sorted(state):
         tensor = state[name].detach().to("cpu", torch.bfloat16).contiguous()

@@ -6,11 +6,11 @@ import json
 import pytest
 import torch
 
-from sundae_core.adapters import (AdapterConfig, PriorAdapter, apply_adapter, extract_adapter, load_adapter,
-                                  prior_fingerprint, save_adapter)
+from sundae_core.adapters import (AdapterConfig, apply_adapter, base_fingerprint, extract_adapter, load_adapter,
+                                  save_adapter)
 from sundae_core.checkpoint import save_checkpoint, weights_fingerprint
 from sundae_core.config import HourglassConfig
-from sundae_core.errors import CheckpointError, InputError
+from sundae_core.errors import CheckpointError, ConfigError, InputError
 from sundae_core.hourglass import HourglassTransformer
 from sundae_core.models import load_prior, save_model
 from sundae_nodes import NODE_CLASS_MAPPINGS as N
@@ -82,11 +82,29 @@ def test_an_adapter_is_refused_on_another_prior_and_its_strength_is_bounded():
 
 def test_the_fingerprint_is_the_files_whatever_dtype_the_prior_runs_in(tmp_path):
     base = _prior(0).to(torch.bfloat16).float()  # bf16 values, as the embedded prior is stored
-    save_model(tmp_path / "prior.safetensors", base)
-    fp32 = load_prior(tmp_path / "prior.safetensors", dtype=torch.float32)
-    bf16 = load_prior(tmp_path / "prior.safetensors", dtype=torch.bfloat16)
-    assert prior_fingerprint(fp32) == prior_fingerprint(bf16) == weights_fingerprint(base.state_dict())
+    assert weights_fingerprint(base.state_dict()) == weights_fingerprint(base.to(torch.bfloat16).state_dict())
     assert weights_fingerprint(_prior(3).state_dict()) != weights_fingerprint(base.state_dict())
+    save_model(tmp_path / "prior.safetensors", base)
+    adapter = extract_adapter(base.state_dict(), _low_rank_tuning(base, 2).state_dict(), 2, CONFIG.token_version)
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):  # float16: the record made at load decides
+        loaded = load_prior(tmp_path / "prior.safetensors", dtype=dtype)
+        assert base_fingerprint(loaded) == adapter.config.base_fingerprint, dtype
+        merged = apply_adapter(loaded, adapter)
+        assert all(p.dtype == dtype for p in merged.parameters()) and not merged.training
+
+
+def test_adapters_of_one_prior_stack_and_not_on_another():
+    base = _prior(0)
+    first = extract_adapter(base.state_dict(), _low_rank_tuning(base, 2, seed=1).state_dict(), 2, "")
+    second = extract_adapter(base.state_dict(), _low_rank_tuning(base, 2, seed=2).state_dict(), 2, "")
+    both = apply_adapter(apply_adapter(base, first), second).state_dict()
+    changes = (first.changes(), second.changes())
+    for name, value in base.state_dict().items():
+        expected = value + sum(c.get(name, 0.0) for c in changes)
+        assert torch.allclose(both[name], expected, atol=1e-5), name
+    with pytest.raises(InputError, match="made from the prior with weights fingerprint"):
+        apply_adapter(apply_adapter(_prior(3), extract_adapter(_prior(3).state_dict(), base.state_dict(), 2, "")),
+                      first)
 
 
 def test_save_and_load_round_trip_and_a_damaged_file_is_refused(tmp_path):
@@ -96,13 +114,18 @@ def test_save_and_load_round_trip_and_a_damaged_file_is_refused(tmp_path):
     loaded = load_adapter(tmp_path / "a.safetensors")
     assert loaded.config == adapter.config and loaded.tensors.keys() == adapter.tensors.keys()
     assert all(v.dtype == torch.bfloat16 for v in loaded.tensors.values())
+    config = json.loads(json.dumps(adapter.config.__dict__))
     broken = {k: v for k, v in adapter.tensors.items() if not k.endswith(".down")}
-    save_checkpoint(tmp_path / "b.safetensors", broken, kind="prior_adapter", config=json.loads(json.dumps(
-        adapter.config.__dict__)))
+    save_checkpoint(tmp_path / "b.safetensors", broken, kind="prior_adapter", config=config)
     with pytest.raises(CheckpointError, match="no matching .down factor"):
         load_adapter(tmp_path / "b.safetensors")
+    factored = next(k for k in adapter.tensors if k.endswith(".up"))[: -len(".up")]
+    twice = {**adapter.tensors, f"{factored}.delta": torch.zeros(1)}
+    save_checkpoint(tmp_path / "c.safetensors", twice, kind="prior_adapter", config=config)
+    with pytest.raises(CheckpointError, match="changed both as factors and whole"):
+        load_adapter(tmp_path / "c.safetensors")
+    save_model(tmp_path / "p.safetensors", base)
     with pytest.raises(CheckpointError, match="'prior_adapter' checkpoint is needed"):
-        save_model(tmp_path / "p.safetensors", base)
         load_adapter(tmp_path / "p.safetensors")
 
 
@@ -120,6 +143,12 @@ def test_extract_cli_writes_an_adapter_the_node_lists_and_applies(tmp_path, monk
                              str(tmp_path / "same.safetensors")]) == 1
     assert "same weights" in capsys.readouterr().err
     assert extract_cli.main([*argv, "--rank", "0"]) == 1
+    assert "--rank must be in [1, 256], got 0" in capsys.readouterr().err
+    save_model(tmp_path / "wide.safetensors", HourglassTransformer(HourglassConfig(**{**CONFIG.__dict__, "heads": 4})))
+    assert extract_cli.main([*argv[:2], "--tuned", str(tmp_path / "wide.safetensors"), "--out",
+                             str(tmp_path / "wide_adapter.safetensors")]) == 1  # the same shapes, other attention
+    err = capsys.readouterr().err
+    assert "another config than --base" in err and "heads 2 -> 4" in err
 
     monkeypatch.setenv("SUNDAE_MODEL_DIR", str(tmp_path))
     assert "adapters/holes.safetensors" in list_models("prior_adapter", with_default=False)
@@ -135,5 +164,5 @@ def test_extract_cli_writes_an_adapter_the_node_lists_and_applies(tmp_path, monk
 
 
 def test_an_adapter_config_needs_a_rank():
-    with pytest.raises(Exception, match="rank must be >= 1"):
-        PriorAdapter(AdapterConfig(rank=0, base_fingerprint="", token_version=""), {})
+    with pytest.raises(ConfigError, match="rank must be >= 1"):
+        AdapterConfig(rank=0, base_fingerprint="", token_version="")

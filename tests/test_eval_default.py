@@ -747,16 +747,29 @@ def test_a_workflows_prior_adapter_is_replayed_per_pass_and_the_flag_replaces_it
     s = inpaint_setup.workflow_settings(first_only)
     assert [(p.adapter, p.adapter_strength) for p in s.passes] == [("holes.safetensors", 0.5), ("", 1.0)]
 
-    code, adapted = run(setup, tmp_path / "adapted", "--workflow", str(first_only), "--n", "2")
-    assert code == 0
-    assert [p.get("adapter") for p in adapted["inpainting"]["passes"]] == ["holes.safetensors", None]
-    code, plain = run(setup, tmp_path / "plain", "--workflow", str(first_only), "--n", "2", "--adapter", "none")
-    assert code == 0 and all("adapter" not in p for p in plain["inpainting"]["passes"])
+    samplers = []  # per run: the prior each pass samples with (model_logits_fn's first calls, one per pass)
+    real_logits_fn = eval_default.model_logits_fn
+    monkeypatch.setattr(eval_default, "model_logits_fn", lambda model, **kw: samplers.append(model) or
+                        real_logits_fn(model, **kw))
+
+    def adapted_passes(*extra) -> tuple[list, dict]:
+        samplers.clear()
+        code, report = run(setup, tmp_path / str(len(extra)) / extra[-1][-8:], "--n", "2", *extra)
+        assert code == 0
+        passes = report["inpainting"]["passes"]
+        return [getattr(m, "adapted_from", None) is not None for m in samplers[:len(passes)]], report
+
+    flags, adapted = adapted_passes("--workflow", str(first_only))
+    assert flags == [True, False] and [p.get("adapter") for p in adapted["inpainting"]["passes"]] == [
+        "holes.safetensors", None]
+    flags, plain = adapted_passes("--workflow", str(first_only), "--adapter", "none")
+    assert flags == [False, False] and all("adapter" not in p for p in plain["inpainting"]["passes"])
     # the one-step figures read the first pass's prior, here adapted
     assert [r["hole_token_accuracy"] for r in adapted["inpainting"]["images"]] != \
         [r["hole_token_accuracy"] for r in plain["inpainting"]["images"]]
-    code, every = run(setup, tmp_path / "every", "--n", "2", "--adapter", str(models / "holes.safetensors"))
-    assert code == 0 and {p["adapter"] for p in every["inpainting"]["passes"]} == {str(models / "holes.safetensors")}
+    flags, every = adapted_passes("--adapter", str(models / "holes.safetensors"))
+    assert flags == [True, True]
+    assert {p["adapter"] for p in every["inpainting"]["passes"]} == {str(models / "holes.safetensors")}
 
     monkeypatch.setattr(eval_default, "load_vqgan", lambda *a, **k: pytest.fail("loaded a model first"))
     assert run(setup, tmp_path / "missing", "--adapter", str(tmp_path / "nope.safetensors"))[0] != 0

@@ -14,6 +14,7 @@ fine-tune that keeps half the norm may keep most of the skill.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 import torch
 
@@ -23,6 +24,16 @@ from sundae_core.errors import InputError
 from sundae_core.models import load_prior, model_path
 
 MAX_RANK = 256
+
+
+# settings of how a prior trains, not of what its weights compute: a fine-tune may change them
+TRAINING_ONLY = ("dropout", "attention_dropout_at")
+
+
+def config_differences(base, tuned) -> list[str]:
+    """`field base -> tuned` for every config field that differs, training-only ones aside."""
+    return [f"{f.name} {getattr(base, f.name)!r} -> {getattr(tuned, f.name)!r}" for f in dataclasses.fields(base)
+            if f.name not in TRAINING_ONLY and getattr(base, f.name) != getattr(tuned, f.name)]
 
 
 def kept_share(base: dict[str, torch.Tensor], tuned: dict[str, torch.Tensor], changes: dict[str, torch.Tensor]) -> float:
@@ -48,9 +59,10 @@ def main(argv: list[str] | None = None) -> int:
             raise InputError(f"--rank must be in [1, {MAX_RANK}], got {args.rank}")
         base = load_prior(model_path(args.base, "prior"), dtype=torch.float32)
         tuned = load_prior(args.tuned, dtype=torch.float32)
-        if tuned.config.token_version != base.config.token_version:
-            raise InputError(f"--tuned {args.tuned} reads token version {tuned.config.token_version}, --base "
-                             f"{args.base} {base.config.token_version}: fine-tune from the base to make an adapter")
+        differ = config_differences(base.config, tuned.config)
+        if differ:
+            raise InputError(f"--tuned {args.tuned} is a prior of another config than --base {args.base} "
+                             f"({', '.join(differ)}): an adapter holds the change of a fine-tune from the base")
         base_state, tuned_state = base.state_dict(), tuned.state_dict()
         adapter = extract_adapter(base_state, tuned_state, args.rank, base.config.token_version or "", args.purpose)
         if not adapter.tensors:

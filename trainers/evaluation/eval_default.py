@@ -72,9 +72,9 @@ from sundae_core.adapters import apply_adapter, load_adapter
 from sundae_core.cli import doc_summary, run_guarded, write_json_report
 from sundae_core.corruption import corrupt
 from sundae_core.errors import InputError
+from sundae_core.graph import default_registry
 from sundae_core.grid import make_grid, save_png, to_uint8
 from sundae_core.images import hide_masked
-from sundae_core.graph import default_registry
 from sundae_core.masks import latent_mask
 from sundae_core.models import check_models_fit, inference_dtype, load_prior, load_vqgan, model_path
 from sundae_core.sampler import SampleResult, model_logits_fn, sample
@@ -281,7 +281,8 @@ def _adapted(model, p: InpaintPass):
     return node().apply(model, p.adapter, p.adapter_strength)[0]
 
 
-def sample_passes(logits_fns: list, vqgan, null_label: int | None, passes: tuple[InpaintPass, ...], original: torch.Tensor,
+def sample_passes(logits_fns: list, vqgan, null_label: int | None, passes: tuple[InpaintPass, ...],
+                  original: torch.Tensor,
                   mask: torch.Tensor, context: torch.Tensor, repaint: torch.Tensor,
                   generators: list[torch.Generator]) -> SampleResult:
     """The workflow's sampling, pass k drawing from generators[k]: the first pass redraws the hole
@@ -542,9 +543,11 @@ def main(argv: list[str] | None = None, extractor: FeatureExtractor | None = Non
             settings_from_args(args)  # bad sampler flags fail before the models load
         settings = workflow_settings(args.workflow)
         eval_passes(settings, args.refine, args.refine_rate)  # so does a --refine-rate with no pass to set
-        if args.adapter not in (WORKFLOW_ADAPTER, NO_ADAPTER) and not Path(args.adapter).is_file():
-            raise InputError(f"--adapter {args.adapter} is not a file; give a prior adapter (sundae-extract-adapter), "
-                             f"'{NO_ADAPTER}' or '{WORKFLOW_ADAPTER}'")
+        if args.adapter not in (WORKFLOW_ADAPTER, NO_ADAPTER):
+            if not Path(args.adapter).is_file():
+                raise InputError(f"--adapter {args.adapter} is not a file; give a prior adapter "
+                                 f"(sundae-extract-adapter), '{NO_ADAPTER}' or '{WORKFLOW_ADAPTER}'")
+            load_adapter(args.adapter)  # a file of another kind fails before the models load
         baseline = load_report(args.compare_to) if args.compare_to else None  # a bad path fails early too
         device = torch.device(args.device)
         progress = not args.no_progress
