@@ -6,11 +6,11 @@ import hashlib
 from functools import lru_cache
 from pathlib import Path
 
-from sundae_core.adapters import KIND as ADAPTER, MAX_STRENGTH, apply_adapter, load_adapter
+from sundae_core.adapters import KIND as ADAPTER, MAX_STRENGTH, AdapterBaseError, apply_adapter, load_adapter
 from sundae_core.errors import MissingAssetError
 from sundae_core.models import inference_dtype, load_model
 
-from .comfy_bridge import torch_device
+from .comfy_bridge import log, torch_device
 from .model_files import list_models, resolve_model
 from .node_inputs import CATEGORY, PRIOR, PRIOR_INPUT, VQGAN
 
@@ -96,8 +96,9 @@ class SundaePriorLoader:
 class SundaeApplyPriorAdapter:
     DESCRIPTION = ("Apply a prior adapter: a fine-tune of a prior kept as the low-rank change of its "
                    "weights (sundae-extract-adapter). Gives a new prior; the one loaded stays as it was, so "
-                   "other samplers can use it unadapted. Adapters of one prior stack; an adapter made from "
-                   "another prior is refused.")
+                   "other samplers can use it unadapted. Adapters of one prior stack. An adapter made from "
+                   "another prior (the shipped inpainting adapter with your own prior loaded) passes the "
+                   "prior through unchanged, with a warning, as ComfyUI's LoRA loaders skip what does not fit.")
     CATEGORY = f"{CATEGORY}/loaders"
     RETURN_TYPES = (PRIOR,)
     RETURN_NAMES = ("prior",)
@@ -122,4 +123,10 @@ class SundaeApplyPriorAdapter:
 
     def apply(self, prior, adapter_name, strength):
         where = f"SUNDAE Apply Prior Adapter ({adapter_name}): "
-        return (apply_adapter(prior, load_adapter(resolve_model(adapter_name, ADAPTER)), strength, where),)
+        adapter = load_adapter(resolve_model(adapter_name, ADAPTER))
+        try:
+            return (apply_adapter(prior, adapter, strength, where),)
+        except AdapterBaseError as err:
+            # so the shipped workflows still run on a user's own prior (dropped in as prior.safetensors)
+            log.warning(f"{err}; passing the prior through without it")
+            return (prior,)

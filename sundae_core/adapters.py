@@ -36,6 +36,10 @@ UP, DOWN, WHOLE = ".up", ".down", ".delta"  # key suffixes: the two factors, a c
 MAX_STRENGTH = 4.0  # past the fine-tune itself (1) a little way; further only amplifies its noise
 
 
+class AdapterBaseError(InputError):
+    """The adapter was made from another prior than the one it is applied to."""
+
+
 @dataclass(frozen=True)
 class AdapterConfig:
     rank: int  # the factors' inner size; a matrix with a side under 2 x rank is kept whole
@@ -102,22 +106,24 @@ def extract_adapter(base: dict[str, torch.Tensor], tuned: dict[str, torch.Tensor
 def apply_adapter(prior: HourglassTransformer, adapter: PriorAdapter, strength: float = 1.0,
                   where: str = "") -> HourglassTransformer:
     """A new prior holding `prior`'s weights plus `strength` x the adapter's change, on the same
-    device, in the same dtype and inference layout; `prior` itself is unchanged. InputError
-    (prefixed with `where`, which names the node or flag) when the adapter was made from another
-    prior or does not fit this one."""
+    device, in the same dtype and inference layout; `prior` itself is unchanged (and returned as
+    it is at strength 0, unchecked). AdapterBaseError when the adapter was made from another
+    prior, InputError when it does not fit this one (both prefixed with `where`, which names the
+    node or flag)."""
     if not (0 <= strength <= MAX_STRENGTH):
         raise InputError(f"{where}adapter strength must be in [0, {MAX_STRENGTH:g}] (1 = as fine-tuned, "
                          f"0 = the prior alone), got {strength}")
+    if strength == 0:  # the prior alone, whichever it is: how a workflow's adapter is switched off
+        return prior
+    fix = "load the prior it was made from, or set the strength to 0 to sample with this prior alone"
     version = prior.config.token_version or ""
     if adapter.config.token_version and version and adapter.config.token_version != version:
-        raise InputError(f"{where}this adapter was made from a prior of token version "
-                         f"{adapter.config.token_version}, and the prior given reads {version}: load the "
-                         "prior it was made from")
+        raise AdapterBaseError(f"{where}this adapter was made from a prior of token version "
+                         f"{adapter.config.token_version}, and the prior given reads {version}: {fix}")
     base = base_fingerprint(prior)
     if base != adapter.config.base_fingerprint:
-        raise InputError(f"{where}this adapter was made from the prior with weights fingerprint "
-                         f"{adapter.config.base_fingerprint}, and the prior given has {base}: load the "
-                         "prior it was made from")
+        raise AdapterBaseError(f"{where}this adapter was made from the prior with weights fingerprint "
+                         f"{adapter.config.base_fingerprint}, and the prior given has {base}: {fix}")
     state = {k: v.detach().float().cpu() for k, v in prior.state_dict().items()}
     for name, change in adapter.changes().items():
         if name not in state or state[name].shape != change.shape:

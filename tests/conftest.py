@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from sundae_core.adapters import extract_adapter, save_adapter
 from sundae_core.config import HourglassConfig, VQGANConfig
 from sundae_core.hourglass import HourglassTransformer
-from sundae_core.models import save_model
+from sundae_core.models import load_prior, save_model
 from sundae_core.vqgan import VQGAN
 from sundae_nodes.tokens import EMBEDDED_CLASS_NAMES
 from trainers.data.latent_data import write_manifest, write_shard
@@ -30,6 +31,16 @@ def write_latents(root: Path, *, vocab_size: int = 16, height: int = 4, width: i
     write_manifest(root, {"vocab_size": vocab_size, "height": height, "width": width,
                           "num_classes": num_classes, "decoder": decoder, "shards": shards})
     return root
+
+
+def write_inpaint_adapter(folder: Path) -> None:
+    """An inpaint_adapter.safetensors made from folder/prior.safetensors: what the inpainting
+    workflow's SUNDAE Apply Prior Adapter loads (the embedded one was made from the embedded prior,
+    and a workflow run on tiny models would pass their prior through it with a warning)."""
+    prior = load_prior(folder / "prior.safetensors", dtype=torch.float32)
+    g = torch.Generator().manual_seed(0)
+    tuned = {k: v + 0.01 * torch.randn(v.shape, generator=g) for k, v in prior.state_dict().items()}
+    save_adapter(folder / "inpaint_adapter.safetensors", extract_adapter(prior.state_dict(), tuned, 2, ""))
 
 
 @pytest.fixture
@@ -55,6 +66,7 @@ def tiny_models(tmp_path_factory):
     save_model(folder / "prior.safetensors", HourglassTransformer(HourglassConfig(
         vocab_size=16, dim=16, heads=1, depth=(1, 1, 1), shorten=4, num_classes=9,
         class_names=EMBEDDED_CLASS_NAMES)))  # as the embedded (the class workflow picks one by name)
+    write_inpaint_adapter(folder)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SUNDAE_MODEL_DIR", str(folder))
         yield folder

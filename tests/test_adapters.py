@@ -6,8 +6,8 @@ import json
 import pytest
 import torch
 
-from sundae_core.adapters import (AdapterConfig, apply_adapter, base_fingerprint, extract_adapter, load_adapter,
-                                  save_adapter)
+from sundae_core.adapters import (AdapterBaseError, AdapterConfig, apply_adapter, base_fingerprint, extract_adapter,
+                                  load_adapter, save_adapter)
 from sundae_core.checkpoint import save_checkpoint, weights_fingerprint
 from sundae_core.config import HourglassConfig
 from sundae_core.errors import CheckpointError, ConfigError, InputError
@@ -54,7 +54,8 @@ def test_an_exactly_low_rank_fine_tune_comes_back_whole_and_strength_scales_it()
     adapter = extract_adapter(base.state_dict(), tuned.state_dict(), rank=2, token_version=CONFIG.token_version)
     assert any(k.endswith(".up") for k in adapter.tensors) and any(k.endswith(".delta") for k in adapter.tensors)
     assert torch.allclose(_logits(apply_adapter(base, adapter)), _logits(tuned), atol=1e-4)
-    assert torch.equal(_logits(apply_adapter(base, adapter, strength=0.0)), _logits(base))
+    assert apply_adapter(base, adapter, strength=0.0) is base
+    assert apply_adapter(_prior(3), adapter, strength=0.0) is not None  # 0 switches it off on any prior
     half = apply_adapter(base, adapter, strength=0.5).state_dict()
     for name, value in half.items():
         assert torch.allclose(value, (before[name] + tuned.state_dict()[name]) / 2, atol=1e-5), name
@@ -74,7 +75,7 @@ def test_a_lower_rank_keeps_the_largest_part_of_the_change():
 def test_an_adapter_is_refused_on_another_prior_and_its_strength_is_bounded():
     base, other = _prior(0), _prior(3)
     adapter = extract_adapter(base.state_dict(), _low_rank_tuning(base, 2).state_dict(), 2, "")
-    with pytest.raises(InputError, match="made from the prior with weights fingerprint"):
+    with pytest.raises(AdapterBaseError, match="made from the prior with weights fingerprint"):
         apply_adapter(other, adapter)
     with pytest.raises(InputError, match="strength must be in"):
         apply_adapter(base, adapter, strength=-1.0)
@@ -129,7 +130,7 @@ def test_save_and_load_round_trip_and_a_damaged_file_is_refused(tmp_path):
         load_adapter(tmp_path / "p.safetensors")
 
 
-def test_extract_cli_writes_an_adapter_the_node_lists_and_applies(tmp_path, monkeypatch, capsys):
+def test_extract_cli_writes_an_adapter_the_node_lists_and_applies(tmp_path, monkeypatch, capsys, caplog):
     base = _prior(0)
     save_model(tmp_path / "prior.safetensors", base)
     save_model(tmp_path / "tuned.safetensors", _low_rank_tuning(base, 2))
@@ -159,8 +160,11 @@ def test_extract_cli_writes_an_adapter_the_node_lists_and_applies(tmp_path, monk
     adapted = node().apply(prior, "adapters/holes.safetensors", 1.0)[0]
     tuned = load_prior(tmp_path / "tuned.safetensors", dtype=next(prior.parameters()).dtype)
     assert torch.allclose(_logits(adapted), _logits(tuned), atol=0.05)
-    with pytest.raises(InputError, match=r"SUNDAE Apply Prior Adapter \(adapters/holes.safetensors\)"):
-        node().apply(_prior(3), "adapters/holes.safetensors", 1.0)
+    # another prior (a user's own in place of the embedded one): passed through, with a warning
+    other = _prior(3)
+    with caplog.at_level("WARNING", logger="sundae"):
+        assert node().apply(other, "adapters/holes.safetensors", 1.0)[0] is other
+    assert "SUNDAE Apply Prior Adapter (adapters/holes.safetensors): this adapter was made from" in caplog.text
 
 
 def test_an_adapter_config_needs_a_rank():

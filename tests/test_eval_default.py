@@ -42,6 +42,16 @@ def fake_lpips(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (x - y).abs().mean((1, 2, 3))
 
 
+def _shipped() -> dict:
+    """The shipped inpainting workflow with its adapter at strength 0: the embedded adapter was made
+    from the embedded prior, and these tests sample with tiny random ones."""
+    workflow = json.loads(inpaint_setup.WORKFLOW.read_text())
+    for node in workflow["nodes"]:
+        if node["type"] == "SundaeApplyPriorAdapter":
+            node["widgets_values"][1] = 0.0
+    return workflow
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """Models with f = 4 (64 px canvas -> 16 x 16 tokens) and 2 x 6 RGBA images whose subject, an
@@ -66,7 +76,7 @@ def setup(tmp_path_factory):
     held_out = [p for p in (root / "images").rglob("*.png") if is_validation(p, VAL_FRACTION)]
     assert 3 <= len(held_out) < 12  # the hash split leaves images on both sides
     # the shipped workflow with its sampler reading the grid alone: 9 shifted views cost 9 passes a step
-    workflow = json.loads(inpaint_setup.WORKFLOW.read_text())
+    workflow = _shipped()
     for node in workflow["nodes"]:
         if node["type"] == "SundaeSample":  # both passes
             node["widgets_values"][10:] = [1]
@@ -179,7 +189,7 @@ def test_a_workflow_with_views_adds_their_completion_on_the_same_fillings(setup,
     figure beside it replays the same random fillings (so the two pair image by image)."""
     reports = {}
     for views in (1, 4):
-        workflow = json.loads(inpaint_setup.WORKFLOW.read_text())
+        workflow = _shipped()
         sampler = next(node for node in workflow["nodes"] if node["type"] == "SundaeSample")
         sampler["widgets_values"][10:] = [views]  # after selection
         path = tmp_path / f"views{views}.json"
@@ -198,7 +208,7 @@ def test_the_views_figure_replays_the_priors_fillings(setup, tmp_path, monkeypat
     """With the views replaced by the prior itself, the two figures agree image by image: they
     were taken on the same random fillings of the hole."""
     monkeypatch.setattr(eval_default, "ShiftedViews", lambda logits_fn, views: logits_fn)
-    workflow = json.loads(inpaint_setup.WORKFLOW.read_text())
+    workflow = _shipped()
     next(node for node in workflow["nodes"] if node["type"] == "SundaeSample")["widgets_values"][10:] = [4]
     path = tmp_path / "views.json"
     path.write_text(json.dumps(workflow))
@@ -347,8 +357,11 @@ def test_workflow_settings_come_from_the_shipped_workflow():
     assert (s.rate, s.feather, s.seam_band) == (1.0, 8, 32)
     assert s.sampler == SamplerSettings(steps=100, temperature=(0.5, 0.3), proportion=0.5, min_steps=10,
                                         self_stop=True, guidance=0.0, selection="random", views=9)
-    # the refining pass: its composite encoded whole, the hole refilled with noise and sampled alike
-    assert s.passes == (inpaint_setup.InpaintPass(1.0, s.sampler, 0, 32), inpaint_setup.InpaintPass(1.0, s.sampler, 8, 32))
+    # the refining pass: its composite encoded whole, the hole refilled with noise and sampled alike;
+    # the first pass's prior through the embedded inpainting adapter, the refining pass's plain
+    adapter = {"adapter": "inpaint_adapter.safetensors", "adapter_strength": 1.0}
+    assert s.passes == (inpaint_setup.InpaintPass(1.0, s.sampler, 0, 32, **adapter),
+                        inpaint_setup.InpaintPass(1.0, s.sampler, 8, 32))
 
 
 def _swap_ids(workflow: dict, a: int, b: int) -> None:
@@ -366,7 +379,7 @@ def _relink(workflow: dict, dst: int, slot: int, src: int) -> None:
 
 
 def test_workflow_passes_are_read_in_the_order_they_run_and_a_loose_chain_is_refused(tmp_path):
-    workflow = json.loads(inpaint_setup.WORKFLOW.read_text())
+    workflow = _shipped()
     titled = {n.get("title"): n for n in workflow["nodes"]}
     titled["Refine"]["widgets_values"][2] = 7  # the second pass's steps
     titled["Refill the hole with noise"]["widgets_values"][0] = 0.4
@@ -422,7 +435,7 @@ def test_the_seam_band_pastes_a_colour_shifted_decode_closer_to_the_original():
 
 
 def test_a_workflow_with_a_sampler_setting_out_of_range_is_refused_naming_it(tmp_path):
-    workflow = json.loads(inpaint_setup.WORKFLOW.read_text())
+    workflow = _shipped()
     sample = next(n for n in workflow["nodes"] if n["type"] == "SundaeSample")
     sample["widgets_values"][5] = 1.5  # seed, its control, steps, temperature start, end, then proportion
     path = tmp_path / "bad.json"
@@ -479,7 +492,7 @@ def test_eval_vqgan_reports_flat_colours_holes_and_hue_spread(setup, tmp_path):
     assert holes["n"] == 3 and set(holes["methods"]) == {"reconstruction", "mean_fill"}
     # pasted as sundae-eval-default pastes it: the workflow's seam band on the reconstruction only
     assert (holes["feather"], holes["seam_band"]) == (8, 32)
-    workflow = json.loads(inpaint_setup.WORKFLOW.read_text())
+    workflow = _shipped()
     for node in workflow["nodes"]:
         if node["type"] == "SundaeComposite":  # both passes paste alike
             node["widgets_values"] = [8, 0]
@@ -621,7 +634,7 @@ def test_the_edge_ratio_is_one_for_the_original_and_falls_when_edges_blur():
 
 def test_compare_to_an_earlier_report_pairs_the_same_holes(setup, tmp_path):
     code, first = run(setup, tmp_path / "a", "--n", "2")
-    workflow = json.loads(inpaint_setup.WORKFLOW.read_text())
+    workflow = _shipped()
     sampler = next(node for node in workflow["nodes"] if node["type"] == "SundaeSample")
     sampler["widgets_values"][5] = 0.9  # another proportion: other samples, the same holes
     changed = tmp_path / "changed.json"

@@ -16,6 +16,7 @@ from sundae_core.run import main
 from sundae_core.token_version import TokenVersionError, tag, version_of
 from sundae_core.vqgan import VQGAN
 from sundae_nodes import NODE_CLASS_MAPPINGS as N
+from .conftest import write_inpaint_adapter
 
 WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
 TINY = VQGANConfig(resolution=64, ch=4, ch_mult=(1, 1, 1, 1, 1, 1), num_res_blocks=1, attn_resolutions=(),
@@ -68,6 +69,7 @@ def model_dir(tmp_path, monkeypatch):
     save_model(tmp_path / "vqgan.safetensors", vqgan)
     save_model(tmp_path / "other_vqgan.safetensors", tiny_vqgan(1))
     save_model(tmp_path / "prior.safetensors", tiny_prior(vqgan.token_version))
+    write_inpaint_adapter(tmp_path)
     monkeypatch.setenv("SUNDAE_MODEL_DIR", str(tmp_path))
     return tmp_path
 

@@ -8,10 +8,11 @@ import pytest
 import torch
 from PIL import Image
 
+from sundae_core.adapters import base_fingerprint, load_adapter
 from sundae_core.config import HourglassConfig, VQGANConfig
 from sundae_core.graph import run_workflow
 from sundae_core.hourglass import HourglassTransformer
-from sundae_core.models import save_model
+from sundae_core.models import default_model_path, load_prior, save_model
 from sundae_core.run import main
 from sundae_core.vqgan import VQGAN
 from sundae_nodes import NODE_CLASS_MAPPINGS, model_files
@@ -99,6 +100,21 @@ def test_every_loader_value_of_the_shipped_workflows_is_among_its_combo_options(
                 assert value in choices, f"{path.name} node {node['id']}: {name}={value!r} not in {choices}"
                 checked += 1
     assert checked >= 2 * len(FILES)  # a VQ-GAN and a prior loader in every workflow
+
+
+def test_the_inpainting_adapter_is_offered_and_made_from_the_embedded_prior(monkeypatch):
+    """The shipped inpainting workflow adds inpaint_adapter.safetensors to the embedded prior: the
+    node must offer it with the embedded folder alone, and it must have been made from that prior
+    (an adapter is refused on any other)."""
+    monkeypatch.delenv(model_files.ENV_VAR, raising=False)
+    monkeypatch.setattr(model_files, "comfy_model_folders", lambda name: None)
+    workflow = json.loads((WORKFLOWS / "inpaint_1024.json").read_text())
+    [node] = [n for n in workflow["nodes"] if n["type"] == "SundaeApplyPriorAdapter"]
+    name, strength = node["widgets_values"]
+    assert name in NODE_CLASS_MAPPINGS["SundaeApplyPriorAdapter"].INPUT_TYPES()["required"]["adapter_name"][0]
+    assert strength == 1.0
+    adapter = load_adapter(model_files.resolve_model(name, "prior_adapter"))
+    assert adapter.config.base_fingerprint == base_fingerprint(load_prior(default_model_path("prior")))
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)

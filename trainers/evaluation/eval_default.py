@@ -267,7 +267,10 @@ def pass_models(passes: tuple[InpaintPass, ...], prior, scorer) -> list[tuple]:
     for p in passes:
         key = (p.adapter, p.adapter_strength)
         if key not in made:
-            made[key] = (prior, scorer) if not p.adapter else tuple(_adapted(m, p) for m in (prior, scorer))
+            try:
+                made[key] = (prior, scorer) if not p.adapter else tuple(_adapted(m, p) for m in (prior, scorer))
+            except InputError as err:
+                raise InputError(f"{err} (here: --adapter {NO_ADAPTER} measures the prior alone)") from None
     return [made[(p.adapter, p.adapter_strength)] for p in passes]
 
 
@@ -278,7 +281,10 @@ def _adapted(model, p: InpaintPass):
     if node is None:
         raise InputError("the workflow applies a prior adapter, and the sundae node pack is not installed: "
                          "pip install -e . in the checkout")
-    return node().apply(model, p.adapter, p.adapter_strength)[0]
+    adapted = node().apply(model, p.adapter, p.adapter_strength)[0]
+    if adapted is model and p.adapter_strength:  # the node passed it through: made from another prior
+        raise InputError(f"the workflow's adapter {p.adapter} was made from another prior than --prior")
+    return adapted
 
 
 def sample_passes(logits_fns: list, vqgan, null_label: int | None, passes: tuple[InpaintPass, ...],
