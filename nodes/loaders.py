@@ -6,7 +6,7 @@ import hashlib
 from functools import lru_cache
 from pathlib import Path
 
-from sundae_core.adapters import KIND as ADAPTER, MAX_STRENGTH, AdapterBaseError, apply_adapter, load_adapter
+from sundae_core.adapters import KIND as ADAPTER_KIND, MAX_STRENGTH, AdapterBaseError, apply_adapter, load_adapter
 from sundae_core.errors import MissingAssetError
 from sundae_core.models import inference_dtype, load_model
 
@@ -107,7 +107,7 @@ class SundaeApplyPriorAdapter:
 
     @classmethod
     def INPUT_TYPES(cls):
-        adapters = list_models(ADAPTER, with_default=False)
+        adapters = list_models(ADAPTER_KIND, with_default=False)
         return {"required": {
             "prior": PRIOR_INPUT,
             "adapter_name": (adapters, {**({"default": adapters[0]} if adapters else {}), "tooltip": (
@@ -119,11 +119,16 @@ class SundaeApplyPriorAdapter:
 
     @classmethod
     def IS_CHANGED(cls, adapter_name, **_):  # the prior and strength are in ComfyUI's cache key already
-        return _file_stamp(ADAPTER, adapter_name)
+        return _file_stamp(ADAPTER_KIND, adapter_name)
+
+    @classmethod
+    def adapter_file(cls, adapter_name: str) -> Path:
+        """The file behind an adapter_name (the sundae model folders; ComfyUI's inside it)."""
+        return resolve_model(adapter_name, ADAPTER_KIND)
 
     def apply(self, prior, adapter_name, strength):
         where = f"SUNDAE Apply Prior Adapter ({adapter_name}): "
-        adapter = load_adapter(resolve_model(adapter_name, ADAPTER))
+        adapter = load_adapter(self.adapter_file(adapter_name))
         try:
             return (apply_adapter(prior, adapter, strength, where),)
         except AdapterBaseError as err:

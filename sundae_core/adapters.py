@@ -5,7 +5,7 @@ A specialist fine-tune (an inpainting one: the embedded prior trained on hidden 
 weight, and a second full prior would double the embedded weights. Its change is nearly low-rank:
 each weight matrix's change `tuned - base` is kept as two factors from its SVD,
 `up (o r) @ down (r i)`, and the few small tensors (norms, biases, the class table) whole. On
-session 35's hole fine-tune, rank 16 (2.2 MB in bf16 against the prior's 24 MB) kept 0.043 of its
+session 35's hole fine-tune, rank 16 (2.2 MB in bf16 against the prior's 24 MB) kept 0.047 of its
 0.053 gain in hidden-hole top-1 (docs/campaign/history.md, session 37).
 
 Applying one builds a new prior with `base + strength x change`; the base is not touched, so one
@@ -33,7 +33,7 @@ from .models import build_with_weights, for_inference
 
 KIND = "prior_adapter"
 UP, DOWN, WHOLE = ".up", ".down", ".delta"  # key suffixes: the two factors, a change kept whole
-MAX_STRENGTH = 4.0  # past the fine-tune itself (1) a little way; further only amplifies its noise
+MAX_STRENGTH = 4.0  # room to explore past the fine-tune (1); on the inpainting adapter 1.5 and 2 were already worse
 
 
 class AdapterBaseError(InputError):
@@ -119,11 +119,11 @@ def apply_adapter(prior: HourglassTransformer, adapter: PriorAdapter, strength: 
     version = prior.config.token_version or ""
     if adapter.config.token_version and version and adapter.config.token_version != version:
         raise AdapterBaseError(f"{where}this adapter was made from a prior of token version "
-                         f"{adapter.config.token_version}, and the prior given reads {version}: {fix}")
+                               f"{adapter.config.token_version}, and the prior given reads {version}: {fix}")
     base = base_fingerprint(prior)
     if base != adapter.config.base_fingerprint:
         raise AdapterBaseError(f"{where}this adapter was made from the prior with weights fingerprint "
-                         f"{adapter.config.base_fingerprint}, and the prior given has {base}: {fix}")
+                               f"{adapter.config.base_fingerprint}, and the prior given has {base}: {fix}")
     state = {k: v.detach().float().cpu() for k, v in prior.state_dict().items()}
     for name, change in adapter.changes().items():
         if name not in state or state[name].shape != change.shape:

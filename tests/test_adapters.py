@@ -55,7 +55,8 @@ def test_an_exactly_low_rank_fine_tune_comes_back_whole_and_strength_scales_it()
     assert any(k.endswith(".up") for k in adapter.tensors) and any(k.endswith(".delta") for k in adapter.tensors)
     assert torch.allclose(_logits(apply_adapter(base, adapter)), _logits(tuned), atol=1e-4)
     assert apply_adapter(base, adapter, strength=0.0) is base
-    assert apply_adapter(_prior(3), adapter, strength=0.0) is not None  # 0 switches it off on any prior
+    other = _prior(3)
+    assert apply_adapter(other, adapter, strength=0.0) is other  # 0 switches it off on any prior
     half = apply_adapter(base, adapter, strength=0.5).state_dict()
     for name, value in half.items():
         assert torch.allclose(value, (before[name] + tuned.state_dict()[name]) / 2, atol=1e-5), name
@@ -103,9 +104,15 @@ def test_adapters_of_one_prior_stack_and_not_on_another():
     for name, value in base.state_dict().items():
         expected = value + sum(c.get(name, 0.0) for c in changes)
         assert torch.allclose(both[name], expected, atol=1e-5), name
-    with pytest.raises(InputError, match="made from the prior with weights fingerprint"):
-        apply_adapter(apply_adapter(_prior(3), extract_adapter(_prior(3).state_dict(), base.state_dict(), 2, "")),
-                      first)
+    # the base checked is the one the first adapter was applied to, not the merged weights: a prior
+    # holding the base's weights but recorded as adapted from another is refused
+    stacked = apply_adapter(_prior(3), extract_adapter(_prior(3).state_dict(), base.state_dict(), 2, ""))
+    assert stacked.adapted_from == weights_fingerprint(_prior(3).state_dict())
+    lookalike = _prior(0)
+    lookalike.adapted_from = stacked.adapted_from
+    apply_adapter(_prior(0), first)  # the same weights without the record: applies
+    with pytest.raises(AdapterBaseError, match="made from the prior with weights fingerprint"):
+        apply_adapter(lookalike, first)
 
 
 def test_save_and_load_round_trip_and_a_damaged_file_is_refused(tmp_path):

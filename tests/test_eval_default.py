@@ -780,13 +780,37 @@ def test_a_workflows_prior_adapter_is_replayed_per_pass_and_the_flag_replaces_it
     # the one-step figures read the first pass's prior, here adapted
     assert [r["hole_token_accuracy"] for r in adapted["inpainting"]["images"]] != \
         [r["hole_token_accuracy"] for r in plain["inpainting"]["images"]]
-    flags, every = adapted_passes("--adapter", str(models / "holes.safetensors"))
+    # --adapter FILE: in place of the workflow's adapter (its strength kept), on the passes that have one ...
+    flags, replaced = adapted_passes("--workflow", str(first_only), "--adapter", str(models / "holes.safetensors"))
+    assert flags == [True, False]
+    assert [(p.get("adapter"), p.get("adapter_strength")) for p in replaced["inpainting"]["passes"]] == [
+        (str(models / "holes.safetensors"), 0.5), (None, None)]
+    # ... and on every pass at strength 1 where no pass has one
+    plain_workflow = tmp_path / "plain.json"
+    graph = json.loads((setup / ONE_VIEW).read_text())
+    _relink(graph, 7, 0, 2)  # the first sampler's prior straight from the loader
+    plain_workflow.write_text(json.dumps(graph))
+    flags, every = adapted_passes("--workflow", str(plain_workflow), "--adapter", str(models / "holes.safetensors"))
     assert flags == [True, True]
     assert {p["adapter"] for p in every["inpainting"]["passes"]} == {str(models / "holes.safetensors")}
+    # an adapter made from another prior than --prior: refused (the node would pass it over)
+    code, _ = run(setup, tmp_path / "other", "--workflow", str(first_only), prior="class_prior.safetensors")
+    assert code != 0 and "--adapter none measures the prior alone" in capsys.readouterr().err
 
     monkeypatch.setattr(eval_default, "load_vqgan", lambda *a, **k: pytest.fail("loaded a model first"))
     assert run(setup, tmp_path / "missing", "--adapter", str(tmp_path / "nope.safetensors"))[0] != 0
     assert "nope.safetensors is not a file" in capsys.readouterr().err
+
+
+def test_a_sampler_prior_through_two_adapters_is_refused(tmp_path):
+    """ComfyUI stacks them; the evaluation replays one per pass and says so."""
+    graph = _with_adapter(_shipped(), [7], "inpaint_adapter.safetensors", 1.0)
+    new = graph["last_node_id"]
+    next(link for link in graph["links"] if link[3] == new)[1] = 17  # the new adapter fed by the shipped one
+    path = tmp_path / "two.json"
+    path.write_text(json.dumps(graph))
+    with pytest.raises(InputError, match="passes through two adapters"):
+        inpaint_setup.workflow_settings(path)
 
 
 def test_compare_to_a_missing_report_fails_before_the_models_load(setup, tmp_path, capsys, monkeypatch):

@@ -124,6 +124,8 @@ def test_workflow_validates_and_runs_headless(path, tiny_models, tmp_path, caplo
     # a value for every widget: a node that gained an input (session 21's views) without the shipped
     # files gaining its value made every run of four workflows warn until session 24
     assert not [r.getMessage() for r in caplog.records if "widgets_values" in r.getMessage()]
+    # the inpainting adapter in the tiny model folder was made from the tiny prior: applied, not passed over
+    assert "passing the prior through" not in caplog.text
     saved = [f for f in result.files if f.parent == tmp_path / "sundae"]
     previews = [f for f in result.files if f.parent == tmp_path / "temp"]
     assert len(saved) == 1 and len(previews) == (path.stem == "denoise_step_loop")
@@ -150,14 +152,17 @@ EMBEDDED = Path(__file__).resolve().parents[1] / "sundae_core" / "default_models
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
-def test_workflow_runs_on_the_embedded_default_models(path, tmp_path, monkeypatch):
-    """What a user gets: every shipped workflow on the embedded VQ-GAN and prior (few steps).
-    The class-conditional workflow needs the embedded prior to have classes."""
+def test_workflow_runs_on_the_embedded_default_models(path, tmp_path, monkeypatch, caplog):
+    """What a user gets: every shipped workflow on the embedded VQ-GAN and prior (few steps), the
+    inpainting adapter applied (not passed over). The class-conditional workflow needs the
+    embedded prior to have classes."""
     monkeypatch.delenv("SUNDAE_MODEL_DIR", raising=False)
     ui = json.loads(path.read_text())
     samplers = [n["id"] for n in ui["nodes"] if n["type"] == "SundaeSample"]
     steps = [f"{i}.{key}={value}" for i in samplers for key, value in (("steps", 3), ("min_steps", 1))]
-    result = run_workflow(path, output_dir=tmp_path, overrides=steps, progress=False)
+    with caplog.at_level("WARNING", logger="sundae"):
+        result = run_workflow(path, output_dir=tmp_path, overrides=steps, progress=False)
+    assert "passing the prior through" not in caplog.text
     saved = [f for f in result.files if f.parent == tmp_path / "sundae"]
     assert len(saved) == 1
     with Image.open(saved[0]) as picture:

@@ -11,7 +11,9 @@ The checks a VQ-GAN + prior pair (the embedded defaults unless given) should pas
      mask, corrupt inside the mask, `sampler.sample`, decode), with the corrupt rate, sampler
      settings and composite feather read from that workflow's nodes, so the number measures what
      ships; a workflow of several passes (the shipped one refines: its first composite encoded
-     whole, the hole sampled again) runs each in turn (--refine N / --refine-rate override them);
+     whole, the hole sampled again) runs each in turn (--refine N / --refine-rate override them),
+     each with the prior adapter its sampler's prior passes through (the shipped one adapts the
+     first pass; --adapter none measures without, --adapter FILE puts another file in its place);
    - mean_fill: no model, the hole filled with the mean colour of a ring of --ring pixels around it.
    Every method's output is pasted into the original with the workflow's composite (same feather),
    so the methods differ only in what fills the hole; the workflow's seam matching (its seam_band)
@@ -61,14 +63,14 @@ import copy
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from sundae_core.adapters import apply_adapter, load_adapter
+from sundae_core.adapters import AdapterBaseError, apply_adapter, load_adapter
 from sundae_core.cli import doc_summary, run_guarded, write_json_report
 from sundae_core.corruption import corrupt
 from sundae_core.errors import InputError
@@ -124,10 +126,10 @@ def inpainting(args, vqgan, prior, scorer, lpips, settings: InpaintSettings, dev
     f, vocab = vqgan.factor, vqgan.vocab_size
     files = image_subset(args.images, args.n, args.val_fraction, args.split)
     passes = eval_passes(settings, args.refine, args.refine_rate, args.adapter)
-    models = pass_models(passes, prior, scorer)  # each pass's (sampling prior, float32 scorer)
-    logits_fns = [model_logits_fn(sampler, compile=args.compile) for sampler, _ in models]
+    models = pass_models(passes, prior, scorer)
+    logits_fns = [model_logits_fn(m.sampler, compile=args.compile) for m in models]
     # the one-step figures read the first pass's prior: the one that meets the hidden hole
-    score_fn = model_logits_fn(models[0][1])
+    score_fn = model_logits_fn(models[0].scorer)
     # with the workflow's shifted views, the completion the sampler sees, beside the prior's own
     views_fn = ShiftedViews(score_fn, settings.sampler.views) if settings.sampler.views > 1 else None
     place_gen = torch.Generator().manual_seed(args.seed)
@@ -243,10 +245,15 @@ def eval_passes(settings: InpaintSettings, refine: int | None, refine_rate: floa
                 adapter: str = WORKFLOW_ADAPTER) -> tuple[InpaintPass, ...]:
     """The workflow's passes; --refine N keeps its first and N later ones (each the workflow's
     second pass, or its first where it has one only), --refine-rate sets the later ones' rate,
-    --adapter replaces every pass's adapter (none: the prior alone; a file: it, at strength 1)."""
-    if adapter != WORKFLOW_ADAPTER:
-        use = "" if adapter == NO_ADAPTER else str(Path(adapter).absolute())
-        settings = InpaintSettings(tuple(replace(p, adapter=use, adapter_strength=1.0) for p in settings.passes))
+    --adapter none drops every pass's adapter, --adapter FILE puts the file in place of the
+    workflow's adapter at its strength (on every pass at strength 1 where no pass has one)."""
+    if adapter == NO_ADAPTER:
+        settings = InpaintSettings(tuple(replace(p, adapter="", adapter_file="") for p in settings.passes))
+    elif adapter != WORKFLOW_ADAPTER:
+        file, anywhere = str(Path(adapter).absolute()), any(p.adapted for p in settings.passes)
+        settings = InpaintSettings(tuple(
+            replace(p, adapter="", adapter_file=file) if p.adapted else
+            p if anywhere else replace(p, adapter_file=file, adapter_strength=1.0) for p in settings.passes))
     first, later = settings.passes[0], list(settings.passes[1:])
     if refine is not None:
         later = [later[0] if later else first] * refine
@@ -258,38 +265,42 @@ def eval_passes(settings: InpaintSettings, refine: int | None, refine_rate: floa
     return (first, *later)
 
 
-def pass_models(passes: tuple[InpaintPass, ...], prior, scorer) -> list[tuple]:
-    """Each pass's (sampling prior, float32 scorer): the prior, or the pass's adapter applied to it
-    as SUNDAE Apply Prior Adapter applies it (a workflow's adapter named as the node names it, in
-    the sundae model folders; an --adapter file by its path). Passes with the same adapter share
-    one pair."""
+class PassModels(NamedTuple):
+    sampler: object  # the prior a pass samples with (the inference dtype), adapted or not
+    scorer: object  # the same in float32, for the one-step figures
+
+
+def pass_models(passes: tuple[InpaintPass, ...], prior, scorer) -> list[PassModels]:
+    """Each pass's prior pair: `prior` and `scorer`, or the pass's adapter applied to both, as
+    SUNDAE Apply Prior Adapter applies it (a workflow's adapter found by the node's own lookup);
+    unlike the node, an adapter made from another prior than --prior is refused, not passed
+    over. Passes with the same adapter share one pair."""
     made = {}
     for p in passes:
-        key = (p.adapter, p.adapter_strength)
+        key = (p.adapter, p.adapter_file, p.adapter_strength)
         if key not in made:
-            try:
-                made[key] = (prior, scorer) if not p.adapter else tuple(_adapted(m, p) for m in (prior, scorer))
-            except InputError as err:
-                raise InputError(f"{err} (here: --adapter {NO_ADAPTER} measures the prior alone)") from None
-    return [made[(p.adapter, p.adapter_strength)] for p in passes]
+            made[key] = PassModels(prior, scorer) if not p.adapted else PassModels(*_adapted((prior, scorer), p))
+    return [made[(p.adapter, p.adapter_file, p.adapter_strength)] for p in passes]
 
 
-def _adapted(model, p: InpaintPass):
-    if Path(p.adapter).is_absolute():  # --adapter FILE
-        return apply_adapter(model, load_adapter(p.adapter), p.adapter_strength, f"--adapter {p.adapter}: ")
-    node = default_registry().classes.get("SundaeApplyPriorAdapter")
-    if node is None:
-        raise InputError("the workflow applies a prior adapter, and the sundae node pack is not installed: "
-                         "pip install -e . in the checkout")
-    adapted = node().apply(model, p.adapter, p.adapter_strength)[0]
-    if adapted is model and p.adapter_strength:  # the node passed it through: made from another prior
-        raise InputError(f"the workflow's adapter {p.adapter} was made from another prior than --prior")
-    return adapted
+def _adapted(models: tuple, p: InpaintPass) -> list:
+    if p.adapter_file:
+        path, where = Path(p.adapter_file), f"--adapter {p.adapter_file}: "
+    else:
+        node = default_registry().classes.get("SundaeApplyPriorAdapter")
+        if node is None:
+            raise InputError("the workflow applies a prior adapter, and the sundae node pack is not installed: "
+                             "pip install -e . in the checkout")
+        path, where = node.adapter_file(p.adapter), f"the workflow's adapter {p.adapter}: "
+    adapter = load_adapter(path)
+    try:
+        return [apply_adapter(model, adapter, p.adapter_strength, where) for model in models]
+    except AdapterBaseError as err:
+        raise AdapterBaseError(f"{err} (--adapter {NO_ADAPTER} measures the prior alone)") from None
 
 
 def sample_passes(logits_fns: list, vqgan, null_label: int | None, passes: tuple[InpaintPass, ...],
-                  original: torch.Tensor,
-                  mask: torch.Tensor, context: torch.Tensor, repaint: torch.Tensor,
+                  original: torch.Tensor, mask: torch.Tensor, context: torch.Tensor, repaint: torch.Tensor,
                   generators: list[torch.Generator]) -> SampleResult:
     """The workflow's sampling, pass k drawing from generators[k]: the first pass redraws the hole
     (`repaint`, b h w) in `context`; each later one pastes its predecessor's decode into `original`
@@ -489,8 +500,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the later passes' corrupt rate, the share of the hole redrawn from noise "
                           "(default: the workflow's)")
     inp.add_argument("--adapter", default=WORKFLOW_ADAPTER,
-                     help="the prior adapter every pass samples with: a .safetensors path, 'none' (the prior "
-                          "alone), or 'workflow' (default: each pass's SUNDAE Apply Prior Adapter, if any)")
+                     help="'workflow' (default: each pass's SUNDAE Apply Prior Adapter, if any), 'none' (the "
+                          "prior alone on every pass), or a .safetensors path: that adapter in place of the "
+                          "workflow's, on the passes that apply one (on every pass where none does)")
     inp.add_argument("--workflow", default=str(WORKFLOW),
                      help="inpainting workflow whose corrupt rate, sampler settings and feather are used "
                           "(default workflows/inpaint_1024.json)")

@@ -35,7 +35,9 @@ BACKGROUND = 250  # a pixel whose channels are all >= this (of 255) is white bac
 class InpaintPass:
     """One sampling pass of the workflow: the hole's corrupt rate, the sampler's settings, the
     feather and seam band of the composite that pastes its result, and the prior adapter its
-    sampler's prior passes through (SUNDAE Apply Prior Adapter: a model-folder name, "" = none)."""
+    sampler's prior passes through: `adapter`, the name SUNDAE Apply Prior Adapter holds (in the
+    sundae model folders), or `adapter_file`, a path put in its place (sundae-eval-default
+    --adapter); neither = the prior alone."""
 
     rate: float
     sampler: SamplerSettings
@@ -43,9 +45,15 @@ class InpaintPass:
     seam_band: int = 0
     adapter: str = ""
     adapter_strength: float = 1.0
+    adapter_file: str = ""
+
+    @property
+    def adapted(self) -> bool:
+        return bool(self.adapter or self.adapter_file)
 
     def to_dict(self) -> dict:
-        adapter = {"adapter": self.adapter, "adapter_strength": self.adapter_strength} if self.adapter else {}
+        adapter = {"adapter": self.adapter or self.adapter_file, "adapter_strength": self.adapter_strength} \
+            if self.adapted else {}
         return {"rate": self.rate, **self.sampler.to_dict(), "feather": self.feather, "seam_band": self.seam_band,
                 **adapter}
 
