@@ -23,11 +23,14 @@ from sundae_core.cli import doc_summary, run_guarded
 from sundae_core.errors import InputError
 from sundae_core.models import load_prior, model_path
 
+from .average_models import FREE_FIELDS
+
 MAX_RANK = 256
 
 
 # settings of how a prior trains, not of what its weights compute: a fine-tune may change them
-TRAINING_ONLY = ("dropout", "attention_dropout_at")
+# (sundae-average-models' free fields, and where the attention's dropout goes)
+TRAINING_ONLY = FREE_FIELDS | {"attention_dropout_at"}
 
 
 def config_differences(base, tuned) -> list[str]:
