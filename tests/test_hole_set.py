@@ -90,6 +90,35 @@ def test_each_hole_comes_with_the_tokens_encoded_with_it_hidden(tmp_path, image_
     assert _build(image_folders, out, "--fill", "smooth") == 1
 
 
+def test_extend_encodes_only_the_images_a_larger_subset_adds(tmp_path, image_folders, monkeypatch):
+    encoded = []
+
+    class _Counting(_FakeVQGAN):
+        def encode(self, x):
+            encoded.append(len(x))
+            return super().encode(x)
+
+    monkeypatch.setattr(build_hole_set, "load_vqgan", lambda path, dtype=None: _Counting())
+    whole, part, rest = tmp_path / "whole", tmp_path / "part", tmp_path / "rest"
+    assert _build(image_folders, whole) == 0
+    assert _build(image_folders, part, "--subset", "0.5") == 0
+    encoded.clear()
+    assert _build(image_folders, rest, "--extend", str(part)) == 0
+    assert len(encoded) == 12 - len(HoleSet(part, "train")) // 2 - len(HoleSet(part, "val")) // 2
+    manifest = json.loads((rest / "manifest.json").read_text())
+    assert manifest["extends"] == str(part) and manifest["shards"]["train"][0] == "../part/train-00000.safetensors"
+    # the base's holes and the new ones together are the whole build's, image for image
+    for split in ("train", "val"):
+        grown, full = HoleSet(rest, split), HoleSet(whole, split)
+        order = lambda s: sorted(range(len(s)), key=lambda i: (s.tokens[i].tolist(), s.hole[i].tolist()))
+        assert all(torch.equal(getattr(grown, k)[order(grown)], getattr(full, k)[order(full)])
+                   for k in ("tokens", "context", "hole", "labels"))
+    # nothing to add, other holes, itself: refused with the fix
+    assert _build(image_folders, tmp_path / "again", "--extend", str(part), "--subset", "0.5") == 1
+    assert _build(image_folders, tmp_path / "other", "--extend", str(part), "--sides", "3") == 1
+    assert _build(image_folders, part, "--extend", str(part)) == 1
+
+
 def _write_hole_set(root, tokens_root, n=16, seed=0):
     """A hole set over write_latents' tiny 4 x 4 grids (vocab 16): the hole's tokens are the
     context's top-left token plus 1, so the context tells the answer; the context's right column

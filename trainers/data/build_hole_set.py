@@ -19,12 +19,19 @@ hole): tokens (n h w) the image's own, context (n h w) those encoded with the ho
 (n h w) uint8 1 = the hole's tokens, labels (n,) with --labels-from-folders. Split as
 sundae-build-latents splits (image_data.is_validation); shards are written atomically and skipped
 when present (a killed build resumes); under torchrun each process encodes its share of shards.
+
+--extend HOLES grows a hole set built on a --subset of the same images to a larger --subset
+without re-encoding it: only the images the larger share adds are encoded (the subsets nest,
+image_data.in_subset), and the new manifest lists the base's shards (as paths relative to --out)
+before the new ones. Every setting that shapes the holes must be the base's (checked). Images
+from another folder are all new to it: --extend then adds the --subset of that folder.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -38,10 +45,10 @@ from sundae_core.models import inference_dtype, load_vqgan
 
 from ..evaluation.inpaint_setup import hole_masks, place_hole
 from ..training import distributed as dist
-from .build_latents import (BUILD_RECORD, _folder_labels, build_settings, check_out_folder, folder_classes,
-                           write_build_record)
+from .build_latents import (BUILD_RECORD, _folder_labels, base_classes, build_settings, check_out_folder,
+                           folder_classes, write_build_record)
 from .image_data import HELD_OUT_FRACTION, image_paths, in_subset, is_validation, load_rgb_scaled
-from .latent_data import HOLE_SET_KIND, write_hole_shard, write_manifest
+from .latent_data import HOLE_SET_KIND, read_manifest, write_hole_shard, write_manifest
 
 
 def hole_generator(path: Path, index: int) -> torch.Generator:
@@ -83,8 +90,17 @@ def build(args) -> int:
     grid = args.resolution // vqgan.factor
     if max(args.sides) > grid - 2:
         raise InputError(f"--sides {max(args.sides)} does not fit the {grid}x{grid} token grid with a margin")
-    files = [p for p in image_paths(args.images)[: args.limit or None] if in_subset(p, args.subset)]
+    base = extended_holes(args, vqgan.token_version, grid) if args.extend else None
+    # with --extend on the base's own images, those its subset took are in the base already
+    above = base["subset"] if base is not None and same_folder(base["images"], args.images) else 0.0
+    files = [p for p in image_paths(args.images)[: args.limit or None] if in_subset(p, args.subset, above)]
+    if not files:
+        raise InputError(f"no images to encode in {args.images}" + (
+            f": --extend {args.extend} holds its first {above:g} share already; give a larger --subset"
+            if above else ""))
     class_names = folder_classes(files, Path(args.images)) if args.labels_from_folders else []
+    if base is not None:
+        class_names = base_classes(base, class_names, args.extend)
     labels_of = _folder_labels(files, Path(args.images), class_names) if class_names else None
     shards: dict[str, list[str]] = {"train": [], "val": []}
     plan = []
@@ -97,7 +113,8 @@ def build(args) -> int:
     # what the shards depend on: build_latents' record (the image list by its digest, the token
     # version, size, split, grouping) and how the holes are drawn and hidden
     check_settings(out, {**build_settings(args, vqgan.token_version, files, class_names), "holes": args.holes,
-                         "sides": list(args.sides), "slack": args.slack, "fill": args.fill})
+                         "sides": list(args.sides), "slack": args.slack, "fill": args.fill,
+                         **({"extends": str(Path(args.extend).resolve())} if base is not None else {})})
     mine = [item for j, item in enumerate(plan) if j % world == rank and not (out / item[0]).is_file()]
     bar = tqdm(total=sum(len(p) for _, p in mine), desc=f"holes (rank {rank})", unit="image",
                disable=args.no_progress)
@@ -113,17 +130,56 @@ def build(args) -> int:
     bar.close()
     dist.barrier()
     if dist.is_main():
+        if base is not None:  # the base's shards first, as paths from this folder
+            shards = {split: [os.path.relpath(Path(args.extend) / name, out) for name in base["shards"].get(split, [])]
+                      + names for split, names in shards.items()}
         write_manifest(out, {"kind": HOLE_SET_KIND, "vocab_size": vqgan.vocab_size, "height": grid, "width": grid,
                              "num_classes": len(class_names), "class_names": class_names, "decoder": "vqgan",
                              "vqgan": str(args.vqgan), "token_version": vqgan.token_version,
                              "images": str(args.images), "resolution": args.resolution,
                              "holes_per_image": args.holes, "sides": list(args.sides), "slack": args.slack,
                              "fill": args.fill, "val_fraction": args.val_fraction, "subset": args.subset,
-                             "shards": shards})
+                             "shards": shards, **({"extends": str(args.extend)} if base is not None else {})})
         print(f"hole set written to {out} ({len(files)} images x {args.holes} holes of sides "
               f"{', '.join(map(str, args.sides))}, {grid}x{grid} tokens)")
     dist.cleanup()
     return 0
+
+
+# what every hole of one set must share: the manifest key and this build's value of it
+HOLE_SETTINGS = {"resolution": "resolution", "holes_per_image": "holes", "sides": "sides", "slack": "slack",
+                 "fill": "fill", "val_fraction": "val_fraction"}
+
+
+def extended_holes(args, token_version: str, grid: int) -> dict:
+    """The manifest of the hole set --extend names, checked against this build: the same encoding
+    and the same kind of holes, so its rows and the new ones train and score alike."""
+    if same_folder(args.extend, args.out):
+        raise InputError(f"--extend {args.extend} is --out itself: give the new set another --out")
+    base = read_manifest(args.extend)
+    if base.get("kind") != HOLE_SET_KIND:
+        raise InputError(f"--extend {args.extend} is a latent dataset, not a hole set: give a folder written "
+                         "by sundae-build-hole-set")
+    if base.get("token_version") != token_version:
+        raise InputError(f"--extend {args.extend} was encoded with token version {base.get('token_version')}, "
+                         f"--vqgan {args.vqgan} gives {token_version}: extend it with the VQ-GAN that built it")
+    for key, flag in HOLE_SETTINGS.items():
+        mine = list(getattr(args, flag)) if key == "sides" else getattr(args, flag)
+        if base.get(key) != mine:
+            raise InputError(f"--extend {args.extend} was built with --{flag.replace('_', '-')} {base.get(key)}, "
+                             f"not {mine}: give the same value, so that its holes and the new ones are alike")
+    if base.get("height") != grid:
+        raise InputError(f"--extend {args.extend} has {base.get('height')}x{base.get('width')} token grids, this "
+                         f"VQ-GAN gives {grid}x{grid} at --resolution {args.resolution}: use the VQ-GAN that built it")
+    base.setdefault("subset", 1.0)
+    if same_folder(base.get("images", ""), args.images) and args.subset <= base["subset"]:
+        raise InputError(f"--extend {args.extend} already holds the {base['subset']:g} share of {args.images}: "
+                         f"give a larger --subset (1 = every image)")
+    return base
+
+
+def same_folder(a: str, b: str) -> bool:
+    return bool(a) and Path(a).resolve() == Path(b).resolve()
 
 
 def check_settings(out: Path, settings: dict) -> None:
@@ -171,6 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--subset", type=float, default=1.0,
                         help="use only this stable random share of the images (1 = all; each encode of a "
                              "1024 px emoji takes ~3 s of one CPU thread, three per image at --holes 2)")
+    parser.add_argument("--extend", default="", metavar="HOLES",
+                        help="a hole set built on a smaller --subset (or other images): encode only what this "
+                             "build adds, and list the base's shards before the new ones")
     parser.add_argument("--labels-from-folders", action="store_true",
                         help="class label = name of the image's first-level subfolder")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")

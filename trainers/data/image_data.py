@@ -101,9 +101,14 @@ def is_validation(path: Path, fraction: float = HELD_OUT_FRACTION) -> bool:
     return _hash_unit(emoji_key(path.stem)) < fraction
 
 
-def in_subset(path: Path, fraction: float) -> bool:
-    """A stable random subset of images (independent of the validation split)."""
-    return fraction >= 1 or _hash_unit("subset:" + path.name) < fraction
+def in_subset(path: Path, fraction: float, above: float = 0.0) -> bool:
+    """A stable random subset of images (independent of the validation split): those whose hash
+    lies in [above, fraction), so the subsets of growing fractions nest and `above` = a smaller
+    fraction leaves out exactly the images that one took (the hole set's --extend)."""
+    if fraction >= 1 and above <= 0:
+        return True
+    unit = _hash_unit("subset:" + path.name)
+    return above <= unit and (fraction >= 1 or unit < fraction)
 
 
 def _hash_unit(text: str) -> float:
