@@ -13,6 +13,7 @@ from sundae_core.config import HourglassConfig
 from sundae_core.errors import ConfigError
 from sundae_core.hourglass import HourglassTransformer
 from sundae_core.sampler import model_logits_fn
+from sundae_core.token_shift import draw_shifts, shift_tokens
 from sundae_core.unroll import unrolled_loss
 from trainers.data import build_hole_set
 from trainers.data.build_latents import BUILD_RECORD
@@ -177,6 +178,26 @@ def test_the_hidden_hole_figure_given_the_whole_grid_is_the_hole_figure(tmp_path
     assert train_prior.hole_accuracy(model, val, 4, side=2) == by_hand
 
 
+def test_shifted_hole_rows_move_target_context_and_hole_together(tmp_path, latents):
+    holes = HoleSet(_write_hole_set(tmp_path / "holes", latents(), n=64), "train")
+    own = torch.zeros(0, 4, 4, dtype=torch.long)
+    tokens, _, start = train_prior.with_hole_rows(own, None, holes, 64, 16, 9, torch.Generator().manual_seed(0),
+                                                  shift=1)
+    g = torch.Generator().manual_seed(0)  # replayed: the rows, their moves, then the noise
+    target, context, hole, _ = holes.batch(64, g)
+    moves = draw_shifts(64, 1, g)
+    noise = torch.randint(0, 16, target.shape, generator=g)
+    assert moves.abs().sum(1).gt(0).sum() > 32  # most rows moved
+    moved_hole = shift_tokens(hole, moves)
+    assert torch.equal(tokens, shift_tokens(target, moves))
+    assert torch.equal(start[moved_hole], noise[moved_hole])
+    assert torch.equal(start[~moved_hole], shift_tokens(context, moves)[~moved_hole])
+    # each row's answer is still its context's top-left token plus 1 (_write_hole_set), wherever it moved
+    assert all(tokens[row][moved_hole[row]].unique().numel() == 1 for row in range(64))
+    with pytest.raises(ConfigError, match="train.shift_holes"):
+        train_prior.PriorTrainConfig(shift_holes=True, hole_share=0.5)
+
+
 def test_hole_rows_start_from_the_hidden_context_with_noise_in_the_hole(tmp_path, latents):
     holes = HoleSet(_write_hole_set(tmp_path / "holes", latents()), "train")
     own = torch.zeros(3, 4, 4, dtype=torch.long)
@@ -225,7 +246,7 @@ def test_a_prior_learns_to_read_the_hidden_context(tmp_path, latents):
     assert before < 0.2 and after > 0.6, (before, after)
 
 
-def test_the_trainer_takes_hole_rows_and_logs_the_hidden_hole_top1(tmp_path, latents, capsys):
+def test_the_trainer_takes_hole_rows_and_logs_the_hidden_hole_top1(tmp_path, latents, capsys, monkeypatch):
     data = latents()
     holes = _write_hole_set(tmp_path / "holes", data)
     run = tmp_path / "run"
@@ -235,6 +256,13 @@ def test_the_trainer_takes_hole_rows_and_logs_the_hidden_hole_top1(tmp_path, lat
     assert train_prior.main(command) == 0, capsys.readouterr().err
     rows = [r for r in _log(run) if "val_loss" in r]
     assert rows and all(0 <= r["val_hidden_hole_top1"] <= 1 for r in rows)
+    # train.shift_holes hands train.shift to the hole rows
+    shifts, real = [], train_prior.with_hole_rows
+    monkeypatch.setattr(train_prior, "with_hole_rows", lambda *a, shift=0: shifts.append(shift) or real(*a, shift=shift))
+    moved = ["--run-dir", str(tmp_path / "moved"), "--no-progress",
+             *_sets(PRIOR_SETTINGS + [f"data.path={data}", f"data.hole_set={holes}", "train.steps=1",
+                                      "train.hole_share=0.25", "train.shift=1", "train.shift_holes=true"])]
+    assert train_prior.main(moved) == 0 and shifts == [1]
     # a share without a set, and a latent set given as the hole set, are one-line errors
     bad = ["--run-dir", str(tmp_path / "bad"), "--no-progress",
            *_sets(PRIOR_SETTINGS + [f"data.path={data}", "train.hole_share=0.25"])]

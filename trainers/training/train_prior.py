@@ -16,6 +16,7 @@ the one-step top-1 on its held-out holes given the tokens the inpainting workflo
 them (the hole hidden), and train.hole_share > 0 takes that share of each batch's rows from it.
 train.shift > 0 moves each training sample's token grid by up to that many positions in each
 direction (edges replicated; sundae_core/token_shift.py); validation batches are never shifted.
+train.shift_holes moves the hole rows the same way (target, context and hole together).
 A dataset whose manifest lists "class_names" names the classes of the prior (model.class_names).
 train.accumulate = k runs each batch as k micro-batches (one optimiser step per batch): batch 256
 in the memory of 256 / k (validation still draws batches of train.batch_size, without gradients).
@@ -87,6 +88,9 @@ class PriorTrainConfig:
     # each training grid moved by (dy, dx) uniform in [-shift, shift], edges replicated
     # (sundae_core/token_shift.py); 0 = off, and then nothing is drawn, so runs resume as before
     shift: int = 0
+    # train.shift moves the hole rows too (target, context and hole alike): the holes of the hole
+    # set at more places on the grid, as the plain rows are; off, hole rows draw as they always have
+    shift_holes: bool = False
     bf16: bool = True
     # torch.compile the network and loss of each unrolled step (prior_step.py): faster steps
     # after a first step of a minute or two of compiling; needs a C++ compiler on the CPU
@@ -133,6 +137,9 @@ class PriorTrainConfig:
         if self.view_distill and not (self.view_distill_teacher or self.init):
             raise ConfigError("train.view_distill needs a teacher: set train.view_distill_teacher to a prior file "
                               "(or train.init, whose prior then teaches), or set train.view_distill to 0")
+        if self.shift_holes and not (self.shift and self.hole_share):
+            raise ConfigError("train.shift_holes moves the hole rows by up to train.shift tokens: set train.shift > 0 "
+                              "and train.hole_share > 0, or set train.shift_holes to false")
         self.sampler_settings()  # a bad train.sample_* value fails when the config loads
 
     def sampler_settings(self) -> SamplerSettings:
@@ -304,12 +311,17 @@ class HoleBatch(NamedTuple):
 
 
 def with_hole_rows(tokens: torch.Tensor, labels: torch.Tensor | None, holes: HoleSet, n: int, vocab_size: int,
-                   null_label: int, generator: torch.Generator) -> HoleBatch:
+                   null_label: int, generator: torch.Generator, shift: int = 0) -> HoleBatch:
     """The batch with n hole-set rows appended, and step 1's input for every row (unrolled_loss's
     `start`): -1 on the batch's own rows (their corruption as usual), and on the hole rows what the
     inpainting workflow hands the prior: the hidden-hole context around random tokens in the hole,
-    and the null class (the workflow inpaints without a label)."""
+    and the null class (the workflow inpaints without a label). shift > 0 moves each hole row's
+    target, context and hole by one draw of up to that many tokens each way (token_shift.py)."""
     rows = holes.batch(n, generator)
+    if shift:
+        moves = draw_shifts(n, shift, generator)
+        rows = rows._replace(tokens=shift_tokens(rows.tokens, moves), context=shift_tokens(rows.context, moves),
+                             hole=shift_tokens(rows.hole, moves))
     noise = torch.randint(0, vocab_size, rows.tokens.shape, generator=generator)
     start = torch.cat([torch.full_like(tokens, -1), torch.where(rows.hole, noise, rows.context)])
     if labels is not None:
@@ -481,7 +493,8 @@ def train(config: PriorRunConfig, run_dir: Path, progress: bool = True) -> Path:
         start_tokens = None
         if holes:  # drawn last, so a run without hole rows draws as it always has
             tokens, labels, start_tokens = with_hole_rows(tokens, labels, hole_train, holes, mc.vocab_size,
-                                                          mc.num_classes, data_gen)
+                                                          mc.num_classes, data_gen,
+                                                          shift=tc.shift if tc.shift_holes else 0)
         labels = labels if mc.num_classes else None  # the set's labels, where the prior takes them
         tokens, labels, start_tokens = (to_device(t, device) for t in (tokens, labels, start_tokens))
         began = time.perf_counter()
