@@ -2,6 +2,8 @@
 trained and validated on them (sundae-build-hole-set, data.hole_set, train.hole_share)."""
 
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +19,7 @@ from sundae_core.token_shift import draw_shifts, shift_tokens
 from sundae_core.unroll import unrolled_loss
 from trainers.data import build_hole_set
 from trainers.data.build_latents import BUILD_RECORD
-from trainers.data.image_data import is_validation
+from trainers.data.image_data import _hash_unit, in_subset, is_validation
 from trainers.data.latent_data import HOLE_SET_KIND, HoleSet, TokenSet, write_hole_shard, write_manifest
 from trainers.evaluation.token_completion import completion_accuracy
 from trainers.training import train_prior
@@ -91,7 +93,7 @@ def test_each_hole_comes_with_the_tokens_encoded_with_it_hidden(tmp_path, image_
     assert _build(image_folders, out, "--fill", "smooth") == 1
 
 
-def test_extend_encodes_only_the_images_a_larger_subset_adds(tmp_path, image_folders, monkeypatch):
+def test_extend_encodes_only_the_images_a_larger_subset_adds(tmp_path, image_folders, monkeypatch, capsys):
     encoded = []
 
     class _Counting(_FakeVQGAN):
@@ -100,24 +102,62 @@ def test_extend_encodes_only_the_images_a_larger_subset_adds(tmp_path, image_fol
             return super().encode(x)
 
     monkeypatch.setattr(build_hole_set, "load_vqgan", lambda path, dtype=None: _Counting())
-    whole, part, rest = tmp_path / "whole", tmp_path / "part", tmp_path / "rest"
+    whole, part, more, rest = (tmp_path / name for name in ("whole", "part", "more", "rest"))
     assert _build(image_folders, whole) == 0
-    assert _build(image_folders, part, "--subset", "0.5") == 0
+    monkeypatch.chdir(tmp_path)
+    assert _build(Path("images"), part, "--subset", "0.3") == 0  # the images by a relative path
+    held = len(HoleSet(part, "train")) // 2 + len(HoleSet(part, "val")) // 2
+    # grown twice (an extended set extended again), the second time from another working folder
+    # with the images given by another path: each image encoded once in all
     encoded.clear()
-    assert _build(image_folders, rest, "--extend", str(part)) == 0
-    assert len(encoded) == 12 - len(HoleSet(part, "train")) // 2 - len(HoleSet(part, "val")) // 2
+    assert _build(image_folders, more, "--subset", "0.7", "--extend", str(part)) == 0
+    monkeypatch.chdir(image_folders)
+    assert build_hole_set.main(["--vqgan", "unused", "--images", ".", "--resolution", "64", "--sides", "2,3",
+                                "--holes", "2", "--labels-from-folders", "--no-progress", "--out", str(rest),
+                                "--extend", str(more)]) == 0, capsys.readouterr().err
+    assert len(encoded) == 12 - held  # one batch (the image and its two hidden copies) per new image
     manifest = json.loads((rest / "manifest.json").read_text())
-    assert manifest["extends"] == str(part) and manifest["shards"]["train"][0] == "../part/train-00000.safetensors"
+    assert manifest["extends"] == str(more) and manifest["shards"]["train"][0] == "../part/train-00000.safetensors"
     # the base's holes and the new ones together are the whole build's, image for image
     for split in ("train", "val"):
         grown, full = HoleSet(rest, split), HoleSet(whole, split)
         order = lambda s: sorted(range(len(s)), key=lambda i: (s.tokens[i].tolist(), s.hole[i].tolist()))
         assert all(torch.equal(getattr(grown, k)[order(grown)], getattr(full, k)[order(full)])
                    for k in ("tokens", "context", "hole", "labels"))
-    # nothing to add, other holes, itself: refused with the fix
-    assert _build(image_folders, tmp_path / "again", "--extend", str(part), "--subset", "0.5") == 1
-    assert _build(image_folders, tmp_path / "other", "--extend", str(part), "--sides", "3") == 1
-    assert _build(image_folders, part, "--extend", str(part)) == 1
+    # refused, each with its fix
+    capsys.readouterr()
+    cases = {("--extend", str(part), "--subset", "0.3"): "holds the 0.3 share .* give a larger --subset",
+             ("--extend", str(whole)): "holds every image .* already",
+             ("--extend", str(part), "--sides", "3"): "built with --sides \\[2, 3\\], not \\[3\\]",
+             ("--extend", str(part), "--limit", "5"): "--limit does not combine",
+             ("--extend", str(part), "--out", str(part)): "is --out itself"}
+    for extra, message in cases.items():
+        assert _build(image_folders, tmp_path / "refused", *extra) == 1
+        assert re.search(message, capsys.readouterr().err), extra
+    # a base that does not hold its share of the folder as it is now (an image added since)
+    added = next(n for n in (f"new{i}.png" for i in range(40)) if in_subset(Path(n), 0.3))
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(image_folders / "food" / added)
+    assert _build(image_folders, tmp_path / "stale", "--extend", str(part)) == 1
+    assert "does not hold the 0.3 share" in capsys.readouterr().err
+
+
+def test_extend_numbers_classes_the_base_did_not_meet_after_its_own(tmp_path, monkeypatch):
+    monkeypatch.setattr(build_hole_set, "load_vqgan", lambda path, dtype=None: _FakeVQGAN())
+    root = tmp_path / "images"
+    below = [n for n in (f"food{i}.png" for i in range(40)) if _hash_unit("subset:" + n) < 0.5][:4]
+    above = next(n for n in (f"zebra{i}.png" for i in range(40)) if _hash_unit("subset:" + n) >= 0.5)
+    for group, name in [("food", n) for n in below] + [("zoo", above)]:
+        (root / group).mkdir(parents=True, exist_ok=True)
+        pixels = np.full((64, 64, 3), 255, np.uint8)
+        pixels[16:56, 8:48] = 90
+        Image.fromarray(pixels).save(root / group / name)
+    assert _build(root, tmp_path / "part", "--subset", "0.5") == 0  # its share meets no zoo image
+    assert json.loads((tmp_path / "part" / "manifest.json").read_text())["class_names"] == ["food"]
+    assert _build(root, tmp_path / "rest", "--extend", str(tmp_path / "part")) == 0
+    assert json.loads((tmp_path / "rest" / "manifest.json").read_text())["class_names"] == ["food", "zoo"]
+    labels = torch.cat([HoleSet(tmp_path / "rest", split).labels for split in ("train", "val")
+                        if json.loads((tmp_path / "rest" / "manifest.json").read_text())["shards"][split]])
+    assert sorted(labels.tolist()) == [0] * 8 + [1] * 2  # food keeps label 0; the zebra's two holes are 1
 
 
 def _write_hole_set(root, tokens_root, n=16, seed=0):
@@ -189,13 +229,15 @@ def test_shifted_hole_rows_move_target_context_and_hole_together(tmp_path, laten
     noise = torch.randint(0, 16, target.shape, generator=g)
     assert moves.abs().sum(1).gt(0).sum() > 32  # most rows moved
     moved_hole = shift_tokens(hole, moves)
+    assert torch.equal(moved_hole.sum((1, 2)), hole.sum((1, 2)))  # a token of margin: no hole cropped
     assert torch.equal(tokens, shift_tokens(target, moves))
     assert torch.equal(start[moved_hole], noise[moved_hole])
     assert torch.equal(start[~moved_hole], shift_tokens(context, moves)[~moved_hole])
     # each row's answer is still its context's top-left token plus 1 (_write_hole_set), wherever it moved
     assert all(tokens[row][moved_hole[row]].unique().numel() == 1 for row in range(64))
-    with pytest.raises(ConfigError, match="train.shift_holes"):
-        train_prior.PriorTrainConfig(shift_holes=True, hole_share=0.5)
+    for shift in (0, 2):  # no shift, or one that would crop the holes at the edge
+        with pytest.raises(ConfigError, match="train.shift_holes"):
+            train_prior.PriorTrainConfig(shift_holes=True, hole_share=0.5, shift=shift)
 
 
 def test_hole_rows_start_from_the_hidden_context_with_noise_in_the_hole(tmp_path, latents):

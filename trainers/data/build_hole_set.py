@@ -20,11 +20,13 @@ hole): tokens (n h w) the image's own, context (n h w) those encoded with the ho
 sundae-build-latents splits (image_data.is_validation); shards are written atomically and skipped
 when present (a killed build resumes); under torchrun each process encodes its share of shards.
 
---extend HOLES grows a hole set built on a --subset of the same images to a larger --subset
-without re-encoding it: only the images the larger share adds are encoded (the subsets nest,
-image_data.in_subset), and the new manifest lists the base's shards (as paths relative to --out)
-before the new ones. Every setting that shapes the holes must be the base's (checked). Images
-from another folder are all new to it: --extend then adds the --subset of that folder.
+--extend HOLES grows a hole set built on a --subset of an image folder to a larger --subset of
+the same folder without re-encoding it: only the images the larger share adds are encoded (the
+subsets nest, image_data.in_subset), and the new manifest lists the base's shards (as paths
+relative to --out, so the base folder must stay beside it) before the new ones. The base must
+hold exactly its share of the folder as it is now (its record's image list is checked), and
+every setting that shapes the holes must be its own. Classes the base's share did not meet are
+numbered after its own.
 """
 
 from __future__ import annotations
@@ -45,8 +47,8 @@ from sundae_core.models import inference_dtype, load_vqgan
 
 from ..evaluation.inpaint_setup import hole_masks, place_hole
 from ..training import distributed as dist
-from .build_latents import (BUILD_RECORD, _folder_labels, base_classes, build_settings, check_out_folder,
-                           folder_classes, write_build_record)
+from .build_latents import (BUILD_RECORD, _folder_labels, build_settings, check_out_folder, folder_classes,
+                           read_build_record, write_build_record)
 from .image_data import HELD_OUT_FRACTION, image_paths, in_subset, is_validation, load_rgb_scaled
 from .latent_data import HOLE_SET_KIND, read_manifest, write_hole_shard, write_manifest
 
@@ -91,16 +93,15 @@ def build(args) -> int:
     if max(args.sides) > grid - 2:
         raise InputError(f"--sides {max(args.sides)} does not fit the {grid}x{grid} token grid with a margin")
     base = extended_holes(args, vqgan.token_version, grid) if args.extend else None
-    # with --extend on the base's own images, those its subset took are in the base already
-    above = base["subset"] if base is not None and same_folder(base["images"], args.images) else 0.0
+    # with --extend, the images the base's share took are in it already (the subsets nest)
+    above = base["subset"] if base is not None else 0.0
     files = [p for p in image_paths(args.images)[: args.limit or None] if in_subset(p, args.subset, above)]
     if not files:
         raise InputError(f"no images to encode in {args.images}" + (
-            f": --extend {args.extend} holds its first {above:g} share already; give a larger --subset"
-            if above else ""))
+            f" beyond the {above:g} share --extend {args.extend} holds; give a larger --subset" if base else ""))
     class_names = folder_classes(files, Path(args.images)) if args.labels_from_folders else []
-    if base is not None:
-        class_names = base_classes(base, class_names, args.extend)
+    if base is not None:  # the base's labels keep their numbers; classes it did not meet come after them
+        class_names = grown_classes(base, class_names, args.extend)
     labels_of = _folder_labels(files, Path(args.images), class_names) if class_names else None
     shards: dict[str, list[str]] = {"train": [], "val": []}
     plan = []
@@ -114,7 +115,8 @@ def build(args) -> int:
     # version, size, split, grouping) and how the holes are drawn and hidden
     check_settings(out, {**build_settings(args, vqgan.token_version, files, class_names), "holes": args.holes,
                          "sides": list(args.sides), "slack": args.slack, "fill": args.fill,
-                         **({"extends": str(Path(args.extend).resolve())} if base is not None else {})})
+                         **({"extends": str(Path(args.extend).resolve()), "subset_from": above}
+                            if base is not None else {})})
     mine = [item for j, item in enumerate(plan) if j % world == rank and not (out / item[0]).is_file()]
     bar = tqdm(total=sum(len(p) for _, p in mine), desc=f"holes (rank {rank})", unit="image",
                disable=args.no_progress)
@@ -152,34 +154,62 @@ HOLE_SETTINGS = {"resolution": "resolution", "holes_per_image": "holes", "sides"
 
 
 def extended_holes(args, token_version: str, grid: int) -> dict:
-    """The manifest of the hole set --extend names, checked against this build: the same encoding
-    and the same kind of holes, so its rows and the new ones train and score alike."""
-    if same_folder(args.extend, args.out):
-        raise InputError(f"--extend {args.extend} is --out itself: give the new set another --out")
+    """The manifest of the hole set --extend names, checked against this build: the same encoding,
+    the same kind of holes, and the same image folder, of which it holds exactly the share its
+    record names (checked by the image list's digest), so this build encodes the rest."""
+    where = f"--extend {args.extend}"
+    if Path(args.extend).resolve() == Path(args.out).resolve():
+        raise InputError(f"{where} is --out itself: give the grown set another --out")
+    if args.limit:
+        raise InputError(f"{where}: --limit does not combine with --extend (the grown set would miss the images "
+                         "past the limit); drop --limit")
     base = read_manifest(args.extend)
     if base.get("kind") != HOLE_SET_KIND:
-        raise InputError(f"--extend {args.extend} is a latent dataset, not a hole set: give a folder written "
-                         "by sundae-build-hole-set")
+        raise InputError(f"{where} is a latent dataset, not a hole set: give a folder written by "
+                         "sundae-build-hole-set")
     if base.get("token_version") != token_version:
-        raise InputError(f"--extend {args.extend} was encoded with token version {base.get('token_version')}, "
+        raise InputError(f"{where} was encoded with token version {base.get('token_version')}, "
                          f"--vqgan {args.vqgan} gives {token_version}: extend it with the VQ-GAN that built it")
     for key, flag in HOLE_SETTINGS.items():
         mine = list(getattr(args, flag)) if key == "sides" else getattr(args, flag)
         if base.get(key) != mine:
-            raise InputError(f"--extend {args.extend} was built with --{flag.replace('_', '-')} {base.get(key)}, "
-                             f"not {mine}: give the same value, so that its holes and the new ones are alike")
+            raise InputError(f"{where} was built with --{flag.replace('_', '-')} {base.get(key)}, not {mine}: "
+                             "give the same value, so that its holes and the new ones are alike")
     if base.get("height") != grid:
-        raise InputError(f"--extend {args.extend} has {base.get('height')}x{base.get('width')} token grids, this "
-                         f"VQ-GAN gives {grid}x{grid} at --resolution {args.resolution}: use the VQ-GAN that built it")
-    base.setdefault("subset", 1.0)
-    if same_folder(base.get("images", ""), args.images) and args.subset <= base["subset"]:
-        raise InputError(f"--extend {args.extend} already holds the {base['subset']:g} share of {args.images}: "
-                         f"give a larger --subset (1 = every image)")
+        raise InputError(f"{where} has {base.get('height')}x{base.get('width')} token grids, this VQ-GAN gives "
+                         f"{grid}x{grid} at --resolution {args.resolution}: use the VQ-GAN that built it")
+    record = read_build_record(Path(args.extend)) or {}
+    folder = record.get("images") or base.get("images", "")
+    if not folder or Path(folder).resolve() != Path(args.images).resolve():
+        raise InputError(f"{where} was built from the images in {folder or 'an unrecorded folder'}, not "
+                         f"{args.images}: --extend grows a hole set over its own image folder (give that "
+                         "folder); build other images' holes as a set of their own")
+    base["subset"] = share = float(base.get("subset", 1.0))
+    if share >= 1:
+        raise InputError(f"{where} holds every image of {args.images} already: nothing to add")
+    if args.subset <= share:
+        raise InputError(f"{where} holds the {share:g} share of {args.images} already: give a larger --subset "
+                         "(1 = every image)")
+    # what the base holds, from its record: the images of its share (above its own base's, if any)
+    held = [p for p in image_paths(args.images) if in_subset(p, share, float(record.get("subset_from", 0.0)))]
+    names = "\n".join(str(p.relative_to(Path(args.images))) for p in held)
+    digest, count = record.get("image_list_sha256"), record.get("image_count", record.get("files"))
+    if (digest is None and count is None) or (digest is not None and digest != hashlib.sha256(names.encode()).hexdigest()) \
+            or (count is not None and count != len(held)):
+        raise InputError(f"{where} does not hold the {share:g} share of {args.images} as the folder is now (it was "
+                         "built with --limit, or images were added or removed since): rebuild it, or build the "
+                         "whole set afresh with --subset 1 and no --extend")
     return base
 
 
-def same_folder(a: str, b: str) -> bool:
-    return bool(a) and Path(a).resolve() == Path(b).resolve()
+def grown_classes(base: dict, here: list[str], base_path: str) -> list[str]:
+    """The grown set's class names: the base's in their order (its labels keep their numbers),
+    then this build's folders it did not meet (its share may have missed a small class)."""
+    names = list(base.get("class_names") or [])
+    if bool(names) != bool(here):
+        raise InputError(f"--extend {base_path} is {'labelled' if names else 'not labelled'}: "
+                         f"{'add' if names else 'drop'} --labels-from-folders to match it")
+    return names + sorted(set(here) - set(names))
 
 
 def check_settings(out: Path, settings: dict) -> None:

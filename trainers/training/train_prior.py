@@ -88,7 +88,7 @@ class PriorTrainConfig:
     # each training grid moved by (dy, dx) uniform in [-shift, shift], edges replicated
     # (sundae_core/token_shift.py); 0 = off, and then nothing is drawn, so runs resume as before
     shift: int = 0
-    # train.shift moves the hole rows too (target, context and hole alike): the holes of the hole
+    # train.shift (1) moves the hole rows too (target, context and hole alike): the holes of the hole
     # set at more places on the grid, as the plain rows are; off, hole rows draw as they always have
     shift_holes: bool = False
     bf16: bool = True
@@ -137,9 +137,11 @@ class PriorTrainConfig:
         if self.view_distill and not (self.view_distill_teacher or self.init):
             raise ConfigError("train.view_distill needs a teacher: set train.view_distill_teacher to a prior file "
                               "(or train.init, whose prior then teaches), or set train.view_distill to 0")
-        if self.shift_holes and not (self.shift and self.hole_share):
-            raise ConfigError("train.shift_holes moves the hole rows by up to train.shift tokens: set train.shift > 0 "
-                              "and train.hole_share > 0, or set train.shift_holes to false")
+        if self.shift_holes and not (self.shift == 1 and self.hole_share):
+            # the hole set's holes keep one token of margin: a larger move would crop them at the edge
+            raise ConfigError(f"train.shift_holes moves the hole rows by up to train.shift tokens, which must then be 1 "
+                              f"(the holes keep one token of margin from the edge; it is {self.shift}), with "
+                              "train.hole_share > 0; or set train.shift_holes to false")
         self.sampler_settings()  # a bad train.sample_* value fails when the config loads
 
     def sampler_settings(self) -> SamplerSettings:
