@@ -48,7 +48,7 @@ from sundae_core.models import inference_dtype, load_vqgan
 from ..evaluation.inpaint_setup import hole_masks, place_hole
 from ..training import distributed as dist
 from .build_latents import (BUILD_RECORD, _folder_labels, build_settings, check_out_folder, folder_classes,
-                           read_build_record, write_build_record)
+                           image_list_digest, read_build_record, write_build_record)
 from .image_data import HELD_OUT_FRACTION, image_paths, in_subset, is_validation, load_rgb_scaled
 from .latent_data import HOLE_SET_KIND, read_manifest, write_hole_shard, write_manifest
 
@@ -192,9 +192,8 @@ def extended_holes(args, token_version: str, grid: int) -> dict:
                          "(1 = every image)")
     # what the base holds, from its record: the images of its share (above its own base's, if any)
     held = [p for p in image_paths(args.images) if in_subset(p, share, float(record.get("subset_from", 0.0)))]
-    names = "\n".join(str(p.relative_to(Path(args.images))) for p in held)
     digest, count = record.get("image_list_sha256"), record.get("image_count", record.get("files"))
-    if (digest is None and count is None) or (digest is not None and digest != hashlib.sha256(names.encode()).hexdigest()) \
+    if (digest is None and count is None) or (digest is not None and digest != image_list_digest(held, Path(args.images))) \
             or (count is not None and count != len(held)):
         raise InputError(f"{where} does not hold the {share:g} share of {args.images} as the folder is now (it was "
                          "built with --limit, or images were added or removed since): rebuild it, or build the "

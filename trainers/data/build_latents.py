@@ -160,6 +160,11 @@ def base_classes(base: dict, here: list[str], base_path: str) -> list[str]:
     return names
 
 
+def image_list_digest(files: list[Path], root: Path) -> str:
+    """sha256 of the images' paths under `root`, one a line: which images a build took."""
+    return hashlib.sha256("\n".join(str(p.relative_to(root)) for p in files).encode()).hexdigest()
+
+
 def build_settings(args, token_version: str, files: list[Path], class_names: list[str]) -> dict:
     """Everything the shards' contents depend on: which images (their list, not their pixels),
     the VQ-GAN's encoding (its token version: retraining only the decoder keeps it), the size,
@@ -167,9 +172,8 @@ def build_settings(args, token_version: str, files: list[Path], class_names: lis
     rebuild with other --extra-scales reuses the shards it shares with the folder and the manifest
     lists the ones asked for."""
     root = Path(args.images)
-    names = "\n".join(str(p.relative_to(root)) for p in files)
     return {"decoder": "vqgan", "token_version": token_version, "resolution": args.resolution,
-            "images": str(root.resolve()), "image_list_sha256": hashlib.sha256(names.encode()).hexdigest(),
+            "images": str(root.resolve()), "image_list_sha256": image_list_digest(files, root),
             "image_count": len(files), "val_fraction": args.val_fraction, "shard_size": args.shard_size,
             "class_names": class_names}
 
